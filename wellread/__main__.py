@@ -1,0 +1,5 @@
+import sys
+
+from wellread.cli import main
+
+sys.exit(main())

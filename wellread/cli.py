@@ -1,0 +1,186 @@
+"""The ``wellread`` command: parse flags into a typed config, call the library, print the result.
+
+No logic lives here. Each command is a config dataclass plus a function registered with
+``@command``; ``wellread vocab train`` is the command named "vocab train".
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from wellread import __version__
+from wellread.config import add_arguments, field, from_args
+from wellread.errors import WellreadError
+
+
+@dataclasses.dataclass
+class Command:
+    name: str
+    config: type
+    run: Callable[[object], int | None]
+    help: str
+
+
+COMMANDS: dict[str, Command] = {}
+
+
+def command(name: str, config: type, help: str):
+    def register(fn):
+        COMMANDS[name] = Command(name, config, fn, help)
+        return fn
+
+    return register
+
+
+# --- wellread models ---------------------------------------------------------------------------
+
+@dataclasses.dataclass(kw_only=True)
+class ModelsConfig:
+    json: bool = field(False, help="print JSON instead of a table")
+
+
+@command("models", ModelsConfig, "list the 24 BERT miniatures (sizes, parameters, hub ids)")
+def _models(cfg: ModelsConfig) -> None:
+    from wellread import zoo
+
+    rows = zoo.table()
+    if cfg.json:
+        print(json.dumps(rows, indent=2))
+        return
+    cols = [("name", "name"), ("alias", "alias"), ("layers", "L"), ("hidden", "H"), ("heads", "heads"),
+            ("intermediate", "ffn"), ("parameters", "params"), ("hub_id", "hub id")]
+    cells = [[("" if r[k] is None else f"{r[k]:,}" if k == "parameters" else str(r[k])) for k, _ in cols] for r in rows]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, (_, h) in enumerate(cols)]
+    numeric = {"layers", "hidden", "heads", "intermediate", "parameters"}
+
+    def fmt(values):
+        return "  ".join(v.rjust(w) if cols[i][0] in numeric else v.ljust(w) for i, (v, w) in enumerate(zip(values, widths))).rstrip()
+
+    print(fmt([h for _, h in cols]))
+    print(fmt(["-" * w for w in widths]))
+    for c in cells:
+        print(fmt(c))
+
+
+# --- wellread init -------------------------------------------------------------------------------
+
+@dataclasses.dataclass(kw_only=True)
+class InitConfig:
+    model: str = field(help="one of the 24 miniatures: an alias (tiny, mini, small, medium, base) or L-<n>_H-<n>",
+                       positional=True)
+    vocab: Path = field(help="vocab.txt, or a directory holding vocab.txt / tokenizer.json")
+    out: Path = field(help="the model directory to write (HF layout)")
+    seed: int = field(0, help="random seed; the same seed gives the same weights bit for bit")
+    overwrite: bool = field(False, help="replace an existing output directory")
+
+
+@command("init", InitConfig, "write a randomly initialised miniature in the Hugging Face layout")
+def _init(cfg: InitConfig) -> None:
+    from wellread import modeling, tokenization, zoo
+
+    mini = zoo.get(cfg.model)
+    tok = tokenization.load_tokenizer(cfg.vocab)
+    model = modeling.init_model(mini, tok, seed=cfg.seed)
+    out = modeling.save_model(model, tok, cfg.out, overwrite=cfg.overwrite)
+    n = sum(p.numel() for p in model.bert.parameters())
+    print(f"wrote {mini.name}{f' ({mini.alias})' if mini.alias else ''}: {n:,} encoder parameters, "
+          f"vocab {tok.get_vocab_size():,} -> {out}")
+
+
+# --- wellread vocab ------------------------------------------------------------------------------
+
+@dataclasses.dataclass(kw_only=True)
+class VocabTrainConfig:
+    files: list[Path] = field(help="plain-text or .gz files, one paragraph or sentence per line", positional=True)
+    out: Path = field(help="directory to write (vocab.txt, tokenizer.json, tokenizer_config.json, ...)")
+    size: int = field(30522, help="vocabulary size, special tokens included")
+    min_frequency: int = field(2, help="a merge must be seen at least this often")
+    limit_alphabet: int = field(1000, help="keep at most this many distinct initial characters")
+    overwrite: bool = field(False, help="replace an existing output directory")
+    quiet: bool = field(False, help="no progress bar")
+
+
+@command("vocab train", VocabTrainConfig, "learn an uncased WordPiece vocabulary from text")
+def _vocab_train(cfg: VocabTrainConfig) -> None:
+    from wellread import tokenization
+
+    tok = tokenization.train_vocab(cfg.files, cfg.size, min_frequency=cfg.min_frequency,
+                                   limit_alphabet=cfg.limit_alphabet, show_progress=not cfg.quiet)
+    out = tokenization.save_vocab(tok, cfg.out, overwrite=cfg.overwrite)
+    print(f"wrote a vocabulary of {tok.get_vocab_size():,} tokens (hash {tokenization.vocab_hash(tok)}) -> {out}")
+
+
+@dataclasses.dataclass(kw_only=True)
+class VocabEncodeConfig:
+    text: str = field(help="the text to encode", positional=True)
+    pair: str | None = field(None, help="a second segment (encoded as a BERT sentence pair)")
+    vocab: Path = field(help="vocab.txt, tokenizer.json, or a model/vocab directory")
+    json: bool = field(False, help="print JSON (tokens, ids, type ids)")
+
+
+@command("vocab encode", VocabEncodeConfig, "show the word pieces and ids of a text")
+def _vocab_encode(cfg: VocabEncodeConfig) -> None:
+    from wellread import tokenization
+
+    tok = tokenization.load_tokenizer(cfg.vocab)
+    enc = tokenization.encode(tok, cfg.text, cfg.pair)
+    if cfg.json:
+        print(json.dumps({"tokens": enc.tokens, "ids": enc.ids, "type_ids": enc.type_ids}, ensure_ascii=False))
+        return
+    print(" ".join(enc.tokens))
+    print(" ".join(map(str, enc.ids)))
+
+
+# --- the parser ----------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wellread", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--version", action="version", version=f"wellread {__version__}")
+    top = parser.add_subparsers(dest="command", metavar="COMMAND")
+    groups: dict[str, argparse._SubParsersAction] = {}
+    for name, cmd in COMMANDS.items():
+        parts = name.split()
+        sub = top
+        for i, part in enumerate(parts[:-1]):
+            key = " ".join(parts[: i + 1])
+            if key not in groups:
+                gp = sub.add_parser(part, help=f"{part} commands")
+                groups[key] = gp.add_subparsers(dest=f"sub_{i}", metavar="SUBCOMMAND", required=True)
+            sub = groups[key]
+        p = sub.add_parser(parts[-1], help=cmd.help, description=cmd.help)
+        add_arguments(p, cmd.config)
+        p.set_defaults(_command=name)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    if not getattr(ns, "_command", None):
+        parser.print_help()
+        return 2
+    cmd = COMMANDS[ns._command]
+    try:
+        cfg = from_args(cmd.config, ns)
+        rc = cmd.run(cfg)
+    except WellreadError as e:
+        print(f"wellread {cmd.name}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"wellread {cmd.name}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    return int(rc or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

@@ -1,0 +1,130 @@
+"""Atomic file and directory writes, and reading text files (.txt, .gz) line by line.
+
+Every output of wellread goes through here, so a killed process never leaves a half-written file
+or model directory where a good one was (write to a temporary name, flush, fsync, ``os.replace``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import io
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from wellread.errors import WellreadError
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a part."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+def check_output_dir(path: str | Path, *, overwrite: bool = False, allowed: set[str] | None = None) -> Path:
+    """Refuse an output directory that exists and holds anything but files we would write.
+
+    ``allowed`` names the files a previous run of the same command leaves; a directory holding only
+    those is ours to replace. With ``overwrite`` any existing directory is replaced.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise WellreadError("output path exists and is not a directory", file=path)
+    if path.is_dir() and not overwrite:
+        present = {p.name for p in path.iterdir()}
+        foreign = sorted(present - (allowed or set()))
+        if foreign:
+            shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
+            raise WellreadError(
+                f"output directory exists and holds other content ({shown}); "
+                "choose another --out or pass --overwrite",
+                file=path,
+            )
+    return path
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | Path) -> Iterator[Path]:
+    """Build a directory under a temporary name beside ``path``; on success swap it into place.
+
+    If the body raises, the temporary directory is removed and ``path`` is untouched. An existing
+    ``path`` is replaced only after the new one is complete (callers check it may be replaced).
+    """
+    path = Path(path).absolute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield tmp
+        for f in tmp.rglob("*"):
+            if f.is_file():
+                with open(f, "rb") as fh:
+                    os.fsync(fh.fileno())
+        if path.exists():
+            old = path.with_name(f".{path.name}.old-{os.getpid()}")
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def open_text(path: str | Path) -> io.TextIOBase:
+    """Open a .txt or .gz file as UTF-8 text; undecodable bytes become U+FFFD instead of a crash."""
+    path = Path(path)
+    if not path.exists():
+        raise WellreadError("no such file", file=path)
+    if path.is_dir():
+        raise WellreadError("is a directory, expected a text file", file=path)
+    if path.suffix == ".gz":
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="replace")
+    return open(path, encoding="utf-8", errors="replace")
+
+
+def iter_lines(paths: list[str | Path]) -> Iterator[str]:
+    """Yield the lines (without newline) of several text files in order."""
+    for p in paths:
+        with open_text(p) as f:
+            for line in f:
+                yield line.rstrip("\n").rstrip("\r")
