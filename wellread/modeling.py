@@ -57,9 +57,17 @@ def save_model(model, tokenizer: Tokenizer, out: str | Path, *, overwrite: bool 
             field="vocab",
         )
     out = check_output_dir(out, overwrite=overwrite, allowed=set(MODEL_FILES) | set(TOKENIZER_FILES))
-    with atomic_directory(out) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
-        write_tokenizer_files(tokenizer, tmp, model_max_length=model.config.max_position_embeddings)
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # one small file: transformers' "Writing model shards" bar is noise
+    try:
+        with atomic_directory(out) as tmp:
+            model.save_pretrained(tmp, safe_serialization=True)
+            write_tokenizer_files(tokenizer, tmp, model_max_length=model.config.max_position_embeddings)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     return out
 
 

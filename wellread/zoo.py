@@ -122,7 +122,8 @@ def get(name: str) -> Miniature:
     m = re.fullmatch(r"l-?(\d+)[_-]h-?(\d+)(?:[_-]a-?\d+)?", key)
     if m and (int(m.group(1)), int(m.group(2))) in {(x.layers, x.hidden) for x in MINIATURES}:
         return Miniature(int(m.group(1)), int(m.group(2)))
-    suggestions = difflib.get_close_matches(key, [x.name.lower() for x in MINIATURES] + list(ALIASES), n=3)
+    canonical = {x.name.lower(): x.name for x in MINIATURES} | {a: a for a in ALIASES}
+    suggestions = [canonical[s] for s in difflib.get_close_matches(key, list(canonical), n=3)]
     hint = f"; did you mean {' or '.join(suggestions)}?" if suggestions else ""
     raise WellreadError(
         f"unknown model name {name!r}{hint} (names: {', '.join(ALIASES)}, or L-<2..12>_H-<128|256|512|768>; "

