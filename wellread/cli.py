@@ -137,6 +137,43 @@ def _vocab_encode(cfg: VocabEncodeConfig) -> None:
     print(" ".join(map(str, enc.ids)))
 
 
+# --- wellread data stats ---------------------------------------------------------------------------
+
+@dataclasses.dataclass(kw_only=True)
+class DataStatsConfig:
+    task: str = field(help="cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli, ax or hans")
+    data_dir: Path = field(help="the GLUE root (holding <Task>/), a task folder, or a Hugging Face datasets copy")
+    vocab: Path | None = field(None, help="vocab.txt or a model directory: lengths in WordPiece tokens "
+                                          "(default: whitespace words)")
+    max_length: int = field(128, help="with --vocab, count the examples longer than this")
+    json: bool = field(False, help="print JSON (one object per split)")
+
+
+@command("data stats", DataStatsConfig, "per split: examples read, rows skipped and why, labels, lengths")
+def _data_stats(cfg: DataStatsConfig) -> None:
+    from wellread.data import stats
+
+    result = stats.split_stats(cfg.task, cfg.data_dir, vocab=cfg.vocab, max_length=cfg.max_length)
+    print(json.dumps(result, indent=2, ensure_ascii=False) if cfg.json else stats.format_stats(cfg.task, result))
+
+
+# --- wellread finetune ---------------------------------------------------------------------------
+
+def _finetune_config():
+    from wellread.train.finetune import FinetuneConfig
+
+    return FinetuneConfig
+
+
+@command("finetune", _finetune_config, "fine-tune a model on a GLUE task (4 epochs, dev after each)")
+def _finetune(cfg) -> None:
+    from wellread.train.finetune import finetune
+
+    r = finetune(cfg)
+    print(f"{r['task']}: dev " + ", ".join(f"{k} {v:.4f}" for k, v in r["dev"].items() if "/" in k)
+          + f" ({r['steps']} steps, {r['train_examples_per_s']:.0f} examples/s) -> {cfg.out / 'model'}")
+
+
 # --- the parser ----------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
