@@ -133,6 +133,9 @@ def test_qqp_malformed_training_rows_are_skipped_and_counted(tmp_path):
     write(tmp_path, "QQP", "dev.tsv", [head, tsv(0, 1, 2, "a", "b", 1), tsv(1, 3, 4, "c")])
     with pytest.raises(WellreadError, match=r"QQP/dev.tsv:3 \(field columns\): expected 6 tab-separated columns, found 4"):
         read_split("qqp", tmp_path, "dev")
+    write(tmp_path, "QQP", "train.tsv", [head, tsv(0, 1, 2, "a", "b", 7), tsv(1, 1, 2, "a")])
+    with pytest.raises(WellreadError, match=r"the train split of qqp has no examples \(2 rows skipped\)"):
+        read_split("qqp", tmp_path, "train")
     write(tmp_path, "QQP", "test.tsv", [tsv("id", "question1", "question2"), tsv(0, "x?", "y?")])
     assert read_split("qqp", tmp_path, "test").examples[0].meta == {"index": "0"}
 
@@ -196,6 +199,9 @@ def test_ax_diagnostic_and_diagnostic_full(tmp_path):
     full = read_split("AX", tmp_path, "full").examples
     assert [e.label for e in full] == ["contradiction", "entailment"]
     assert full[0].meta["logic"] == "Negation" and full[1].meta["lexical semantics"] == "Lexical entailment"
+    # the file as GLUE's download names it, AX.tsv, is read as the same split
+    (tmp_path / "diagnostic" / "diagnostic.tsv").rename(tmp_path / "diagnostic" / "AX.tsv")
+    assert read_split("ax", tmp_path / "diagnostic", "test").examples == test
 
 
 HANS_HEAD = tsv("gold_label", "sentence1_binary_parse", "sentence2_binary_parse", "sentence1_parse",
@@ -217,6 +223,9 @@ def test_hans_evaluation_set(tmp_path):
     assert exs[0].guid == "evaluation-ex0" and exs[0].label == "non-entailment"
     assert exs[0].meta == {"heuristic": "lexical_overlap", "subcase": "ln_subject/object_swap", "template": "temp1"}
     assert read_split("hans", tmp_path / "HANS", "test").examples[1].label == "entailment"
+    # kept beside MNLI's files, HANS is still found (its file name is its own)
+    (tmp_path / "HANS").rename(tmp_path / "MNLI")
+    assert len(read_split("hans", tmp_path / "MNLI", "evaluation").examples) == 2
 
 
 # --- bad input: one clear error naming file, line and field ----------------------------------------

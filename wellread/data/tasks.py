@@ -91,6 +91,7 @@ class TaskSpec:
     aliases: tuple[str, ...] = ()
     folder_aliases: tuple[str, ...] = ()
     split_aliases: Mapping[str, str] = field(default_factory=dict)
+    file_aliases: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # split -> other names its file has
     positive_label: str | None = None  # the class F1 is computed for
     evaluate_with: str | None = None  # the task whose model predicts this one (AX, HANS: "mnli")
     hf: HFSpec | None = None
@@ -115,6 +116,10 @@ class TaskSpec:
     @property
     def id2label(self) -> dict[int, str]:
         return {} if self.labels is None else dict(enumerate(self.labels))
+
+    def file_names(self, split: str) -> tuple[str, ...]:
+        """The names ``split``'s file may have in a task folder, the official one first."""
+        return (self.splits[split][0], *self.file_aliases.get(split, ()))
 
     def split_name(self, split: str) -> str:
         """Our name for ``split`` (accepts HF's ``validation``…); unknown -> WellreadError."""
@@ -237,6 +242,7 @@ TASKS: dict[str, TaskSpec] = {t.name: t for t in (
                                                        header=("premise", "hypothesis", "label"), meta=_AX_META))},
         submissions={"test": "AX.tsv"}, aliases=("diagnostic", "glueax"), folder_aliases=("diagnostic",),
         split_aliases={"diagnostic": "test", "diagnostic_full": "full"}, evaluate_with="mnli",
+        file_aliases={"test": ("AX.tsv",)},  # the name it is downloaded under (dl.fbaipublicfiles.com/glue/data/AX.tsv)
         hf=HFSpec("ax", "premise", "hypothesis", {"test": "test"}, _HF_MNLI),
     ),
     TaskSpec(
@@ -279,8 +285,19 @@ def _listing(d: Path) -> str:
     return ", ".join(names[:20]) + (" ..." if len(names) > 20 else "") if names else "nothing"
 
 
+def _present(spec: TaskSpec, d: Path) -> dict[str, Path]:
+    """split -> file, for the splits of ``spec`` whose file is in ``d``."""
+    found = {}
+    for split in spec.splits:
+        for name in spec.file_names(split):
+            if (d / name).is_file():
+                found[split] = d / name
+                break
+    return found
+
+
 def _is_task_dir(spec: TaskSpec, d: Path) -> bool:
-    return any((d / fname).is_file() for fname, _ in spec.splits.values())
+    return bool(_present(spec, d))
 
 
 def task_dir(task: str | TaskSpec, data_dir: str | Path) -> Path | None:
@@ -290,10 +307,14 @@ def task_dir(task: str | TaskSpec, data_dir: str | Path) -> Path | None:
     if not data_dir.is_dir():
         raise WellreadError("no such data directory", file=data_dir)
     wanted = {_norm(n) for n in (spec.folder, *spec.folder_aliases)}
-    if _is_task_dir(spec, data_dir):
+    present = _present(spec, data_dir)
+    if present:
+        # train.tsv is in many task folders: refuse another task's folder rather than misread it
         other = _BY_NAME.get(_norm(data_dir.name))
         if other is not None and other != spec.name and _norm(data_dir.name) not in wanted:
-            raise WellreadError(f"this is the folder of task {other}, not {spec.name}", file=data_dir)
+            theirs = {n for s in TASKS[other].splits for n in TASKS[other].file_names(s)}
+            if all(p.name in theirs for p in present.values()):
+                raise WellreadError(f"this is the folder of task {other}, not {spec.name}", file=data_dir)
         return data_dir
     for child in sorted(data_dir.iterdir()):
         if child.is_dir() and _norm(child.name) in wanted and _is_task_dir(spec, child):
@@ -318,7 +339,7 @@ def split_files(task: str | TaskSpec, data_dir: str | Path) -> dict[str, Path]:
     spec = get_task(task)
     folder = task_dir(spec, data_dir)
     if folder is not None:
-        return {s: folder / fname for s, (fname, _) in spec.splits.items() if (folder / fname).is_file()}
+        return _present(spec, folder)
     from wellread.data import hf_glue
 
     found = {s: files[0] for s in spec.splits if (files := hf_glue.find_files(spec, Path(data_dir), s))}
@@ -349,9 +370,10 @@ def read_split(task: str | TaskSpec, data_dir: str | Path, split: str) -> SplitD
         raise WellreadError(f"no {split} split of {spec.name} here; found: {_listing(Path(data_dir))}",
                             file=data_dir)
     fname, layout = spec.splits[split]
-    path = folder / fname
-    if not path.is_file():
-        raise WellreadError(f"no {fname} for the {split} split of {spec.name}; found: {_listing(folder)}", file=path)
+    path = _present(spec, folder).get(split)
+    if path is None:
+        raise WellreadError(f"no {fname} for the {split} split of {spec.name}; found: {_listing(folder)}",
+                            file=folder / fname)
     examples: list[Example] = []
     skipped: list[tuple[int, str]] = []
     for lineno, item in _read_rows(spec, split, layout, path):
