@@ -22,9 +22,13 @@ from wellread.errors import WellreadError
 @dataclasses.dataclass
 class Command:
     name: str
-    config: type
+    config: type | Callable[[], type]  # a config class, or a function importing it (keeps startup light)
     run: Callable[[object], int | None]
     help: str
+
+    @property
+    def config_class(self) -> type:
+        return self.config if isinstance(self.config, type) else self.config()
 
 
 COMMANDS: dict[str, Command] = {}
@@ -174,6 +178,61 @@ def _finetune(cfg) -> None:
           + f" ({r['steps']} steps, {r['train_examples_per_s']:.0f} examples/s) -> {cfg.out / 'model'}")
 
 
+# --- wellread download / convert -----------------------------------------------------------------
+
+@dataclasses.dataclass(kw_only=True)
+class DownloadConfig:
+    names: list[str] = field(help="what to fetch: tiny, mini, small, medium, base, L-<n>_H-<n>, all, "
+                                  "a hub id (owner/name), or a zip URL", positional=True)
+    cache: Path | None = field(None, help="cache directory (default: $WELLREAD_CACHE or ~/.cache/wellread)")
+    source: str = field("zip", help="zip: Google's TF checkpoints, converted here; hub: the Hugging Face hub's files")
+    offline: bool = field(False, help="use the cache only, never the network (also HF_HUB_OFFLINE=1 / WELLREAD_OFFLINE=1)")
+    sha256: str | None = field(None, help="the expected SHA-256 of the downloaded zip (one name only)")
+    timeout: float = field(30.0, help="seconds to wait for the server before giving up")
+    quiet: bool = field(False, help="no progress bar")
+
+    def __post_init__(self) -> None:
+        if self.source not in ("zip", "hub"):
+            raise WellreadError(f"--source must be zip or hub, not {self.source!r}", field="source")
+        if self.sha256 is not None and len(self.names) != 1:
+            raise WellreadError("--sha256 applies to one download; give one name", field="sha256")
+
+
+@command("download", DownloadConfig, "fetch miniatures (Google zips or hub files) into the cache, ready to load")
+def _download(cfg: DownloadConfig) -> None:
+    from wellread import hub
+
+    for name in cfg.names:
+        for path in hub.fetch(name, source=cfg.source, cache=cfg.cache, offline=cfg.offline, progress=not cfg.quiet,
+                              timeout=cfg.timeout, sha256=cfg.sha256):
+            print(f"{name}: {path}")
+
+
+@dataclasses.dataclass(kw_only=True)
+class ConvertConfig:
+    checkpoint: Path = field(help="a Google BERT TF checkpoint: its directory, PREFIX/.index, or a .zip",
+                             positional=True)
+    out: Path = field(help="the model directory to write (HF layout)")
+    vocab: Path | None = field(None, help="vocab.txt to use when the checkpoint has none beside it")
+    check: bool = field(False, help="run a forward pass and print the hidden-state norm of each layer")
+    text: str = field("the quick brown fox jumps over the lazy dog", help="the sentence --check runs")
+    overwrite: bool = field(False, help="replace an existing output directory")
+
+
+@command("convert", ConvertConfig, "convert a Google BERT TensorFlow checkpoint to the HF layout (no TensorFlow)")
+def _convert(cfg: ConvertConfig) -> None:
+    from wellread import convert
+
+    r = convert.convert(cfg.checkpoint, cfg.out, vocab=cfg.vocab, overwrite=cfg.overwrite, check=cfg.check,
+                        check_text=cfg.text)
+    skipped = ", ".join(f"{n} {k}" for k, n in r.skipped.items()) or "nothing"
+    print(f"converted a {r.naming.upper()} checkpoint: {r.tensors} tensors as {r.model_class} "
+          f"(kept: encoder{''.join(', ' + h for h in r.heads)}; skipped: {skipped}) -> {r.out}")
+    if r.norms is not None:
+        for i, n in enumerate(r.norms):
+            print(f"  {'embeddings' if i == 0 else f'layer {i}':>10}  mean hidden-state norm {n:.4f}")
+
+
 # --- the parser ----------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -191,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
                 groups[key] = gp.add_subparsers(dest=f"sub_{i}", metavar="SUBCOMMAND", required=True)
             sub = groups[key]
         p = sub.add_parser(parts[-1], help=cmd.help, description=cmd.help)
-        add_arguments(p, cmd.config)
+        add_arguments(p, cmd.config_class)
         p.set_defaults(_command=name)
     return parser
 
@@ -204,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     cmd = COMMANDS[ns._command]
     try:
-        cfg = from_args(cmd.config, ns)
+        cfg = from_args(cmd.config_class, ns)
         rc = cmd.run(cfg)
     except WellreadError as e:
         print(f"wellread {cmd.name}: error: {e}", file=sys.stderr)
