@@ -408,16 +408,16 @@ def verify_written(out: Path, conv: Conversion) -> None:
             raise WellreadError(f"written model differs from the checkpoint at {k}", file=out / "model.safetensors")
 
 
-def check_model(model_dir: str | Path, text: str = CHECK_TEXT) -> list[float]:
-    """Run the encoder on ``text``; the mean L2 norm of the token vectors after the embeddings and
-    after each layer. Non-finite values are an error (a broken conversion, not a number to report)."""
+def check_model(model_dir: str | Path, text: str = CHECK_TEXT, pair: str | None = None) -> list[float]:
+    """Run the encoder on ``text`` (and ``pair``); the mean L2 norm of the token vectors after the
+    embeddings and after each layer. Non-finite values are an error (a broken conversion)."""
     import torch
 
     from wellread import modeling, tokenization
 
     model = modeling.load_model(model_dir, "base")
     tok = tokenization.load_tokenizer(model_dir)
-    enc = tok.encode(text)
+    enc = tok.encode(text, pair)
     ids = torch.tensor([enc.ids])
     with torch.no_grad():
         states = model(input_ids=ids, token_type_ids=torch.tensor([enc.type_ids]),

@@ -250,8 +250,10 @@ def read_table(data: bytes) -> Iterator[tuple[bytes, bytes]]:
     footer = data[-FOOTER_SIZE:]
     if int.from_bytes(footer[-8:], "little") != TABLE_MAGIC:
         raise _Corrupt("bad table magic number (not a TF checkpoint index, or truncated)")
-    _, _, pos = _block_handle(footer, 0, FOOTER_SIZE - 8)  # metaindex: TF writes it empty
+    meta_offset, meta_size, pos = _block_handle(footer, 0, FOOTER_SIZE - 8)
     index_offset, index_size, _ = _block_handle(footer, pos, FOOTER_SIZE - 8)
+    for _ in _block_entries(_read_block(data, meta_offset, meta_size)):  # TF writes it empty; checked all the same
+        pass
     index = _read_block(data, index_offset, index_size)
     previous = None
     for _, handle in _block_entries(index):
