@@ -204,8 +204,8 @@ def safe_extract(zip_path: Path, dest: Path) -> list[Path]:
             if (name.startswith(("/", "\\")) or ".." in parts or re.match(r"^[A-Za-z]:", name)
                     or any(p.startswith("/") for p in parts)):
                 raise WellreadError(f"refusing unsafe path {name!r} in the zip", file=zip_path, field=name)
-            mode = info.external_attr >> 16
-            if mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            kind = stat.S_IFMT(info.external_attr >> 16)  # Unix type bits; 0 when the writer set none
+            if kind and kind not in (stat.S_IFREG, stat.S_IFDIR):
                 raise WellreadError(f"refusing link or special file {name!r} in the zip", file=zip_path, field=name)
             target = dest.joinpath(*parts) if parts else dest
             if not target.resolve().is_relative_to(dest):
