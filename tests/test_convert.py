@@ -135,6 +135,48 @@ def test_name_mapping():
     assert not convert.is_skipped("bert/embeddings/word_embeddings")
 
 
+@pytest.mark.parametrize("remove,cls,kept,dropped", [
+    (convert._NSP, "BertForMaskedLM", ["mlm"], ["pooler"]),
+    (convert._MLM, "BertModel", ["pooler"], ["nsp"]),
+    (convert._MLM + convert._NSP + convert._POOLER, "BertModel", [], []),
+])
+def test_partial_heads_choose_the_class_that_holds_them(remove, cls, kept, dropped):
+    conv = convert.read_checkpoint(FIXTURE)
+    for k in remove:
+        del conv.tensors[k]
+    model = convert.build_model(conv)
+    assert type(model).__name__ == cls and conv.heads == kept and conv.dropped == dropped
+    encoder = model if cls == "BertModel" else model.bert
+    with torch.no_grad():
+        states = torch.stack(encoder(**fixture_inputs(), output_hidden_states=True).hidden_states)[:, 0]
+    np.testing.assert_allclose(states.numpy(), expected("hidden_states"), rtol=0, atol=1e-6)
+
+
+def test_an_incomplete_head_is_refused(tmp_path: Path, monkeypatch):
+    real = convert.CheckpointReader
+
+    class WithoutOneTensor(real):
+        def names(self):
+            return [n for n in super().names() if n != "cls/predictions/transform/dense/bias"]
+
+    monkeypatch.setattr(convert, "CheckpointReader", WithoutOneTensor)
+    with pytest.raises(WellreadError, match="MLM head is incomplete: missing cls.predictions.transform.dense.bias"):
+        convert.convert(FIXTURE, tmp_path / "out")
+
+
+def test_a_tensor_that_is_neither_weight_nor_optimizer_state_is_refused(tmp_path: Path, monkeypatch):
+    real = convert.CheckpointReader
+
+    class WithAStranger(real):
+        def names(self):
+            return super().names() + ["bert/encoder/layer_0/attention/self/rotary/kernel"]
+
+    monkeypatch.setattr(convert, "CheckpointReader", WithAStranger)
+    with pytest.raises(WellreadError, match="neither BERT weights nor optimizer state: .*rotary/kernel"):
+        convert.convert(FIXTURE, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 def test_converts_from_a_zip_also_with_a_top_folder(tmp_path: Path, converted):
     ref = modeling.read_weights(converted[0])
     for i, folder in enumerate(("", "uncased_L-2_H-32_A-2/")):

@@ -227,7 +227,8 @@ def _convert(cfg: ConvertConfig) -> None:
                         check_text=cfg.text)
     skipped = ", ".join(f"{n} {k}" for k, n in r.skipped.items()) or "nothing"
     print(f"converted a {r.naming.upper()} checkpoint: {r.tensors} tensors as {r.model_class} "
-          f"(kept: encoder{''.join(', ' + h for h in r.heads)}; skipped: {skipped}) -> {r.out}")
+          f"(kept: encoder{''.join(', ' + h for h in r.heads)}; skipped: {skipped}"
+          f"{''.join('; dropped: ' + h for h in r.dropped)}) -> {r.out}")
     if r.norms is not None:
         for i, n in enumerate(r.norms):
             print(f"  {'embeddings' if i == 0 else f'layer {i}':>10}  mean hidden-state norm {n:.4f}")

@@ -233,6 +233,7 @@ class Conversion:
     config: object  # transformers.BertConfig
     naming: str  # "tf1" or "tf2"
     skipped: dict[str, int] = field(default_factory=dict)  # kind of optimizer state -> count
+    dropped: list[str] = field(default_factory=list)  # heads no transformers class could hold with the rest
 
     @property
     def heads(self) -> list[str]:
@@ -325,22 +326,27 @@ def read_checkpoint(ckpt_dir: str | Path, config=None) -> Conversion:
 
 
 def build_model(conv: Conversion):
-    """The transformers model holding every converted tensor: BertForPreTraining when both heads
-    are present, BertForMaskedLM with only the MLM head, else BertModel (with the pooler if present)."""
+    """The transformers model holding the converted tensors: BertForPreTraining when the pooler and
+    both heads are present, BertForMaskedLM with the MLM head but no NSP head, else BertModel (with
+    the pooler if present). What no transformers class can hold alongside (the pooler without NSP
+    under MLM, NSP without MLM) is left out and listed in ``conv.dropped``."""
     import torch
     from transformers import BertForMaskedLM, BertForPreTraining, BertModel
 
     heads = conv.heads
     config = conv.config
     if "mlm" in heads and "nsp" in heads and "pooler" in heads:
-        model, prefix = BertForPreTraining(config), ""
-    elif "mlm" in heads and "nsp" not in heads and "pooler" not in heads:
-        model, prefix = BertForMaskedLM(config), ""
-    elif "mlm" not in heads and "nsp" not in heads:
-        model, prefix = BertModel(config, add_pooling_layer="pooler" in heads), "bert."
+        model, prefix, keep = BertForPreTraining(config), "", heads
+    elif "mlm" in heads:
+        model, prefix, keep = BertForMaskedLM(config), "", ["mlm"]
     else:
-        raise WellreadError(f"checkpoint has the heads {', '.join(heads)}; transformers has no BERT class "
-                            "holding exactly these (expected pooler+MLM+NSP, MLM alone, or none)")
+        model, prefix = BertModel(config, add_pooling_layer="pooler" in heads), "bert."
+        keep = [h for h in heads if h == "pooler"]
+    groups = {"pooler": _POOLER, "mlm": _MLM, "nsp": _NSP}
+    conv.dropped = [h for h in heads if h not in keep]
+    for h in conv.dropped:
+        for k in groups[h]:
+            del conv.tensors[k]
     config.architectures = [type(model).__name__]
     state = {k[len(prefix):]: torch.from_numpy(v) for k, v in conv.tensors.items()}
     result = model.load_state_dict(state, strict=False)
@@ -364,6 +370,7 @@ class ConvertResult:
     heads: list[str]
     skipped: dict[str, int]
     norms: list[float] | None = None
+    dropped: list[str] = field(default_factory=list)
 
 
 def convert(source: str | Path, out: str | Path, *, vocab: str | Path | None = None, overwrite: bool = False,
@@ -390,7 +397,8 @@ def convert(source: str | Path, out: str | Path, *, vocab: str | Path | None = N
     model = build_model(conv)
     out = modeling.save_model(model, tok, out, overwrite=overwrite)
     verify_written(out, conv)
-    result = ConvertResult(Path(out), conv.naming, type(model).__name__, len(conv.tensors), conv.heads, conv.skipped)
+    result = ConvertResult(Path(out), conv.naming, type(model).__name__, len(conv.tensors), conv.heads, conv.skipped,
+                           dropped=conv.dropped)
     if check:
         result.norms = check_model(out, check_text)
     return result
