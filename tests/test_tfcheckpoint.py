@@ -158,3 +158,67 @@ def test_finds_the_prefix_from_a_directory_an_index_or_a_data_file(ckpt: Path):
     (ckpt.parent / "empty").mkdir()
     with pytest.raises(WellreadError, match="no TensorFlow checkpoint"):
         tfcheckpoint.find_prefix(ckpt.parent / "empty")
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def write_table(items: list[tuple[bytes, bytes]], block_size: int, restart_interval: int = 4) -> bytes:
+    """An SSTable per LevelDB's format spec, with small blocks (TF's are 256 KiB, so real BERT
+    indexes fit one block): prefix-compressed keys, restart points, checksummed trailers."""
+    import google_crc32c
+
+    out = bytearray()
+
+    def block(entries: list[tuple[bytes, bytes]]) -> bytes:
+        body, restarts, prev = bytearray(), [], b""
+        for i, (k, v) in enumerate(entries):
+            shared = 0
+            if i % restart_interval:
+                while shared < min(len(k), len(prev)) and k[shared] == prev[shared]:
+                    shared += 1
+            else:
+                restarts.append(len(body))
+            body += _varint(shared) + _varint(len(k) - shared) + _varint(len(v)) + k[shared:] + v
+            prev = k
+        for r in restarts:
+            body += r.to_bytes(4, "little")
+        return bytes(body + len(restarts).to_bytes(4, "little"))
+
+    def emit(contents: bytes) -> bytes:
+        handle = _varint(len(out)) + _varint(len(contents))
+        crc = mask_crc(google_crc32c.extend(google_crc32c.value(contents), b"\x00"))
+        out.extend(contents + b"\x00" + crc.to_bytes(4, "little"))
+        return handle
+
+    index, current = [], []
+    for k, v in items:
+        current.append((k, v))
+        if sum(len(a) + len(b) + 3 for a, b in current) >= block_size:
+            index.append((k, emit(block(current))))
+            current = []
+    if current:
+        index.append((current[-1][0], emit(block(current))))
+    meta = emit(block([]))
+    handles = meta + emit(block(index))
+    return bytes(out + handles + bytes(40 - len(handles)) + tfcheckpoint.TABLE_MAGIC.to_bytes(8, "little"))
+
+
+def test_a_multi_block_index_written_per_spec_reads_the_same(ckpt: Path):
+    items = list(tfcheckpoint.read_table((ckpt / INDEX).read_bytes()))
+    original = CheckpointReader(ckpt)
+    table = write_table(items, block_size=300)
+    assert len(table) > len((ckpt / INDEX).read_bytes())  # more blocks, more trailers and restarts
+    (ckpt / INDEX).write_bytes(table)
+    rebuilt = CheckpointReader(ckpt)
+    assert rebuilt.entries == original.entries and rebuilt.header == original.header
+    np.testing.assert_array_equal(rebuilt.read("bert/pooler/dense/kernel"), original.read("bert/pooler/dense/kernel"))
+    (ckpt / INDEX).write_bytes(write_table(items[::-1], block_size=300))  # keys out of order: refused
+    with pytest.raises(WellreadError, match="out of order"):
+        CheckpointReader(ckpt)
