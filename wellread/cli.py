@@ -234,6 +234,39 @@ def _convert(cfg: ConvertConfig) -> None:
             print(f"  {'embeddings' if i == 0 else f'layer {i}':>10}  mean hidden-state norm {n:.4f}")
 
 
+# --- wellread corpus -----------------------------------------------------------------------------
+
+@dataclasses.dataclass(kw_only=True)
+class CorpusConfig:
+    files: list[Path] = field(help="text files: .txt/.gz (a paragraph a line, or documents split by blank lines) "
+                                   "or .jsonl(.gz)", positional=True)
+    vocab: Path = field(help="vocab.txt, tokenizer.json, or a model/vocab directory")
+    out: Path = field(help="directory for the shards and manifest.json (a killed run resumes there)")
+    workers: int | None = field(None, help="encoding processes (default: CPU count, at most 8; 1 = in this process)")
+    shard_tokens: int = field(1 << 22, help="tokens per shard (a shard closes at the first unit boundary past this)")
+    doc_mode: str = field("auto", help="auto, line (a document a line) or blank (documents separated by blank "
+                                       "lines); auto looks at each file's first 10,000 lines")
+    text_field: str = field("text", help="the field holding the text in .jsonl records")
+    overwrite: bool = field(False, help="replace shards made from other inputs instead of refusing")
+    quiet: bool = field(False, help="no progress bar")
+
+
+@command("corpus", CorpusConfig, "tokenise raw text into token-id shards for pre-training (parallel, resumable)")
+def _corpus(cfg: CorpusConfig) -> None:
+    from wellread.data.corpus import build_corpus
+
+    m = build_corpus(cfg.files, cfg.vocab, cfg.out, workers=cfg.workers, shard_tokens=cfg.shard_tokens,
+                     doc_mode=cfg.doc_mode, text_field=cfg.text_field, overwrite=cfg.overwrite,
+                     show_progress=not cfg.quiet)
+    t = m.totals
+    print(f"wrote {len(m.shards)} shard(s): {t['tokens']:,} tokens, {t['sentences']:,} sentences, "
+          f"{t['documents']:,} documents (vocab {m.vocab_hash}) -> {m.path.parent}")
+    notes = [f"{t[k]:,} {k.replace('_', ' ')}" for k in ("replaced_chars", "empty_documents", "long_lines_split",
+                                                         "long_documents_split", "bad_json_lines") if t[k]]
+    if notes:
+        print("note: " + ", ".join(notes) + " (see manifest.json)", file=sys.stderr)
+
+
 # --- the parser ----------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:

@@ -521,7 +521,9 @@ def _signature(data: dict[str, Any]) -> dict[str, Any]:
 def _describe_difference(old: dict[str, Any], new: dict[str, Any]) -> str:
     for key in ("vocab", "settings"):
         if old[key] != new[key]:
-            return f"its {key} differ ({old[key]} vs now {new[key]})"
+            diff = ", ".join(f"{k} {old[key].get(k)} vs now {new[key].get(k)}"
+                             for k in sorted(set(old[key]) | set(new[key])) if old[key].get(k) != new[key].get(k))
+            return f"its {key} differ ({diff})"
     if len(old["files"]) != len(new["files"]):
         return f"it was made from {len(old['files'])} file(s), now {len(new['files'])} are given"
     for a, b in zip(old["files"], new["files"]):
@@ -552,9 +554,9 @@ def build_corpus(
     if not files:
         raise WellreadError("no input files given", field="files")
     if shard_tokens < 1:
-        raise WellreadError(f"shard_tokens must be positive, not {shard_tokens}", field="shard_tokens")
+        raise WellreadError(f"must be positive, not {shard_tokens}", field="shard_tokens")
     if doc_mode not in ("auto", "line", "blank"):
-        raise WellreadError(f"doc_mode must be auto, line or blank, not {doc_mode!r}", field="doc_mode")
+        raise WellreadError(f"must be auto, line or blank, not {doc_mode!r}", field="doc_mode")
     paths = [Path(f) for f in files]
     for p in paths:
         if not p.is_file():

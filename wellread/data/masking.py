@@ -48,6 +48,8 @@ class Instance:
 
     ``b_start`` is the index of B's first token (``len(tokens)`` when there is no B); token type 1
     runs from there to the end. ``a_document``/``b_document`` say where the segments came from.
+    ``forced_random_next`` is True when the chunk held one sentence, so B had to be random (Google's
+    rule): on corpora of short documents this pushes the share of random B above one half.
     """
 
     tokens: np.ndarray
@@ -55,6 +57,7 @@ class Instance:
     is_random_next: bool | None
     a_document: int
     b_document: int | None
+    forced_random_next: bool = False
 
     def token_type_ids(self) -> np.ndarray:
         types = np.zeros(len(self.tokens), dtype=np.int64)
@@ -144,7 +147,8 @@ def create_instances_from_document(
                     a_end = rng.randint(1, len(current_chunk) - 1)
                 tokens_a = [t for s in current_chunk[:a_end] for t in s.tolist()]
                 tokens_b: list[int] = []
-                if len(current_chunk) == 1 or rng.random() < 0.5:
+                forced = len(current_chunk) == 1
+                if forced or rng.random() < 0.5:
                     is_random_next = True
                     target_b_length = target_seq_length - len(tokens_a)
                     b_document = _random_other(doc_index, documents, corpus.num_documents, rng)
@@ -163,7 +167,7 @@ def create_instances_from_document(
                 truncate_seq_pair(tokens_a, tokens_b, max_num_tokens, rng)
                 assert tokens_a and tokens_b
                 tokens = np.array([cls, *tokens_a, sep, *tokens_b, sep], dtype=np.int64)
-                instances.append(Instance(tokens, len(tokens_a) + 2, is_random_next, doc_index, b_document))
+                instances.append(Instance(tokens, len(tokens_a) + 2, is_random_next, doc_index, b_document, forced))
             current_chunk = []
             current_length = 0
         i += 1

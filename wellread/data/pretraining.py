@@ -266,6 +266,22 @@ def make_instances(
     specials = corpus.special_ids
     special_set = {specials["[CLS]"], specials["[SEP]"]}
     rng = random.Random(seed)
+    rows: dict[str, list] = {k: [] for k in arrays}
+
+    def flush() -> None:
+        n = len(rows["lengths"])
+        ids = np.zeros((n, L), dtype=np.int64)
+        pos = np.zeros((n, P), dtype=np.int64)
+        lab = np.zeros((n, P), dtype=np.int64)
+        for i, (t, p, lb) in enumerate(zip(rows["input_ids"], rows["masked_positions"], rows["masked_labels"])):
+            ids[i, :len(t)], pos[i, :len(p)], lab[i, :len(lb)] = t, p, lb
+        for k, v in (("input_ids", ids), ("masked_positions", pos), ("masked_labels", lab)):
+            arrays[k].append(v)
+        for k in ("lengths", "b_starts", "next_sentence", "masked_counts"):
+            arrays[k].append(np.array(rows[k], dtype=np.int64))
+        for v in rows.values():
+            v.clear()
+
     for _ in range(dupe_factor):
         for d in train.tolist():
             for inst in create_instances_from_document(corpus, d, L, short_seq_prob, nsp, rng, documents=train):
@@ -274,19 +290,16 @@ def make_instances(
                 masked, positions, labels = create_masked_lm_predictions(
                     toks, [t in special_set for t in toks], word_start, masked_lm_prob, P,
                     corpus.vocab_size, specials[MASK], rng, whole_word)
-                row = np.zeros((1, L), dtype=np.int64)
-                row[0, :len(masked)] = masked
-                arrays["input_ids"].append(row)
-                arrays["lengths"].append(np.array([len(toks)]))
-                arrays["b_starts"].append(np.array([inst.b_start]))
-                arrays["next_sentence"].append(np.array([-1 if inst.is_random_next is None else int(inst.is_random_next)]))
-                mp = np.zeros((1, P), dtype=np.int64)
-                ml = np.zeros((1, P), dtype=np.int64)
-                mp[0, :len(positions)] = positions
-                ml[0, :len(labels)] = labels
-                arrays["masked_positions"].append(mp)
-                arrays["masked_labels"].append(ml)
-                arrays["masked_counts"].append(np.array([len(positions)]))
+                rows["input_ids"].append(masked)
+                rows["lengths"].append(len(toks))
+                rows["b_starts"].append(inst.b_start)
+                rows["next_sentence"].append(-1 if inst.is_random_next is None else int(inst.is_random_next))
+                rows["masked_positions"].append(positions)
+                rows["masked_labels"].append(labels)
+                rows["masked_counts"].append(len(positions))
+                if len(rows["lengths"]) == 4096:
+                    flush()
+    flush()
     for a in arrays.values():
         a.finish()
     atomic_write_json(out / "instances.json", {
