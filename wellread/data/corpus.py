@@ -229,10 +229,12 @@ class _LineReader:
             cut = max(buf.rfind(b" ", limit // 2), buf.rfind(b"\t", limit // 2))
             if cut >= 0:
                 cut += 1
-            else:
-                cut = limit
-                while cut > limit - 4 and (buf[cut] & 0xC0) == 0x80:  # do not split a UTF-8 character
-                    cut -= 1
+            else:  # no whitespace: cut at the end, or before a UTF-8 character the end would split
+                lead = limit - 1
+                while lead > limit - 4 and (buf[lead] & 0xC0) == 0x80:
+                    lead -= 1
+                width = 4 if buf[lead] >= 0xF0 else 3 if buf[lead] >= 0xE0 else 2 if buf[lead] >= 0xC0 else 1
+                cut = limit if lead + width <= limit else lead
             self._carry = buf[cut:]
             self.offset += cut
             self.long_lines += not self.inside_line
