@@ -1,0 +1,277 @@
+"""Fine-tuning on a GLUE task: the classification/regression objective and ``finetune()``.
+
+``finetune`` reads the task once (cached token ids), builds a sequence-classification model from a
+pre-trained directory (or a random miniature), trains it with the one loop for the paper's 4 epochs,
+evaluates on dev after each epoch, and writes ``RUN/model`` (HF layout, with id2label) and
+``RUN/results.json``. Re-running a finished run prints its results; a killed run resumes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tokenizers import Tokenizer
+
+from wellread import modeling, zoo
+from wellread.config import field, to_dict
+from wellread.data.batching import Features, bucketed_batches, cached_encode, collate
+from wellread.data.tasks import TaskSpec, get_task, read_split
+from wellread.errors import WellreadError
+from wellread.eval.metrics import compute_metrics
+from wellread.eval.predict import logits_to_predictions, predict_logits
+from wellread.io import atomic_write_json, check_output_dir
+from wellread.tokenization import PAD, load_tokenizer
+from wellread.train.loop import TrainConfig, train
+
+STANDARD_VOCAB = Path(__file__).resolve().parents[1] / "resources" / "bert-base-uncased-vocab.txt"
+
+
+@dataclasses.dataclass(kw_only=True)
+class FinetuneConfig(TrainConfig):
+    model: str = field(help="a model directory (HF layout), or one of the 24 names with --random-init")
+    task: str = field(help="GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli")
+    data_dir: Path = field(help="the GLUE root (holding <TASK>/ folders), a task folder, or a HF datasets copy")
+    out: Path = field(help="the run directory (model/, results.json, metrics.jsonl, checkpoint)")
+    epochs: float | None = field(4.0, help="passes over the training data (the paper: 4)")
+    max_length: int = field(128, help="truncate inputs to this many tokens (the paper: 128)")
+    random_init: bool = field(False, help="start from a randomly initialised miniature instead of pre-trained weights")
+    vocab: Path | None = field(None, help="vocabulary for --random-init (default: the standard uncased BERT vocab)")
+    new_head: bool = field(False, help="replace a classifier trained for other labels instead of refusing")
+    train_split: str = field("train", help="the split to train on")
+    dropout: float | None = field(None, help="override the model's dropout (hidden and attention)")
+    overwrite: bool = field(False, help="start over in an existing run directory")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 8 <= self.max_length <= 512:
+            raise WellreadError("must be between 8 and 512", field="max_length")
+
+
+@dataclasses.dataclass
+class LabelledSet:
+    name: str
+    feats: Features
+    targets: np.ndarray  # int64 label ids, or float32 scores
+    references: list  # label names / scores, for the metrics
+
+
+def _targets(spec: TaskSpec, examples) -> tuple[np.ndarray, list]:
+    refs = [e.label for e in examples]
+    if spec.is_regression:
+        return np.asarray(refs, dtype=np.float32), refs
+    l2i = spec.label2id
+    return np.asarray([l2i[r] for r in refs], dtype=np.int64), refs
+
+
+def load_labelled(spec: TaskSpec, data_dir: Path, split: str, tok: Tokenizer, max_length: int) -> LabelledSet:
+    data = read_split(spec, data_dir, split)
+    if data.skipped:
+        print(f"{data.path}: skipped {len(data.skipped)} malformed rows (first at line {data.skipped[0][0]}: "
+              f"{data.skipped[0][1]})", file=sys.stderr)
+    ex = data.examples
+    if any(e.label is None for e in ex):
+        raise WellreadError(f"the {split} split of {spec.name} has unlabelled rows", file=data.path)
+    feats = cached_encode(tok, [e.text_a for e in ex], [e.text_b for e in ex], max_length, f"{spec.name}-{split}")
+    targets, refs = _targets(spec, ex)
+    return LabelledSet(split, feats, targets, refs)
+
+
+class ClassificationObjective:
+    """Cross-entropy (or MSE for STS-B) on length-bucketed batches; dev metrics as GLUE scores them."""
+
+    def __init__(self, model, spec: TaskSpec, train_set: LabelledSet, dev_sets: list[LabelledSet], *, seed: int,
+                 pad_id: int, bf16: bool = False) -> None:
+        self.model = model
+        self.spec = spec
+        self.train_set = train_set
+        self.dev_sets = dev_sets
+        self.seed = seed
+        self.pad_id = pad_id
+        self.bf16 = bf16
+        self._lengths = train_set.feats.lengths
+
+    def micro_batches_per_epoch(self, micro_batch: int, world: int) -> int:
+        return len(self.train_set.feats) // micro_batch
+
+    def batches(self, epoch: int, start: int, micro_batch: int, rank: int, world: int) -> Iterator[dict]:
+        order = bucketed_batches(self._lengths, micro_batch, self.seed, epoch)
+        share = micro_batch // world
+        for index in order[start:]:
+            part = index[rank * share:(rank + 1) * share]
+            batch = collate(self.train_set.feats, part, self.pad_id)
+            batch["labels"] = torch.from_numpy(self.train_set.targets[part])
+            yield batch
+
+    def counts(self, batch: dict) -> dict[str, float]:
+        return {"examples": float(len(batch["labels"]))}
+
+    def tokens(self, batch: dict) -> int:
+        return int(batch["attention_mask"].sum())
+
+    def loss(self, model, batch: dict, totals: dict[str, float]):
+        device = next(model.parameters()).device
+        labels = batch["labels"].to(device)
+        logits = model(**{k: v.to(device) for k, v in batch.items() if k != "labels"}).logits.float()
+        if self.spec.is_regression:
+            loss_sum = F.mse_loss(logits.squeeze(-1), labels, reduction="sum")
+            stats = {"loss_sum": float(loss_sum.detach()), "n": float(len(labels))}
+        else:
+            loss_sum = F.cross_entropy(logits, labels, reduction="sum")
+            correct = (logits.argmax(-1) == labels).sum()
+            stats = {"correct": float(correct), "n": float(len(labels))}
+        return loss_sum / totals["examples"], stats
+
+    def summarize(self, sums: dict[str, float]) -> dict[str, float]:
+        if "correct" in sums and sums.get("n"):
+            return {"train_accuracy": sums["correct"] / sums["n"]}
+        return {}
+
+    def evaluate(self, model) -> dict[str, float]:
+        device = next(model.parameters()).device
+        out: dict[str, float] = {}
+        for ds in self.dev_sets:
+            logits = predict_logits(model, ds.feats, pad_id=self.pad_id, device=device, bf16=self.bf16)
+            preds = logits_to_predictions(logits, self.spec.labels)
+            for k, v in compute_metrics(self.spec, preds, ds.references).items():
+                out[f"{ds.name}/{k}"] = v
+        return out
+
+
+def set_task_head(config, spec: TaskSpec) -> None:
+    """Make ``config`` describe a classifier for ``spec``: labels in canonical order, or one score."""
+    config.num_labels = 1 if spec.is_regression else len(spec.labels)
+    config.id2label = {0: "score"} if spec.is_regression else dict(enumerate(spec.labels))
+    config.label2id = {v: k for k, v in config.id2label.items()}
+    config.problem_type = "regression" if spec.is_regression else "single_label_classification"
+    config.architectures = ["BertForSequenceClassification"]
+    config.finetuning_task = spec.name
+
+
+def _set_dropout(config, p: float | None) -> None:
+    if p is not None:
+        config.hidden_dropout_prob = config.attention_probs_dropout_prob = p
+        config.classifier_dropout = None
+
+
+def classifier_from_pretrained(path: Path, spec: TaskSpec, *, seed: int, new_head: bool = False,
+                               dropout: float | None = None):
+    """A ``BertForSequenceClassification`` for ``spec`` on the encoder of a model directory.
+
+    The encoder must load completely (a missing or mis-shaped tensor is an error); a pooler that is
+    absent (e.g. in an MLM-only checkpoint) starts random. An existing classifier is kept only when
+    it was trained for exactly this task's labels; otherwise it is refused unless ``new_head``.
+    """
+    from transformers import BertForSequenceClassification
+
+    config = modeling.read_config(path)
+    old_labels = [config.id2label[i] for i in sorted(config.id2label)] if getattr(config, "id2label", None) else []
+    weights = modeling.read_weights(path)
+    has_head = any(k.startswith("classifier.") for k in weights)
+    same_head = has_head and (
+        (spec.is_regression and getattr(config, "problem_type", None) == "regression" and config.num_labels == 1)
+        or (not spec.is_regression and [str(x) for x in old_labels] == list(spec.labels)))
+    if has_head and not same_head and not new_head:
+        raise WellreadError(
+            f"the model's classifier predicts {old_labels or config.num_labels} but {spec.name} has labels "
+            f"{list(spec.labels) if spec.labels else 'a score'}; pass --new-head to train a new classifier", file=path)
+    set_task_head(config, spec)
+    _set_dropout(config, dropout)
+    torch.manual_seed(seed)
+    model = BertForSequenceClassification(config)
+    expected = model.state_dict()
+    state = modeling._align_prefix(weights, set(expected))
+    if not same_head:
+        state = {k: v for k, v in state.items() if not k.startswith("classifier.")}
+    needed = [k for k in expected if k.startswith("bert.") and "pooler" not in k and not k.endswith("position_ids")]
+    missing = [k for k in needed if k not in state]
+    if missing:
+        raise WellreadError(f"the encoder is incomplete: missing {', '.join(missing[:3])}", file=path / "model.safetensors")
+    for k, v in state.items():
+        if k in expected and tuple(v.shape) != tuple(expected[k].shape):
+            raise WellreadError(f"tensor {k} has shape {tuple(v.shape)}, config.json implies {tuple(expected[k].shape)}",
+                                file=path / "model.safetensors", field=k)
+    model.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False)
+    return model
+
+
+def build_model(cfg: FinetuneConfig, spec: TaskSpec):
+    """(model, tokenizer, description of the source) for a fine-tuning run."""
+    path = Path(cfg.model)
+    if cfg.random_init:
+        from transformers import BertForSequenceClassification
+
+        mini = zoo.get(cfg.model)
+        tok = load_tokenizer(cfg.vocab or STANDARD_VOCAB)
+        config = mini.bert_config(vocab_size=tok.get_vocab_size(), pad_token_id=tok.token_to_id(PAD))
+        set_task_head(config, spec)
+        _set_dropout(config, cfg.dropout)
+        torch.manual_seed(cfg.seed)
+        return BertForSequenceClassification(config), tok, f"random {mini.name}"
+    if not path.is_dir():
+        from wellread import hub  # resolves names and hub ids to a local directory (downloading if allowed)
+
+        path = hub.resolve_model(cfg.model)
+    model = classifier_from_pretrained(path, spec, seed=cfg.seed, new_head=cfg.new_head, dropout=cfg.dropout)
+    tok = load_tokenizer(path)
+    if tok.get_vocab_size() != model.config.vocab_size:
+        raise WellreadError(f"vocabulary has {tok.get_vocab_size()} tokens, the model {model.config.vocab_size}", file=path)
+    return model, tok, str(path)
+
+
+def finetune(cfg: FinetuneConfig) -> dict:
+    """Fine-tune, evaluate on dev after each epoch, save the model; returns results.json's content."""
+    spec = get_task(cfg.task)
+    if spec.evaluate_with is not None:
+        raise WellreadError(f"{spec.name} is evaluation-only; fine-tune on {spec.evaluate_with} instead", field="task")
+    out = Path(cfg.out)
+    results_path = out / "results.json"
+    settings = to_dict(cfg) | {"quiet": None, "threads": None, "overwrite": None, "out": None}
+    if results_path.is_file() and not cfg.overwrite:
+        done = json.loads(results_path.read_text())
+        if done.get("settings") == settings:
+            print(f"{out}: already finished; results below (pass --overwrite to redo)", file=sys.stderr)
+            return done
+    if cfg.overwrite and out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    check_output_dir(out, allowed={"checkpoint.pt", "metrics.jsonl", "config.yaml", "results.json", "model",
+                                   "train_state.json", ".checkpoint.pt.tmp"})
+    model, tok, source = build_model(cfg, spec)
+    pad_id = tok.token_to_id(PAD)
+    train_set = load_labelled(spec, cfg.data_dir, cfg.train_split, tok, cfg.max_length)
+    dev_sets = [load_labelled(spec, cfg.data_dir, s, tok, cfg.max_length) for s in spec.dev_splits]
+    bf16 = bool(cfg.bf16) if cfg.bf16 is not None else torch.cuda.is_available()
+    objective = ClassificationObjective(model, spec, train_set, dev_sets, seed=cfg.seed, pad_id=pad_id, bf16=bf16)
+    out.mkdir(parents=True, exist_ok=True)
+    from wellread.config import dump_yaml
+
+    (out / "config.yaml").write_text(dump_yaml(cfg), encoding="utf-8")
+    t0 = time.perf_counter()
+    result = train(objective, cfg, out, fingerprint={"settings": settings, "train_examples": len(train_set.feats)},
+                   eval_each_epoch=True)
+    wall = time.perf_counter() - t0
+    modeling.save_model(objective.model.cpu(), tok, out / "model", overwrite=True)
+    evals = [h for h in result.history if any("/" in k for k in h)]
+    main = f"{spec.dev_splits[0]}/{spec.main_metric}"
+    final = {k: v for k, v in result.final_eval.items()}
+    best = max(evals, key=lambda h: h.get(main, float("-inf"))) if evals else None
+    n_train = len(train_set.feats)
+    results = {
+        "task": spec.name, "model": source, "settings": settings, "finished": True,
+        "train_examples": n_train, "steps": result.state.step, "epochs_done": result.state.epoch,
+        "stopped_by": result.stopped_by, "dev": final, "main_metric": main, "history": evals,
+        "best_epoch": None if best is None else best["epoch"], "best_dev": None if best is None else {k: v for k, v in best.items() if "/" in k},
+        "train_seconds": result.state.elapsed, "wall_seconds": wall,
+        "train_examples_per_s": result.state.step * cfg.batch_size / max(result.state.elapsed, 1e-9),
+    }
+    atomic_write_json(results_path, results)
+    return results

@@ -1,0 +1,473 @@
+"""The one training loop. Pre-training, fine-tuning and distillation are objectives plugged into it.
+
+The loop owns the optimizer (AdamW, weight decay on matrices only), the schedule (linear warm-up,
+then linear decay), gradient accumulation, clipping, bf16 autocast, evaluation, checkpoints, resume,
+data parallelism (torch.distributed: gloo on CPU, NCCL on GPUs, launched by ``torchrun``), logging to
+``metrics.jsonl`` and the progress bar. An objective owns its data and its loss.
+
+Exactness on purpose:
+- Losses are normalised by the *global* count of what they average over (examples, masked tokens),
+  summed over accumulation micro-batches and processes before any backward pass, so one process
+  with batch 64 and two processes with batch 32 each take the same optimizer step.
+- A checkpoint holds the model, optimizer, RNG states and the data position; a run killed at any
+  moment resumes from its last checkpoint to the same weights, bit for bit on CPU, as a run that was
+  never interrupted. Checkpoints are written to a temporary file and renamed, so a failed write
+  (a full disk) never replaces a good checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import itertools
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from wellread.config import field
+from wellread.errors import WellreadError
+from wellread.io import atomic_write_json
+
+CHECKPOINT = "checkpoint.pt"
+
+
+def parse_duration(text: str | float | int | None) -> float | None:
+    """'30m', '1h30m', '90s', '2h' or a number of seconds -> seconds."""
+    if text is None or text == "":
+        return None
+    if isinstance(text, (int, float)):
+        return float(text)
+    import re
+
+    s = text.strip().lower()
+    if re.fullmatch(r"\d+(\.\d+)?", s):
+        return float(s)
+    parts = re.findall(r"(\d+(?:\.\d+)?)\s*([hms])", s)
+    if not parts or "".join(f"{a}{b}" for a, b in parts) != s.replace(" ", ""):
+        raise WellreadError(f"cannot read the duration {text!r}; write e.g. 30m, 1h30m, 90s", field="time_budget")
+    return sum(float(a) * {"h": 3600, "m": 60, "s": 1}[b] for a, b in parts)
+
+
+@dataclasses.dataclass(kw_only=True)
+class TrainConfig:
+    """What every training command shares. Defaults are the paper's fine-tuning settings."""
+
+    lr: float = field(1e-4, help="peak learning rate (AdamW)")
+    batch_size: int = field(32, help="examples per optimizer step, over all processes and accumulation steps")
+    grad_accum: int = field(1, help="split each step into this many micro-batches (same result, less memory)")
+    epochs: float | None = field(None, help="passes over the training data")
+    max_steps: int | None = field(None, help="stop after this many optimizer steps")
+    time_budget: str | None = field(None, help="stop after this much training time, e.g. 30m or 2h (a killed and resumed run counts time across both)")
+    warmup: float = field(0.1, help="fraction of the steps spent warming the learning rate up from 0")
+    weight_decay: float = field(0.01, help="AdamW weight decay (on matrices only, not biases or LayerNorm)")
+    adam_eps: float = field(1e-6, help="AdamW epsilon (BERT used 1e-6)")
+    clip: float = field(1.0, help="clip the gradient norm to this (0: no clipping)")
+    seed: int = field(0, help="one seed for init, data order, masking and dropout")
+    eval_every: int | None = field(None, help="evaluate every N steps (fine-tuning also evaluates after each epoch)")
+    checkpoint_every: int = field(200, help="write a resumable checkpoint every N steps")
+    log_every: int = field(20, help="log training metrics every N steps")
+    bf16: bool | None = field(None, help="bf16 autocast (default: on a GPU yes, on a CPU no)")
+    threads: int | None = field(None, help="CPU threads for torch (default: what torch picks)")
+    quiet: bool = field(False, help="no progress bar")
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0:
+            raise WellreadError("must be > 0", field="lr")
+        if self.batch_size < 1 or self.grad_accum < 1:
+            raise WellreadError("batch size and accumulation must be >= 1", field="batch_size")
+        if self.batch_size % self.grad_accum:
+            raise WellreadError(f"batch size {self.batch_size} is not a multiple of grad_accum {self.grad_accum}", field="grad_accum")
+        if not 0 <= self.warmup < 1:
+            raise WellreadError("must be in [0, 1)", field="warmup")
+        parse_duration(self.time_budget)
+        if self.epochs is None and self.max_steps is None and self.time_budget is None:
+            raise WellreadError("give --epochs, --max-steps or --time-budget", field="epochs")
+
+
+class Objective(Protocol):
+    """What a training objective gives the loop.
+
+    ``batches(epoch, start, micro_batch, rank, world)`` yields micro-batches of one epoch in a fixed
+    order (a function of the seed and epoch only), skipping the first ``start`` micro-batches of the
+    whole (all-process) sequence; process ``rank`` of ``world`` gets its share of each.
+    ``counts(batch)`` gives the denominators of the batch's losses (e.g. {"examples": 32});
+    ``loss(model, batch, totals)`` returns the loss to back-propagate, already divided by the global
+    ``totals``, and a dict of sums to log; ``summarize(sums)`` turns summed stats into metrics.
+    """
+
+    model: torch.nn.Module
+
+    def micro_batches_per_epoch(self, micro_batch: int, world: int) -> int | None: ...
+    def batches(self, epoch: int, start: int, micro_batch: int, rank: int, world: int) -> Iterator[Any]: ...
+    def counts(self, batch: Any) -> dict[str, float]: ...
+    def loss(self, model: torch.nn.Module, batch: Any, totals: dict[str, float]) -> tuple[torch.Tensor, dict[str, float]]: ...
+    def summarize(self, sums: dict[str, float]) -> dict[str, float]: ...
+    def evaluate(self, model: torch.nn.Module) -> dict[str, float]: ...
+    def tokens(self, batch: Any) -> int: ...  # real (non-pad) tokens, for throughput
+
+
+@dataclasses.dataclass
+class LoopState:
+    step: int = 0
+    epoch: int = 0
+    micro_in_epoch: int = 0  # all-process micro-batches consumed in the current epoch
+    elapsed: float = 0.0  # training seconds, summed across resumes
+    tokens: int = 0
+
+
+@dataclasses.dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    device: torch.device = dataclasses.field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed() -> Dist:
+    """Join the process group ``torchrun`` describes (WORLD_SIZE > 1), else a single process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    cuda = torch.cuda.is_available()
+    if world == 1:
+        return Dist(device=torch.device("cuda" if cuda else "cpu"))
+    import torch.distributed as dist
+
+    rank = int(os.environ["RANK"])
+    local = int(os.environ.get("LOCAL_RANK", rank))
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if cuda else "gloo")
+    device = torch.device(f"cuda:{local}") if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    return Dist(rank=rank, world=world, device=device)
+
+
+def _all_reduce(values: list[float], d: Dist) -> list[float]:
+    if d.world == 1:
+        return values
+    import torch.distributed as dist
+
+    t = torch.tensor(values, dtype=torch.float64, device=d.device if d.device.type == "cuda" else "cpu")
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def configure_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW with decay on tensors of rank >= 2 only (nanoGPT's rule: no decay on biases and norms)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999), eps=cfg.adam_eps, fused=True)
+
+
+def lr_factor(progress: float, warmup: float) -> float:
+    """Linear warm-up over the first ``warmup`` fraction of training, then linear decay to 0."""
+    if warmup > 0 and progress < warmup:
+        return progress / warmup
+    return max(0.0, (1.0 - progress) / (1.0 - warmup))
+
+
+def config_fingerprint(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class MetricsLog:
+    """Append-only JSONL of metrics; on resume, lines after the checkpoint's step are dropped."""
+
+    def __init__(self, path: Path, enabled: bool) -> None:
+        self.path = path
+        self.enabled = enabled
+
+    def truncate_after(self, step: int) -> None:
+        if not self.enabled or not self.path.exists():
+            return
+        keep = [ln for ln in self.path.read_text(encoding="utf-8").splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= step]
+        self.path.write_text("".join(k + "\n" for k in keep), encoding="utf-8")
+
+    def write(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: Path, payload: dict) -> None:
+    """torch.save to a temporary file, fsync, rename: the previous checkpoint survives any failure."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        if tmp.exists():
+            tmp.unlink()
+        raise WellreadError(f"could not write the checkpoint ({e.strerror or e}); the previous one is intact", file=path) from None
+
+
+def load_checkpoint(path: Path) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise WellreadError(f"unreadable checkpoint ({e}); delete it to start over", file=path) from None
+
+
+@dataclasses.dataclass
+class TrainResult:
+    state: LoopState
+    history: list[dict]
+    stopped_by: str  # "epochs", "max_steps", "time_budget"
+    final_eval: dict[str, float]
+
+
+def train(objective: Objective, cfg: TrainConfig, run_dir: str | Path, *, fingerprint: dict | None = None,
+          eval_each_epoch: bool = False, on_epoch_end=None) -> TrainResult:
+    """Train ``objective.model`` in ``run_dir`` (resuming from its checkpoint when there is one).
+
+    ``fingerprint``: what must not change between a run and its resumption (model, data, settings);
+    a checkpoint made under another fingerprint is refused. With ``eval_each_epoch`` the objective is
+    evaluated after each full epoch, and ``on_epoch_end(epoch, model, metrics)`` is then called on
+    the main process.
+    """
+    run_dir = Path(run_dir)
+    d = setup_distributed()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    bf16 = cfg.bf16 if cfg.bf16 is not None else d.device.type == "cuda"
+    model = objective.model.to(d.device)
+    ddp_model: torch.nn.Module = model
+    if d.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ddp_model = DistributedDataParallel(model, device_ids=[d.device.index] if d.device.type == "cuda" else None)
+    optimizer = configure_optimizer(model, cfg, d.device)
+
+    micro = cfg.batch_size // cfg.grad_accum  # all-process micro-batch
+    if micro % d.world:
+        raise WellreadError(f"the micro-batch {micro} does not split over {d.world} processes", field="batch_size")
+    per_epoch = objective.micro_batches_per_epoch(micro, d.world)
+    steps_per_epoch = None if per_epoch is None else max(1, per_epoch // cfg.grad_accum)
+    total_steps = cfg.max_steps
+    if cfg.epochs is not None:
+        if steps_per_epoch is None:
+            raise WellreadError("--epochs needs data of known size; give --max-steps or --time-budget", field="epochs")
+        by_epochs = math.ceil(cfg.epochs * steps_per_epoch)
+        total_steps = by_epochs if total_steps is None else min(total_steps, by_epochs)
+    budget = parse_duration(cfg.time_budget)
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = run_dir / CHECKPOINT
+    fp = config_fingerprint({"train": dataclasses.asdict(cfg) | {"quiet": None, "threads": None, "time_budget": None},
+                             "world": d.world, **(fingerprint or {})})
+    log = MetricsLog(run_dir / "metrics.jsonl", d.main)
+    state = LoopState()
+    history: list[dict] = []
+    if ckpt_path.exists():
+        ck = load_checkpoint(ckpt_path)
+        if ck.get("fingerprint") != fp:
+            raise WellreadError("this run directory holds a checkpoint made with other settings, model or data; "
+                                "use another --out (or delete the checkpoint to start over)", file=ckpt_path)
+        model.load_state_dict(ck["model"])
+        optimizer.load_state_dict(ck["optimizer"])
+        state = LoopState(**ck["loop"])
+        history = list(ck.get("history", []))
+        rng = ck["rng"][d.rank] if d.rank < len(ck["rng"]) else ck["rng"][0]
+        _set_rng_state(rng)
+        log.truncate_after(state.step)
+        if d.main:
+            print(f"resuming from step {state.step} (epoch {state.epoch})", file=sys.stderr)
+    else:
+        torch.manual_seed(cfg.seed + 1000 * d.rank)  # dropout streams differ per process, reproducibly
+        log.truncate_after(-1)
+
+    def progress() -> float:
+        p = 0.0
+        if total_steps:
+            p = state.step / total_steps
+        if budget:
+            p = max(p, state.elapsed / budget)
+        return min(p, 1.0)
+
+    def checkpoint() -> None:
+        rngs = [_rng_state()]
+        if d.world > 1:
+            import torch.distributed as dist
+
+            gathered: list[Any] = [None] * d.world
+            dist.all_gather_object(gathered, rngs[0])
+            rngs = gathered
+        if d.main:
+            save_checkpoint(ckpt_path, {"fingerprint": fp, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                        "loop": dataclasses.asdict(state), "rng": rngs, "history": history})
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total_steps, initial=state.step, disable=cfg.quiet or not d.main, unit="step",
+               dynamic_ncols=True, file=sys.stderr, desc="train")
+    stopped_by = "max_steps"
+    sums: dict[str, float] = {}
+
+    def end_epoch() -> None:
+        state.epoch += 1
+        state.micro_in_epoch = 0
+        if eval_each_epoch:
+            ev = evaluate_now()
+            if on_epoch_end is not None and d.main:
+                on_epoch_end(state.epoch, model, ev)
+
+    def evaluate_now() -> dict[str, float]:
+        ev = _evaluate(objective, model, ddp_model)
+        history.append({"step": state.step, "epoch": state.epoch, **ev})
+        log.write({"kind": "eval", "step": state.step, "epoch": state.epoch, **ev})
+        return ev
+
+    window_tokens, window_t0 = 0, time.perf_counter()
+    ddp_model.train()
+
+
+    def stop_reason() -> str | None:
+        if total_steps is not None and state.step >= total_steps:
+            return "epochs" if cfg.epochs is not None and (cfg.max_steps is None or total_steps < cfg.max_steps) else "max_steps"
+        if budget is not None and state.elapsed >= budget:
+            return "time_budget"
+        return None
+
+    reason = stop_reason()
+    while reason is None:
+        it = objective.batches(state.epoch, state.micro_in_epoch, micro, d.rank, d.world)
+        steps_this_epoch = 0
+        while reason is None:
+            t0 = time.perf_counter()
+            group = list(itertools.islice(it, cfg.grad_accum))
+            if len(group) < cfg.grad_accum:  # an incomplete last step of an epoch is dropped, as drop_last
+                break
+            keys = sorted({k for b in group for k in objective.counts(b)})
+            local = [sum(objective.counts(b).get(k, 0.0) for b in group) for k in keys]
+            local.append(float(sum(objective.tokens(b) for b in group)))
+            reduced = _all_reduce(local, d)
+            totals = dict(zip(keys, reduced[:-1]))
+            step_loss = 0.0
+            for i, b in enumerate(group):
+                sync = i == len(group) - 1
+                ctx = ddp_model.no_sync() if (d.world > 1 and not sync) else contextlib.nullcontext()
+                with ctx:
+                    with torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=bf16):
+                        loss, stats = objective.loss(ddp_model, b, totals)
+                    # DDP averages gradients over processes; the loss is already a global mean, so undo it.
+                    (loss * d.world if d.world > 1 else loss).backward()
+                step_loss += float(loss.detach())
+                for k, v in stats.items():
+                    sums[k] = sums.get(k, 0.0) + float(v)
+            if d.world > 1:
+                step_loss = _all_reduce([step_loss], d)[0]
+            if not math.isfinite(step_loss):
+                bar.close()
+                raise WellreadError(f"the loss became {step_loss} at step {state.step + 1}; stopped without saving "
+                                    f"(the last good checkpoint, step {_ckpt_step(ckpt_path)}, is kept). "
+                                    "Try a lower --lr", file=run_dir)
+            factor = lr_factor(progress(), cfg.warmup)
+            for g in optimizer.param_groups:
+                g["lr"] = cfg.lr * factor
+            if cfg.clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            state.step += 1
+            steps_this_epoch += 1
+            state.micro_in_epoch += len(group)
+            state.tokens += int(reduced[-1])
+            window_tokens += int(reduced[-1])
+            if d.device.type == "cuda":
+                torch.cuda.synchronize()
+            dt = time.perf_counter() - t0
+            if d.world > 1:
+                dt = _all_reduce([dt], d)[0] / d.world  # all processes agree on the clock, so on when to stop
+            state.elapsed += dt
+            bar.update(1)
+            sums["loss"] = sums.get("loss", 0.0) + step_loss
+            sums["steps"] = sums.get("steps", 0.0) + 1
+            if state.step % cfg.log_every == 0:
+                now = time.perf_counter()
+                record = {"kind": "train", "step": state.step, "epoch": state.epoch, "lr": cfg.lr * factor,
+                          "loss": sums["loss"] / sums["steps"], **objective.summarize(sums),
+                          "tokens": state.tokens, "tokens_per_s": window_tokens / max(now - window_t0, 1e-9),
+                          "elapsed_s": round(state.elapsed, 3)}
+                window_tokens, window_t0 = 0, now
+                sums = {}
+                log.write(record)
+                bar.set_postfix(loss=f"{record['loss']:.4f}")
+            if cfg.eval_every and state.step % cfg.eval_every == 0:
+                evaluate_now()
+            if steps_per_epoch is not None and state.micro_in_epoch >= steps_per_epoch * cfg.grad_accum:
+                end_epoch()
+                reason = stop_reason()
+                checkpoint()
+                break
+            reason = stop_reason()
+            if state.step % cfg.checkpoint_every == 0 or reason is not None:
+                checkpoint()
+        else:
+            break
+        if reason is not None:
+            break
+        if steps_this_epoch == 0 and state.micro_in_epoch == 0:
+            bar.close()
+            raise WellreadError(f"the training data is smaller than one batch of {cfg.batch_size}; "
+                                "use a smaller --batch-size or more data", field="batch_size")
+        if state.micro_in_epoch > 0:  # the data ran out before the expected number of steps
+            end_epoch()
+            reason = stop_reason()
+            checkpoint()
+    bar.close()
+    stopped_by = reason or stopped_by
+    if not (history and history[-1]["step"] == state.step):
+        evaluate_now()
+        checkpoint()
+    final = history[-1]
+    if d.main:
+        atomic_write_json(run_dir / "train_state.json", {"loop": dataclasses.asdict(state), "stopped_by": stopped_by})
+    return TrainResult(state=state, history=history, stopped_by=stopped_by,
+                       final_eval={k: v for k, v in final.items() if k not in ("step", "epoch")})
+
+
+def _ckpt_step(path: Path) -> int | str:
+    if not path.exists():
+        return "none"
+    try:
+        return load_checkpoint(path)["loop"]["step"]
+    except WellreadError:
+        return "unreadable"
+
+
+def _evaluate(objective: Objective, model: torch.nn.Module, ddp_model: torch.nn.Module) -> dict[str, float]:
+    model.eval()
+    with torch.no_grad():
+        result = objective.evaluate(model)
+    ddp_model.train()
+    return result
