@@ -95,3 +95,11 @@ def test_bad_input_gives_one_clear_line_and_writes_nothing(std_vocab, tmp_path):
     (busy / "thesis.tex").write_text("precious")
     _one_error_line(run("init", "tiny", "--vocab", str(std_vocab), "--out", str(busy)), "busy", "other content")
     assert [p.name for p in busy.iterdir()] == ["thesis.tex"]
+
+
+def test_init_defaults_to_the_shipped_standard_vocab(std_vocab, tmp_path):
+    from wellread.tokenization import STANDARD_VOCAB
+
+    assert STANDARD_VOCAB.read_bytes() == std_vocab.read_bytes()
+    assert cli.main(["init", "mini", "--out", str(tmp_path / "mini")]) == 0
+    assert (tmp_path / "mini" / "vocab.txt").read_text().splitlines() == std_vocab.read_text().splitlines()

@@ -78,7 +78,8 @@ def _models(cfg: ModelsConfig) -> None:
 class InitConfig:
     model: str = field(help="one of the 24 miniatures: an alias (tiny, mini, small, medium, base) or L-<n>_H-<n>",
                        positional=True)
-    vocab: Path = field(help="vocab.txt, or a directory holding vocab.txt / tokenizer.json")
+    vocab: Path | None = field(None, help="vocab.txt, or a directory holding vocab.txt / tokenizer.json "
+                                          "(default: the standard uncased BERT vocabulary, shipped with wellread)")
     out: Path = field(help="the model directory to write (HF layout)")
     seed: int = field(0, help="random seed; the same seed gives the same weights bit for bit")
     overwrite: bool = field(False, help="replace an existing output directory")
@@ -89,7 +90,7 @@ def _init(cfg: InitConfig) -> None:
     from wellread import modeling, tokenization, zoo
 
     mini = zoo.get(cfg.model)
-    tok = tokenization.load_tokenizer(cfg.vocab)
+    tok = tokenization.load_tokenizer(cfg.vocab or tokenization.STANDARD_VOCAB)
     model = modeling.init_model(mini, tok, seed=cfg.seed)
     out = modeling.save_model(model, tok, cfg.out, overwrite=cfg.overwrite)
     n = sum(p.numel() for p in model.bert.parameters())

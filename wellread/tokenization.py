@@ -21,6 +21,8 @@ from wellread.io import atomic_directory, atomic_write_json, atomic_write_text, 
 PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
 SPECIAL_TOKENS = (PAD, UNK, CLS, SEP, MASK)
 MAX_INPUT_CHARS_PER_WORD = 100
+# The standard uncased vocabulary of BERT and the 24 miniatures (30,522 tokens), shipped with the package.
+STANDARD_VOCAB = Path(__file__).resolve().parent / "resources" / "bert-base-uncased-vocab.txt"
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 

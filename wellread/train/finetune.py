@@ -28,10 +28,8 @@ from wellread.errors import WellreadError
 from wellread.eval.metrics import compute_metrics
 from wellread.eval.predict import logits_to_predictions, predict_logits
 from wellread.io import atomic_write_json, check_output_dir
-from wellread.tokenization import PAD, load_tokenizer
+from wellread.tokenization import PAD, STANDARD_VOCAB, load_tokenizer
 from wellread.train.loop import TrainConfig, train
-
-STANDARD_VOCAB = Path(__file__).resolve().parents[1] / "resources" / "bert-base-uncased-vocab.txt"
 
 
 @dataclasses.dataclass(kw_only=True)
