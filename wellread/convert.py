@@ -9,7 +9,6 @@ A checkpoint may be a directory or a .zip (unpacked safely: no absolute paths, `
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import stat
@@ -23,6 +22,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from wellread.errors import WellreadError
+from wellread.io import read_json
 from wellread.tfcheckpoint import CheckpointReader, find_prefix
 
 CHECK_TEXT = "the quick brown fox jumps over the lazy dog"
@@ -128,12 +128,7 @@ def read_bert_config(path: str | Path):
     from transformers import BertConfig
 
     path = Path(path)
-    if not path.is_file():
-        raise WellreadError("no bert_config.json beside the checkpoint", file=path)
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise WellreadError(f"invalid JSON: {e.msg}", file=path, line=e.lineno) from None
+    raw = read_json(path, missing="no bert_config.json beside the checkpoint")
     if not isinstance(raw, dict):
         raise WellreadError("expected a JSON object", file=path)
     for key in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"):

@@ -59,6 +59,19 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
 
+def read_json(path: str | Path, *, missing: str = "no such file") -> Any:
+    """Parse a JSON file; a missing file or bad JSON is a WellreadError naming the file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise WellreadError(missing, file=path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise WellreadError(f"invalid JSON: {e.msg}", file=path, line=e.lineno) from None
+    except UnicodeDecodeError:
+        raise WellreadError("not UTF-8 text", file=path) from None
+
+
 def check_output_dir(path: str | Path, *, overwrite: bool = False, allowed: set[str] | None = None) -> Path:
     """Refuse an output directory that exists and holds anything but files we would write.
 

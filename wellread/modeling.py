@@ -7,7 +7,6 @@ missing or mis-shaped weight is an error naming the tensor, never a silent rando
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -15,7 +14,7 @@ from tokenizers import Tokenizer
 
 from wellread import zoo
 from wellread.errors import WellreadError
-from wellread.io import atomic_directory, check_output_dir
+from wellread.io import atomic_directory, check_output_dir, read_json
 from wellread.tokenization import PAD, TOKENIZER_FILES, load_tokenizer, write_tokenizer_files
 
 MODEL_FILES = ("config.json", "model.safetensors", "generation_config.json")
@@ -74,14 +73,10 @@ def save_model(model, tokenizer: Tokenizer, out: str | Path, *, overwrite: bool 
 def read_config(path: str | Path):
     from transformers import BertConfig
 
-    path = Path(path)
-    cfg_file = path / "config.json"
-    if not cfg_file.is_file():
-        raise WellreadError("not a model directory: no config.json", file=path)
-    try:
-        raw = json.loads(cfg_file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise WellreadError(f"invalid JSON: {e.msg}", file=cfg_file, line=e.lineno) from None
+    cfg_file = Path(path) / "config.json"
+    raw = read_json(cfg_file, missing="not a model directory: no config.json")
+    if not isinstance(raw, dict):
+        raise WellreadError("expected a JSON object", file=cfg_file)
     if raw.get("model_type", "bert") != "bert":
         raise WellreadError(f"model_type is {raw.get('model_type')!r}, expected 'bert'", file=cfg_file, field="model_type")
     return BertConfig.from_dict(raw)
