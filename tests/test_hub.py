@@ -300,3 +300,24 @@ def test_cache_comes_from_the_environment(monkeypatch, tmp_path):
     assert hub.cache_dir() == tmp_path / "c"
     assert hub.cache_dir(tmp_path / "x") == tmp_path / "x"
     shutil.rmtree(tmp_path / "c", ignore_errors=True)
+
+
+def test_finetune_takes_a_miniature_name_resolved_through_the_cache(tmp_path, monkeypatch):
+    from tests.conftest import data_path
+    from wellread import cli
+
+    monkeypatch.setenv("WELLREAD_OFFLINE", "1")
+    monkeypatch.setenv("WELLREAD_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "cache" / "downloads").mkdir(parents=True)
+    (tmp_path / "cache" / "downloads" / TINY_ZIP).write_bytes(build_zip())
+    glue = tmp_path / "glue" / "RTE"
+    glue.mkdir(parents=True)
+    for split in ("train", "dev"):
+        lines = data_path("glue", "RTE", f"{split}.tsv").read_text(encoding="utf-8").splitlines()[:33]
+        (glue / f"{split}.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = tmp_path / "run"
+    assert cli.main(["finetune", "--model", "tiny", "--task", "rte", "--data-dir", str(tmp_path / "glue"),
+                     "--out", str(out), "--batch-size", "16", "--max-steps", "2", "--quiet"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["model"] == str(tmp_path / "cache" / "models" / TINY.google_name)
+    assert json.loads((out / "model" / "config.json").read_text())["hidden_size"] == 32  # the fixture's encoder

@@ -245,8 +245,11 @@ def finetune(cfg: FinetuneConfig) -> dict:
                                    "train_state.json", ".checkpoint.pt.tmp"})
     model, tok, source = build_model(cfg, spec)
     pad_id = tok.token_to_id(PAD)
-    train_set = load_labelled(spec, cfg.data_dir, cfg.train_split, tok, cfg.max_length)
-    dev_sets = [load_labelled(spec, cfg.data_dir, s, tok, cfg.max_length) for s in spec.dev_splits]
+    max_length = min(cfg.max_length, model.config.max_position_embeddings)
+    if max_length < cfg.max_length:
+        print(f"the model has {max_length} positions: inputs are truncated to {max_length} tokens", file=sys.stderr)
+    train_set = load_labelled(spec, cfg.data_dir, cfg.train_split, tok, max_length)
+    dev_sets = [load_labelled(spec, cfg.data_dir, s, tok, max_length) for s in spec.dev_splits]
     bf16 = bool(cfg.bf16) if cfg.bf16 is not None else torch.cuda.is_available()
     objective = ClassificationObjective(model, spec, train_set, dev_sets, seed=cfg.seed, pad_id=pad_id, bf16=bf16)
     out.mkdir(parents=True, exist_ok=True)
