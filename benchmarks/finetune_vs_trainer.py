@@ -1,0 +1,116 @@
+"""Fine-tuning throughput: `wellread finetune` against transformers.Trainer (what run_glue.py does).
+
+Same model (Tiny, same random init), same training rows, batch size, epochs, learning rate and
+schedule, max length 128, in one process, one after the other. The Trainer gets run_glue's setup:
+dynamic padding (DataCollatorWithPadding), fused AdamW, linear schedule with 10% warm-up, no
+evaluation during training. Prints training examples/s of each, the ratio, and both dev scores.
+
+    python benchmarks/finetune_vs_trainer.py --task sst2 --train-rows 8000 --epochs 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from wellread.data.tasks import get_task, read_split
+from wellread.eval.metrics import compute_metrics
+from wellread.train.finetune import FinetuneConfig, finetune
+
+DATA = Path(os.environ.get("WELLREAD_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
+def subset(task: str, rows: int | None, root: Path) -> Path:
+    spec = get_task(task)
+    src = DATA / "glue" / spec.folder
+    (root / spec.folder).mkdir(parents=True)
+    for split in ("train", "dev"):
+        lines = (src / f"{split}.tsv").read_text(encoding="utf-8").splitlines(keepends=True)
+        keep = lines if split == "dev" or rows is None else lines[: rows + 1]
+        (root / spec.folder / f"{split}.tsv").write_text("".join(keep), encoding="utf-8")
+    return root
+
+
+def run_trainer(model_dir: Path, data: Path, task: str, batch: int, lr: float, epochs: float, out: Path) -> dict:
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainingArguments,
+    )
+
+    spec = get_task(task)
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()  # the load report lists the pre-training heads we leave out
+    model = AutoModelForSequenceClassification.from_pretrained(
+        model_dir, num_labels=1 if spec.is_regression else len(spec.labels),
+        problem_type="regression" if spec.is_regression else "single_label_classification")
+
+    def encode(split):
+        ex = read_split(spec, data, split).examples
+        enc = tok([e.text_a for e in ex], [e.text_b for e in ex] if ex[0].text_b is not None else None,
+                  truncation=True, max_length=128)
+        return [{"input_ids": enc["input_ids"][i], "token_type_ids": enc["token_type_ids"][i],
+                 "attention_mask": enc["attention_mask"][i],
+                 "labels": float(e.label) if spec.is_regression else spec.label2id[e.label]} for i, e in enumerate(ex)], ex
+
+    train_rows, _ = encode("train")
+    dev_rows, dev_ex = encode(spec.dev_splits[0])
+    args = TrainingArguments(output_dir=str(out), per_device_train_batch_size=batch, per_device_eval_batch_size=256,
+                             learning_rate=lr, num_train_epochs=epochs, warmup_steps=0.1, weight_decay=0.01,
+                             lr_scheduler_type="linear", optim="adamw_torch_fused", save_strategy="no",
+                             eval_strategy="no", report_to=[], logging_steps=10**9, seed=0, disable_tqdm=True,
+                             dataloader_num_workers=0)
+    trainer = Trainer(model=model, args=args, train_dataset=train_rows, data_collator=DataCollatorWithPadding(tok))
+    m = trainer.train().metrics
+    pred = trainer.predict(dev_rows).predictions
+    preds = pred[:, 0].tolist() if spec.is_regression else [spec.labels[i] for i in pred.argmax(-1)]
+    dev = compute_metrics(spec, preds, [e.label for e in dev_ex])
+    return {"examples_per_s": m["train_samples_per_second"], "seconds": m["train_runtime"], "dev": dev}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--task", default="sst2")
+    ap.add_argument("--train-rows", type=int, default=None, help="first N training rows (default: all)")
+    ap.add_argument("--epochs", type=float, default=1.0)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=1e-4)
+    a = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        data = subset(a.task, a.train_rows, tmp / "glue")
+        os.environ["WELLREAD_CACHE"] = str(tmp / "cache")  # no feature cache from an earlier run
+        common = dict(task=a.task, data_dir=data, batch_size=a.batch_size, lr=a.lr, epochs=a.epochs, quiet=True)
+        t0 = time.perf_counter()
+        ours = finetune(FinetuneConfig(model="tiny", random_init=True, out=tmp / "ours", **common))
+        ours_wall = time.perf_counter() - t0
+        # The Trainer starts from the very same initial weights: a random Tiny saved by wellread.
+        from wellread import modeling, tokenization, zoo
+
+        tok = tokenization.load_tokenizer(tokenization.STANDARD_VOCAB)
+        init = modeling.init_model(zoo.get("tiny"), tok, seed=0)
+        modeling.save_model(init, tok, tmp / "init")
+        hf = run_trainer(tmp / "init", data, a.task, a.batch_size, a.lr, a.epochs, tmp / "hf")
+    result = {
+        "task": a.task, "train_rows": ours["train_examples"], "epochs": a.epochs, "batch_size": a.batch_size,
+        "wellread_examples_per_s": ours["train_examples_per_s"], "wellread_wall_s": ours_wall, "wellread_dev": ours["dev"],
+        "trainer_examples_per_s": hf["examples_per_s"], "trainer_dev": hf["dev"],
+        "ratio": ours["train_examples_per_s"] / hf["examples_per_s"],
+        "torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(),
+    }
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
