@@ -268,6 +268,23 @@ def _corpus(cfg: CorpusConfig) -> None:
         print("note: " + ", ".join(notes) + " (see manifest.json)", file=sys.stderr)
 
 
+# --- wellread pretrain ---------------------------------------------------------------------------
+
+def _pretrain_config():
+    from wellread.train.pretrain import PretrainConfig
+
+    return PretrainConfig
+
+
+@command("pretrain", _pretrain_config, "pre-train a model with masked LM (and next-sentence prediction) on shards")
+def _pretrain(cfg) -> None:
+    from wellread.train.pretrain import pretrain
+
+    r = pretrain(cfg)
+    print("pretrain: eval " + ", ".join(f"{k.split('/', 1)[1]} {v:.4f}" for k, v in r["eval"].items())
+          + f" ({r['steps']} steps, {r['tokens']:,} tokens, {r['tokens_per_s']:.0f} tokens/s) -> {cfg.out / 'model'}")
+
+
 # --- the parser ----------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,200 @@
+"""`wellread pretrain` on real text (KJV verses): the sparse MLM head, a short run, resume, refusals."""
+
+from __future__ import annotations
+
+import gzip
+import itertools
+
+import pytest
+import torch
+
+from tests.conftest import data_path
+from wellread import modeling, tokenization
+from wellread.data.corpus import build_corpus, load_corpus
+from wellread.errors import WellreadError
+from wellread.train import pretrain as pt
+from wellread.train.pretrain import PretrainConfig, PretrainObjective, pretrain
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory, std_vocab):
+    """2,000 verses as 100 documents of 20 verses (blank-line separated), tokenised with the standard vocab."""
+    with gzip.open(data_path("text", "kjv_bible_verses.txt.gz"), "rt", encoding="utf-8") as f:
+        lines = [next(f).strip() for _ in range(2000)]
+    root = tmp_path_factory.mktemp("kjv")
+    text = "\n\n".join("\n".join(lines[i:i + 20]) for i in range(0, 2000, 20)) + "\n"
+    (root / "kjv.txt").write_text(text, encoding="utf-8")
+    build_corpus([root / "kjv.txt"], std_vocab, root / "shards", workers=1, doc_mode="blank", show_progress=False)
+    return root / "shards"
+
+
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory, std_vocab):
+    """A random BertForPreTraining (H=32, 2 heads, 2 layers) saved as a model directory."""
+    tok = tokenization.load_tokenizer(std_vocab)
+    model = modeling.init_model("tiny", tok, seed=0, hidden_size=32, num_attention_heads=2, intermediate_size=64)
+    return modeling.save_model(model, tok, tmp_path_factory.mktemp("m") / "small")
+
+
+def cfg(model, data, out, **kw) -> PretrainConfig:
+    base = dict(model=str(model), data=data, out=out, batch_size=16, max_seq_length=64, max_steps=30, lr=2e-3,
+                warmup=0.1, eval_documents=10, eval_batches=4, eval_batch_size=16, checkpoint_every=10,
+                eval_every=None, log_every=5, quiet=True)
+    return PretrainConfig(**(base | kw))
+
+
+@pytest.mark.parametrize("objective", ["mlm+nsp", "mlm"])
+def test_sparse_head_matches_the_full_hf_head(small_model, shards, tmp_path, objective):
+    net, tok, _ = pt.build_model(cfg(small_model, shards, tmp_path, dropout=0.0, objective=objective))
+    corpus = load_corpus(shards, expect_vocab_hash=tokenization.vocab_hash(tok))
+    c = cfg(small_model, shards, tmp_path, objective=objective)
+    obj = PretrainObjective(net, corpus, tok, c)
+    batch = next(obj.batches(0, 0, 16, 0, 1))
+    assert len(batch["masked_labels"]) > 16
+    net.train()  # dropout is 0: train mode, as the loop runs it
+
+    loss, stats = obj.loss(obj.model, batch, obj.counts(batch))
+    loss.backward()
+    sparse_grads = {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None}
+    net.zero_grad(set_to_none=True)
+
+    # HF's own head: full logits at every position, labels -100 except at the masked ones.
+    B, L = batch["input_ids"].shape
+    labels = torch.full((B * L,), -100, dtype=torch.long)
+    labels[batch["masked_positions"]] = batch["masked_labels"]
+    out = net(input_ids=batch["input_ids"], token_type_ids=batch["token_type_ids"],
+              attention_mask=batch["attention_mask"], labels=labels.view(B, L),
+              next_sentence_label=batch["next_sentence_label"] if objective == "mlm+nsp" else None)
+    if objective == "mlm+nsp":
+        full = out.loss  # HF sums the MLM and NSP means
+    else:
+        full = torch.nn.functional.cross_entropy(out.prediction_logits.view(B * L, -1), labels)
+    full.backward()
+    full_grads = {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None}
+
+    assert abs(loss.item() - full.item()) < 1e-5
+    assert set(sparse_grads) == set(full_grads)
+    for n, g in full_grads.items():
+        torch.testing.assert_close(sparse_grads[n], g, atol=1e-5, rtol=1e-4, msg=n)
+    assert stats["masked"] == len(batch["masked_labels"])
+
+
+def test_position_arithmetic_equals_iterating(small_model, shards, tmp_path):
+    net, tok, _ = pt.build_model(cfg(small_model, shards, tmp_path))
+    obj = PretrainObjective(net, load_corpus(shards), tok, cfg(small_model, shards, tmp_path))
+    ds = obj.dataset(16)
+    start = ds.state_dict()
+    states = []
+    for _batch in itertools.islice(ds, 120):  # past the end of the first epoch (~90 documents' instances)
+        states.append(ds.state_dict())
+    assert states[-1]["epoch"] >= 1, "the walk must cross an epoch boundary to be tested"
+    for n in (1, 7, 33, 64, 120):
+        assert obj.advance(ds, start, n) == states[n - 1]
+    assert obj.advance(ds, states[9], 50) == states[59]
+
+
+def test_short_run_writes_a_fill_mask_model_and_learns(small_model, shards, tmp_path):
+    import json
+
+    from transformers import BertForMaskedLM, pipeline
+
+    out = tmp_path / "run"
+    r = pretrain(cfg(small_model, shards, out, eval_every=30))
+    assert r["steps"] == 30 and r["tokens"] > 30 * 16 * 10 and r["tokens_per_s"] > 0
+    assert set(r["eval"]) >= {"eval/mlm_loss", "eval/mlm_accuracy", "eval/nsp_accuracy"}
+    train_log = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    losses = [x["mlm_loss"] for x in train_log if x["kind"] == "train"]
+    assert losses[-1] < losses[0] - 0.5, losses
+    assert json.loads((out / "results.json").read_text())["steps"] == 30
+
+    hf, info = BertForMaskedLM.from_pretrained(out / "model", output_loading_info=True)
+    assert not info["missing_keys"], info
+    ours = modeling.load_model(out / "model", "pretraining")
+    torch.testing.assert_close(hf.cls.predictions.decoder.weight, ours.bert.embeddings.word_embeddings.weight)
+    fill = pipeline("fill-mask", model=str(out / "model"))
+    answers = fill("and god said , let there be [MASK] .")
+    assert len(answers) == 5 and all("token_str" in a for a in answers)
+    # A finished run re-run prints its results instead of training again.
+    assert pretrain(cfg(small_model, shards, out, eval_every=30))["wall_seconds"] == r["wall_seconds"]
+
+
+class Boom(Exception):
+    pass
+
+
+RESUME = dict(objective="mlm", masking="whole-word", max_steps=12, checkpoint_every=5)
+
+
+@pytest.fixture(scope="module")
+def straight_run(small_model, shards, tmp_path_factory):
+    out = tmp_path_factory.mktemp("straight") / "run"
+    pretrain(cfg(small_model, shards, out, **RESUME))
+    return out
+
+
+@pytest.mark.parametrize("keep_index", [True, False])
+def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(small_model, shards, straight_run, tmp_path,
+                                                                 monkeypatch, keep_index):
+    from safetensors.torch import load_file
+
+    monkeypatch.setattr(pt, "INDEX_EVERY", 2)  # positions recorded after micro-batches 2, 4, 6, ...
+    real_loss = PretrainObjective.loss
+    calls = {"n": 0}
+
+    def flaky(self, model, batch, totals):
+        calls["n"] += 1
+        if calls["n"] == 8:  # in step 8: the last checkpoint is step 5
+            raise Boom
+        return real_loss(self, model, batch, totals)
+
+    monkeypatch.setattr(PretrainObjective, "loss", flaky)
+    out = tmp_path / "killed"
+    with pytest.raises(Boom):
+        pretrain(cfg(small_model, shards, out, **RESUME))
+    monkeypatch.setattr(PretrainObjective, "loss", real_loss)
+    assert not (out / "model").exists()
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["loop"]["step"] == 5
+    if keep_index:  # resumes from the position recorded after micro-batch 4, then counts one batch on
+        assert '"micro": 4' in (out / pt.INDEX).read_text()
+    else:
+        (out / pt.INDEX).unlink()  # the position is then found by counting instances from the start
+    r = pretrain(cfg(small_model, shards, out, **RESUME))
+    assert r["steps"] == 12
+    a = load_file(straight_run / "model" / "model.safetensors")
+    b = load_file(out / "model" / "model.safetensors")
+    assert set(a) == set(b)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_shards_of_another_vocab_are_refused(small_model, tmp_path):
+    other = tokenization.build_tokenizer(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + list("abcdefghijklmnopqrstuvwxyz"))
+    vocab = tokenization.save_vocab(other, tmp_path / "vocab")
+    (tmp_path / "t.txt").write_text("a b c d. e f g.\n\nh i j. k l m.\n", encoding="utf-8")
+    build_corpus([tmp_path / "t.txt"], vocab, tmp_path / "shards", workers=1, show_progress=False)
+    with pytest.raises(WellreadError, match="shards were made with vocab .* the model's vocab is"):
+        pretrain(cfg(small_model, tmp_path / "shards", tmp_path / "run", eval_documents=1))
+
+
+def test_bad_settings_are_refused(small_model, shards, tmp_path):
+    with pytest.raises(WellreadError, match="mlm or mlm\\+nsp"):
+        cfg(small_model, shards, tmp_path, objective="nsp")
+    with pytest.raises(WellreadError, match="endless"):
+        cfg(small_model, shards, tmp_path, epochs=1.0)
+    with pytest.raises(WellreadError, match="hold out"):
+        pretrain(cfg(small_model, shards, tmp_path / "r", eval_documents=10_000))
+
+
+def test_cli_pretrain_runs_and_reports(small_model, shards, tmp_path, capsys):
+    from wellread import cli
+
+    out = tmp_path / "run"
+    rc = cli.main(["pretrain", "--model", str(small_model), "--data", str(shards), "--out", str(out),
+                   "--objective", "mlm", "--masking", "whole-word", "--max-steps", "4", "--batch-size", "8",
+                   "--max-seq-length", "32", "--eval-documents", "10", "--eval-batches", "2", "--quiet"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "mlm_accuracy" in printed and "nsp" not in printed and str(out / "model") in printed
+    assert cli.main(["pretrain", "--model", str(small_model), "--data", str(shards), "--out", str(tmp_path / "r2"),
+                     "--objective", "sop", "--max-steps", "4"]) == 1
+    assert "mlm or mlm+nsp" in capsys.readouterr().err

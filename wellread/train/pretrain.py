@@ -1,0 +1,356 @@
+"""Pre-training: the masked-LM (and optionally next-sentence) objective and ``pretrain()``.
+
+``pretrain`` starts a ``BertForPreTraining`` from random weights (one of the 24 miniature names, on
+the corpus's vocabulary) or from a model directory, reads endless dynamically masked batches from a
+shard directory (``wellread corpus``), trains with the one loop, evaluates MLM loss and accuracy
+(and NSP accuracy) on held-out documents, and writes ``RUN/model`` (HF layout; loads as
+``BertForMaskedLM`` and in ``pipeline("fill-mask")``) and ``RUN/results.json``.
+
+The MLM head runs on the masked positions only: the encoder's hidden states are gathered at
+``masked_positions`` (flat indices into batch × length) and only those rows go through
+``cls.predictions`` (the transform and the tied decoder), so the vocabulary projection costs
+~20 rows per sequence instead of 128. The loss is the same as HF's full head with labels -100
+elsewhere (tests/test_pretrain.py checks loss and gradients).
+
+Resume: the data is endless, so the loop asks for ``batches(0, start, ...)`` with ``start`` the
+micro-batches consumed so far. The dataset position after ``start`` batches is a pure function of
+``start``; it is found from a small index (``data_index.jsonl``, a position every 16 micro-batches)
+and then advanced by counting instances (no masking), so resuming is cheap and exact.
+
+Default learning rate 1e-3 with 1% warm-up (BERT's fraction) suits the small miniatures (Tiny,
+Mini, Small) from scratch at batch 128; use about 1e-4 for Medium and Base.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tokenizers import Tokenizer
+
+from wellread import modeling, zoo
+from wellread.config import field, to_dict
+from wellread.data.corpus import Corpus, load_corpus
+from wellread.data.pretraining import PretrainingDataset
+from wellread.errors import WellreadError
+from wellread.io import atomic_write_json, check_output_dir
+from wellread.tokenization import STANDARD_VOCAB, load_tokenizer, vocab_hash
+from wellread.train.loop import TrainConfig, config_fingerprint, train
+
+INDEX = "data_index.jsonl"
+INDEX_EVERY = 16  # micro-batches between recorded data positions
+
+
+@dataclasses.dataclass(kw_only=True)
+class PretrainConfig(TrainConfig):
+    model: str = field(help="one of the 24 miniatures (tiny, mini, small, medium, base or L-<n>_H-<n>) to start "
+                            "from random weights, or a model directory to continue from")
+    data: Path = field(help="the shard directory made by `wellread corpus`")
+    out: Path = field(help="the run directory (model/, results.json, metrics.jsonl, checkpoint)")
+    vocab: Path | None = field(None, help="vocabulary for a random start (default: the standard uncased BERT vocab); "
+                                          "must be the one the shards were made with")
+    objective: str = field("mlm+nsp", help="mlm, or mlm+nsp (masked LM plus next-sentence prediction, as BERT)")
+    masking: str = field("wordpiece", help="wordpiece (mask pieces independently) or whole-word")
+    max_seq_length: int = field(128, help="tokens per sequence")
+    masked_lm_prob: float = field(0.15, help="fraction of tokens to predict")
+    max_predictions_per_seq: int = field(20, help="at most this many predictions per sequence")
+    eval_documents: int = field(200, help="documents held out for evaluation (spread evenly through the corpus)")
+    eval_batches: int = field(20, help="held-out batches per evaluation (the same ones every time)")
+    eval_batch_size: int = field(64, help="sequences per evaluation batch")
+    lr: float = field(1e-3, help="peak learning rate (AdamW); 1e-3 for Tiny/Mini/Small from scratch, ~1e-4 for larger")
+    batch_size: int = field(128, help="sequences per optimizer step, over all processes and accumulation steps")
+    warmup: float = field(0.01, help="fraction of the steps spent warming the learning rate up from 0 (BERT: 0.01)")
+    eval_every: int | None = field(1000, help="evaluate every N steps")
+    dropout: float | None = field(None, help="override the model's dropout (hidden and attention)")
+    overwrite: bool = field(False, help="start over in an existing run directory")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.objective not in ("mlm", "mlm+nsp"):
+            raise WellreadError(f"must be mlm or mlm+nsp, not {self.objective!r}", field="objective")
+        if self.masking not in ("wordpiece", "whole-word"):
+            raise WellreadError(f"must be wordpiece or whole-word, not {self.masking!r}", field="masking")
+        if not 8 <= self.max_seq_length <= 512:
+            raise WellreadError("must be between 8 and 512", field="max_seq_length")
+        if not 0 < self.masked_lm_prob < 1:
+            raise WellreadError("must be in (0, 1)", field="masked_lm_prob")
+        if self.max_predictions_per_seq < 1:
+            raise WellreadError("must be >= 1", field="max_predictions_per_seq")
+        if self.eval_documents < 1 or self.eval_batches < 1 or self.eval_batch_size < 1:
+            raise WellreadError("evaluation needs at least 1 document, batch and sequence", field="eval_documents")
+        if self.epochs is not None:
+            raise WellreadError("pre-training data is endless; give --max-steps or --time-budget", field="epochs")
+
+    @property
+    def nsp(self) -> bool:
+        return self.objective == "mlm+nsp"
+
+
+class SparsePretrainer(torch.nn.Module):
+    """``BertForPreTraining`` with the MLM head applied to the masked positions only.
+
+    Returns (MLM logits of the masked rows, NSP logits or None). Its parameters are the wrapped
+    model's (prefixed ``net.``), so a data-parallel wrapper around it sees the whole forward pass.
+    """
+
+    def __init__(self, net) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, input_ids, token_type_ids, attention_mask, masked_positions, nsp: bool = True):
+        out = self.net.bert(input_ids=input_ids, token_type_ids=token_type_ids, attention_mask=attention_mask,
+                            return_dict=False)
+        hidden, pooled = out[0], out[1]
+        rows = hidden.reshape(-1, hidden.size(-1)).index_select(0, masked_positions)
+        mlm_logits = self.net.cls.predictions(rows)
+        nsp_logits = self.net.cls.seq_relationship(pooled) if nsp else None
+        return mlm_logits, nsp_logits
+
+
+def shard_batch(batch: dict[str, torch.Tensor], rank: int, world: int) -> dict[str, torch.Tensor]:
+    """Process ``rank``'s rows of a batch, with its masked positions re-based to those rows."""
+    if world == 1:
+        return batch
+    B, L = batch["input_ids"].shape
+    share = B // world
+    lo, hi = rank * share, (rank + 1) * share
+    out = {k: batch[k][lo:hi] for k in ("input_ids", "token_type_ids", "attention_mask")}
+    pos = batch["masked_positions"]
+    keep = (pos >= lo * L) & (pos < hi * L)
+    out["masked_positions"] = pos[keep] - lo * L
+    out["masked_labels"] = batch["masked_labels"][keep]
+    if "next_sentence_label" in batch:
+        out["next_sentence_label"] = batch["next_sentence_label"][lo:hi]
+    return out
+
+
+class PretrainObjective:
+    """MLM (+NSP) cross-entropy, summed and divided by the global masked-token (and sequence) counts."""
+
+    def __init__(self, net, corpus: Corpus, tokenizer: Tokenizer, cfg: PretrainConfig,
+                 run_dir: Path | None = None) -> None:
+        self.model = SparsePretrainer(net)
+        self.corpus, self.tokenizer, self.cfg = corpus, tokenizer, cfg
+        self.nsp = cfg.nsp
+        if not self.nsp:  # unused without NSP: frozen, so every trained parameter gets a gradient
+            for p in list(net.cls.seq_relationship.parameters()) + list(net.bert.pooler.parameters()):
+                p.requires_grad_(False)
+        self.run_dir = run_dir
+        self._lengths: dict[tuple[int, int], int] = {}
+        self._eval_dataset(1)  # refuse bad eval settings (too few documents) before training starts
+
+    def dataset(self, batch_size: int, split: str = "train") -> PretrainingDataset:
+        c = self.cfg
+        return PretrainingDataset(
+            self.corpus, batch_size=batch_size, split=split, eval_documents=c.eval_documents,
+            max_seq_length=c.max_seq_length, nsp=self.nsp, masked_lm_prob=c.masked_lm_prob,
+            max_predictions_per_seq=c.max_predictions_per_seq, whole_word=c.masking == "whole-word",
+            tokenizer=self.tokenizer, seed=c.seed)
+
+    def _eval_dataset(self, batch_size: int) -> PretrainingDataset:
+        return self.dataset(batch_size, "eval")
+
+    # --- data position --------------------------------------------------------------------------
+
+    def _block_length(self, ds: PretrainingDataset, epoch: int, block: int) -> int:
+        key = (epoch, block)
+        if key not in self._lengths:
+            self._lengths[key] = len(ds.block_instances(epoch, block))
+        return self._lengths[key]
+
+    def advance(self, ds: PretrainingDataset, state: dict[str, int], n: int) -> dict[str, int]:
+        """The dataset position ``n`` batches after ``state``, by counting instances (no masking).
+
+        Mirrors ``PretrainingDataset.__iter__``: a batch takes the next ``batch_size`` instances of
+        the stream of blocks; a block is left only when another instance is needed.
+        """
+        pos = dict(state)
+        need = n * ds.batch_size
+        length = self._block_length(ds, pos["epoch"], pos["block"])
+        while need:
+            if pos["offset"] >= length:
+                pos["block"], pos["offset"] = pos["block"] + 1, 0
+                length = self._block_length(ds, pos["epoch"], pos["block"])
+                if not length:
+                    pos["epoch"], pos["block"] = pos["epoch"] + 1, 0
+                    length = self._block_length(ds, pos["epoch"], pos["block"])
+                continue
+            take = min(need, length - pos["offset"])
+            pos["offset"] += take
+            need -= take
+        pos["step"] += n
+        return pos
+
+    def _index_key(self, micro_batch: int) -> str:
+        c = self.cfg
+        return config_fingerprint({"corpus": self.corpus.vocab_hash, "docs": self.corpus.num_documents,
+                                   "tokens": self.corpus.num_tokens, "micro": micro_batch, "seed": c.seed,
+                                   "eval_documents": c.eval_documents, "L": c.max_seq_length, "nsp": self.nsp})
+
+    def _read_index(self, key: str) -> dict[int, dict[str, int]]:
+        found: dict[int, dict[str, int]] = {}
+        if self.run_dir is None or not (self.run_dir / INDEX).is_file():
+            return found
+        for line in (self.run_dir / INDEX).read_text(encoding="utf-8").splitlines():
+            try:
+                rec = json.loads(line)
+                if rec["key"] == key:
+                    found[int(rec["micro"])] = {k: int(v) for k, v in rec["state"].items()}
+            except (ValueError, KeyError, TypeError, AttributeError):
+                continue  # a line cut short by a kill
+        return found
+
+    def position(self, ds: PretrainingDataset, start: int, micro_batch: int) -> dict[str, int]:
+        """The dataset state after ``start`` batches: the nearest recorded one, then advanced."""
+        known = self._read_index(self._index_key(micro_batch))
+        base = max((m for m in known if m <= start), default=0)
+        state = known[base] if base else ds.state_dict()
+        return self.advance(ds, state, start - base)
+
+    # --- the Objective protocol -----------------------------------------------------------------
+
+    def micro_batches_per_epoch(self, micro_batch: int, world: int) -> None:
+        return None
+
+    def batches(self, epoch: int, start: int, micro_batch: int, rank: int, world: int) -> Iterator[dict]:
+        ds = self.dataset(micro_batch)
+        ds.load_state_dict(self.position(ds, start, micro_batch))
+        key = self._index_key(micro_batch)
+        write = self.run_dir is not None and rank == 0
+        n = start
+        for batch in ds:
+            n += 1
+            if write and n % INDEX_EVERY == 0:
+                with open(self.run_dir / INDEX, "a", encoding="utf-8") as f:
+                    f.write(json.dumps({"key": key, "micro": n, "state": ds.state_dict()}) + "\n")
+            yield shard_batch(batch, rank, world)
+
+    def counts(self, batch: dict) -> dict[str, float]:
+        out = {"masked": float(len(batch["masked_labels"]))}
+        if self.nsp:
+            out["sequences"] = float(len(batch["input_ids"]))
+        return out
+
+    def tokens(self, batch: dict) -> int:
+        return int(batch["attention_mask"].sum())
+
+    def _forward(self, model, batch: dict):
+        device = next(model.parameters()).device
+        b = {k: v.to(device) for k, v in batch.items()}
+        mlm, nsp = model(b["input_ids"], b["token_type_ids"], b["attention_mask"], b["masked_positions"], nsp=self.nsp)
+        return b, mlm.float(), None if nsp is None else nsp.float()
+
+    def loss(self, model, batch: dict, totals: dict[str, float]):
+        b, mlm, nsp = self._forward(model, batch)
+        labels = b["masked_labels"]
+        mlm_sum = F.cross_entropy(mlm, labels, reduction="sum")
+        loss = mlm_sum / max(totals["masked"], 1.0)
+        stats = {"mlm_loss_sum": float(mlm_sum.detach()), "masked": float(len(labels)),
+                 "masked_correct": float((mlm.detach().argmax(-1) == labels).sum())}
+        if nsp is not None:
+            nl = b["next_sentence_label"]
+            nsp_sum = F.cross_entropy(nsp, nl, reduction="sum")
+            loss = loss + nsp_sum / totals["sequences"]
+            stats |= {"nsp_loss_sum": float(nsp_sum.detach()), "sequences": float(len(nl)),
+                      "nsp_correct": float((nsp.detach().argmax(-1) == nl).sum())}
+        return loss, stats
+
+    def summarize(self, sums: dict[str, float]) -> dict[str, float]:
+        out = {}
+        if sums.get("masked"):
+            out["mlm_loss"] = sums["mlm_loss_sum"] / sums["masked"]
+            out["mlm_accuracy"] = sums["masked_correct"] / sums["masked"]
+        if sums.get("sequences"):
+            out["nsp_loss"] = sums["nsp_loss_sum"] / sums["sequences"]
+            out["nsp_accuracy"] = sums["nsp_correct"] / sums["sequences"]
+        return out
+
+    def evaluate(self, model) -> dict[str, float]:
+        """MLM loss/accuracy (and NSP) on the first ``eval_batches`` held-out batches (fixed masks)."""
+        sums: dict[str, float] = {}
+        ds = self._eval_dataset(self.cfg.eval_batch_size)
+        with torch.no_grad():
+            for i, batch in enumerate(ds):
+                if i >= self.cfg.eval_batches:
+                    break
+                _, stats = self.loss(model, batch, self.counts(batch))
+                for k, v in stats.items():
+                    sums[k] = sums.get(k, 0.0) + v
+        return {f"eval/{k}": v for k, v in self.summarize(sums).items()}
+
+
+def build_model(cfg: PretrainConfig):
+    """(BertForPreTraining, tokenizer, description of the source)."""
+    path = Path(cfg.model).expanduser()
+    if not path.is_dir() and zoo.is_known(cfg.model):
+        tok = load_tokenizer(cfg.vocab or STANDARD_VOCAB)
+        overrides = {} if cfg.dropout is None else {"hidden_dropout_prob": cfg.dropout,
+                                                    "attention_probs_dropout_prob": cfg.dropout}
+        return modeling.init_model(cfg.model, tok, seed=cfg.seed, **overrides), tok, f"random {zoo.get(cfg.model).name}"
+    if cfg.vocab is not None:
+        raise WellreadError("--vocab is for a random start; a model directory brings its own vocabulary", field="vocab")
+    if not path.is_dir():
+        from wellread import hub
+
+        path = hub.resolve_model(cfg.model)
+    overrides = {} if cfg.dropout is None else {"hidden_dropout_prob": cfg.dropout,
+                                                "attention_probs_dropout_prob": cfg.dropout}
+    net = modeling.load_model(path, "pretraining", **overrides)
+    tok = load_tokenizer(path)
+    if tok.get_vocab_size(with_added_tokens=True) != net.config.vocab_size:
+        raise WellreadError(f"vocabulary has {tok.get_vocab_size()} tokens, the model {net.config.vocab_size}", file=path)
+    return net, tok, str(path)
+
+
+def pretrain(cfg: PretrainConfig) -> dict:
+    """Pre-train, evaluate on held-out documents, save the model; returns results.json's content."""
+    out = Path(cfg.out)
+    results_path = out / "results.json"
+    settings = to_dict(cfg) | {"quiet": None, "threads": None, "overwrite": None, "out": None, "time_budget": None}
+    if results_path.is_file() and not cfg.overwrite:
+        done = json.loads(results_path.read_text())
+        if done.get("settings") == settings:
+            print(f"{out}: already finished; results below (pass --overwrite to redo)", file=sys.stderr)
+            return done
+    if cfg.overwrite and out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    check_output_dir(out, allowed={"checkpoint.pt", "metrics.jsonl", "config.yaml", "results.json", "model",
+                                   "train_state.json", INDEX})
+    net, tok, source = build_model(cfg)
+    corpus = load_corpus(cfg.data, expect_vocab_hash=vocab_hash(tok))
+    if corpus.vocab_size != net.config.vocab_size:
+        raise WellreadError(f"the shards' vocabulary has {corpus.vocab_size} tokens, the model "
+                            f"{net.config.vocab_size}", file=corpus.manifest.path)
+    out.mkdir(parents=True, exist_ok=True)
+    objective = PretrainObjective(net, corpus, tok, cfg, run_dir=out)
+    from wellread.config import dump_yaml
+
+    (out / "config.yaml").write_text(dump_yaml(cfg), encoding="utf-8")
+    t0 = time.perf_counter()
+    result = train(objective, cfg, out, fingerprint={"settings": settings, "corpus": corpus.vocab_hash,
+                                                     "documents": corpus.num_documents, "tokens": corpus.num_tokens})
+    wall = time.perf_counter() - t0
+    net = objective.model.net.cpu()
+    for p in net.parameters():
+        p.requires_grad_(True)
+    modeling.save_model(net, tok, out / "model", overwrite=True)
+    s = result.state
+    results = {
+        "model": source, "settings": settings, "finished": True, "objective": cfg.objective,
+        "steps": s.step, "stopped_by": result.stopped_by, "eval": result.final_eval,
+        "history": [h for h in result.history], "tokens": s.tokens, "sequences": s.step * cfg.batch_size,
+        "train_seconds": s.elapsed, "wall_seconds": wall, "tokens_per_s": s.tokens / max(s.elapsed, 1e-9),
+    }
+    atomic_write_json(results_path, results)
+    return results
+
+
+__all__ = ["PretrainConfig", "PretrainObjective", "SparsePretrainer", "pretrain", "build_model", "shard_batch"]
