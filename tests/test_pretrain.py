@@ -198,3 +198,36 @@ def test_cli_pretrain_runs_and_reports(small_model, shards, tmp_path, capsys):
     assert cli.main(["pretrain", "--model", str(small_model), "--data", str(shards), "--out", str(tmp_path / "r2"),
                      "--objective", "sop", "--max-steps", "4"]) == 1
     assert "mlm or mlm+nsp" in capsys.readouterr().err
+
+
+def test_two_processes_take_the_same_steps_as_one(small_model, shards, tmp_path):
+    """torchrun with 2 CPU processes (gloo), each on half of every batch, matches one process."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    from tests.conftest import REPO
+
+    args = ["--model", str(small_model), "--data", str(shards), "--max-steps", "4", "--batch-size", "16",
+            "--max-seq-length", "32", "--eval-documents", "10", "--eval-batches", "2", "--quiet", "--dropout", "0",
+            "--threads", "1", "--objective", "mlm"]
+    torchrun = Path(sys.executable).with_name("torchrun")
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    one = subprocess.run([sys.executable, "-m", "wellread.cli", "pretrain", *args, "--out", str(tmp_path / "w1")],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = subprocess.run([str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "wellread.cli", "pretrain",
+                          *args, "--out", str(tmp_path / "w2")], cwd=REPO, env=env, capture_output=True, text=True,
+                         timeout=180)
+    assert two.returncode == 0, two.stderr[-2000:]
+    a = load_file(tmp_path / "w1" / "model" / "model.safetensors")
+    b = load_file(tmp_path / "w2" / "model" / "model.safetensors")
+    assert set(a) == set(b)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=1e-5, msg=k)
+    init = load_file(small_model / "model.safetensors")
+    changed = sum(not torch.equal(init[k], a[k]) for k in init if k in a)
+    assert changed > 10, "training moved the weights"

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -341,7 +342,9 @@ def pretrain(cfg: PretrainConfig) -> dict:
     net = objective.model.net.cpu()
     for p in net.parameters():
         p.requires_grad_(True)
-    modeling.save_model(net, tok, out / "model", overwrite=True)
+    main_process = int(os.environ.get("RANK", "0")) == 0  # under torchrun, one process writes
+    if main_process:
+        modeling.save_model(net, tok, out / "model", overwrite=True)
     s = result.state
     results = {
         "model": source, "settings": settings, "finished": True, "objective": cfg.objective,
@@ -349,7 +352,8 @@ def pretrain(cfg: PretrainConfig) -> dict:
         "history": [h for h in result.history], "tokens": s.tokens, "sequences": s.step * cfg.batch_size,
         "train_seconds": s.elapsed, "wall_seconds": wall, "tokens_per_s": s.tokens / max(s.elapsed, 1e-9),
     }
-    atomic_write_json(results_path, results)
+    if main_process:
+        atomic_write_json(results_path, results)
     return results
 
 
