@@ -9,7 +9,6 @@ evaluates on dev after each epoch, and writes ``RUN/model`` (HF layout, with id2
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 import time
 from collections.abc import Iterator
@@ -27,9 +26,9 @@ from wellread.data.tasks import TaskSpec, get_task, read_split
 from wellread.errors import WellreadError
 from wellread.eval.metrics import compute_metrics
 from wellread.eval.predict import logits_to_predictions, predict_logits
-from wellread.io import atomic_write_json, check_output_dir
+from wellread.io import atomic_write_json
 from wellread.tokenization import PAD, STANDARD_VOCAB, load_tokenizer
-from wellread.train.loop import TrainConfig, train
+from wellread.train.loop import TrainConfig, open_run, train
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -232,17 +231,9 @@ def finetune(cfg: FinetuneConfig) -> dict:
     out = Path(cfg.out)
     results_path = out / "results.json"
     settings = to_dict(cfg) | {"quiet": None, "threads": None, "overwrite": None, "out": None}
-    if results_path.is_file() and not cfg.overwrite:
-        done = json.loads(results_path.read_text())
-        if done.get("settings") == settings:
-            print(f"{out}: already finished; results below (pass --overwrite to redo)", file=sys.stderr)
-            return done
-    if cfg.overwrite and out.exists():
-        import shutil
-
-        shutil.rmtree(out)
-    check_output_dir(out, allowed={"checkpoint.pt", "metrics.jsonl", "config.yaml", "results.json", "model",
-                                   "train_state.json", ".checkpoint.pt.tmp"})
+    done = open_run(out, settings, overwrite=cfg.overwrite)
+    if done is not None:
+        return done
     model, tok, source = build_model(cfg, spec)
     pad_id = tok.token_to_id(PAD)
     max_length = min(cfg.max_length, model.config.max_position_embeddings)

@@ -34,7 +34,7 @@ import torch
 
 from wellread.config import field
 from wellread.errors import WellreadError
-from wellread.io import atomic_write_json
+from wellread.io import atomic_write_json, check_output_dir
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -176,6 +176,28 @@ def lr_factor(progress: float, warmup: float) -> float:
     if warmup > 0 and progress < warmup:
         return progress / warmup
     return max(0.0, (1.0 - progress) / (1.0 - warmup))
+
+
+RUN_FILES = {"checkpoint.pt", "metrics.jsonl", "config.yaml", "results.json", "model", "train_state.json"}
+
+
+def open_run(out: Path, settings: dict, *, overwrite: bool, extra_files: set[str] = frozenset()) -> dict | None:
+    """Prepare a run directory: the finished results if this exact run is done, else None.
+
+    A directory holding other files than a run's is refused; ``overwrite`` starts over.
+    """
+    results_path = out / "results.json"
+    if results_path.is_file() and not overwrite:
+        done = json.loads(results_path.read_text(encoding="utf-8"))
+        if done.get("settings") == settings:
+            print(f"{out}: already finished; results below (pass --overwrite to redo)", file=sys.stderr)
+            return done
+    if overwrite and out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    check_output_dir(out, allowed=RUN_FILES | set(extra_files))
+    return None
 
 
 def config_fingerprint(obj: Any) -> str:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,9 +39,9 @@ from wellread.config import field, to_dict
 from wellread.data.corpus import Corpus, load_corpus
 from wellread.data.pretraining import PretrainingDataset
 from wellread.errors import WellreadError
-from wellread.io import atomic_write_json, check_output_dir
+from wellread.io import atomic_write_json
 from wellread.tokenization import STANDARD_VOCAB, load_tokenizer, vocab_hash
-from wellread.train.loop import TrainConfig, config_fingerprint, train
+from wellread.train.loop import TrainConfig, config_fingerprint, open_run, train
 
 INDEX = "data_index.jsonl"
 INDEX_EVERY = 16  # micro-batches between recorded data positions
@@ -314,17 +313,9 @@ def pretrain(cfg: PretrainConfig) -> dict:
     out = Path(cfg.out)
     results_path = out / "results.json"
     settings = to_dict(cfg) | {"quiet": None, "threads": None, "overwrite": None, "out": None, "time_budget": None}
-    if results_path.is_file() and not cfg.overwrite:
-        done = json.loads(results_path.read_text())
-        if done.get("settings") == settings:
-            print(f"{out}: already finished; results below (pass --overwrite to redo)", file=sys.stderr)
-            return done
-    if cfg.overwrite and out.exists():
-        import shutil
-
-        shutil.rmtree(out)
-    check_output_dir(out, allowed={"checkpoint.pt", "metrics.jsonl", "config.yaml", "results.json", "model",
-                                   "train_state.json", INDEX})
+    done = open_run(out, settings, overwrite=cfg.overwrite, extra_files={INDEX})
+    if done is not None:
+        return done
     net, tok, source = build_model(cfg)
     corpus = load_corpus(cfg.data, expect_vocab_hash=vocab_hash(tok))
     if corpus.vocab_size != net.config.vocab_size:
