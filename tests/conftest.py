@@ -49,3 +49,13 @@ def tiny_test_vocab(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("vocab99") / "vocab.txt"
     path.write_text("\n".join(words) + "\n", encoding="utf-8")
     return path
+
+
+@pytest.fixture(scope="session")
+def small_model_dir(tmp_path_factory, std_vocab) -> Path:
+    """A random BertForPreTraining (2 layers, H=32, 2 heads) on the standard vocab, saved as a model dir."""
+    from wellread import modeling, tokenization
+
+    tok = tokenization.load_tokenizer(std_vocab)
+    model = modeling.init_model("tiny", tok, seed=0, hidden_size=32, num_attention_heads=2, intermediate_size=64)
+    return modeling.save_model(model, tok, tmp_path_factory.mktemp("m") / "small")

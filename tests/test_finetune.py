@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from tests.conftest import REPO, data_path
-from wellread import cli, modeling, tokenization
+from wellread import cli, tokenization
 from wellread.errors import WellreadError
 from wellread.train.finetune import FinetuneConfig, finetune
 
@@ -30,11 +30,8 @@ def rte_slice(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def small_pretrained(tmp_path_factory, std_vocab):
-    """A 'pre-trained' model directory (random weights, H=32) in the layout `wellread init` writes."""
-    tok = tokenization.load_tokenizer(std_vocab)
-    model = modeling.init_model("tiny", tok, seed=0, hidden_size=32, num_attention_heads=2, intermediate_size=64)
-    return modeling.save_model(model, tok, tmp_path_factory.mktemp("m") / "small")
+def small_pretrained(small_model_dir):
+    return small_model_dir
 
 
 def cfg(model, data, out, **kw) -> FinetuneConfig:

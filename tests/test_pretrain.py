@@ -29,11 +29,8 @@ def shards(tmp_path_factory, std_vocab):
 
 
 @pytest.fixture(scope="module")
-def small_model(tmp_path_factory, std_vocab):
-    """A random BertForPreTraining (H=32, 2 heads, 2 layers) saved as a model directory."""
-    tok = tokenization.load_tokenizer(std_vocab)
-    model = modeling.init_model("tiny", tok, seed=0, hidden_size=32, num_attention_heads=2, intermediate_size=64)
-    return modeling.save_model(model, tok, tmp_path_factory.mktemp("m") / "small")
+def small_model(small_model_dir):
+    return small_model_dir
 
 
 def cfg(model, data, out, **kw) -> PretrainConfig:
