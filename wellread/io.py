@@ -133,11 +133,3 @@ def open_text(path: str | Path) -> io.TextIOBase:
     if path.suffix == ".gz":
         return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="replace")
     return open(path, encoding="utf-8", errors="replace")
-
-
-def iter_lines(paths: list[str | Path]) -> Iterator[str]:
-    """Yield the lines (without newline) of several text files in order."""
-    for p in paths:
-        with open_text(p) as f:
-            for line in f:
-                yield line.rstrip("\n").rstrip("\r")

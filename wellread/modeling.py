@@ -98,7 +98,7 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
     raise WellreadError("no model.safetensors (or pytorch_model.bin) in the directory", file=path)
 
 
-def _align_prefix(state: dict[str, torch.Tensor], expected: set[str]) -> dict[str, torch.Tensor]:
+def align_prefix(state: dict[str, torch.Tensor], expected: set[str]) -> dict[str, torch.Tensor]:
     """Map between checkpoints saved with and without the ``bert.`` prefix (BertModel vs heads)."""
     has_prefix = any(k.startswith("bert.") for k in state)
     wants_prefix = any(k.startswith("bert.") for k in expected)
@@ -129,7 +129,7 @@ def load_model(path: str | Path, kind: str = "base", **config_overrides):
     with torch.device("meta"):
         model = cls(config)
     expected = model.state_dict()
-    state = _align_prefix(read_weights(path), set(expected))
+    state = align_prefix(read_weights(path), set(expected))
     missing = [k for k in expected if k not in state and not k.endswith(_DERIVED_SUFFIXES)]
     if missing:
         shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")

@@ -214,12 +214,6 @@ def special_ids(tok: Tokenizer) -> dict[str, int]:
     return {t: tok.token_to_id(t) for t in SPECIAL_TOKENS}
 
 
-def describe_json(path: str | Path) -> dict:
-    """Small summary of a vocabulary file or directory (size, specials, hash)."""
-    tok = load_tokenizer(path)
-    return {"path": str(path), "size": tok.get_vocab_size(), "special_ids": special_ids(tok), "hash": vocab_hash(tok)}
-
-
 __all__ = [
     "SPECIAL_TOKENS", "read_vocab", "build_tokenizer", "load_tokenizer", "train_vocab", "save_vocab",
     "write_tokenizer_files", "encode", "vocab_hash", "vocab_list", "special_ids",

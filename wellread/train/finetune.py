@@ -184,7 +184,7 @@ def classifier_from_pretrained(path: Path, spec: TaskSpec, *, seed: int, new_hea
     torch.manual_seed(seed)
     model = BertForSequenceClassification(config)
     expected = model.state_dict()
-    state = modeling._align_prefix(weights, set(expected))
+    state = modeling.align_prefix(weights, set(expected))
     if not same_head:
         state = {k: v for k, v in state.items() if not k.startswith("classifier.")}
     needed = [k for k in expected if k.startswith("bert.") and "pooler" not in k and not k.endswith("position_ids")]
