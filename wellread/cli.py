@@ -285,6 +285,62 @@ def _pretrain(cfg) -> None:
           + f" ({r['steps']} steps, {r['tokens']:,} tokens, {r['tokens_per_s']:.0f} tokens/s) -> {cfg.out / 'model'}")
 
 
+# --- wellread evaluate / predict-glue ------------------------------------------------------------
+
+@dataclasses.dataclass(kw_only=True)
+class EvaluateConfig:
+    model: Path = field(help="a fine-tuned model directory (HF layout), or a fine-tuning run directory holding model/")
+    task: str = field(help="cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli, ax (its diagnostic-full.tsv) or "
+                           "hans; ax and hans are scored with a model trained for mnli")
+    data_dir: Path = field(help="the GLUE root (holding <Task>/), a task folder, or a Hugging Face datasets copy")
+    split: str | None = field(None, help="one labelled split (default: dev; MNLI: both dev sets; HANS: its "
+                                         "evaluation set; AX: diagnostic-full)")
+    max_length: int = field(128, help="truncate inputs to this many tokens (as fine-tuning did)")
+    json: bool = field(False, help="print JSON instead of a report")
+    out: Path | None = field(None, help="also write the result as JSON to this file")
+
+    def __post_init__(self) -> None:
+        if not 8 <= self.max_length <= 512:
+            raise WellreadError("must be between 8 and 512", field="max_length")
+
+
+@command("evaluate", EvaluateConfig, "score a fine-tuned model on a task (GLUE metrics; HANS per heuristic)")
+def _evaluate(cfg: EvaluateConfig) -> None:
+    from wellread.eval import glue
+    from wellread.io import atomic_write_json
+
+    r = glue.evaluate_model(cfg.model, cfg.task, cfg.data_dir, cfg.split, max_length=cfg.max_length)
+    if cfg.out is not None:
+        atomic_write_json(cfg.out, r)
+    print(json.dumps(r, indent=2) if cfg.json else glue.format_evaluation(r))
+
+
+@dataclasses.dataclass(kw_only=True)
+class PredictGlueConfig:
+    models: list[str] = field(help="TASK=MODEL_DIR entries (or comma-separated: rte=A/model,stsb=B/model) and/or "
+                                   "directories: a fine-tuning run, or one whose best.json / results.json maps "
+                                   "task -> model directory; AX is predicted with the MNLI model")
+    data_dir: Path = field(help="the GLUE root (holding <Task>/test.tsv ...), or a Hugging Face datasets copy")
+    out: Path = field(help="directory to write: the leaderboard .tsv files, submission.zip, predictions.json")
+    max_length: int = field(128, help="truncate inputs to this many tokens (as fine-tuning did)")
+    overwrite: bool = field(False, help="replace an output directory that holds other files")
+
+    def __post_init__(self) -> None:
+        if isinstance(self.models, str):  # one string from a YAML file
+            self.models = [self.models]
+        if not 8 <= self.max_length <= 512:
+            raise WellreadError("must be between 8 and 512", field="max_length")
+
+
+@command("predict-glue", PredictGlueConfig, "write GLUE leaderboard files (index, prediction) and a zip of them")
+def _predict_glue(cfg: PredictGlueConfig) -> None:
+    from wellread.eval import glue
+
+    r = glue.predict_glue(glue.parse_models(cfg.models), cfg.data_dir, cfg.out, max_length=cfg.max_length,
+                          overwrite=cfg.overwrite)
+    print(glue.format_submission(r))
+
+
 # --- the parser ----------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
