@@ -240,3 +240,22 @@ def test_the_manifest_records_inputs_so_a_changed_file_is_refused(tmp_path, std_
         build_corpus([f], std_vocab, tmp_path / "o", workers=1, show_progress=False)
     m = build_corpus([f], std_vocab, tmp_path / "o", workers=1, overwrite=True, show_progress=False)
     assert m.documents == 1
+
+
+def test_group_lines_makes_documents_of_n_consecutive_paragraphs_within_a_file(tmp_path, std_vocab, std_tokenizer):
+    lines = real_lines(50)  # 4 files' first 50 paragraphs
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    a.write_text("\n".join(lines[:110]) + "\n", encoding="utf-8")
+    b.write_text("\n".join(lines[110:]) + "\n", encoding="utf-8")
+    m = build_corpus([a, b], std_vocab, tmp_path / "o", workers=1, group_lines=16, show_progress=False)
+    corpus = load_corpus(m.path.parent)
+    # 110 lines -> 6 documents of 16 and one of 14; 90 lines -> 5 of 16 and one of 10: none crosses a file
+    assert corpus.num_documents == 7 + 6
+    assert m.data["settings"]["group_lines"] == 16
+    starts = [0, *range(16, 110, 16), 110, *range(126, 200, 16)]
+    for d, s in enumerate(starts):
+        e = starts[d + 1] if d + 1 < len(starts) else 200
+        expect = [t for line in lines[s:e] for t in std_tokenizer.encode(line, add_special_tokens=False).ids]
+        assert corpus.document_ids(d).tolist() == expect
+    with pytest.raises(WellreadError, match="at least 1"):
+        build_corpus([a], std_vocab, tmp_path / "z", workers=1, group_lines=0, show_progress=False)

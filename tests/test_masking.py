@@ -248,7 +248,7 @@ def test_nsp_is_half_random_and_segments_stay_inside_their_documents(corpus, ins
             assert find(doc_a, b, pa + len(a)) >= 0, "real next segment B does not follow A in the document"
 
 
-def test_without_nsp_sentences_are_packed_into_full_single_segments(corpus):
+def test_without_nsp_documents_are_packed_into_full_single_segments(corpus):
     rng = random.Random(0)
     for d in range(0, corpus.num_documents, 3):
         made = create_instances_from_document(corpus, d, 128, 0.0, False, rng)
@@ -256,7 +256,7 @@ def test_without_nsp_sentences_are_packed_into_full_single_segments(corpus):
         body = np.concatenate([x.tokens[1:-1] for x in made])
         assert np.array_equal(body, corpus.document_ids(d))  # every token, in order, once
         lengths = [len(x.tokens) - 2 for x in made]
-        assert all(a + b > 126 for a, b in zip(lengths, lengths[1:]))  # packed greedily: no two would fit in one
+        assert all(n == 126 for n in lengths[:-1]) and 0 < lengths[-1] <= 126  # full, but for the last
 
 
 def batches(ds, n: int) -> list[dict[str, torch.Tensor]]:

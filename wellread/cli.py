@@ -248,6 +248,8 @@ class CorpusConfig:
     doc_mode: str = field("auto", help="auto, line (a document a line) or blank (documents separated by blank "
                                        "lines); auto looks at each file's first 10,000 lines")
     text_field: str = field("text", help="the field holding the text in .jsonl records")
+    group_lines: int = field(1, help="line mode: this many consecutive lines (paragraphs) make one document, so "
+                                     "sequences fill up and next-sentence pairs come from one text (e.g. 16)")
     overwrite: bool = field(False, help="replace shards made from other inputs instead of refusing")
     quiet: bool = field(False, help="no progress bar")
 
@@ -257,7 +259,8 @@ def _corpus(cfg: CorpusConfig) -> None:
     from wellread.data.corpus import build_corpus
 
     m = build_corpus(cfg.files, cfg.vocab, cfg.out, workers=cfg.workers, shard_tokens=cfg.shard_tokens,
-                     doc_mode=cfg.doc_mode, text_field=cfg.text_field, overwrite=cfg.overwrite,
+                     doc_mode=cfg.doc_mode, text_field=cfg.text_field, group_lines=cfg.group_lines,
+                     overwrite=cfg.overwrite,
                      show_progress=not cfg.quiet)
     t = m.totals
     print(f"wrote {len(m.shards)} shard(s): {t['tokens']:,} tokens, {t['sentences']:,} sentences, "

@@ -3,7 +3,9 @@
 Input formats (chosen per file by its name):
 
 * ``.txt`` / ``.gz`` (any other name is read as text too). ``doc_mode="line"``: every line is a
-  document (one paragraph per line, as in ``shared/data/text``). ``doc_mode="blank"``: documents are
+  document (one paragraph per line, as in ``shared/data/text``), or with ``group_lines=N`` every N
+  consecutive lines of a file are one document (paragraphs of one text, so that sequences fill up
+  and next-sentence pairs come from the same text instead of being forced random). ``doc_mode="blank"``: documents are
   separated by blank lines, as in Google's ``create_pretraining_data.py`` input. ``"auto"`` picks
   ``blank`` for a file when one of its first 10,000 lines is a blank line followed by text.
 * ``.jsonl`` / ``.jsonl.gz``: one JSON object a line, its ``text_field`` a document. A line that is
@@ -276,7 +278,7 @@ class _Unit:
 
 
 def _iter_units(files: Sequence[Path], modes: Sequence[str], start: dict[str, int], unit_chars: int,
-                text_field: str) -> Iterator[_Unit]:
+                text_field: str, group_lines: int = 1) -> Iterator[_Unit]:
     """Cut the input into units of whole documents, starting at ``start`` (a recorded position).
 
     A unit closes as soon as a document completes with ``unit_chars`` of text gathered, and at the
@@ -284,11 +286,11 @@ def _iter_units(files: Sequence[Path], modes: Sequence[str], start: dict[str, in
     """
     for fi in range(start["file"], len(files)):
         yield from _file_units(fi, files[fi], modes[fi], start if fi == start["file"] else None,
-                               unit_chars, text_field)
+                               unit_chars, text_field, group_lines)
 
 
 def _file_units(fi: int, path: Path, mode: str, position: dict[str, int] | None, unit_chars: int,
-                text_field: str) -> Iterator[_Unit]:
+                text_field: str, group_lines: int = 1) -> Iterator[_Unit]:
     limit = MAX_JSONL_LINE_BYTES if mode == "jsonl" else MAX_LINE_BYTES
     with _open_binary(path) as f:
         if position and position["offset"]:
@@ -360,7 +362,8 @@ def _file_units(fi: int, path: Path, mode: str, position: dict[str, int] | None,
                         close_doc()
                 elif mode == "line":
                     add_line(text)
-                    close_doc()
+                    if len(doc) >= group_lines:
+                        close_doc()
                 else:
                     add_line(text)
             if chars >= unit_chars and not doc:
@@ -544,6 +547,7 @@ def build_corpus(
     shard_tokens: int = DEFAULT_SHARD_TOKENS,
     doc_mode: DocMode = "auto",
     text_field: str = "text",
+    group_lines: int = 1,
     overwrite: bool = False,
     show_progress: bool = True,
 ) -> Manifest:
@@ -559,6 +563,8 @@ def build_corpus(
         raise WellreadError(f"must be positive, not {shard_tokens}", field="shard_tokens")
     if doc_mode not in ("auto", "line", "blank"):
         raise WellreadError(f"must be auto, line or blank, not {doc_mode!r}", field="doc_mode")
+    if group_lines < 1:
+        raise WellreadError(f"must be at least 1, not {group_lines}", field="group_lines")
     paths = [Path(f) for f in files]
     for p in paths:
         if not p.is_file():
@@ -572,7 +578,8 @@ def build_corpus(
         "format": FORMAT,
         "vocab": {"hash": vocab_hash(tok), "size": size, "dtype": dtype, "special_ids": special_ids(tok)},
         "settings": {"shard_tokens": shard_tokens, "unit_chars": unit_chars, "text_field": text_field,
-                     "max_line_bytes": MAX_LINE_BYTES, "max_document_chars": MAX_DOC_CHARS},
+                     "max_line_bytes": MAX_LINE_BYTES, "max_document_chars": MAX_DOC_CHARS,
+                     **({"group_lines": group_lines} if group_lines > 1 else {})},
         "files": [_file_record(p, m) for p, m in zip(paths, modes)],
     }
     out = Path(out)
@@ -584,7 +591,7 @@ def build_corpus(
         print(f"wellread corpus: resuming after {len(manifest.shards)} finished shard(s) in {out}", file=sys.stderr)
     writer = _ShardWriter(manifest, shard_tokens, dtype)
     n_workers = min(os.cpu_count() or 1, 8) if workers is None else workers
-    units = _iter_units(paths, modes, start, unit_chars, text_field)
+    units = _iter_units(paths, modes, start, unit_chars, text_field, group_lines)
     with _pool(n_workers, tok) as pool, _progress(sum(f["size"] for f in new["files"]), show_progress) as bar:
         bar.update(sum(f["size"] for f in new["files"][: start["file"]]))
         plain = corpus_tokenizer(tok) if pool is None else None

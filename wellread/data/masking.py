@@ -118,7 +118,7 @@ def create_instances_from_document(
     a chunk is cut at a random sentence into A and B, and half the time B is replaced by text from
     a random other document (taken from ``documents``, a sorted array, when given), the unused
     sentences being put back. Without ``nsp``: sentences are packed into single-segment sequences of
-    the target length (a sentence longer than that is cut across sequences).
+    the target length (a sentence that does not fit continues in the next sequence).
     """
     cls, sep = corpus.special_ids[CLS], corpus.special_ids[SEP]
     document = corpus.document(doc_index)
@@ -175,25 +175,17 @@ def create_instances_from_document(
 
 
 def _pack_document(document: list[np.ndarray], doc_index: int, target: int, cls: int, sep: int) -> list[Instance]:
-    instances = []
-    chunk: list[int] = []
+    """The document's tokens cut into sequences of exactly ``target`` (the last one shorter).
 
-    def emit(tokens: list[int]) -> None:
-        arr = np.array([cls, *tokens, sep], dtype=np.int64)
-        instances.append(Instance(arr, len(arr), None, doc_index, None))
-
-    for sentence in document:
-        s = sentence.tolist()
-        if chunk and len(chunk) + len(s) > target:
-            emit(chunk)
-            chunk = []
-        while len(s) > target:
-            emit(s[:target])
-            s = s[target:]
-        chunk.extend(s)
-    if chunk:
-        emit(chunk)
-    return instances
+    Without NSP nothing needs sentence-aligned segments, so a sentence that does not fit is split
+    and continues in the next sequence: no token is dropped and no sequence is left half empty.
+    """
+    ids = np.concatenate(document) if document else np.zeros(0, dtype=np.int64)
+    out = []
+    for start in range(0, len(ids), target):
+        arr = np.concatenate(([cls], ids[start:start + target], [sep])).astype(np.int64)
+        out.append(Instance(arr, len(arr), None, doc_index, None))
+    return out
 
 
 def create_masked_lm_predictions(
