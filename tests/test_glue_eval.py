@@ -283,6 +283,7 @@ def test_predict_glue_writes_the_leaderboard_files_and_a_zip(models, glue_root, 
         assert f"skipped {name}: no model for" in report
     manifest = json.loads((out / "predictions.json").read_text())
     assert set(manifest["files"]) == set(written) and "CoLA.tsv" in manifest["skipped"]
+    assert manifest["files"]["AX.tsv"]["model_task"] == "mnli" and f"AX.tsv (70 rows, mnli model {models['mnli']})" in report
 
     sources = {"RTE.tsv": (glue_root / "RTE" / "test.tsv", "sentence1", "sentence2", models["rte"]),
                "STS-B.tsv": (glue_root / "STS-B" / "test.tsv", "sentence1", "sentence2", models["stsb"]),
@@ -394,6 +395,16 @@ def test_missing_folder_empty_split_and_bad_labels(models, glue_root, tmp_path, 
     one_error_line(capsys, [*ev, "--data-dir", str(tmp_path / "bad")], "dev.tsv:3", "label 'maybe'")
     one_error_line(capsys, [*ev, "--data-dir", str(glue_root), "--split", "test"], "no labels to score")
     one_error_line(capsys, [*ev, "--data-dir", str(glue_root), "--model", str(tmp_path)], "not a model directory")
+    from safetensors.torch import load_file, save_file
+
+    headless = tmp_path / "headless"
+    headless.mkdir()
+    for f in models["rte"].iterdir():
+        (headless / f.name).write_bytes(f.read_bytes())
+    weights = load_file(models["rte"] / "model.safetensors")
+    save_file({k: v for k, v in weights.items() if not k.startswith("classifier.")}, headless / "model.safetensors")
+    one_error_line(capsys, [*ev, "--data-dir", str(glue_root), "--model", str(headless)],
+                   "model.safetensors", "weights missing for classifier.")
     # predict-glue: no test file anywhere -> nothing to submit, and the reason
     one_error_line(capsys, ["predict-glue", "--models", f"cola={models['cola']}", "--data-dir", str(glue_root),
                             "--out", str(tmp_path / "s")], "nothing to submit", "CoLA.tsv: no test.tsv")

@@ -343,6 +343,7 @@ def predict_glue(models: Mapping[str, str | Path], data_dir: str | Path, out: st
                                             for e, p in zip(data.examples, preds)]
             files[fname] = ("\n".join(rows) + "\n").encode("utf-8")
             written[fname] = {"task": spec.name, "split": split, "model": str(plan[spec.name]),
+                              "model_task": model_task(spec).name,
                               "test_file": str(data.path), "rows": len(data.examples)}
     if not files:
         raise WellreadError("nothing to submit: " + "; ".join(f"{f}: {r}" for f, r in skipped.items()
@@ -358,7 +359,7 @@ def predict_glue(models: Mapping[str, str | Path], data_dir: str | Path, out: st
 
 def format_submission(result: Mapping) -> str:
     """What ``predict_glue`` wrote and what it skipped, one line each."""
-    lines = [f"wrote {f} ({w['rows']:,} rows, {w['task']} model {w['model']})" for f, w in result["files"].items()]
+    lines = [f"wrote {f} ({w['rows']:,} rows, {w['model_task']} model {w['model']})" for f, w in result["files"].items()]
     lines += [f"skipped {f}: {r}" for f, r in result["skipped"].items()]
     lines.append(f"-> {result['zip']} ({len(result['files'])} of {len(SUBMISSION_FILES)} leaderboard files)")
     return "\n".join(lines)
