@@ -422,3 +422,18 @@ def test_commands_have_help(capsys):
             cli.main([cmd, "-h"])
         assert e.value.code == 0
         assert f"usage: wellread {cmd}" in capsys.readouterr().out
+
+
+def test_evaluate_reproduces_what_finetune_recorded(small_model_dir, tmp_path):
+    from wellread.train.finetune import FinetuneConfig, finetune
+
+    root = tmp_path / "glue"
+    (root / "RTE").mkdir(parents=True)
+    for split, n in (("train", 64), ("dev", 96)):
+        lines = data_path("glue", "RTE", f"{split}.tsv").read_text(encoding="utf-8").splitlines()
+        (root / "RTE" / f"{split}.tsv").write_text("\n".join(lines[: n + 1]) + "\n", encoding="utf-8")
+    r = finetune(FinetuneConfig(model=str(small_model_dir), task="rte", data_dir=root, out=tmp_path / "run",
+                                batch_size=16, lr=1e-3, max_steps=3, quiet=True))
+    ours = glue.evaluate_model(tmp_path / "run", "rte", root)
+    assert ours["splits"]["dev"]["accuracy"] == pytest.approx(r["dev"]["dev/accuracy"], abs=1e-12)
+    assert glue.parse_models([str(tmp_path / "run")]) == {"rte": tmp_path / "run" / "model"}
