@@ -344,6 +344,30 @@ def _predict_glue(cfg: PredictGlueConfig) -> None:
     print(glue.format_submission(r))
 
 
+# --- wellread grid -------------------------------------------------------------------------------
+
+def _grid_config():
+    from wellread.train.grid import GridConfig
+
+    return GridConfig
+
+
+@command("grid", _grid_config, "the paper's grid (batch 8..128 x lr 3e-4..3e-5, 4 epochs) per task, best on dev")
+def _grid(cfg) -> None:
+    from wellread.train.grid import run_grid
+
+    r = run_grid(cfg)
+    for task, t in r["tasks"].items():
+        b = t["best"]
+        print(f"{task}: best bs{b['batch_size']} lr{b['lr']:g} dev {100 * b['score']:.1f} "
+              f"({t['finished']}/{t['total']} cells)")
+    if r.get("glue_score") is not None:
+        print(f"GLUE score (dev): {r['glue_score']:.1f}")
+    print(f"-> {cfg.out / 'table.md'}, {cfg.out / 'results.json'}, {cfg.out / 'best.json'}")
+    if r["failures"]:
+        print(f"note: {len(r['failures'])} cell(s) failed; see {cfg.out / 'logs'}", file=sys.stderr)
+
+
 # --- the parser ----------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:

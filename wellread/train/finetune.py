@@ -199,6 +199,24 @@ def classifier_from_pretrained(path: Path, spec: TaskSpec, *, seed: int, new_hea
     return model
 
 
+def run_settings(cfg: FinetuneConfig) -> dict:
+    """The settings that define a run (what a finished run's results.json must match to be reused)."""
+    return to_dict(cfg) | {"quiet": None, "threads": None, "overwrite": None, "out": None}
+
+
+def build_tokenizer(model: str, *, random_init: bool = False, vocab: Path | None = None) -> Tokenizer:
+    """The tokenizer a fine-tuning run of ``model`` uses (without building the model)."""
+    if random_init:
+        zoo.get(model)  # an unknown name is refused here, with a suggestion
+        return load_tokenizer(vocab or STANDARD_VOCAB)
+    path = Path(model)
+    if not path.is_dir():
+        from wellread import hub
+
+        path = hub.resolve_model(model)
+    return load_tokenizer(path)
+
+
 def build_model(cfg: FinetuneConfig, spec: TaskSpec):
     """(model, tokenizer, description of the source) for a fine-tuning run."""
     path = Path(cfg.model)
@@ -230,7 +248,7 @@ def finetune(cfg: FinetuneConfig) -> dict:
         raise WellreadError(f"{spec.name} is evaluation-only; fine-tune on {spec.evaluate_with} instead", field="task")
     out = Path(cfg.out)
     results_path = out / "results.json"
-    settings = to_dict(cfg) | {"quiet": None, "threads": None, "overwrite": None, "out": None}
+    settings = run_settings(cfg)
     done = open_run(out, settings, overwrite=cfg.overwrite)
     if done is not None:
         return done

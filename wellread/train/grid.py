@@ -1,0 +1,453 @@
+"""The paper's fine-tuning grid: every (batch size, learning rate) cell, best on dev, per task.
+
+``run_grid`` fine-tunes one model on each task with every cell of the grid (Turc et al.: batch
+8, 16, 32, 64, 128 × learning rate 3e-4, 1e-4, 5e-5, 3e-5, 4 epochs), each cell a ``wellread
+finetune`` run directory ``GRID/<task>/bs<B>_lr<LR>``. Cells run side by side in worker processes
+(each with its share of the CPU threads), or as trials of a Ray Tune job with ``ray=ADDRESS``.
+A finished cell is never run again (its ``results.json`` is read back), and an unfinished one
+resumes from its checkpoint, so a killed grid is resumed by re-running the same command.
+
+A cell's score is its dev metric after the last epoch, as the paper (and Google's run_classifier)
+evaluates: the task's GLUE metric, two-metric tasks averaged (MRPC F1/acc, STS-B Pearson/Spearman),
+MNLI the mean of matched and mismatched. The best cell per task is the one with the highest score.
+
+Outputs: ``GRID/results.json`` (every cell), ``GRID/best.json`` (task → best model, readable by
+``wellread predict-glue``), ``GRID/table.md`` (the paper's GLUE table layout plus a batch × rate
+table per task) and ``GRID/heatmap-<task>.png``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import sys
+import time
+import traceback
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from wellread.config import field, to_dict
+from wellread.data.tasks import get_task
+from wellread.errors import WellreadError
+from wellread.eval.metrics import PAPER_GLUE_TEST, glue_score, task_score
+from wellread.io import atomic_write_json, atomic_write_text
+
+PAPER_BATCH_SIZES = (8, 16, 32, 64, 128)
+PAPER_LEARNING_RATES = (3e-4, 1e-4, 5e-5, 3e-5)
+# The paper's GLUE table: (column, task, metric names shown as "a/b").
+COLUMNS = (("CoLA", "cola"), ("SST-2", "sst2"), ("MRPC", "mrpc"), ("STS-B", "stsb"), ("QQP", "qqp"),
+           ("MNLI-m", "mnli"), ("MNLI-mm", "mnli"), ("QNLI", "qnli"), ("RTE", "rte"), ("WNLI", "wnli"))
+
+
+def _numbers(text: str, what: str, kind: type) -> tuple:
+    try:
+        values = tuple(kind(v) for v in str(text).split(",") if v.strip())
+    except ValueError:
+        raise WellreadError(f"expected a comma-separated list of numbers, not {text!r}", field=what) from None
+    if not values or any(v <= 0 for v in values):
+        raise WellreadError(f"expected positive numbers, not {text!r}", field=what)
+    return values
+
+
+@dataclasses.dataclass(kw_only=True)
+class GridConfig:
+    model: str = field(help="a model directory (HF layout), a hub id or miniature name, or with --random-init "
+                            "one of the 24 miniatures")
+    tasks: str = field(help="comma-separated GLUE tasks, e.g. rte,stsb,cola,sst2")
+    data_dir: Path = field(help="the GLUE root (holding <TASK>/ folders) or a HF datasets copy")
+    out: Path = field(help="the grid directory: a run directory per cell, results.json, best.json, table.md, PNGs")
+    batch_sizes: str = field(",".join(map(str, PAPER_BATCH_SIZES)), help="batch sizes of the grid (the paper's)")
+    learning_rates: str = field(",".join(map(str, PAPER_LEARNING_RATES)), help="learning rates of the grid (the paper's)")
+    epochs: float = field(4.0, help="epochs per cell (the paper: 4)")
+    max_length: int = field(128, help="truncate inputs to this many tokens (the paper: 128)")
+    warmup: float = field(0.1, help="fraction of each cell's steps spent warming up")
+    random_init: bool = field(False, help="start every cell from a randomly initialised miniature")
+    vocab: Path | None = field(None, help="vocabulary for --random-init (default: the standard uncased BERT vocab)")
+    seed: int = field(0, help="seed of every cell (init of the head, data order, dropout)")
+    workers: int | None = field(None, help="cells run side by side (default: the CPU count divided by --threads)")
+    threads: int = field(1, help="CPU threads per worker")
+    keep_models: str = field("best", help="best (delete other cells' models once a task is done), all, or none")
+    ray: str | None = field(None, help="run the cells as Ray Tune trials on this cluster: an address, 'auto', or "
+                                       "'local' to start one here; GRID must be on storage every node sees")
+    max_steps: int | None = field(None, help="stop each cell after this many steps (for a quick look; not the paper)")
+    quiet: bool = field(False, help="no progress bar")
+
+    def __post_init__(self) -> None:
+        self.task_list = [get_task(t).name for t in str(self.tasks).split(",") if t.strip()]
+        if not self.task_list:
+            raise WellreadError("no task given", field="tasks")
+        for t in self.task_list:
+            if get_task(t).evaluate_with is not None:
+                raise WellreadError(f"{t} is evaluation-only; it has no grid", field="tasks")
+        self.batch_list = _numbers(self.batch_sizes, "batch_sizes", int)
+        self.lr_list = _numbers(self.learning_rates, "learning_rates", float)
+        if self.keep_models not in ("best", "all", "none"):
+            raise WellreadError(f"must be best, all or none, not {self.keep_models!r}", field="keep_models")
+        if self.threads < 1 or (self.workers is not None and self.workers < 1):
+            raise WellreadError("workers and threads must be at least 1", field="workers")
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    task: str
+    batch_size: int
+    lr: float
+
+    @property
+    def name(self) -> str:
+        return f"bs{self.batch_size}_lr{self.lr:g}"
+
+    def run_dir(self, grid: Path) -> Path:
+        return grid / self.task / self.name
+
+
+def cells(cfg: GridConfig) -> list[Cell]:
+    """Every cell, the slowest (smallest batch) first so that side-by-side workers finish together."""
+    return [Cell(t, b, lr) for t in cfg.task_list for b in sorted(cfg.batch_list) for lr in cfg.lr_list]
+
+
+def finetune_config(cfg: GridConfig, cell: Cell):
+    from wellread.train.finetune import FinetuneConfig
+
+    return FinetuneConfig(model=cfg.model, task=cell.task, data_dir=cfg.data_dir, out=cell.run_dir(cfg.out),
+                          lr=cell.lr, batch_size=cell.batch_size, epochs=cfg.epochs, max_length=cfg.max_length,
+                          warmup=cfg.warmup, random_init=cfg.random_init, vocab=cfg.vocab, seed=cfg.seed,
+                          max_steps=cfg.max_steps, threads=cfg.threads, quiet=True)
+
+
+def _read_results(run_dir: Path) -> dict | None:
+    try:
+        data = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and data.get("finished") else None
+
+
+def cell_finished(cfg: GridConfig, cell: Cell) -> bool:
+    """True when the cell's run directory holds results of exactly these settings."""
+    from wellread.train.finetune import run_settings
+
+    done = _read_results(cell.run_dir(cfg.out))
+    return done is not None and done.get("settings") == run_settings(finetune_config(cfg, cell))
+
+
+def run_cell(cfg_dict: dict, cell: tuple[str, int, float]) -> dict:
+    """Fine-tune one cell (in a worker process); returns a small record, never raises."""
+    cfg = GridConfig(**cfg_dict)
+    c = Cell(*cell)
+    log_dir = Path(cfg.out) / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    with open(log_dir / f"{c.task}-{c.name}.log", "a", encoding="utf-8") as log:
+        stdout, stderr = sys.stdout, sys.stderr
+        sys.stdout = sys.stderr = log
+        try:
+            import torch
+
+            torch.set_num_threads(cfg.threads)
+            from wellread.train.finetune import finetune
+
+            finetune(finetune_config(cfg, c))
+            return {"cell": list(cell), "ok": True, "seconds": time.perf_counter() - t0}
+        except Exception as e:  # one failed cell (e.g. a diverging learning rate) must not stop the grid
+            traceback.print_exc(file=log)
+            return {"cell": list(cell), "ok": False, "error": str(e) or type(e).__name__,
+                    "seconds": time.perf_counter() - t0}
+        finally:
+            sys.stdout, sys.stderr = stdout, stderr
+
+
+def _config_dict(cfg: GridConfig) -> dict:
+    """The config as keyword arguments for a worker, with paths made absolute (workers may run elsewhere)."""
+    out = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+    for k in ("data_dir", "out", "vocab"):
+        if out[k] is not None:
+            out[k] = Path(out[k]).resolve()
+    if Path(cfg.model).is_dir():
+        out["model"] = str(Path(cfg.model).resolve())
+    return out
+
+
+def _run_local(cfg: GridConfig, todo: Sequence[Cell], workers: int) -> Iterator[dict]:
+    args = _config_dict(cfg)
+    if workers <= 1:
+        for c in todo:
+            yield run_cell(args, (c.task, c.batch_size, c.lr))
+        return
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+        futures = [pool.submit(run_cell, args, (c.task, c.batch_size, c.lr)) for c in todo]
+        for f in as_completed(futures):
+            yield f.result()
+
+
+def _run_ray(cfg: GridConfig, todo: Sequence[Cell], workers: int) -> Iterator[dict]:
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    try:
+        import ray
+        from ray import tune
+    except ImportError:
+        raise WellreadError("--ray needs Ray Tune: pip install 'ray[tune]'", field="ray") from None
+    args = _config_dict(cfg)
+    if not ray.is_initialized():
+        ray.init(address=None if cfg.ray == "local" else cfg.ray, num_cpus=os.cpu_count() if cfg.ray == "local" else None,
+                 include_dashboard=False, log_to_driver=False)
+
+    def trainable(config: dict) -> None:
+        rec = run_cell(args, tuple(config["cell"]))
+        tune.report({"ok": int(rec["ok"]), "seconds": rec["seconds"]} | ({} if rec["ok"] else {"error": rec["error"]}))
+
+    space = {"cell": tune.grid_search([[c.task, c.batch_size, c.lr] for c in todo])}
+    tuner = tune.Tuner(
+        tune.with_resources(trainable, {"cpu": cfg.threads}),
+        param_space=space,
+        tune_config=tune.TuneConfig(max_concurrent_trials=workers),
+        run_config=tune.RunConfig(name="ray", storage_path=str(Path(cfg.out).resolve()), verbose=0),
+    )
+    for r in tuner.fit():
+        cell = list(r.config["cell"])
+        if r.error is not None or not r.metrics:
+            yield {"cell": cell, "ok": False, "error": str(r.error or "no result reported").splitlines()[0]}
+        else:
+            yield {"cell": cell, "ok": bool(r.metrics["ok"]), "error": r.metrics.get("error") or None,
+                   "seconds": r.metrics.get("seconds")}
+
+
+def cell_score(task: str, dev: dict) -> float:
+    """The selection score of a cell: the task's GLUE metric (averaged over metrics and dev splits)."""
+    spec = get_task(task)
+    scores = []
+    for split in spec.dev_splits:
+        scores.append(task_score(spec, {m: dev[f"{split}/{m}"] for m in spec.metrics}))
+    return sum(scores) / len(scores)
+
+
+def collect(cfg: GridConfig) -> dict:
+    """results.json's content from the cells' run directories."""
+    tasks: dict[str, dict] = {}
+    for task in cfg.task_list:
+        rows = []
+        for c in cells(cfg):
+            if c.task != task:
+                continue
+            res = _read_results(c.run_dir(cfg.out)) if cell_finished(cfg, c) else None
+            row = {"batch_size": c.batch_size, "lr": c.lr, "run": str(c.run_dir(cfg.out).relative_to(cfg.out))}
+            if res is None:
+                row["status"] = "missing"
+            else:
+                row |= {"status": "finished", "score": cell_score(task, res["dev"]), "dev": res["dev"],
+                        "best_epoch": res.get("best_epoch"), "train_seconds": res.get("train_seconds"),
+                        "examples_per_s": res.get("train_examples_per_s")}
+            rows.append(row)
+        done = [r for r in rows if r["status"] == "finished"]
+        best = max(done, key=lambda r: r["score"]) if done else None
+        tasks[task] = {"cells": rows, "best": best, "finished": len(done), "total": len(rows)}
+    out = {"model": cfg.model, "random_init": cfg.random_init, "settings": to_dict(cfg) | {"quiet": None},
+           "tasks": tasks}
+    per_task = _best_metrics(tasks)
+    try:
+        out["glue_score"] = 100 * glue_score(per_task)
+    except WellreadError:
+        out["glue_score"] = None  # not all nine tasks were run
+    return out
+
+
+def _best_metrics(tasks: dict) -> dict[str, dict[str, float]]:
+    """Best cells' dev metrics as glue_score columns (MNLI split into matched / mismatched)."""
+    cols: dict[str, dict[str, float]] = {}
+    for task, t in tasks.items():
+        if t["best"] is None:
+            continue
+        spec = get_task(task)
+        dev = t["best"]["dev"]
+        if task == "mnli":
+            for split, col in zip(spec.dev_splits, ("mnli-m", "mnli-mm")):
+                cols[col] = {m: dev[f"{split}/{m}"] for m in spec.metrics}
+        else:
+            cols[task] = {m: dev[f"{spec.dev_splits[0]}/{m}"] for m in spec.metrics}
+    return cols
+
+
+def _cell_text(task: str, metrics: dict[str, float] | None, scale: float = 100.0) -> str:
+    if metrics is None:
+        return "–"
+    spec = get_task(task)
+    return "/".join(f"{scale * metrics[m]:.1f}" for m in spec.metrics)
+
+
+def markdown_table(results: dict, label: str) -> str:
+    """The paper's GLUE table layout (dev here), the published test row of the same size, and per-task grids."""
+    cols = _best_metrics(results["tasks"])
+    head = "| Model | Score | " + " | ".join(c for c, _ in COLUMNS) + " |"
+    lines = [head, "|" + "---|" * (len(COLUMNS) + 2)]
+
+    def row(name: str, score, values: dict, scale: float) -> str:
+        cells_ = []
+        for col, task in COLUMNS:
+            key = {"MNLI-m": "mnli-m", "MNLI-mm": "mnli-mm"}.get(col, task)
+            cells_.append(_cell_text(task, values.get(key), scale))
+        s = "–" if score is None else f"{score:.1f}"
+        return f"| {name} | {s} | " + " | ".join(cells_) + " |"
+
+    lines.append(row(label + " (dev)", results.get("glue_score"), cols, 100.0))
+    size = _paper_size(results["model"])
+    if size is not None:
+        paper = PAPER_GLUE_TEST[size]
+        lines.append(row(f"{size.capitalize()}, Turc et al. (test)", paper["score"], paper, 1.0))
+    lines.append("")
+    lines.append("Metrics: CoLA MCC; MRPC and QQP F1/accuracy; STS-B Pearson/Spearman; the others accuracy. "
+                 "Score: the GLUE score, when all nine tasks were run.")
+    for task, t in results["tasks"].items():
+        lines += ["", f"### {task}: dev score by batch size × learning rate "
+                      f"({t['finished']}/{t['total']} cells finished)", ""]
+        lrs = sorted({r["lr"] for r in t["cells"]}, reverse=True)
+        bss = sorted({r["batch_size"] for r in t["cells"]})
+        lines.append("| batch \\ lr | " + " | ".join(f"{lr:g}" for lr in lrs) + " |")
+        lines.append("|" + "---|" * (len(lrs) + 1))
+        by = {(r["batch_size"], r["lr"]): r for r in t["cells"]}
+        for b in bss:
+            vals = []
+            for lr in lrs:
+                r = by.get((b, lr))
+                v = "–" if r is None or r["status"] != "finished" else f"{100 * r['score']:.1f}"
+                if r is not None and t["best"] is not None and r is t["best"]:
+                    v = f"**{v}**"
+                vals.append(v)
+            lines.append(f"| {b} | " + " | ".join(vals) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _paper_size(model: str) -> str | None:
+    from wellread import zoo
+
+    name = model
+    if Path(model).is_dir():  # a model directory: its size from config.json
+        try:
+            c = json.loads((Path(model) / "config.json").read_text(encoding="utf-8"))
+            name = f"L-{c['num_hidden_layers']}_H-{c['hidden_size']}"
+        except (OSError, ValueError, KeyError):
+            return None
+    if not zoo.is_known(name):
+        return None
+    m = zoo.get(name)
+    return m.alias if m.alias in PAPER_GLUE_TEST else None
+
+
+def heatmaps(results: dict, out: Path) -> list[Path]:
+    """One PNG per task: batch size × learning rate, colour = dev score, the best cell outlined."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    written = []
+    for task, t in results["tasks"].items():
+        lrs = sorted({r["lr"] for r in t["cells"]}, reverse=True)
+        bss = sorted({r["batch_size"] for r in t["cells"]})
+        grid = np.full((len(bss), len(lrs)), np.nan)
+        for r in t["cells"]:
+            if r["status"] == "finished":
+                grid[bss.index(r["batch_size"]), lrs.index(r["lr"])] = 100 * r["score"]
+        fig, ax = plt.subplots(figsize=(1.2 * len(lrs) + 2, 0.6 * len(bss) + 1.6))
+        im = ax.imshow(grid, cmap="viridis", aspect="auto")
+        ax.set_xticks(range(len(lrs)), [f"{lr:g}" for lr in lrs])
+        ax.set_yticks(range(len(bss)), [str(b) for b in bss])
+        ax.set_xlabel("learning rate")
+        ax.set_ylabel("batch size")
+        spec = get_task(task)
+        ax.set_title(f"{task} dev {'/'.join(spec.metrics)} ({Path(results['model']).name})")
+        for i in range(len(bss)):
+            for j in range(len(lrs)):
+                if not np.isnan(grid[i, j]):
+                    ax.text(j, i, f"{grid[i, j]:.1f}", ha="center", va="center",
+                            color="white" if grid[i, j] < np.nanmean(grid) else "black", fontsize=9)
+        if t["best"] is not None:
+            i, j = bss.index(t["best"]["batch_size"]), lrs.index(t["best"]["lr"])
+            ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2))
+        fig.colorbar(im, ax=ax)
+        fig.tight_layout()
+        path = out / f"heatmap-{task}.png"
+        tmp = path.with_suffix(".tmp.png")
+        fig.savefig(tmp, dpi=110)
+        plt.close(fig)
+        os.replace(tmp, path)
+        written.append(path)
+    return written
+
+
+def _prune_models(cfg: GridConfig, results: dict) -> None:
+    if cfg.keep_models == "all":
+        return
+    for t in results["tasks"].values():
+        if t["finished"] < t["total"]:
+            continue  # the best may still change
+        for r in t["cells"]:
+            if r["status"] != "finished":
+                continue
+            (Path(cfg.out) / r["run"] / "checkpoint.pt").unlink(missing_ok=True)  # done: results.json + model suffice
+            if cfg.keep_models == "none" or r is not t["best"]:
+                shutil.rmtree(Path(cfg.out) / r["run"] / "model", ignore_errors=True)
+
+
+def _prepare(cfg: GridConfig) -> None:
+    """Read and cache every task's data once, before the workers start (and fail fast on bad input)."""
+    from wellread.train.finetune import build_tokenizer, load_labelled
+
+    tok = build_tokenizer(cfg.model, random_init=cfg.random_init, vocab=cfg.vocab)
+    for task in cfg.task_list:
+        spec = get_task(task)
+        for split in ("train", *spec.dev_splits):
+            load_labelled(spec, cfg.data_dir, split, tok, cfg.max_length)
+
+
+def run_grid(cfg: GridConfig) -> dict:
+    """Run every unfinished cell, then write results.json, best.json, table.md and the heatmaps."""
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    _prepare(cfg)
+    todo = [c for c in cells(cfg) if not cell_finished(cfg, c)]
+    total = len(cells(cfg))
+    workers = cfg.workers or max(1, (os.cpu_count() or 1) // cfg.threads)
+    workers = min(workers, max(1, len(todo)))
+    if len(todo) < total:
+        print(f"wellread grid: {total - len(todo)} of {total} cells already finished in {out}", file=sys.stderr)
+    t0 = time.perf_counter()
+    failures = []
+    if todo:
+        from tqdm import tqdm
+
+        runner = _run_ray if cfg.ray else _run_local
+        with tqdm(total=len(todo), desc="grid cells", unit="cell", disable=cfg.quiet, file=sys.stderr) as bar:
+            for rec in runner(cfg, todo, workers):
+                bar.update(1)
+                if not rec.get("ok"):
+                    failures.append(rec)
+                    task, b, lr = rec["cell"]
+                    tqdm.write(f"cell {task} bs{b}_lr{lr:g} failed: {rec.get('error')} "
+                               f"(log: {out / 'logs' / f'{task}-bs{b}_lr{lr:g}.log'})", file=sys.stderr)
+    results = collect(cfg)
+    results["wall_seconds_this_run"] = time.perf_counter() - t0
+    results["workers"], results["threads_per_worker"] = workers, cfg.threads
+    results["failures"] = failures
+    atomic_write_json(out / "results.json", results)
+    best = {task: {"model": t["best"]["run"] + "/model", "batch_size": t["best"]["batch_size"], "lr": t["best"]["lr"],
+                   "score": t["best"]["score"], "dev": t["best"]["dev"]}
+            for task, t in results["tasks"].items() if t["best"] is not None}
+    atomic_write_json(out / "best.json", best)
+    label = Path(cfg.model).name + (" (random init)" if cfg.random_init else "")
+    atomic_write_text(out / "table.md", markdown_table(results, label))
+    heatmaps(results, out)
+    _prune_models(cfg, results)
+    missing = [t for t, v in results["tasks"].items() if v["best"] is None]
+    if missing:
+        raise WellreadError(f"no cell finished for {', '.join(missing)}; see {out / 'logs'}", file=out)
+    return results
+
+
+__all__ = ["GridConfig", "Cell", "cells", "run_grid", "collect", "cell_score", "markdown_table", "heatmaps",
+           "PAPER_BATCH_SIZES", "PAPER_LEARNING_RATES"]
