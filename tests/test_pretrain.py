@@ -103,6 +103,9 @@ def test_short_run_writes_a_fill_mask_model_and_learns(small_model, shards, tmp_
     losses = [x["mlm_loss"] for x in train_log if x["kind"] == "train"]
     assert losses[-1] < losses[0] - 0.5, losses
     assert json.loads((out / "results.json").read_text())["steps"] == 30
+    import matplotlib.image
+
+    assert matplotlib.image.imread(out / "curves.png").shape[1] > 500  # loss and accuracy curves
 
     hf, info = BertForMaskedLM.from_pretrained(out / "model", output_loading_info=True)
     assert not info["missing_keys"], info

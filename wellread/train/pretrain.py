@@ -313,7 +313,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
     out = Path(cfg.out)
     results_path = out / "results.json"
     settings = to_dict(cfg) | {"quiet": None, "threads": None, "overwrite": None, "out": None, "time_budget": None}
-    done = open_run(out, settings, overwrite=cfg.overwrite, extra_files={INDEX})
+    done = open_run(out, settings, overwrite=cfg.overwrite, extra_files={INDEX, "curves.png", "curves.png.tmp.png"})
     if done is not None:
         return done
     net, tok, source = build_model(cfg)
@@ -344,6 +344,9 @@ def pretrain(cfg: PretrainConfig) -> dict:
         "train_seconds": s.elapsed, "wall_seconds": wall, "tokens_per_s": s.tokens / max(s.elapsed, 1e-9),
     }
     if main_process:
+        from wellread.plots import plot_pretraining
+
+        plot_pretraining(out, out / "curves.png", labels=[source])
         atomic_write_json(results_path, results)
     return results
 
