@@ -368,6 +368,123 @@ def _grid(cfg) -> None:
         print(f"note: {len(r['failures'])} cell(s) failed; see {cfg.out / 'logs'}", file=sys.stderr)
 
 
+# --- wellread predict / export / serve (infer/) --------------------------------------------------
+
+_BACKENDS = ("torch", "onnx", "onnx-int8")
+
+
+def _check_backend(backend: str) -> None:
+    if backend not in _BACKENDS:
+        raise WellreadError(f"unknown backend {backend!r} (choose {', '.join(_BACKENDS)})", field="backend")
+
+
+@dataclasses.dataclass(kw_only=True)
+class PredictConfig:
+    model: Path = field(help="a fine-tuned model directory (or its run directory), or a `wellread export` directory")
+    input: str = field(help="inputs: .txt (a sentence a line), .tsv (header naming sentence, or sentence1/sentence2), "
+                            ".jsonl (text or text_a/text_b), or - for lines on stdin")
+    output: str = field(help="predictions: .jsonl, .tsv, or - for JSON lines on stdout (written atomically)")
+    backend: str = field("torch", help="torch, onnx (fp32) or onnx-int8 (an ONNX file missing from --model is "
+                                       "exported on the fly)")
+    batch_size: int = field(64, help="inputs per model call (inputs are sorted by length into batches)")
+    max_length: int = field(128, help="truncate inputs to this many tokens")
+    text_a: str | None = field(None, help="the column / field holding the (first) text")
+    text_b: str | None = field(None, help="the column / field holding the second text of a pair")
+    chunk_size: int = field(4096, help="inputs read, predicted and written at a time (memory stays constant)")
+    threads: int | None = field(None, help="CPU threads for the model (default: $OMP_NUM_THREADS, else all cores)")
+    quiet: bool = field(False, help="no progress bar")
+
+    def __post_init__(self) -> None:
+        _check_backend(self.backend)
+        for name in ("batch_size", "chunk_size"):
+            if getattr(self, name) < 1:
+                raise WellreadError("must be at least 1", field=name)
+        if not 8 <= self.max_length <= 512:
+            raise WellreadError("must be between 8 and 512", field="max_length")
+
+
+@command("predict", PredictConfig, "predict labels and probabilities (or scores) for a file of sentences or pairs")
+def _predict(cfg: PredictConfig) -> None:
+    from wellread.infer.predictor import Predictor
+    from wellread.infer.stream import predict_file
+
+    predictor = Predictor(cfg.model, backend=cfg.backend, max_length=cfg.max_length, batch_size=cfg.batch_size,
+                          threads=cfg.threads, quiet=cfg.quiet)
+    r = predict_file(predictor, cfg.input, cfg.output, text_a=cfg.text_a, text_b=cfg.text_b,
+                     chunk_size=cfg.chunk_size, progress=not cfg.quiet)
+    if not cfg.quiet:
+        print(f"predicted {r['inputs']:,} inputs in {r['seconds']:.1f} s ({r['inputs_per_s']:,.0f}/s, "
+              f"{cfg.backend}) -> {cfg.output}", file=sys.stderr)
+
+
+@dataclasses.dataclass(kw_only=True)
+class ExportConfig:
+    model: Path = field(help="a fine-tuned model directory (or its run directory)")
+    format: str = field("onnx", help="the export format (onnx)")
+    int8: bool = field(False, help="also write model.int8.onnx (dynamic int8 quantisation, ONNX Runtime)")
+    out: Path = field(help="the directory to write: model.onnx, model.int8.onnx, config.json, tokenizer, export.json")
+    opset: int = field(17, help="the ONNX opset")
+    max_length: int = field(128, help="the input length the check truncates to")
+    overwrite: bool = field(False, help="replace an existing output directory")
+
+    def __post_init__(self) -> None:
+        if self.format != "onnx":
+            raise WellreadError(f"unknown format {self.format!r} (onnx)", field="format")
+
+
+@command("export", ExportConfig, "export a fine-tuned model to ONNX (and int8), checked against PyTorch")
+def _export(cfg: ExportConfig) -> None:
+    from wellread.infer.onnx import describe_check, export_onnx
+
+    r = export_onnx(cfg.model, cfg.out, int8=cfg.int8, opset=cfg.opset, max_length=cfg.max_length,
+                    overwrite=cfg.overwrite)
+    print(f"exported {r['model']} ({r['exporter']}, opset {r['opset']}) -> {cfg.out}; checked against PyTorch:")
+    print(describe_check(r))
+
+
+@dataclasses.dataclass(kw_only=True)
+class ServeConfig:
+    model: Path = field(help="a fine-tuned model directory (or its run directory), or a `wellread export` directory")
+    backend: str = field("torch", help="torch, onnx (fp32) or onnx-int8")
+    host: str = field("127.0.0.1", help="the address to listen on")
+    port: int = field(8080, help="the port to listen on")
+    batch_size: int = field(64, help="micro-batching: at most this many inputs gathered into one model call")
+    max_wait_ms: float = field(5.0, help="micro-batching: how long the first waiting request waits for company")
+    max_body_bytes: int = field(1 << 20, help="largest request body (413 above)")
+    max_inputs: int = field(256, help="most inputs in one request (413 above)")
+    max_text_chars: int = field(10_000, help="longest input text, in characters (413 above)")
+    max_length: int = field(128, help="truncate inputs to this many tokens")
+    threads: int | None = field(None, help="CPU threads for the model (default: $OMP_NUM_THREADS, else all cores)")
+    log_level: str = field("info", help="uvicorn's log level (critical, error, warning, info, debug)")
+    access_log: bool = field(False, help="log every request")
+
+    def __post_init__(self) -> None:
+        _check_backend(self.backend)
+        if not 0 <= self.port <= 65535:
+            raise WellreadError("must be a port number (0-65535)", field="port")
+        for name in ("batch_size", "max_body_bytes", "max_inputs", "max_text_chars"):
+            if getattr(self, name) < 1:
+                raise WellreadError("must be at least 1", field=name)
+        if self.max_wait_ms < 0:
+            raise WellreadError("must not be negative", field="max_wait_ms")
+        if not 8 <= self.max_length <= 512:
+            raise WellreadError("must be between 8 and 512", field="max_length")
+
+
+@command("serve", ServeConfig, "serve predictions over HTTP (JSON; micro-batching; /predict, /health, /info)")
+def _serve(cfg: ServeConfig) -> None:
+    from wellread.infer.predictor import Predictor
+    from wellread.infer.serve import Limits, serve
+
+    predictor = Predictor(cfg.model, backend=cfg.backend, max_length=cfg.max_length, batch_size=cfg.batch_size,
+                          threads=cfg.threads)
+    limits = Limits(max_body_bytes=cfg.max_body_bytes, max_inputs=cfg.max_inputs, max_text_chars=cfg.max_text_chars,
+                    max_batch=cfg.batch_size, max_wait_ms=cfg.max_wait_ms)
+    print(f"serving {predictor.path} ({cfg.backend}, labels {predictor.labels or 'score'}) on "
+          f"http://{cfg.host}:{cfg.port}", file=sys.stderr)
+    serve(predictor, host=cfg.host, port=cfg.port, limits=limits, log_level=cfg.log_level, access_log=cfg.access_log)
+
+
 # --- the parser ----------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,276 @@
+"""One ``Predictor`` over three backends: PyTorch, ONNX Runtime fp32 and ONNX Runtime int8.
+
+What makes it fast on a CPU is shared by all three backends: the Rust tokenizer encodes a whole list
+at once; inputs are sorted by length and cut into batches padded only to their own longest input
+(dynamic padding), so short sentences do not pay for long ones; PyTorch runs under
+``inference_mode``; ONNX Runtime runs with every graph optimisation and one intra-op thread per
+core. Results always come back in input order.
+
+A model directory is what ``wellread finetune`` writes (HF layout, ``id2label`` in config.json; one
+output with ``problem_type: regression`` is a score), or what ``wellread export`` writes (the same
+config and tokenizer, plus model.onnx / model.int8.onnx). ONNX backends on a directory without the
+.onnx file export it on the fly (checked against PyTorch) and say so on stderr.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from wellread.errors import WellreadError
+from wellread.io import read_json
+from wellread.tokenization import PAD, load_tokenizer
+
+BACKENDS = ("torch", "onnx", "onnx-int8")
+ONNX_FILES = {"onnx": "model.onnx", "onnx-int8": "model.int8.onnx"}
+INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def model_directory(path: str | Path) -> Path:
+    """A model directory, or a fine-tuning run directory holding it as ``model/``."""
+    path = Path(path)
+    if (path / "config.json").is_file():
+        return path
+    if (path / "model" / "config.json").is_file():
+        return path / "model"
+    if not path.exists():
+        raise WellreadError("no such model directory", file=path)
+    raise WellreadError("not a model directory (no config.json, nor model/config.json)", file=path)
+
+
+def output_labels(config: dict, path: Path) -> tuple[str, ...] | None:
+    """The label name of each output (config.json's id2label), or None for a one-score regression model."""
+    where = {"file": path / "config.json"}
+    n = config.get("num_labels")
+    id2label = config.get("id2label") or {}
+    if not isinstance(id2label, dict):
+        raise WellreadError("id2label must be a mapping of output id to label name", field="id2label", **where)
+    try:
+        names = {int(k): str(v) for k, v in id2label.items()}
+    except ValueError:
+        raise WellreadError("id2label keys must be output ids (0, 1, ...)", field="id2label", **where) from None
+    n = n if isinstance(n, int) else len(names)
+    if n < 1:
+        raise WellreadError("not a fine-tuned classifier: no id2label / num_labels", field="id2label", **where)
+    if n == 1 and config.get("problem_type") in (None, "regression"):
+        return None
+    if n == 1:
+        raise WellreadError(f"one output with problem_type {config.get('problem_type')!r}: not a classifier nor "
+                            "a regression model", field="problem_type", **where)
+    labels = tuple(names.get(i, f"LABEL_{i}") for i in range(n))
+    if len(set(labels)) != n:
+        raise WellreadError(f"label names repeat: {list(labels)}", field="id2label", **where)
+    return labels
+
+
+def default_threads() -> int:
+    """Threads for the model: $OMP_NUM_THREADS when set, else the cores this process may use."""
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def load_torch_classifier(path: Path):
+    """A ``BertForSequenceClassification`` loaded strictly: every tensor present with its shape."""
+    import torch
+    from transformers import BertForSequenceClassification
+
+    from wellread import modeling
+
+    config = modeling.read_config(path)
+    with torch.device("meta"):
+        expected = BertForSequenceClassification(config).state_dict()
+    weights = path / "model.safetensors"
+    if not weights.is_file() and not (path / "pytorch_model.bin").is_file():
+        raise WellreadError("no model.safetensors here (an export directory holds ONNX only: use --backend onnx "
+                            "or onnx-int8, or the fine-tuned model directory)", file=path)
+    state = modeling.align_prefix(modeling.read_weights(path), set(expected))
+    missing = [k for k in expected if k not in state and not k.endswith("position_ids")]
+    if missing:
+        shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
+        raise WellreadError(f"not a fine-tuned classifier: weights missing for {shown}", file=weights)
+    for k, t in expected.items():
+        if k in state and tuple(state[k].shape) != tuple(t.shape):
+            raise WellreadError(f"tensor {k} has shape {tuple(state[k].shape)}, config.json implies {tuple(t.shape)}",
+                                file=weights, field=k)
+    model = BertForSequenceClassification(config)
+    model.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False)
+    return model.eval()
+
+
+def ort_session(model: str | Path | bytes, threads: int):
+    """An ONNX Runtime CPU session: all graph optimisations, ``threads`` intra-op threads, no spinning.
+
+    Spinning (worker threads busy-waiting for the next job) is off: on a machine whose cores are
+    shared with other work, and between the tokenisation steps of our own loop, the spinning threads
+    only take CPU time from the work that matters.
+    """
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    so.log_severity_level = 3
+    return ort.InferenceSession(model if isinstance(model, bytes) else str(model), so,
+                                providers=["CPUExecutionProvider"])
+
+
+class Predictor:
+    """Labels and probabilities (or a score) for sentences and sentence pairs, on one backend.
+
+    ``backend``: ``torch``, ``onnx`` (fp32, equal to PyTorch to ~1e-6) or ``onnx-int8`` (weights
+    quantised to int8, activations quantised per batch: results move slightly with the batch an input
+    falls in). ``batch_size`` caps the inputs of one model call; inputs longer than ``max_length``
+    tokens are truncated (pairs longest-first, as fine-tuning did).
+    """
+
+    def __init__(self, model_dir: str | Path, *, backend: str = "torch", max_length: int = 128,
+                 batch_size: int = 64, threads: int | None = None, quiet: bool = False) -> None:
+        if backend not in BACKENDS:
+            raise WellreadError(f"unknown backend {backend!r} (choose {', '.join(BACKENDS)})", field="backend")
+        if batch_size < 1:
+            raise WellreadError("must be at least 1", field="batch_size")
+        self.path = model_directory(model_dir)
+        self.config = read_json(self.path / "config.json")
+        if not isinstance(self.config, dict):
+            raise WellreadError("expected a JSON object", file=self.path / "config.json")
+        self.labels = output_labels(self.config, self.path)
+        self.backend = backend
+        self.batch_size = batch_size
+        self.threads = threads or default_threads()
+        self.max_length = min(max_length, int(self.config.get("max_position_embeddings", max_length)))
+        if self.max_length < 8:
+            raise WellreadError("must be at least 8", field="max_length")
+        tok = load_tokenizer(self.path)
+        if tok.get_vocab_size(with_added_tokens=True) != self.config.get("vocab_size"):
+            raise WellreadError(f"vocabulary has {tok.get_vocab_size()} tokens but config.json says "
+                                f"{self.config.get('vocab_size')}", file=self.path)
+        # A private copy with truncation on: encode_batch then does all the work in Rust.
+        self.tokenizer = Tokenizer.from_str(tok.to_str())
+        self.tokenizer.no_padding()
+        self.tokenizer.enable_truncation(max_length=self.max_length, strategy="longest_first")
+        self.pad_id = tok.token_to_id(PAD)
+        self._run = self._torch_runner() if backend == "torch" else self._onnx_runner(quiet)
+
+    @property
+    def is_regression(self) -> bool:
+        return self.labels is None
+
+    # --- backends ------------------------------------------------------------------------------
+
+    def _torch_runner(self) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
+        import torch
+
+        model = load_torch_classifier(self.path)
+        threads = self.threads
+
+        def run(batch: dict[str, np.ndarray]) -> np.ndarray:
+            if torch.get_num_threads() != threads:
+                torch.set_num_threads(threads)
+            with torch.inference_mode():
+                out = model(**{k: torch.from_numpy(v) for k, v in batch.items()}).logits
+            return out.float().numpy()
+
+        return run
+
+    def _onnx_runner(self, quiet: bool) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
+        file = self.path / ONNX_FILES[self.backend]
+        if file.is_file():
+            session = ort_session(file, self.threads)
+        else:
+            from wellread.infer.onnx import export_onnx
+
+            if not quiet:
+                print(f"no {file.name} in {self.path}: exporting it now (run `wellread export` to do it once)",
+                      file=sys.stderr)
+            with tempfile.TemporaryDirectory(prefix="wellread-onnx-") as tmp:
+                out = Path(tmp) / "export"
+                export_onnx(self.path, out, int8=self.backend == "onnx-int8", quiet=True)
+                session = ort_session((out / file.name).read_bytes(), self.threads)
+        names = {i.name for i in session.get_inputs()}
+        if names != set(INPUT_NAMES):
+            raise WellreadError(f"the ONNX model's inputs are {sorted(names)}, expected {list(INPUT_NAMES)}", file=file)
+
+        def run(batch: dict[str, np.ndarray]) -> np.ndarray:
+            return session.run(["logits"], batch)[0]
+
+        return run
+
+    # --- the work ------------------------------------------------------------------------------
+
+    def encode(self, texts_a: Sequence[str], texts_b: Sequence[str | None] | None = None) -> list:
+        """``tokenizers.Encoding`` of each input ([CLS] a [SEP] (b [SEP])), truncated to ``max_length``."""
+        if texts_b is None or all(b is None for b in texts_b):
+            return self.tokenizer.encode_batch(list(texts_a))
+        if len(texts_b) != len(texts_a):
+            raise ValueError("texts_a and texts_b differ in length")
+        return self.tokenizer.encode_batch([a if b is None else (a, b) for a, b in zip(texts_a, texts_b)])
+
+    def batches(self, encodings: list) -> list[tuple[np.ndarray, dict[str, np.ndarray]]]:
+        """(indices, padded int64 inputs) of length-sorted batches of at most ``batch_size`` inputs."""
+        lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(encodings))
+        order = np.argsort(lengths, kind="stable")
+        out = []
+        for start in range(0, len(order), self.batch_size):
+            index = order[start:start + self.batch_size]
+            lens = lengths[index]
+            mask = np.arange(int(lens.max()))[None, :] < lens[:, None]
+            ids = np.full(mask.shape, self.pad_id, dtype=np.int64)
+            types = np.zeros(mask.shape, dtype=np.int64)
+            total = int(lens.sum())
+            ids[mask] = np.fromiter(itertools.chain.from_iterable(encodings[i].ids for i in index), np.int64, total)
+            types[mask] = np.fromiter(itertools.chain.from_iterable(encodings[i].type_ids for i in index), np.int64,
+                                      total)
+            out.append((index, {"input_ids": ids, "attention_mask": mask.astype(np.int64), "token_type_ids": types}))
+        return out
+
+    def logits(self, texts_a: Sequence[str], texts_b: Sequence[str | None] | None = None) -> np.ndarray:
+        """Raw model outputs, shape (n, outputs), in input order."""
+        n_out = 1 if self.labels is None else len(self.labels)
+        out = np.zeros((len(texts_a), n_out), dtype=np.float32)
+        if not len(texts_a):
+            return out
+        for index, batch in self.batches(self.encode(texts_a, texts_b)):
+            out[index] = self._run(batch)
+        return out
+
+    def probabilities(self, texts_a: Sequence[str], texts_b: Sequence[str | None] | None = None) -> np.ndarray:
+        """Softmax over the labels (classification only), shape (n, labels), in input order."""
+        if self.labels is None:
+            raise WellreadError("a regression model predicts a score, not probabilities")
+        return softmax(self.logits(texts_a, texts_b))
+
+    def predict(self, texts_a: Sequence[str], texts_b: Sequence[str | None] | None = None) -> list[dict]:
+        """One dict per input: ``{"label", "probabilities": {label: p}}``, or ``{"score"}`` for regression."""
+        logits = self.logits(texts_a, texts_b)
+        if self.labels is None:
+            return [{"score": float(s)} for s in logits[:, 0]]
+        probs = softmax(logits)
+        labels = self.labels
+        return [{"label": labels[int(k)], "probabilities": dict(zip(labels, p.tolist()))}
+                for k, p in zip(probs.argmax(axis=1), probs)]
+
+    def describe(self) -> dict:
+        return {"model": str(self.path), "backend": self.backend, "labels": None if self.labels is None
+                else list(self.labels), "kind": "regression" if self.labels is None else "classification",
+                "max_length": self.max_length, "batch_size": self.batch_size, "threads": self.threads}
