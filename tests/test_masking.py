@@ -259,6 +259,27 @@ def test_without_nsp_documents_are_packed_into_full_single_segments(corpus):
         assert all(n == 126 for n in lengths[:-1]) and 0 < lengths[-1] <= 126  # full, but for the last
 
 
+def test_length_pools_reorder_a_pool_of_the_stream_into_batches_that_pad_little(corpus):
+    kw = dict(batch_size=16, eval_documents=20, seed=3, block_documents=1000)
+    plain = batches(PretrainingDataset(corpus, pool_batches=1, **kw), 64)
+    pooled = batches(PretrainingDataset(corpus, pool_batches=8, **kw), 64)
+
+    def rows(bs):  # each sequence as (length, length of segment B): what masking leaves unchanged
+        out = []
+        for b in bs:
+            for i in range(len(b["input_ids"])):
+                n = int(b["attention_mask"][i].sum())
+                out.append((n, int(b["token_type_ids"][i].sum())))
+        return out
+
+    for p in range(0, 64, 8):  # a pool of 8 batches holds the same sequences as the 8 plain batches
+        assert sorted(rows(plain[p:p + 8])) == sorted(rows(pooled[p:p + 8]))
+    waste = [sum(int((b["attention_mask"] == 0).sum()) for b in bs) for bs in (plain, pooled)]
+    assert waste[1] < 0.5 * waste[0], waste
+    lengths = [int(b["attention_mask"].sum(1).max()) for b in pooled[:8]]
+    assert lengths != sorted(lengths)  # the batches of a pool are shuffled, not served short to long
+
+
 def batches(ds, n: int) -> list[dict[str, torch.Tensor]]:
     it = iter(ds)
     return [next(it) for _ in range(n)]
@@ -292,15 +313,17 @@ def test_a_corpus_smaller_than_one_batch_still_fills_batches_across_epochs(tmp_p
     f = tmp_path / "small.txt"
     f.write_text("\n".join(lines) + "\n", encoding="utf-8")
     c = load_corpus(build_corpus([f], std_vocab, tmp_path / "o", workers=1, show_progress=False).path.parent)
-    ds = PretrainingDataset(c, batch_size=64, seed=0)
+    ds = PretrainingDataset(c, batch_size=64, seed=0, pool_batches=1)
     got = batches(ds, 3)
     assert all(b["input_ids"].shape[0] == 64 for b in got)
     assert ds.state_dict()["epoch"] > 10
     state = ds.state_dict()
     nxt = batches(ds, 1)[0]
-    ds2 = PretrainingDataset(c, batch_size=64, seed=0)
+    ds2 = PretrainingDataset(c, batch_size=64, seed=0, pool_batches=1)
     ds2.load_state_dict(state)
     assert same(nxt, batches(ds2, 1)[0])
+    pooled = batches(PretrainingDataset(c, batch_size=64, seed=0), 3)  # length pools: still full batches
+    assert all(b["input_ids"].shape[0] == 64 for b in pooled)
 
 
 def test_held_out_documents_never_reach_training_and_eval_batches_are_fixed(corpus):

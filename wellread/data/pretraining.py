@@ -76,7 +76,8 @@ class _Position:
     epoch: int = 0
     block: int = 0  # index of the block of documents within the epoch
     offset: int = 0  # next instance within the block
-    step: int = 0  # batches yielded so far
+    step: int = 0  # batches before the current pool (all batches yielded, without length pools)
+    skip: int = 0  # batches already yielded from the current pool
 
 
 class PretrainingDataset(torch.utils.data.IterableDataset):
@@ -86,6 +87,12 @@ class PretrainingDataset(torch.utils.data.IterableDataset):
     a block's instances are made and shuffled with a ``random.Random`` seeded by (seed, epoch,
     block), and batch ``step`` is masked with a ``torch.Generator`` seeded by (seed, step). So a
     position (epoch, block, offset, step) fixes every later batch.
+
+    Length pools: the stream is taken ``pool_batches`` batches at a time; a pool's instances are
+    sorted by length, cut into batches, and the batches shuffled (seeded by the pool's first step),
+    so that a batch pads little (as ``group_by_length`` does in transformers) while the order of
+    the data stays random across pools. The position is then that of the pool's start plus the
+    batches already taken from it (``skip``). ``pool_batches=1`` turns this off.
     """
 
     def __init__(
@@ -104,6 +111,7 @@ class PretrainingDataset(torch.utils.data.IterableDataset):
         tokenizer: Tokenizer | None = None,
         seed: int = 0,
         block_documents: int = 4096,
+        pool_batches: int = 32,
     ) -> None:
         super().__init__()
         _check_vocab(corpus.vocab_hash, tokenizer, corpus.manifest.path)
@@ -125,6 +133,7 @@ class PretrainingDataset(torch.utils.data.IterableDataset):
         self.corpus, self.split, self.batch_size = corpus, split, batch_size
         self.max_seq_length, self.nsp, self.short_seq_prob = max_seq_length, nsp, short_seq_prob
         self.seed, self.block_documents = seed, block_documents
+        self.pool_batches = max(1, pool_batches)
         self.collator = MaskingCollator(
             vocab_size=corpus.vocab_size, special_ids=corpus.special_ids, masked_lm_prob=masked_lm_prob,
             max_predictions_per_seq=max_predictions_per_seq, whole_word=whole_word,
@@ -158,24 +167,35 @@ class PretrainingDataset(torch.utils.data.IterableDataset):
         if self.split == "eval":
             yield from self._eval_batches()
             return
-        pos = self._pos
-        instances = self.block_instances(pos.epoch, pos.block)
+        k, size = self.pool_batches, self.batch_size
+        start = dataclasses.replace(self._pos)
+        instances = self.block_instances(start.epoch, start.block)
         while True:
-            batch: list[Instance] = []
-            while len(batch) < self.batch_size:
-                if pos.offset >= len(instances):  # next block, or the next epoch's first
-                    pos.block, pos.offset = pos.block + 1, 0
-                    instances = self.block_instances(pos.epoch, pos.block)
+            # the next pool: k batches' worth of instances of the stream, in stream order
+            cur = dataclasses.replace(start, skip=0)
+            pool: list[Instance] = []
+            while len(pool) < k * size:
+                if cur.offset >= len(instances):  # next block, or the next epoch's first
+                    cur.block, cur.offset = cur.block + 1, 0
+                    instances = self.block_instances(cur.epoch, cur.block)
                     if not instances:
-                        pos.epoch, pos.block = pos.epoch + 1, 0
-                        instances = self.block_instances(pos.epoch, pos.block)
+                        cur.epoch, cur.block = cur.epoch + 1, 0
+                        instances = self.block_instances(cur.epoch, cur.block)
                     continue
-                take = min(self.batch_size - len(batch), len(instances) - pos.offset)
-                batch.extend(instances[pos.offset:pos.offset + take])
-                pos.offset += take
-            generator = torch.Generator().manual_seed(_seed(self.seed, "mask", pos.step))
-            pos.step += 1
-            yield self.collator(batch, generator)
+                take = min(k * size - len(pool), len(instances) - cur.offset)
+                pool.extend(instances[cur.offset:cur.offset + take])
+                cur.offset += take
+            cur.step = start.step + k
+            if k > 1:  # sort the pool by length, cut it into batches, shuffle the batches: little padding
+                pool.sort(key=lambda x: len(x.tokens))
+            groups = [pool[i * size:(i + 1) * size] for i in range(k)]
+            if k > 1:
+                random.Random(_seed(self.seed, "pool", start.step)).shuffle(groups)
+            for j in range(start.skip, k):
+                generator = torch.Generator().manual_seed(_seed(self.seed, "mask", start.step + j))
+                self._pos = cur if j == k - 1 else dataclasses.replace(start, skip=j + 1)
+                yield self.collator(groups[j], generator)
+            start = cur
 
     def _eval_batches(self) -> Iterator[dict[str, torch.Tensor]]:
         """One pass over the held-out documents; the same batches (and masks) every time."""

@@ -60,6 +60,8 @@ class PretrainConfig(TrainConfig):
     max_seq_length: int = field(128, help="tokens per sequence")
     masked_lm_prob: float = field(0.15, help="fraction of tokens to predict")
     max_predictions_per_seq: int = field(20, help="at most this many predictions per sequence")
+    pool_batches: int = field(32, help="sort this many batches' worth of sequences by length and shuffle the "
+                                       "batches, so batches pad little (1: off)")
     eval_documents: int = field(200, help="documents held out for evaluation (spread evenly through the corpus)")
     eval_batches: int = field(20, help="held-out batches per evaluation (the same ones every time)")
     eval_batch_size: int = field(64, help="sequences per evaluation batch")
@@ -80,6 +82,8 @@ class PretrainConfig(TrainConfig):
             raise WellreadError("must be between 8 and 512", field="max_seq_length")
         if not 0 < self.masked_lm_prob < 1:
             raise WellreadError("must be in (0, 1)", field="masked_lm_prob")
+        if self.pool_batches < 1:
+            raise WellreadError("must be >= 1", field="pool_batches")
         if self.max_predictions_per_seq < 1:
             raise WellreadError("must be >= 1", field="max_predictions_per_seq")
         if self.eval_documents < 1 or self.eval_batches < 1 or self.eval_batch_size < 1:
@@ -151,7 +155,7 @@ class PretrainObjective:
             self.corpus, batch_size=batch_size, split=split, eval_documents=c.eval_documents,
             max_seq_length=c.max_seq_length, nsp=self.nsp, masked_lm_prob=c.masked_lm_prob,
             max_predictions_per_seq=c.max_predictions_per_seq, whole_word=c.masking == "whole-word",
-            tokenizer=self.tokenizer, seed=c.seed)
+            tokenizer=self.tokenizer, seed=c.seed, pool_batches=c.pool_batches if split == "train" else 1)
 
     def _eval_dataset(self, batch_size: int) -> PretrainingDataset:
         return self.dataset(batch_size, "eval")
@@ -167,11 +171,14 @@ class PretrainObjective:
     def advance(self, ds: PretrainingDataset, state: dict[str, int], n: int) -> dict[str, int]:
         """The dataset position ``n`` batches after ``state``, by counting instances (no masking).
 
-        Mirrors ``PretrainingDataset.__iter__``: a batch takes the next ``batch_size`` instances of
-        the stream of blocks; a block is left only when another instance is needed.
+        Mirrors ``PretrainingDataset.__iter__``: the stream is taken a pool (``pool_batches``
+        batches of instances) at a time from the stream of blocks; a block is left only when another
+        instance is needed. The position is the pool's start plus the batches taken from it.
         """
-        pos = dict(state)
-        need = n * ds.batch_size
+        k = ds.pool_batches
+        target = state["step"] + state.get("skip", 0) + n
+        pos = {**state, "skip": 0}
+        need = (target // k * k - state["step"]) * ds.batch_size
         length = self._block_length(ds, pos["epoch"], pos["block"])
         while need:
             if pos["offset"] >= length:
@@ -184,14 +191,16 @@ class PretrainObjective:
             take = min(need, length - pos["offset"])
             pos["offset"] += take
             need -= take
-        pos["step"] += n
+        pos["step"] = target // k * k
+        pos["skip"] = target % k
         return pos
 
     def _index_key(self, micro_batch: int) -> str:
         c = self.cfg
         return config_fingerprint({"corpus": self.corpus.vocab_hash, "docs": self.corpus.num_documents,
                                    "tokens": self.corpus.num_tokens, "micro": micro_batch, "seed": c.seed,
-                                   "eval_documents": c.eval_documents, "L": c.max_seq_length, "nsp": self.nsp})
+                                   "eval_documents": c.eval_documents, "L": c.max_seq_length, "nsp": self.nsp,
+                                   "pool": c.pool_batches})
 
     def _read_index(self, key: str) -> dict[int, dict[str, int]]:
         found: dict[int, dict[str, int]] = {}
