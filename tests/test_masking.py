@@ -257,6 +257,13 @@ def test_without_nsp_documents_are_packed_into_full_single_segments(corpus):
         assert np.array_equal(body, corpus.document_ids(d))  # every token, in order, once
         lengths = [len(x.tokens) - 2 for x in made]
         assert all(n == 126 for n in lengths[:-1]) and 0 < lengths[-1] <= 126  # full, but for the last
+    short = inner = 0
+    for d in range(corpus.num_documents):  # short_seq_prob draws a shorter length per sequence, not per document
+        made = create_instances_from_document(corpus, d, 128, 0.1, False, rng)
+        assert np.array_equal(np.concatenate([x.tokens[1:-1] for x in made]), corpus.document_ids(d))
+        inner += len(made) - 1
+        short += sum(len(x.tokens) - 2 < 126 for x in made[:-1])
+    assert inner > 300 and 0.05 < short / inner < 0.15, (short, inner)
 
 
 def test_length_pools_reorder_a_pool_of_the_stream_into_batches_that_pad_little(corpus):

@@ -123,11 +123,11 @@ def create_instances_from_document(
     cls, sep = corpus.special_ids[CLS], corpus.special_ids[SEP]
     document = corpus.document(doc_index)
     max_num_tokens = max_seq_length - (3 if nsp else 2)
+    if not nsp:
+        return _pack_document(document, doc_index, max_num_tokens, short_seq_prob, rng, cls, sep)
     target_seq_length = max_num_tokens
     if rng.random() < short_seq_prob:
         target_seq_length = rng.randint(2, max_num_tokens)
-    if not nsp:
-        return _pack_document(document, doc_index, target_seq_length, cls, sep)
     n_docs = corpus.num_documents if documents is None else len(documents)
     if n_docs < 2:
         raise ValueError("next-sentence prediction needs at least two documents")
@@ -174,17 +174,24 @@ def create_instances_from_document(
     return instances
 
 
-def _pack_document(document: list[np.ndarray], doc_index: int, target: int, cls: int, sep: int) -> list[Instance]:
-    """The document's tokens cut into sequences of exactly ``target`` (the last one shorter).
+def _pack_document(document: list[np.ndarray], doc_index: int, max_num_tokens: int, short_seq_prob: float,
+                   rng: random.Random, cls: int, sep: int) -> list[Instance]:
+    """The document's tokens cut into sequences of ``max_num_tokens`` (the last one shorter).
 
     Without NSP nothing needs sentence-aligned segments, so a sentence that does not fit is split
     and continues in the next sequence: no token is dropped and no sequence is left half empty.
+    With probability ``short_seq_prob`` a sequence is given a random shorter length (Google's
+    reason: fine-tuning inputs are often short); drawn per sequence, not per document, so that a
+    short draw does not cut a whole document into slivers.
     """
     ids = np.concatenate(document) if document else np.zeros(0, dtype=np.int64)
     out = []
-    for start in range(0, len(ids), target):
-        arr = np.concatenate(([cls], ids[start:start + target], [sep])).astype(np.int64)
+    start = 0
+    while start < len(ids):
+        n = rng.randint(2, max_num_tokens) if rng.random() < short_seq_prob else max_num_tokens
+        arr = np.concatenate(([cls], ids[start:start + n], [sep])).astype(np.int64)
         out.append(Instance(arr, len(arr), None, doc_index, None))
+        start += n
     return out
 
 
