@@ -39,7 +39,11 @@ def cpu_name() -> str:
 
 
 def finetune_sst2(work: Path, glue: Path, train_rows: int | None) -> Path:
-    """A random-init Tiny fine-tuned on SST-2 for one epoch (lr 1e-3, batch 32): ~80% dev accuracy."""
+    """A random-init Tiny fine-tuned on SST-2 for one epoch (lr 1e-3, batch 32): ~80% dev accuracy.
+
+    One thread: on a shared machine two OpenMP threads stall each other (measured here: 1 step/s
+    instead of ~30 with one thread).
+    """
     from wellread.train.finetune import FinetuneConfig, finetune
 
     data = work / "glue"
@@ -50,7 +54,7 @@ def finetune_sst2(work: Path, glue: Path, train_rows: int | None) -> Path:
                                                   encoding="utf-8")
         shutil.copy(glue / "SST-2" / "dev.tsv", data / "SST-2" / "dev.tsv")
     r = finetune(FinetuneConfig(model="tiny", random_init=True, task="sst2", data_dir=data, out=work / "run",
-                                batch_size=32, lr=1e-3, epochs=1, quiet=False))
+                                batch_size=32, lr=1e-3, epochs=1, quiet=False, threads=1))
     print(f"fine-tuned Tiny on SST-2: dev accuracy {r['dev']['dev/accuracy']:.4f} -> {work / 'run' / 'model'}")
     return work / "run" / "model"
 

@@ -139,6 +139,14 @@ def test_predictions_do_not_depend_on_batch_size_or_input_order(sst2_model, sst2
     np.testing.assert_allclose(a, b, atol=1e-5)
 
 
+def test_onnx_batches_run_side_by_side_on_several_threads_with_the_same_results(sst2_export, sst2_dev):
+    sentences = sst2_dev[0][:300]
+    one = Predictor(sst2_export[0], backend="onnx", batch_size=16, threads=1).logits(sentences)
+    two = Predictor(sst2_export[0], backend="onnx", batch_size=16, threads=2)
+    np.testing.assert_allclose(two.logits(sentences), one, atol=1e-5)
+    np.testing.assert_allclose(two.logits(sentences[:5]), one[:5], atol=1e-5)  # one batch: the wide session
+
+
 def test_export_writes_a_dynamic_onnx_graph_and_records_its_check(sst2_model, sst2_export):
     import onnx
 
