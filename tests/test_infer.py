@@ -336,6 +336,31 @@ def test_micro_batcher_answers_concurrent_requests_with_one_model_call(sst2_mode
         assert a[0]["probabilities"] == pytest.approx(w["probabilities"], abs=1e-5)
 
 
+def test_a_failing_model_call_fails_its_requests_and_the_batcher_goes_on():
+    from wellread.infer.serve import MicroBatcher
+
+    class Flaky:
+        calls = 0
+
+        def predict(self, a, b=None):
+            self.calls += 1
+            if self.calls == 1:
+                raise RuntimeError("out of memory")
+            return [{"score": float(len(x))} for x in a]
+
+    async def main():
+        batcher = MicroBatcher(Flaky(), max_batch=8, max_wait_s=0.001)
+        await batcher.start()
+        try:
+            with pytest.raises(RuntimeError, match="out of memory"):
+                await batcher.predict(["first"], [None])
+            return await batcher.predict(["second"], [None])
+        finally:
+            await batcher.stop()
+
+    assert asyncio.run(main()) == [{"score": 6.0}]
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -295,7 +295,7 @@ def predict_file(predictor, input: str | Path, output: str | Path, *, text_a: st
     t0 = time.perf_counter()
     n = 0
     with atomic_output(output) as f, tqdm(total=count_inputs(input), unit=" inputs", disable=not progress,
-                                          file=sys.stderr, dynamic_ncols=True, desc="predict") as bar:
+                                          file=sys.stderr, dynamic_ncols=True, desc="predict", leave=False) as bar:
         writer = _Writer(f, fmt, predictor.labels)
         for chunk in _chunks(records, chunk_size):
             preds = predictor.predict([r.text_a for r in chunk], [r.text_b for r in chunk])
