@@ -159,12 +159,27 @@ def test_export_writes_a_dynamic_onnx_graph_and_records_its_check(sst2_model, ss
         assert [d.dim_param for d in dims] == ["batch", "sequence"], "batch and sequence axes are dynamic"
     for name in ("config.json", "vocab.txt", "tokenizer.json"):
         assert (out / name).read_bytes() == (sst2_model[0] / name).read_bytes()
+    assert record["graph"] == "last layer at [CLS] only"
     on_disk = json.loads((out / "export.json").read_text())
     assert on_disk == record
     assert record["check"]["onnx"]["max_abs_diff_probability"] < 1e-4
     assert record["check"]["onnx"]["label_agreement"] == 1.0
     assert 0 < record["check"]["onnx-int8"]["max_abs_diff_probability"] < 0.1, "int8 differs, a little"
     assert record["files"]["model.int8.onnx"] < record["files"]["model.onnx"]
+
+
+def test_the_cls_only_graph_computes_what_the_transformers_forward_computes(stsb_model, stsb_dev):
+    import torch
+
+    from wellread.infer.onnx import ClsLogits, FullLogits
+    from wellread.infer.predictor import load_torch_classifier
+
+    model = load_torch_classifier(stsb_model)
+    p = Predictor(stsb_model, batch_size=32)
+    for _, batch in p.batches(p.encode(*stsb_dev)):  # pairs, padded, 10 batches
+        args = {k: torch.from_numpy(v) for k, v in batch.items()}
+        with torch.inference_mode():
+            torch.testing.assert_close(ClsLogits(model)(**args), FullLogits(model)(**args), atol=1e-5, rtol=0)
 
 
 def test_an_onnx_backend_exports_on_the_fly_when_the_file_is_missing(sst2_model, sst2_dev, capsys):
