@@ -438,7 +438,8 @@ def _export(cfg: ExportConfig) -> None:
 
     r = export_onnx(cfg.model, cfg.out, int8=cfg.int8, opset=cfg.opset, max_length=cfg.max_length,
                     overwrite=cfg.overwrite)
-    print(f"exported {r['model']} ({r['exporter']}, opset {r['opset']}) -> {cfg.out}; checked against PyTorch:")
+    print(f"exported {r['model']} ({r['exporter']}, opset {r['opset']}, {r['graph']}) -> {cfg.out}; "
+          "checked against PyTorch:")
     print(describe_check(r))
 
 
@@ -480,7 +481,7 @@ def _serve(cfg: ServeConfig) -> None:
                           threads=cfg.threads)
     limits = Limits(max_body_bytes=cfg.max_body_bytes, max_inputs=cfg.max_inputs, max_text_chars=cfg.max_text_chars,
                     max_batch=cfg.batch_size, max_wait_ms=cfg.max_wait_ms)
-    print(f"serving {predictor.path} ({cfg.backend}, labels {predictor.labels or 'score'}) on "
+    print(f"serving {predictor.path} ({cfg.backend}, {', '.join(predictor.labels or ['score'])}) on "
           f"http://{cfg.host}:{cfg.port}", file=sys.stderr)
     serve(predictor, host=cfg.host, port=cfg.port, limits=limits, log_level=cfg.log_level, access_log=cfg.access_log)
 
