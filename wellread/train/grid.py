@@ -360,7 +360,8 @@ def heatmaps(results: dict, out: Path) -> list[Path]:
         ax.set_xlabel("learning rate")
         ax.set_ylabel("batch size")
         spec = get_task(task)
-        ax.set_title(f"{task} dev {'/'.join(spec.metrics)} ({Path(results['model']).name})")
+        source = Path(results["model"]).name + (", random init" if results.get("random_init") else "")
+        ax.set_title(f"{task} dev {'/'.join(spec.metrics)} ({source})")
         for i in range(len(bss)):
             for j in range(len(lrs)):
                 if not np.isnan(grid[i, j]):
