@@ -321,6 +321,12 @@ def markdown_table(results: dict, label: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def model_label(model: str) -> str:
+    """A short name for a model: a run directory's name rather than its ``model/`` folder."""
+    p = Path(model)
+    return p.parent.name if p.name == "model" and p.parent.name else p.name
+
+
 def _paper_size(model: str) -> str | None:
     from wellread import zoo
 
@@ -360,7 +366,7 @@ def heatmaps(results: dict, out: Path) -> list[Path]:
         ax.set_xlabel("learning rate")
         ax.set_ylabel("batch size")
         spec = get_task(task)
-        source = Path(results["model"]).name + (", random init" if results.get("random_init") else "")
+        source = model_label(results["model"]) + (", random init" if results.get("random_init") else "")
         ax.set_title(f"{task} dev {'/'.join(spec.metrics)} ({source})")
         for i in range(len(bss)):
             for j in range(len(lrs)):
@@ -440,7 +446,7 @@ def run_grid(cfg: GridConfig) -> dict:
                    "score": t["best"]["score"], "dev": t["best"]["dev"]}
             for task, t in results["tasks"].items() if t["best"] is not None}
     atomic_write_json(out / "best.json", best)
-    label = Path(cfg.model).name + (" (random init)" if cfg.random_init else "")
+    label = model_label(cfg.model) + (" (random init)" if cfg.random_init else "")
     atomic_write_text(out / "table.md", markdown_table(results, label))
     heatmaps(results, out)
     _prune_models(cfg, results)
