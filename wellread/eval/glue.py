@@ -30,7 +30,7 @@ from wellread.errors import WellreadError
 from wellread.eval.hans import hans_report
 from wellread.eval.metrics import compute_metrics
 from wellread.eval.predict import logits_to_predictions, predict_logits
-from wellread.io import atomic_directory, check_output_dir, read_json
+from wellread.io import atomic_directory, check_output_dir, model_directory, read_json
 from wellread.tokenization import PAD, load_tokenizer
 
 SUBMISSION_ZIP = "submission.zip"
@@ -52,16 +52,7 @@ class Classifier:
     path: Path
 
 
-def resolve_model_dir(path: str | Path) -> Path:
-    """A model directory, or a fine-tuning run directory holding it as ``model/``."""
-    path = Path(path)
-    if (path / "config.json").is_file():
-        return path
-    if (path / "model" / "config.json").is_file():
-        return path / "model"
-    if not path.exists():
-        raise WellreadError("no such model directory", file=path)
-    raise WellreadError("not a model directory (no config.json, nor model/config.json)", file=path)
+resolve_model_dir = model_directory  # a model directory, or a run directory holding model/
 
 
 def model_task(task: str | TaskSpec) -> TaskSpec:

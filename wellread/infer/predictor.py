@@ -26,7 +26,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from wellread.errors import WellreadError
-from wellread.io import read_json
+from wellread.io import model_directory, read_json
 from wellread.tokenization import PAD, load_tokenizer
 
 BACKENDS = ("torch", "onnx", "onnx-int8")
@@ -34,16 +34,6 @@ ONNX_FILES = {"onnx": "model.onnx", "onnx-int8": "model.int8.onnx"}
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 
 
-def model_directory(path: str | Path) -> Path:
-    """A model directory, or a fine-tuning run directory holding it as ``model/``."""
-    path = Path(path)
-    if (path / "config.json").is_file():
-        return path
-    if (path / "model" / "config.json").is_file():
-        return path / "model"
-    if not path.exists():
-        raise WellreadError("no such model directory", file=path)
-    raise WellreadError("not a model directory (no config.json, nor model/config.json)", file=path)
 
 
 def output_labels(config: dict, path: Path) -> tuple[str, ...] | None:

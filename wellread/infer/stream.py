@@ -26,9 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,7 +34,7 @@ from pathlib import Path
 from typing import IO
 
 from wellread.errors import WellreadError
-from wellread.io import open_text
+from wellread.io import atomic_open, open_text
 
 CHUNK = 4096
 PAIR_COLUMNS = (("sentence1", "sentence2"), ("text_a", "text_b"), ("question1", "question2"),
@@ -210,18 +208,8 @@ def atomic_output(path: str) -> Iterator[IO[str]]:
     target = Path(path)
     if target.is_dir():
         raise WellreadError("is a directory, expected an output file", file=target, field="output")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    with atomic_open(target, "w", encoding="utf-8", newline="\n") as f:
+        yield f
 
 
 def output_format(path: str) -> str:
