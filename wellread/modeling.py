@@ -158,3 +158,27 @@ def load_pretrained(path: str | Path, kind: str = "base"):
             f"vocabulary has {n} tokens but the model has {model.config.vocab_size} embedding rows", file=path
         )
     return model, tok
+
+
+def load_classifier(path: str | Path):
+    """A fine-tuned ``BertForSequenceClassification`` from ``path``, strictly: every tensor present and shaped
+    as config.json says (a pre-trained encoder without its classifier is refused), in eval mode."""
+    from transformers import BertForSequenceClassification
+
+    path = Path(path)
+    config = read_config(path)
+    with torch.device("meta"):
+        expected = BertForSequenceClassification(config).state_dict()
+    weights = path / "model.safetensors"
+    state = align_prefix(read_weights(path), set(expected))
+    missing = [k for k in expected if k not in state and not k.endswith("position_ids")]
+    if missing:
+        shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
+        raise WellreadError(f"not a fine-tuned classifier: weights missing for {shown}", file=weights)
+    for k, t in expected.items():
+        if k in state and tuple(state[k].shape) != tuple(t.shape):
+            raise WellreadError(f"tensor {k} has shape {tuple(state[k].shape)}, config.json implies {tuple(t.shape)}",
+                                file=weights, field=k)
+    model = BertForSequenceClassification(config)
+    model.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False)
+    return model.eval()

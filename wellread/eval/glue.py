@@ -94,26 +94,10 @@ def load_classifier(model_dir: str | Path, task: str | TaskSpec) -> Classifier:
     present with its shape (a missing classifier is an error, never a random one), and the vocabulary
     must match the embeddings.
     """
-    from transformers import BertForSequenceClassification
-
     path = resolve_model_dir(model_dir)
     config = modeling.read_config(path)
     labels = output_labels(config, task, path)
-    with torch.device("meta"):
-        expected = BertForSequenceClassification(config).state_dict()
-    state = modeling.align_prefix(modeling.read_weights(path), set(expected))
-    weights = path / "model.safetensors"
-    missing = [k for k in expected if k not in state and not k.endswith("position_ids")]
-    if missing:
-        shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
-        raise WellreadError(f"not a fine-tuned classifier: weights missing for {shown}", file=weights)
-    for k, t in expected.items():
-        if k in state and tuple(state[k].shape) != tuple(t.shape):
-            raise WellreadError(f"tensor {k} has shape {tuple(state[k].shape)}, config.json implies {tuple(t.shape)}",
-                                file=weights, field=k)
-    model = BertForSequenceClassification(config)
-    model.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False)
-    model.eval()
+    model = modeling.load_classifier(path)
     tok = load_tokenizer(path)
     if tok.get_vocab_size(with_added_tokens=True) != config.vocab_size:
         raise WellreadError(f"vocabulary has {tok.get_vocab_size()} tokens but the model has {config.vocab_size} "

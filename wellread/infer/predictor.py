@@ -80,30 +80,13 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 def load_torch_classifier(path: Path):
     """A ``BertForSequenceClassification`` loaded strictly: every tensor present with its shape."""
-    import torch
-    from transformers import BertForSequenceClassification
-
     from wellread import modeling
 
-    config = modeling.read_config(path)
-    with torch.device("meta"):
-        expected = BertForSequenceClassification(config).state_dict()
     weights = path / "model.safetensors"
     if not weights.is_file() and not (path / "pytorch_model.bin").is_file():
         raise WellreadError("no model.safetensors here (an export directory holds ONNX only: use --backend onnx "
                             "or onnx-int8, or the fine-tuned model directory)", file=path)
-    state = modeling.align_prefix(modeling.read_weights(path), set(expected))
-    missing = [k for k in expected if k not in state and not k.endswith("position_ids")]
-    if missing:
-        shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
-        raise WellreadError(f"not a fine-tuned classifier: weights missing for {shown}", file=weights)
-    for k, t in expected.items():
-        if k in state and tuple(state[k].shape) != tuple(t.shape):
-            raise WellreadError(f"tensor {k} has shape {tuple(state[k].shape)}, config.json implies {tuple(t.shape)}",
-                                file=weights, field=k)
-    model = BertForSequenceClassification(config)
-    model.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False)
-    return model.eval()
+    return modeling.load_classifier(path)
 
 
 def ort_session(model: str | Path | bytes, threads: int):
