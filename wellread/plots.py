@@ -21,7 +21,8 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
     return rows
 
 
-def _save(fig, path: Path) -> Path:
+def save_png(fig, path: Path) -> Path:
+    """Write a figure as PNG atomically (a temporary name, then a rename)."""
     tmp = path.with_name(path.name + ".tmp.png")
     fig.savefig(tmp, dpi=110)
     os.replace(tmp, path)
@@ -68,9 +69,9 @@ def plot_pretraining(run_dirs: list[str | Path] | str | Path, out: str | Path, l
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    path = _save(fig, Path(out))
+    path = save_png(fig, Path(out))
     plt.close(fig)
     return path
 
 
-__all__ = ["read_metrics", "plot_pretraining"]
+__all__ = ["read_metrics", "plot_pretraining", "save_png"]

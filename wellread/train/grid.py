@@ -351,6 +351,8 @@ def heatmaps(results: dict, out: Path) -> list[Path]:
     import matplotlib.pyplot as plt
     import numpy as np
 
+    from wellread.plots import save_png
+
     written = []
     for task, t in results["tasks"].items():
         lrs = sorted({r["lr"] for r in t["cells"]}, reverse=True)
@@ -378,12 +380,8 @@ def heatmaps(results: dict, out: Path) -> list[Path]:
             ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2))
         fig.colorbar(im, ax=ax)
         fig.tight_layout()
-        path = out / f"heatmap-{task}.png"
-        tmp = path.with_suffix(".tmp.png")
-        fig.savefig(tmp, dpi=110)
+        written.append(save_png(fig, out / f"heatmap-{task}.png"))
         plt.close(fig)
-        os.replace(tmp, path)
-        written.append(path)
     return written
 
 
