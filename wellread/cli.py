@@ -486,6 +486,28 @@ def _serve(cfg: ServeConfig) -> None:
     serve(predictor, host=cfg.host, port=cfg.port, limits=limits, log_level=cfg.log_level, access_log=cfg.access_log)
 
 
+# --- wellread distill ----------------------------------------------------------------------------
+
+def _distill_config():
+    from wellread.train.distill import DistillConfig
+
+    return DistillConfig
+
+
+@command("distill", _distill_config, "Pre-trained Distillation: train a student on a teacher's soft labels "
+                                     "(cached once) over a transfer set; --then-finetune")
+def _distill(cfg) -> None:
+    from wellread.train.distill import distill
+
+    r = distill(cfg)
+    dev = ", ".join(f"{k} {v:.4f}" for k, v in r["dev"].items() if "/" in k)
+    line = f"distill {r['task']}: dev {dev} ({r['transfer_examples']:,} transfer examples"
+    if "distill_dev" in r:
+        line += "; after fine-tuning; distilled only: " + ", ".join(f"{k} {v:.4f}" for k, v in r["distill_dev"].items())
+    final = r.get("final_model") or str(cfg.out / "model")
+    print(line + f") -> {final}")
+
+
 # --- the parser ----------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:

@@ -72,6 +72,15 @@ class GridConfig:
     ray: str | None = field(None, help="run the cells as Ray Tune trials on this cluster: an address, 'auto', or "
                                        "'local' to start one here; GRID must be on storage every node sees")
     max_steps: int | None = field(None, help="stop each cell after this many steps (for a quick look; not the paper)")
+    objective: str = field("finetune", help="finetune (labelled data), or distill: Pre-trained Distillation from "
+                                            "--teacher, the teacher's labels computed once and shared by every cell")
+    teacher: str | None = field(None, help="with --objective distill: the teacher directory, or TASK=DIR,... per task")
+    transfer: list[Path] = field(default_factory=list, help="with --objective distill: transfer files (see wellread distill)")
+    augment: int = field(0, help="with --objective distill: derived transfer inputs per training example")
+    temperature: float = field(1.0, help="with --objective distill: softmax temperature")
+    alpha: float = field(0.0, help="with --objective distill: weight of the hard labels")
+    then_finetune: bool = field(False, help="with --objective distill: fine-tune each distilled cell on the labels "
+                                            "too (the cell's score is then the fine-tuned one)")
     quiet: bool = field(False, help="no progress bar")
 
     def __post_init__(self) -> None:
@@ -87,6 +96,32 @@ class GridConfig:
             raise WellreadError(f"must be best, all or none, not {self.keep_models!r}", field="keep_models")
         if self.threads < 1 or (self.workers is not None and self.workers < 1):
             raise WellreadError("workers and threads must be at least 1", field="workers")
+        if self.objective not in ("finetune", "distill"):
+            raise WellreadError(f"must be finetune or distill, not {self.objective!r}", field="objective")
+        if self.objective == "distill":
+            self.teacher_for(self.task_list[0])  # refuses a missing teacher now, not in a worker
+            for t in self.task_list:
+                self.teacher_for(t)
+        elif self.teacher or self.transfer or self.augment or self.then_finetune:
+            raise WellreadError("--teacher, --transfer, --augment and --then-finetune need --objective distill",
+                                field="objective")
+
+    def teacher_for(self, task: str) -> str:
+        """The teacher of ``task``: the one --teacher, or its entry in TASK=DIR,..."""
+        text = str(self.teacher or "")
+        if not text:
+            raise WellreadError("--objective distill needs --teacher DIR (or TASK=DIR,...)", field="teacher")
+        if "=" not in text:
+            return text
+        pairs = {}
+        for part in text.split(","):
+            name, sep, path = part.partition("=")
+            if not sep or not path:
+                raise WellreadError(f"expected TASK=DIR, not {part!r}", field="teacher")
+            pairs[get_task(name.strip()).name] = path.strip()
+        if task not in pairs:
+            raise WellreadError(f"no teacher given for {task}", field="teacher")
+        return pairs[task]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,6 +144,17 @@ def cells(cfg: GridConfig) -> list[Cell]:
 
 
 def finetune_config(cfg: GridConfig, cell: Cell):
+    """The run config of a cell: a ``FinetuneConfig``, or a ``DistillConfig`` with --objective distill."""
+    if cfg.objective == "distill":
+        from wellread.train.distill import DistillConfig
+
+        return DistillConfig(teacher=cfg.teacher_for(cell.task), student=cfg.model, task=cell.task,
+                             data_dir=cfg.data_dir, out=cell.run_dir(cfg.out), transfer=list(cfg.transfer),
+                             augment=cfg.augment, temperature=cfg.temperature, alpha=cfg.alpha,
+                             then_finetune=cfg.then_finetune, lr=cell.lr, batch_size=cell.batch_size,
+                             epochs=cfg.epochs, max_length=cfg.max_length, warmup=cfg.warmup,
+                             random_init=cfg.random_init, vocab=cfg.vocab, seed=cfg.seed, max_steps=cfg.max_steps,
+                             threads=cfg.threads, quiet=True)
     from wellread.train.finetune import FinetuneConfig
 
     return FinetuneConfig(model=cfg.model, task=cell.task, data_dir=cfg.data_dir, out=cell.run_dir(cfg.out),
@@ -127,10 +173,18 @@ def _read_results(run_dir: Path) -> dict | None:
 
 def cell_finished(cfg: GridConfig, cell: Cell) -> bool:
     """True when the cell's run directory holds results of exactly these settings."""
-    from wellread.train.finetune import run_settings
-
     done = _read_results(cell.run_dir(cfg.out))
-    return done is not None and done.get("settings") == run_settings(finetune_config(cfg, cell))
+    return done is not None and done.get("settings") == _run_module(cfg).run_settings(finetune_config(cfg, cell))
+
+
+def _run_module(cfg: GridConfig):
+    if cfg.objective == "distill":
+        from wellread.train import distill
+
+        return distill
+    from wellread.train import finetune
+
+    return finetune
 
 
 def run_cell(cfg_dict: dict, cell: tuple[str, int, float]) -> dict:
@@ -147,9 +201,8 @@ def run_cell(cfg_dict: dict, cell: tuple[str, int, float]) -> dict:
             import torch
 
             torch.set_num_threads(cfg.threads)
-            from wellread.train.finetune import finetune
-
-            finetune(finetune_config(cfg, c))
+            module = _run_module(cfg)
+            (module.distill if cfg.objective == "distill" else module.finetune)(finetune_config(cfg, c))
             return {"cell": list(cell), "ok": True, "seconds": time.perf_counter() - t0}
         except Exception as e:  # one failed cell (e.g. a diverging learning rate) must not stop the grid
             traceback.print_exc(file=log)
@@ -167,6 +220,13 @@ def _config_dict(cfg: GridConfig) -> dict:
             out[k] = Path(out[k]).resolve()
     if Path(cfg.model).is_dir():
         out["model"] = str(Path(cfg.model).resolve())
+    out["transfer"] = [Path(p).resolve() for p in cfg.transfer]
+    if cfg.teacher:
+        parts = []
+        for part in str(cfg.teacher).split(","):
+            name, sep, path = part.rpartition("=")
+            parts.append(f"{name}{sep}{Path(path).resolve() if Path(path).is_dir() else path}")
+        out["teacher"] = ",".join(parts)
     return out
 
 
@@ -394,27 +454,43 @@ def _prune_models(cfg: GridConfig, results: dict) -> None:
         for r in t["cells"]:
             if r["status"] != "finished":
                 continue
-            (Path(cfg.out) / r["run"] / "checkpoint.pt").unlink(missing_ok=True)  # done: results.json + model suffice
-            if cfg.keep_models == "none" or r is not t["best"]:
-                shutil.rmtree(Path(cfg.out) / r["run"] / "model", ignore_errors=True)
+            run = Path(cfg.out) / r["run"]
+            for sub in (run, run / "finetune"):  # a distillation cell's stage 3 is a run of its own
+                (sub / "checkpoint.pt").unlink(missing_ok=True)  # done: results.json + model suffice
+                if cfg.keep_models == "none" or r is not t["best"]:
+                    shutil.rmtree(sub / "model", ignore_errors=True)
 
 
-def _prepare(cfg: GridConfig) -> None:
-    """Read and cache every task's data once, before the workers start (and fail fast on bad input)."""
+def _prepare(cfg: GridConfig) -> dict:
+    """Read and cache every task's data once, before the workers start (and fail fast on bad input).
+
+    With --objective distill the teacher labels each task's transfer set here, once: every cell then
+    reads the cached logits. Returns what the teacher labelling cost, per task.
+    """
     from wellread.train.finetune import build_tokenizer, load_labelled
 
     tok = build_tokenizer(cfg.model, random_init=cfg.random_init, vocab=cfg.vocab)
+    labelling = {}
     for task in cfg.task_list:
         spec = get_task(task)
         for split in ("train", *spec.dev_splits):
             load_labelled(spec, cfg.data_dir, split, tok, cfg.max_length)
+        if cfg.objective == "distill":
+            from wellread.train.distill import prepare_labels
+
+            c = finetune_config(cfg, Cell(task, cfg.batch_list[0], cfg.lr_list[0]))
+            c.quiet = cfg.quiet
+            lab = prepare_labels(c)
+            labelling[task] = {"cache": str(lab.cache), "examples": len(lab.logits), "seconds": lab.seconds,
+                               "shards_computed": lab.computed_shards, "shards_reused": lab.reused_shards}
+    return labelling
 
 
 def run_grid(cfg: GridConfig) -> dict:
     """Run every unfinished cell, then write results.json, best.json, table.md and the heatmaps."""
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    _prepare(cfg)
+    labelling = _prepare(cfg)
     todo = [c for c in cells(cfg) if not cell_finished(cfg, c)]
     total = len(cells(cfg))
     workers = cfg.workers or max(1, (os.cpu_count() or 1) // cfg.threads)
@@ -439,12 +515,17 @@ def run_grid(cfg: GridConfig) -> dict:
     results["wall_seconds_this_run"] = time.perf_counter() - t0
     results["workers"], results["threads_per_worker"] = workers, cfg.threads
     results["failures"] = failures
+    if labelling:
+        results["teacher_labelling"] = labelling
     atomic_write_json(out / "results.json", results)
-    best = {task: {"model": t["best"]["run"] + "/model", "batch_size": t["best"]["batch_size"], "lr": t["best"]["lr"],
+    final = "/finetune/model" if cfg.objective == "distill" and cfg.then_finetune else "/model"
+    best = {task: {"model": t["best"]["run"] + final, "batch_size": t["best"]["batch_size"], "lr": t["best"]["lr"],
                    "score": t["best"]["score"], "dev": t["best"]["dev"]}
             for task, t in results["tasks"].items() if t["best"] is not None}
     atomic_write_json(out / "best.json", best)
     label = model_label(cfg.model) + (" (random init)" if cfg.random_init else "")
+    if cfg.objective == "distill":
+        label += ", PD" + (" + fine-tuning" if cfg.then_finetune else "")
     atomic_write_text(out / "table.md", markdown_table(results, label))
     heatmaps(results, out)
     _prune_models(cfg, results)

@@ -1,0 +1,567 @@
+"""Pre-trained Distillation (Turc et al., 2019): a teacher's soft labels into a compact student.
+
+The method: (1) pre-train the compact student with MLM (``wellread pretrain``); (2) train it on the
+teacher's predictions over a large unlabelled *transfer set* from the task's domain (this module);
+(3) optionally fine-tune it on the labelled data (``then_finetune``).
+
+The teacher labels the transfer set ONCE: its logits are cached on disk in shards under a hash of
+the teacher's weights, the transfer texts and the teacher's max length, so every student and every
+grid cell reuses them, and a killed labelling resumes without recomputing finished shards. Teacher
+and student tokenise the text each with their own vocabulary, so they may differ in size, depth and
+vocabulary. The loss is the KL divergence between the temperature-softened distributions (times T²,
+as Hinton et al.; T = 1 by default, as the paper), optionally mixed with the hard labels where the
+transfer example has one (``alpha``); for regression (STS-B) the squared error to the teacher's score.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import hashlib
+import json
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tokenizers import Tokenizer
+
+from wellread import modeling
+from wellread.config import field, to_dict
+from wellread.data.batching import Features, cache_dir, cached_encode
+from wellread.data.tasks import TaskSpec, get_task, read_split
+from wellread.errors import WellreadError
+from wellread.io import atomic_write_bytes, atomic_write_json
+from wellread.tokenization import PAD, UNK, load_tokenizer
+from wellread.train.finetune import ClassificationObjective, FinetuneConfig, LabelledSet, build_model, load_labelled
+from wellread.train.loop import TrainConfig, open_run, train
+
+SHARD_SIZE = 4096  # transfer examples per cached logits shard
+MAX_UNK_RATE = 0.05  # a vocabulary that maps more of the text than this to [UNK] cannot encode it
+
+
+@dataclasses.dataclass(kw_only=True)
+class DistillConfig(TrainConfig):
+    teacher: str = field(help="the teacher: a sequence-classification model directory (HF layout) trained for the task")
+    student: str = field(help="the student: a pre-trained model directory, or one of the 24 names with --random-init")
+    task: str = field(help="GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli")
+    data_dir: Path = field(help="the GLUE root (holding <TASK>/ folders), a task folder, or a HF datasets copy")
+    out: Path = field(help="the run directory (model/, results.json, metrics.jsonl; finetune/ with --then-finetune)")
+    transfer: list[Path] = field(default_factory=list, help="unlabelled transfer text: .txt/.tsv/.gz (one input a "
+                                 "line; a tab separates a pair) or .jsonl (text, or text_a/text_b)")
+    transfer_from_task: bool = field(True, help="add the task's training inputs (labels kept only for --alpha)")
+    augment: int = field(0, help="add N derived inputs per training example: word spans of a sentence; for pairs "
+                                 "the swapped pair and the first text with another example's second")
+    temperature: float = field(1.0, help="softmax temperature of teacher and student (the paper: 1)")
+    alpha: float = field(0.0, help="weight of the hard-label loss on transfer examples that have a label (0: soft only)")
+    then_finetune: bool = field(False, help="stage 3: fine-tune the distilled student on the labelled data")
+    finetune_epochs: float | None = field(None, help="epochs of stage 3 (default: --epochs)")
+    cache: Path | None = field(None, help="the teacher-logits cache directory (default: a hashed folder in the "
+                                          "wellread cache, shared by every run with the same teacher and transfer set)")
+    teacher_max_length: int | None = field(None, help="the teacher's max length (default: --max-length)")
+    epochs: float | None = field(4.0, help="passes over the transfer set")
+    max_length: int = field(128, help="truncate the student's inputs to this many tokens (the paper: 128)")
+    random_init: bool = field(False, help="the student is a randomly initialised miniature (for comparisons)")
+    vocab: Path | None = field(None, help="vocabulary for --random-init (default: the standard uncased BERT vocab)")
+    dropout: float | None = field(None, help="override the student's dropout (hidden and attention)")
+    overwrite: bool = field(False, help="start over in an existing run directory")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.temperature <= 0:
+            raise WellreadError("must be > 0", field="temperature")
+        if not 0 <= self.alpha <= 1:
+            raise WellreadError("must be in [0, 1]", field="alpha")
+        if self.augment < 0:
+            raise WellreadError("must be >= 0", field="augment")
+        if not self.transfer and not self.transfer_from_task:
+            raise WellreadError("no transfer data: give --transfer FILES or keep --transfer-from-task", field="transfer")
+        if not 8 <= self.max_length <= 512:
+            raise WellreadError("must be between 8 and 512", field="max_length")
+
+
+# --- the transfer set ----------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class TransferSet:
+    """Inputs to label: text_a, text_b (None for single-sentence tasks), and gold label ids (-1: none)."""
+
+    texts_a: list[str]
+    texts_b: list[str | None]
+    gold: np.ndarray  # int64 label ids, or float32 scores with NaN for none
+    sources: dict[str, int]  # where the inputs came from, and how many
+
+    def __len__(self) -> int:
+        return len(self.texts_a)
+
+    def content_hash(self) -> str:
+        h = hashlib.sha256()
+        for a, b in zip(self.texts_a, self.texts_b):
+            h.update(a.encode("utf-8", "replace") + b"\x00" + (b.encode("utf-8", "replace") if b is not None else b"\x01")
+                     + b"\x02")
+        return h.hexdigest()
+
+
+def _open_text(path: Path):
+    return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8")
+
+
+def read_transfer_file(path: Path, pairs: bool) -> Iterator[tuple[str, str | None]]:
+    """(text_a, text_b) from a transfer file; a malformed line is one error naming file, line and field."""
+    path = Path(path)
+    if not path.is_file():
+        raise WellreadError("no such transfer file", file=path)
+    name = path.name[:-3] if path.name.endswith(".gz") else path.name
+    is_json = name.endswith(".jsonl") or name.endswith(".json")
+    try:
+        with _open_text(path) as f:
+            for lineno, line in enumerate(f, 1):
+                line = line.rstrip("\n").rstrip("\r")
+                if not line.strip():
+                    continue
+                if is_json:
+                    try:
+                        row = json.loads(line)
+                    except ValueError as e:
+                        raise WellreadError(f"not JSON ({e.msg})", file=path, line=lineno) from None
+                    if not isinstance(row, dict):
+                        raise WellreadError("expected a JSON object", file=path, line=lineno)
+                    a = row.get("text_a", row.get("sentence1", row.get("text", row.get("sentence"))))
+                    b = row.get("text_b", row.get("sentence2"))
+                    if not isinstance(a, str) or not a.strip():
+                        raise WellreadError("no text (expected text, or text_a/text_b)", file=path, line=lineno,
+                                            field="text")
+                else:
+                    parts = line.split("\t")
+                    if len(parts) > 2:
+                        raise WellreadError(f"{len(parts)} tab-separated fields; expected 1, or 2 for a pair",
+                                            file=path, line=lineno)
+                    a, b = parts[0], (parts[1] if len(parts) == 2 else None)
+                if pairs and (not isinstance(b, str) or not b.strip()):
+                    raise WellreadError("the task takes sentence pairs but this line has one text", file=path,
+                                        line=lineno, field="text_b")
+                if not pairs and b is not None:
+                    raise WellreadError("the task takes single sentences but this line has a pair", file=path,
+                                        line=lineno, field="text_b")
+                yield a, b
+    except UnicodeDecodeError as e:
+        raise WellreadError(f"not UTF-8 text ({e.reason})", file=path) from None
+    except (OSError, EOFError) as e:
+        raise WellreadError(f"cannot read: {e}", file=path) from None
+
+
+def _derived(spec: TaskSpec, a_list: Sequence[str], b_list: Sequence[str | None], n: int,
+             seed: int = 0) -> tuple[list[str], list[str | None]]:
+    """``n`` derived inputs per example, fixed by ``seed`` (not the run's seed: every student shares them).
+
+    Single sentences: a random span of at least 3 and at most all-but-one of its words (SST itself
+    labels phrases). Pairs: the pair swapped, then the first text with a random other example's second.
+    """
+    rng = np.random.default_rng([seed, 20191023])
+    out_a: list[str] = []
+    out_b: list[str | None] = []
+    pairs = any(b is not None for b in b_list)
+    m = len(a_list)
+    for k in range(n):
+        for i in range(m):
+            a, b = a_list[i], b_list[i]
+            if pairs and b is not None:
+                if k == 0:
+                    out_a.append(b)
+                    out_b.append(a)
+                else:
+                    j = int(rng.integers(m - 1)) if m > 1 else 0
+                    j += j >= i and m > 1
+                    out_a.append(a)
+                    out_b.append(b_list[j])
+            else:
+                words = a.split()
+                if len(words) < 4:
+                    continue
+                length = int(rng.integers(3, len(words)))
+                start = int(rng.integers(0, len(words) - length + 1))
+                out_a.append(" ".join(words[start:start + length]))
+                out_b.append(None)
+    return out_a, out_b
+
+
+def build_transfer(cfg: DistillConfig, spec: TaskSpec) -> TransferSet:
+    """The transfer set: the task's training inputs (with their labels), derived inputs, then the files."""
+    texts_a: list[str] = []
+    texts_b: list[str | None] = []
+    gold: list = []
+    sources: dict[str, int] = {}
+    none = float("nan") if spec.is_regression else -1
+    train = read_split(spec, cfg.data_dir, "train")
+    pairs = any(e.text_b is not None for e in train.examples[:100])
+    if cfg.transfer_from_task:
+        ex = train.examples
+        texts_a += [e.text_a for e in ex]
+        texts_b += [e.text_b for e in ex]
+        gold += [(e.label if spec.is_regression else spec.label2id[e.label]) for e in ex]
+        sources[f"{spec.name} train inputs ({train.path})"] = len(ex)
+    if cfg.augment:
+        ex = train.examples
+        da, db = _derived(spec, [e.text_a for e in ex], [e.text_b for e in ex], cfg.augment)
+        texts_a += da
+        texts_b += db
+        gold += [none] * len(da)
+        sources[f"derived from {spec.name} train ({cfg.augment} per example)"] = len(da)
+    for path in cfg.transfer:
+        n0 = len(texts_a)
+        for a, b in read_transfer_file(path, pairs):
+            texts_a.append(a)
+            texts_b.append(b)
+            gold.append(none)
+        sources[str(path)] = len(texts_a) - n0
+    if not texts_a:
+        raise WellreadError("the transfer set is empty", field="transfer")
+    dtype = np.float32 if spec.is_regression else np.int64
+    return TransferSet(texts_a, texts_b, np.asarray(gold, dtype=dtype), sources)
+
+
+def check_vocabulary(tok: Tokenizer, feats: Features, who: str, texts: Sequence[str]) -> float:
+    """Refuse a vocabulary that maps more than MAX_UNK_RATE of the text's tokens to [UNK]."""
+    unk = tok.token_to_id(UNK)
+    specials = {tok.token_to_id(t) for t in ("[CLS]", "[SEP]", "[PAD]")} - {None}
+    body = ~np.isin(feats.ids, list(specials))
+    n = int(body.sum())
+    rate = float((feats.ids[body] == unk).sum()) / max(n, 1)
+    if rate > MAX_UNK_RATE:
+        rows = np.flatnonzero([(feats.ids[feats.offsets[i]:feats.offsets[i + 1]] == unk).any()
+                               for i in range(min(len(feats), 1000))])
+        example = texts[int(rows[0])][:60] if len(rows) else ""
+        raise WellreadError(f"the {who}'s vocabulary cannot encode the transfer text: {100 * rate:.1f}% of its tokens "
+                            f"become [UNK] (e.g. in {example!r}); use a {who} with a vocabulary for this text",
+                            field=who)
+    return rate
+
+
+# --- the teacher's labels, cached -----------------------------------------------------------------
+
+def file_hash(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def teacher_fingerprint(path: Path) -> str:
+    """A hash of the teacher's weights and config (what its predictions depend on)."""
+    path = Path(path)
+    weights = path / "model.safetensors"
+    if not weights.is_file():
+        raise WellreadError("the teacher has no model.safetensors", file=path)
+    return hashlib.sha256((file_hash(path / "config.json") + file_hash(weights)).encode()).hexdigest()
+
+
+def load_teacher(path: str | Path, spec: TaskSpec):
+    """(model, tokenizer, path) of a teacher whose classifier predicts exactly this task's labels."""
+    from wellread.io import model_directory
+
+    path = model_directory(path) if Path(path).is_dir() else Path(path)
+    if not path.is_dir():
+        from wellread import hub
+
+        path = hub.resolve_model(str(path))
+    model = modeling.load_classifier(path)
+    cfg = model.config
+    labels = [str(cfg.id2label[i]) for i in sorted(cfg.id2label)] if getattr(cfg, "id2label", None) else []
+    if spec.is_regression:
+        ok = cfg.num_labels == 1 and getattr(cfg, "problem_type", None) in (None, "regression")
+    else:
+        ok = labels == list(spec.labels)
+    if not ok:
+        want = "one score (regression)" if spec.is_regression else ", ".join(spec.labels)
+        raise WellreadError(f"the teacher predicts {', '.join(labels) or cfg.num_labels} but {spec.name} needs {want}; "
+                            f"fine-tune a teacher on {spec.name} first (wellread finetune)", file=path, field="teacher")
+    tok = load_tokenizer(path)
+    return model, tok, Path(path)
+
+
+@dataclasses.dataclass
+class TeacherLabels:
+    logits: np.ndarray  # (n, num_labels) float32
+    cache: Path
+    computed_shards: int
+    reused_shards: int
+    seconds: float
+
+
+def label_transfer(teacher_path: str | Path, spec: TaskSpec, transfer: TransferSet, *, max_length: int = 128,
+                   cache: Path | None = None, quiet: bool = False, bf16: bool = False) -> TeacherLabels:
+    """The teacher's logits on every transfer input, from the cache where present, computed and cached otherwise.
+
+    The cache directory holds ``manifest.json`` (the teacher's fingerprint, the transfer set's hash,
+    the max length) and ``logits-NNNNN.npy`` shards of SHARD_SIZE rows, each written atomically, so a
+    killed labelling resumes at the first missing shard. A cache of another teacher or transfer set is
+    refused.
+    """
+    model, tok, path = load_teacher(teacher_path, spec)
+    key = {"teacher": teacher_fingerprint(path), "transfer": transfer.content_hash(), "max_length": max_length,
+           "examples": len(transfer), "shard_size": SHARD_SIZE, "num_labels": int(model.config.num_labels)}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+    cache = Path(cache) if cache is not None else cache_dir() / "teacher-logits" / digest
+    manifest_path = cache / "manifest.json"
+    if manifest_path.is_file():
+        try:
+            old = json.loads(manifest_path.read_text(encoding="utf-8"))
+        except ValueError:
+            raise WellreadError("damaged manifest.json; delete the cache directory", file=manifest_path) from None
+        for k in ("teacher", "transfer", "max_length", "examples", "shard_size", "num_labels"):
+            if old.get(k) != key[k]:
+                what = {"teacher": "another teacher", "transfer": "another transfer set"}.get(k, f"another {k}")
+                raise WellreadError(f"this cache was made by {what} (its {k} hash differs); give another --cache "
+                                    f"or delete it", file=manifest_path, field=k)
+    elif cache.exists() and any(cache.iterdir()):
+        raise WellreadError("the cache directory exists and holds no manifest.json; give an empty or new one",
+                            file=cache)
+    else:
+        cache.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(manifest_path, key | {"teacher_path": str(path), "task": spec.name,
+                                                "sources": transfer.sources})
+    n = len(transfer)
+    n_shards = (n + SHARD_SIZE - 1) // SHARD_SIZE
+    shards: list[np.ndarray] = []
+    computed = reused = 0
+    feats = None
+    t0 = time.perf_counter()
+    from tqdm import tqdm
+
+    with tqdm(total=n, desc="teacher labels", unit="ex", disable=quiet, file=sys.stderr) as bar:
+        for s in range(n_shards):
+            lo, hi = s * SHARD_SIZE, min(n, (s + 1) * SHARD_SIZE)
+            shard_path = cache / f"logits-{s:05d}.npy"
+            arr = None
+            if shard_path.is_file():
+                try:
+                    arr = np.load(shard_path)
+                except (OSError, ValueError):
+                    arr = None  # a damaged shard is recomputed
+                if arr is not None and arr.shape != (hi - lo, key["num_labels"]):
+                    arr = None
+            if arr is None:
+                if feats is None:
+                    feats = _encode_checked(tok, transfer, max_length, "teacher")
+                arr = _predict_range(model, feats, lo, hi, tok.token_to_id(PAD), bf16)
+                import io
+
+                buf = io.BytesIO()
+                np.save(buf, arr)
+                atomic_write_bytes(shard_path, buf.getvalue())
+                computed += 1
+            else:
+                reused += 1
+            shards.append(arr)
+            bar.update(hi - lo)
+    logits = np.concatenate(shards) if shards else np.zeros((0, key["num_labels"]), np.float32)
+    return TeacherLabels(logits, cache, computed, reused, time.perf_counter() - t0)
+
+
+def _encode_checked(tok: Tokenizer, transfer: TransferSet, max_length: int, who: str) -> Features:
+    feats = cached_encode(tok, transfer.texts_a, transfer.texts_b, max_length, f"transfer-{who}")
+    check_vocabulary(tok, feats, who, transfer.texts_a)
+    return feats
+
+
+def _subset(feats: Features, lo: int, hi: int) -> Features:
+    start, end = int(feats.offsets[lo]), int(feats.offsets[hi])
+    return Features(ids=feats.ids[start:end], type_ids=feats.type_ids[start:end], offsets=feats.offsets[lo:hi + 1] - start)
+
+
+def _predict_range(model, feats: Features, lo: int, hi: int, pad_id: int, bf16: bool) -> np.ndarray:
+    from wellread.eval.predict import predict_logits
+
+    return predict_logits(model, _subset(feats, lo, hi), pad_id=pad_id, bf16=bf16).astype(np.float32)
+
+
+# --- the student's objective ----------------------------------------------------------------------
+
+def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, gold: torch.Tensor, *,
+                      regression: bool, temperature: float = 1.0, alpha: float = 0.0) -> torch.Tensor:
+    """Per-example losses (summed by the caller).
+
+    Classification: (1 - alpha) * T² * KL(softmax(t/T) || softmax(s/T)) + alpha * CE(s, gold) where
+    gold >= 0. Regression: (1 - alpha) * (s - t)² + alpha * (s - gold)² where gold is not NaN.
+    """
+    if regression:
+        s = student_logits.squeeze(-1)
+        loss = (1 - alpha) * (s - teacher_logits.squeeze(-1)) ** 2
+        if alpha:
+            has = ~torch.isnan(gold)
+            loss = loss + alpha * torch.where(has, (s - torch.nan_to_num(gold)) ** 2, torch.zeros_like(s))
+        return loss
+    t = temperature
+    log_p_student = F.log_softmax(student_logits / t, dim=-1)
+    log_p_teacher = F.log_softmax(teacher_logits / t, dim=-1)
+    kl = (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(-1) * (t * t)
+    loss = (1 - alpha) * kl
+    if alpha:
+        has = gold >= 0
+        ce = F.cross_entropy(student_logits, gold.clamp(min=0), reduction="none")
+        loss = loss + alpha * torch.where(has, ce, torch.zeros_like(ce))
+    return loss
+
+
+class DistillObjective(ClassificationObjective):
+    """Train on the teacher's logits over the transfer set; evaluate on dev with the task's gold labels."""
+
+    def __init__(self, model, spec: TaskSpec, train_set: LabelledSet, teacher_logits: np.ndarray,
+                 dev_sets: list[LabelledSet], *, seed: int, pad_id: int, temperature: float, alpha: float,
+                 bf16: bool = False) -> None:
+        super().__init__(model, spec, train_set, dev_sets, seed=seed, pad_id=pad_id, bf16=bf16)
+        self.teacher_logits = teacher_logits
+        self.temperature = temperature
+        self.alpha = alpha
+
+    def batches(self, epoch: int, start: int, micro_batch: int, rank: int, world: int) -> Iterator[dict]:
+        from wellread.data.batching import bucketed_batches, collate
+
+        order = bucketed_batches(self._lengths, micro_batch, self.seed, epoch)
+        share = micro_batch // world
+        for index in order[start:]:
+            part = index[rank * share:(rank + 1) * share]
+            batch = collate(self.train_set.feats, part, self.pad_id)
+            batch["labels"] = torch.from_numpy(self.train_set.targets[part])
+            batch["teacher"] = torch.from_numpy(self.teacher_logits[part])
+            yield batch
+
+    def loss(self, model, batch: dict, totals: dict[str, float]):
+        device = next(model.parameters()).device
+        inputs = {k: v.to(device) for k, v in batch.items() if k not in ("labels", "teacher")}
+        logits = model(**inputs).logits.float()
+        teacher = batch["teacher"].to(device)
+        per = distillation_loss(logits, teacher, batch["labels"].to(device), regression=self.spec.is_regression,
+                                temperature=self.temperature, alpha=self.alpha)
+        loss_sum = per.sum()
+        stats = {"loss_sum": float(loss_sum.detach()), "n": float(len(per))}
+        if not self.spec.is_regression:
+            stats["agree"] = float((logits.argmax(-1) == teacher.argmax(-1)).sum())
+        return loss_sum / totals["examples"], stats
+
+    def summarize(self, sums: dict[str, float]) -> dict[str, float]:
+        if "agree" in sums and sums.get("n"):
+            return {"teacher_agreement": sums["agree"] / sums["n"]}
+        return {}
+
+
+# --- the command --------------------------------------------------------------------------------
+
+def run_settings(cfg: DistillConfig) -> dict:
+    """The settings that define a distillation run (what a finished run's results.json must match)."""
+    return to_dict(cfg) | {"quiet": None, "threads": None, "overwrite": None, "out": None}
+
+
+def stage2_settings(cfg: DistillConfig) -> dict:
+    """The settings of the distillation stage alone (stage 3's do not change it)."""
+    return run_settings(cfg) | {"then_finetune": None, "finetune_epochs": None}
+
+
+def student_config(cfg: DistillConfig) -> FinetuneConfig:
+    """The student as ``finetune`` builds it (same init rules: pre-trained encoder, new head)."""
+    return FinetuneConfig(model=cfg.student, task=cfg.task, data_dir=cfg.data_dir, out=cfg.out, epochs=cfg.epochs,
+                          max_length=cfg.max_length, random_init=cfg.random_init, vocab=cfg.vocab, new_head=True,
+                          dropout=cfg.dropout, seed=cfg.seed, lr=cfg.lr, batch_size=cfg.batch_size,
+                          max_steps=cfg.max_steps, time_budget=cfg.time_budget)
+
+
+def finetune_stage_config(cfg: DistillConfig) -> FinetuneConfig:
+    """Stage 3: fine-tune the distilled student (RUN/model) on the labelled data, in RUN/finetune."""
+    keep = {f.name for f in dataclasses.fields(TrainConfig)}
+    common = {k: getattr(cfg, k) for k in keep}
+    common["epochs"] = cfg.finetune_epochs if cfg.finetune_epochs is not None else cfg.epochs
+    return FinetuneConfig(**common, model=str(Path(cfg.out) / "model"), task=cfg.task, data_dir=cfg.data_dir,
+                          out=Path(cfg.out) / "finetune", max_length=cfg.max_length, dropout=cfg.dropout)
+
+
+def prepare_labels(cfg: DistillConfig) -> TeacherLabels:
+    """Build the transfer set and have the teacher label it (or read the cache): what a grid does once."""
+    spec = get_task(cfg.task)
+    transfer = build_transfer(cfg, spec)
+    tmax = cfg.teacher_max_length or cfg.max_length
+    bf16 = bool(cfg.bf16) if cfg.bf16 is not None else torch.cuda.is_available()
+    return label_transfer(cfg.teacher, spec, transfer, max_length=tmax, cache=cfg.cache, quiet=cfg.quiet, bf16=bf16)
+
+
+def distill(cfg: DistillConfig) -> dict:
+    """Distil the teacher into the student (and fine-tune it after, with then_finetune); results.json's content."""
+    spec = get_task(cfg.task)
+    if spec.evaluate_with is not None:
+        raise WellreadError(f"{spec.name} is evaluation-only; distil on {spec.evaluate_with} instead", field="task")
+    out = Path(cfg.out)
+    settings = run_settings(cfg)
+    done = open_run(out, settings, overwrite=cfg.overwrite, extra_files={"finetune", "distill.json"})
+    if done is not None:
+        return done
+    stage2 = _read_json(out / "distill.json")
+    if stage2 is None or stage2.get("settings") != stage2_settings(cfg) or not (out / "model").is_dir():
+        stage2 = _distill_stage(cfg, spec, stage2_settings(cfg))
+    results = dict(stage2) | {"settings": settings}
+    if cfg.then_finetune:
+        from wellread.train.finetune import finetune
+
+        ft = finetune(finetune_stage_config(cfg))
+        results |= {"distill_dev": stage2["dev"], "dev": ft["dev"], "history_finetune": ft["history"],
+                    "finetune": {k: ft[k] for k in ("dev", "steps", "train_seconds", "best_epoch", "history")},
+                    "final_model": str(out / "finetune" / "model"),
+                    "train_seconds": stage2["train_seconds"] + ft["train_seconds"]}
+    results["finished"] = True
+    atomic_write_json(out / "results.json", results)
+    return results
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _distill_stage(cfg: DistillConfig, spec: TaskSpec, settings: dict) -> dict:
+    out = Path(cfg.out)
+    labels = prepare_labels(cfg)
+    transfer = build_transfer(cfg, spec)  # cheap; the teacher's work is in the cache
+    model, tok, source = build_model(student_config(cfg), spec)
+    pad_id = tok.token_to_id(PAD)
+    max_length = min(cfg.max_length, model.config.max_position_embeddings)
+    feats = _encode_checked(tok, transfer, max_length, "student")
+    train_set = LabelledSet("transfer", feats, transfer.gold, [])
+    dev_sets = [load_labelled(spec, cfg.data_dir, s, tok, max_length) for s in spec.dev_splits]
+    bf16 = bool(cfg.bf16) if cfg.bf16 is not None else torch.cuda.is_available()
+    objective = DistillObjective(model, spec, train_set, labels.logits, dev_sets, seed=cfg.seed, pad_id=pad_id,
+                                 temperature=cfg.temperature, alpha=cfg.alpha, bf16=bf16)
+    out.mkdir(parents=True, exist_ok=True)
+    from wellread.config import dump_yaml
+
+    (out / "config.yaml").write_text(dump_yaml(cfg), encoding="utf-8")
+    t0 = time.perf_counter()
+    result = train(objective, cfg, out, fingerprint={"settings": settings, "transfer_examples": len(transfer),
+                                                       "teacher_cache": labels.cache.name}, eval_each_epoch=True)
+    wall = time.perf_counter() - t0
+    modeling.save_model(objective.model.cpu(), tok, out / "model", overwrite=True)
+    evals = [h for h in result.history if any("/" in k for k in h)]
+    main = f"{spec.dev_splits[0]}/{spec.main_metric}"
+    best = max(evals, key=lambda h: h.get(main, float("-inf"))) if evals else None
+    stage2 = {
+        "task": spec.name, "model": source, "teacher": str(cfg.teacher), "settings": settings,
+        "transfer_examples": len(transfer), "transfer_sources": transfer.sources,
+        "teacher_cache": str(labels.cache), "teacher_label_seconds": labels.seconds,
+        "teacher_shards_computed": labels.computed_shards, "teacher_shards_reused": labels.reused_shards,
+        "steps": result.state.step, "epochs_done": result.state.epoch, "stopped_by": result.stopped_by,
+        "dev": dict(result.final_eval), "main_metric": main, "history": evals,
+        "best_epoch": None if best is None else best["epoch"],
+        "best_dev": None if best is None else {k: v for k, v in best.items() if "/" in k},
+        "train_seconds": result.state.elapsed, "wall_seconds": wall,
+        "train_examples_per_s": result.state.step * cfg.batch_size / max(result.state.elapsed, 1e-9),
+    }
+    atomic_write_json(out / "distill.json", stage2)
+    return stage2
+
+
+__all__ = ["DistillConfig", "distill", "prepare_labels", "label_transfer", "build_transfer", "distillation_loss",
+           "DistillObjective", "TransferSet", "read_transfer_file", "run_settings"]
