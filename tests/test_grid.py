@@ -153,3 +153,14 @@ def test_ray_tune_runs_the_same_cells(small_model_dir, glue_slice, tmp_path, gri
         assert c["dev"] == local[(c["batch_size"], c["lr"])]["dev"]  # same cell, same numbers, whoever ran it
     assert task_score("stsb", {m: ray_results[0]["dev"][f"dev/{m}"] for m in ("pearson", "spearman")}) == \
         pytest.approx(ray_results[0]["score"])
+
+
+def test_relative_paths_work_and_a_rerun_skips(small_model_dir, glue_slice, tmp_path, monkeypatch, capsys):
+    """Workers see absolute paths; the cells they finish must count as finished for relative ones too."""
+    monkeypatch.chdir(glue_slice.parent)
+    args = ["grid", "--model", str(small_model_dir), "--tasks", "rte", "--data-dir", glue_slice.name, "--out",
+            str(os.path.relpath(tmp_path / "rel", glue_slice.parent)), "--batch-sizes", "32",
+            "--learning-rates", "1e-4", "--max-steps", "2", "--quiet"]
+    assert cli.main(args) == 0
+    assert cli.main(args) == 0
+    assert "1 of 1 cells already finished" in capsys.readouterr().err

@@ -81,6 +81,8 @@ class GridConfig:
     alpha: float = field(0.0, help="with --objective distill: weight of the hard labels")
     then_finetune: bool = field(False, help="with --objective distill: fine-tune each distilled cell on the labels "
                                             "too (the cell's score is then the fine-tuned one)")
+    distill_epochs: float | None = field(None, help="with --objective distill: passes over the transfer set "
+                                                     "(default: --epochs; stage 3 always takes --epochs)")
     quiet: bool = field(False, help="no progress bar")
 
     def __post_init__(self) -> None:
@@ -152,7 +154,7 @@ def finetune_config(cfg: GridConfig, cell: Cell):
                              data_dir=cfg.data_dir, out=cell.run_dir(cfg.out), transfer=list(cfg.transfer),
                              augment=cfg.augment, temperature=cfg.temperature, alpha=cfg.alpha,
                              then_finetune=cfg.then_finetune, lr=cell.lr, batch_size=cell.batch_size,
-                             epochs=cfg.epochs, max_length=cfg.max_length, warmup=cfg.warmup,
+                             epochs=cfg.distill_epochs or cfg.epochs, finetune_epochs=cfg.epochs, max_length=cfg.max_length, warmup=cfg.warmup,
                              random_init=cfg.random_init, vocab=cfg.vocab, seed=cfg.seed, max_steps=cfg.max_steps,
                              threads=cfg.threads, quiet=True)
     from wellread.train.finetune import FinetuneConfig
@@ -488,6 +490,7 @@ def _prepare(cfg: GridConfig) -> dict:
 
 def run_grid(cfg: GridConfig) -> dict:
     """Run every unfinished cell, then write results.json, best.json, table.md and the heatmaps."""
+    cfg = GridConfig(**_config_dict(cfg))  # absolute paths, as the workers see them (and record them)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     labelling = _prepare(cfg)
