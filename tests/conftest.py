@@ -59,3 +59,45 @@ def small_model_dir(tmp_path_factory, std_vocab) -> Path:
     tok = tokenization.load_tokenizer(std_vocab)
     model = modeling.init_model("tiny", tok, seed=0, hidden_size=32, num_attention_heads=2, intermediate_size=64)
     return modeling.save_model(model, tok, tmp_path_factory.mktemp("m") / "small")
+
+
+# --- a toy recipe (tests/test_recipe.py, tests/test_report.py) -------------------------------------
+
+def glue_slice_dir(root: Path, tasks: dict[str, tuple[int, int]]) -> Path:
+    """The first rows of real GLUE tasks' train and dev files ({"SST-2": (train, dev)}), in the GLUE layout."""
+    for task, sizes in tasks.items():
+        (root / task).mkdir(parents=True, exist_ok=True)
+        for split, n in zip(("train", "dev"), sizes):
+            lines = data_path("glue", task, f"{split}.tsv").read_text(encoding="utf-8").splitlines()
+            (root / task / f"{split}.tsv").write_text("\n".join(lines[: n + 1]) + "\n", encoding="utf-8")
+    return root
+
+
+def toy_recipe_args(root: Path, out: Path) -> list[str]:
+    """`wellread recipe` at toy size: real SST-2/STS-B slices, 4,000 KJV verses, a small random teacher."""
+    return ["recipe", "--out", str(out), "--glue", str(root / "glue"), "--text", str(root / "kjv.txt"),
+            "--teacher", str(root / "teacher"), "--time-budget", "off", "--pretrain-steps", "3",
+            "--pretrain-batch-size", "8", "--pretrain-max-seq-length", "64", "--group-lines", "8",
+            "--batch-sizes", "16", "--learning-rates", "1e-3", "--epochs", "1", "--teacher-epochs", "1",
+            "--workers", "1", "--threads", "1", "--quiet"]
+
+
+@pytest.fixture(scope="session")
+def toy_recipe(tmp_path_factory, small_model_dir):
+    """A finished toy recipe: (inputs folder, recipe directory, the command's stdout)."""
+    import contextlib
+    import gzip
+    import io
+    import shutil
+
+    from wellread import cli
+
+    root = tmp_path_factory.mktemp("toy-recipe")
+    glue_slice_dir(root / "glue", {"SST-2": (160, 64), "STS-B": (160, 64)})
+    with gzip.open(data_path("text", "kjv_bible_verses.txt.gz"), "rt", encoding="utf-8") as f:
+        (root / "kjv.txt").write_text("".join(next(f) for _ in range(4000)), encoding="utf-8")
+    shutil.copytree(small_model_dir, root / "teacher")
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        assert cli.main(toy_recipe_args(root, root / "out")) == 0
+    return root, root / "out", stdout.getvalue()

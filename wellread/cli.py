@@ -508,6 +508,47 @@ def _distill(cfg) -> None:
     print(line + f") -> {final}")
 
 
+# --- wellread recipe / report --------------------------------------------------------------------
+
+def _recipe_config():
+    from wellread.recipe.config import RecipeConfig
+
+    return RecipeConfig
+
+
+@command("recipe", _recipe_config, "the paper's recipe end to end: corpus, vocab, pre-training, teacher, "
+                                   "distillation, the grid, evaluation, a report; --time-budget 20m")
+def _recipe(cfg) -> None:
+    from wellread.recipe import config_yaml, run_recipe
+    from wellread.recipe.stages import format_summary
+
+    if cfg.print_config:
+        print(config_yaml(cfg), end="")
+        return
+    print(format_summary(run_recipe(cfg)))
+
+
+@dataclasses.dataclass(kw_only=True)
+class ReportConfig:
+    runs: list[Path] = field(help="run directories of any kind (a recipe, pretrain, finetune, distill or grid run), "
+                                  "or folders holding them", positional=True)
+    out: Path = field(Path("report"), help="the folder to write report.md, report.html and their PNGs to")
+    title: str | None = field(None, help="the report's title")
+    open: bool = field(False, help="print only the path of report.html, to open it")
+
+
+@command("report", ReportConfig, "a report from run directories: GLUE table beside the paper's, PD comparison, "
+                                 "curves, heatmaps, timings (report.md, report.html)")
+def _report(cfg: ReportConfig) -> None:
+    from wellread.report import write_report
+
+    files = write_report(cfg.runs, cfg.out, title=cfg.title)
+    if cfg.open:
+        print(files[1].resolve())
+        return
+    print(f"wrote {files[0]} and {files[1]} ({len(files) - 3} figure(s))")
+
+
 # --- the parser ----------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:

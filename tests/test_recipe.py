@@ -1,0 +1,256 @@
+"""`wellread recipe`: the whole recipe at toy size on real data (every artefact exists and loads; a
+re-run skips everything; an interrupted stage resumes), the budget's plan, the config, the sources."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from tests.conftest import REPO, glue_slice_dir, toy_recipe_args
+from wellread import cli
+from wellread.recipe import budget as B
+from wellread.recipe.config import RecipeConfig, config_yaml
+from wellread.recipe.runner import StageRunner
+from wellread.recipe.sources import sample_glue
+
+STAGES = {"corpus", "pretrain-tiny", "teacher", "grid-random-tiny-s0", "grid-pretrained-tiny-s0", "distill-tiny-s0",
+          "evaluate", "report"}
+ARMS = {"random", "pretrained", "pd", "pd+ft", "teacher"}
+
+
+def _files(root) -> dict[str, int]:
+    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
+
+
+def _rerun(root, out) -> str:
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        assert cli.main(toy_recipe_args(root, out)) == 0
+    return err.getvalue()
+
+
+# --- the whole recipe, at toy size ----------------------------------------------------------------
+
+def test_every_stage_leaves_a_run_directory_whose_models_load(toy_recipe):
+    from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification, AutoTokenizer
+
+    from wellread.data.corpus import load_corpus
+
+    root, out, stdout = toy_recipe
+    markers = {p.stem: json.loads(p.read_text()) for p in (out / "stages").glob("*.json")}
+    assert set(markers) == STAGES and all(m["status"] == "finished" for m in markers.values())
+    assert load_corpus(out / "corpus").num_tokens > 10_000
+    pre = json.loads((out / "pretrain-tiny" / "results.json").read_text())
+    assert pre["steps"] == 3 and pre["objective"] == "mlm"
+    AutoModelForMaskedLM.from_pretrained(out / "pretrain-tiny" / "model")
+    rows = json.loads((out / "evaluate" / "results.json").read_text())["rows"]
+    assert {(r["arm"], r["task"]) for r in rows} == {(a, t) for a in ARMS for t in ("stsb", "sst2")}
+    for r in rows:
+        model = AutoModelForSequenceClassification.from_pretrained(out / r["model"])
+        AutoTokenizer.from_pretrained(out / r["model"])
+        assert model.config.num_labels == (1 if r["task"] == "stsb" else 2)
+        assert model.config.hidden_size == (32 if r["arm"] == "teacher" else 128)  # the teacher is the toy one
+        assert r["score"] == pytest.approx(r["train_score"], abs=1e-4)  # re-scored = what the grid measured
+    by = {(r["arm"], r["task"]): r for r in rows}
+    assert by[("pd", "stsb")]["model"].endswith("/model") and by[("pd+ft", "stsb")]["model"].endswith("finetune/model")
+    assert by[("pd", "stsb")]["dev"] != by[("pd+ft", "stsb")]["dev"]
+    for f in ("report.md", "report.html", "pd-comparison.png", "pretraining.png", "curves-stsb.png"):
+        assert (out / "report" / f).is_file(), f
+    lines = stdout.splitlines()
+    assert lines[0].split()[-2:] == ["stsb", "sst2"]
+    random_row = next(ln for ln in lines if ln.startswith("fine-tuned from random init"))
+    assert float(random_row.split()[-1]) == pytest.approx(100 * by[("random", "sst2")]["score"], abs=0.05)
+    assert lines[-1].startswith("report: ") and lines[-1].split()[1].endswith("report.md")
+
+
+def test_a_second_run_skips_every_stage_and_touches_nothing(toy_recipe):
+    root, out, _ = toy_recipe
+    before = _files(out)
+    err = _rerun(root, out)
+    assert err.count("finished earlier, skipped") == len(STAGES), err
+    assert f"0 stage(s) run, {len(STAGES)} skipped" in err
+    assert _files(out) == before
+
+
+def test_an_interrupted_stage_resumes_and_the_others_are_skipped(toy_recipe):
+    root, out, _ = toy_recipe
+    cell = out / "grid-random-tiny-s0" / "stsb" / "bs16_lr0.001"
+    dev = json.loads((cell / "results.json").read_text())["dev"]
+    marker = out / "stages" / "grid-random-tiny-s0.json"
+    m = json.loads(marker.read_text())
+    marker.write_text(json.dumps(m | {"status": "running"}))  # as a kill leaves it
+    (cell / "results.json").unlink()  # that cell was not finished
+    err = _rerun(root, out)
+    assert "grid-random-tiny-s0: running" in err and f"1 stage(s) run, {len(STAGES) - 1} skipped" in err
+    assert json.loads((cell / "results.json").read_text())["dev"] == dev  # the same run, bit for bit
+    assert json.loads(marker.read_text())["status"] == "finished"
+
+
+def test_a_stage_whose_settings_changed_is_redone_and_so_are_the_stages_after_it(tmp_path):
+    runner = StageRunner(tmp_path)
+    calls = []
+
+    def stage(name, value, after=()):
+        d = tmp_path / name
+
+        def run() -> dict:
+            calls.append(name)
+            d.mkdir(exist_ok=True)
+            (d / "f").write_text(str(value))
+            return {"v": value}
+
+        return runner(name, {"value": value}, run, dirs=[d], after=list(after))
+
+    stage("a", 1)
+    stage("b", 1, ["a"])
+    assert calls == ["a", "b"]
+    runner = StageRunner(tmp_path)
+    stage("a", 1)
+    stage("b", 1, ["a"])
+    assert calls == ["a", "b"]  # both skipped
+    runner = StageRunner(tmp_path)
+    (tmp_path / "a" / "stale").write_text("x")
+    stage("a", 2)
+    stage("b", 1, ["a"])
+    assert calls == ["a", "b", "a", "b"] and not (tmp_path / "a" / "stale").exists()
+
+
+# --- the budget -----------------------------------------------------------------------------------
+
+def _work(**kw) -> B.Work:
+    base = dict(tasks={"sst2": (67_349, 872), "stsb": (5_749, 1_500)}, batch_sizes=[8, 16, 32, 64, 128],
+                learning_rates=[3e-4, 1e-4, 5e-5, 3e-5], core_cell=(32, 1e-4), epochs=4.0, teacher_epochs=4.0,
+                text_bytes=53_000_000, workers=2)
+    return B.Work(**(base | kw))
+
+
+def _rest(plan: B.Plan) -> float:
+    return sum(v for k, v in plan.estimate_s.items() if k != "pretrain")
+
+
+def test_without_a_budget_the_work_runs_as_given():
+    plan = B.plan_budget(_work(), None, B.Rates.table(), pretrain_steps=2000)
+    assert plan.cells == 20 and plan.epochs == 4 and plan.teacher_epochs == 4 and plan.cuts == []
+    assert plan.train_examples == {"sst2": 67_349, "stsb": 5_749} and plan.pretrain_s is None
+
+
+def test_sixty_minutes_keep_every_example_and_cut_the_grid_to_its_core_cell():
+    plan = B.plan_budget(_work(), 3600, B.Rates.table())
+    assert (plan.batch_sizes, plan.learning_rates) == ([32], [1e-4])
+    assert plan.train_examples == {"sst2": 67_349, "stsb": 5_749}
+    assert plan.pretrain_s >= 0.35 * 3600 and plan.pretrain_s + _rest(plan) == pytest.approx(3600, rel=0.02)
+    assert plan.cuts[0].startswith("grid: 20 → 1 cell (batch 32 × lr 0.0001")
+    assert not plan.over_budget
+
+
+def test_a_smaller_budget_never_keeps_more_and_says_what_it_cut():
+    plans = [B.plan_budget(_work(), m * 60, B.Rates.table()) for m in (240, 60, 20, 10)]
+    for big, small in zip(plans, plans[1:]):
+        assert small.cells <= big.cells and small.epochs <= big.epochs and small.teacher_epochs <= big.teacher_epochs
+        assert all(small.train_examples[t] <= big.train_examples[t] for t in big.train_examples)
+        assert small.pretrain_s < big.pretrain_s
+    twenty = plans[2]
+    assert twenty.train_examples["sst2"] < 67_349 and _rest(twenty) <= 0.65 * 1200 * 1.02
+    assert any(c.startswith("sst2 training set: 67,349 → ") for c in twenty.cuts), twenty.cuts
+    assert any("epoch" in c for c in twenty.cuts)
+
+
+def test_a_large_budget_cuts_nothing_and_gives_pre_training_the_rest():
+    plan = B.plan_budget(_work(), 100 * 3600, B.Rates.table())
+    assert plan.cuts == [] and plan.cells == 20
+    assert plan.pretrain_s == pytest.approx(100 * 3600 - _rest(plan))
+
+
+def test_a_budget_too_small_for_the_smallest_recipe_says_so():
+    plan = B.plan_budget(_work(), 60, B.Rates.table())
+    assert plan.over_budget and "too small" in plan.cuts[-1]
+    assert plan.cells == 1 and plan.epochs == 1 and min(plan.train_examples.values()) == 1000
+
+
+def test_makespan_puts_the_longest_jobs_first():
+    assert B.makespan([5, 4, 3, 3, 3], 2) == 10
+    assert B.makespan([7, 1, 1], 4) == 7 and B.makespan([], 2) == 0
+
+
+def test_calibration_measures_this_machines_rates(small_model_dir, tmp_path):
+    glue = glue_slice_dir(tmp_path / "glue", {"SST-2": (96, 8)})
+    rates = B.calibrate("tiny", small_model_dir, ["sst2"], glue, seconds=0.2, sample=96)
+    assert rates.source == "calibrated"
+    for kind in ("student_train", "student_infer", "teacher_train", "teacher_infer"):
+        assert 0 < rates.get(kind, "sst2") != B.TABLE_RATES[kind]["sst2"]
+    assert rates.get("student_infer", "sst2") > rates.get("student_train", "sst2")
+
+
+# --- the config and the sources -----------------------------------------------------------------------
+
+def test_print_config_shows_the_default_and_loads_back(tmp_path, capsys):
+    from wellread.config import from_mapping
+
+    assert cli.main(["recipe", "--print-config"]) == 0
+    text = capsys.readouterr().out
+    assert text == config_yaml() and "time_budget: 60m" in text
+    assert from_mapping(RecipeConfig, yaml.safe_load(text)) == RecipeConfig()
+    f = tmp_path / "recipe.yaml"
+    f.write_text(text.replace("time_budget: 60m", "time_budget: 20m"))
+    assert cli.main(["recipe", "--config", str(f), "--tasks", "rte", "cola", "--print-config"]) == 0
+    got = yaml.safe_load(capsys.readouterr().out)
+    assert got["time_budget"] == "20m" and got["tasks"] == ["rte", "cola"]
+
+
+def _run(*args, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "wellread", *args], capture_output=True, text=True, cwd=REPO,
+                          env=os.environ | env, timeout=120)
+
+
+def _one_line(p: subprocess.CompletedProcess, *needles: str) -> str:
+    assert p.returncode == 1, p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("wellread recipe: error: "), p.stderr
+    for n in needles:
+        assert n in lines[0], lines[0]
+    return lines[0]
+
+
+def test_without_data_it_says_in_one_line_what_to_point_it_at(tmp_path):
+    (tmp_path / "empty").mkdir()
+    _one_line(_run("recipe", "--out", str(tmp_path / "r"), env={"WELLREAD_DATA": str(tmp_path / "empty")}),
+              "no GLUE data", "WELLREAD_DATA", "--source hub")
+    assert not (tmp_path / "r" / "stages").exists()
+
+
+def test_the_hub_source_offline_names_the_file_to_fetch(tmp_path):
+    line = _one_line(_run("recipe", "--source", "hub", "--out", str(tmp_path / "r"),
+                          env={"WELLREAD_OFFLINE": "1", "WELLREAD_CACHE": str(tmp_path / "cache")}),
+                     "offline")
+    assert "https://huggingface.co/datasets/nyu-mll/glue/resolve/main/stsb/train-00000-of-00001.parquet" in line
+
+
+def test_bad_settings_are_refused_naming_the_field():
+    from wellread.errors import WellreadError
+
+    for kw, name in ((dict(arms=["random", "bogus"]), "arms"), (dict(tasks=["ax"]), "tasks"),
+                     (dict(time_budget="soon"), "time_budget"), (dict(source="web"), "source")):
+        with pytest.raises(WellreadError) as e:
+            RecipeConfig(**kw)
+        assert e.value.field == name
+    assert RecipeConfig(time_budget="off").budget_s is None and RecipeConfig(tasks="sst2,stsb").tasks == ["sst2", "stsb"]
+
+
+def test_a_training_sample_keeps_the_header_the_dev_set_and_the_seed(tmp_path):
+    src = glue_slice_dir(tmp_path / "glue", {"SST-2": (300, 40), "CoLA": (200, 30)})
+    a = sample_glue(src, tmp_path / "a", {"sst2": 50, "cola": 10_000})
+    b = sample_glue(src, tmp_path / "b", {"sst2": 50, "cola": 10_000})
+    train = (a / "SST-2" / "train.tsv").read_text().splitlines()
+    assert train[0] == "sentence\tlabel" and len(train) == 51
+    rows = (src / "SST-2" / "train.tsv").read_text().splitlines()[1:]
+    assert all(r in rows for r in train[1:]) and train[1:] == sorted(train[1:], key=rows.index)
+    assert (a / "SST-2" / "train.tsv").read_text() == (b / "SST-2" / "train.tsv").read_text()
+    assert (a / "SST-2" / "dev.tsv").read_text() == (src / "SST-2" / "dev.tsv").read_text()
+    assert (a / "CoLA" / "train.tsv").read_text() == (src / "CoLA" / "train.tsv").read_text()  # no header, all rows

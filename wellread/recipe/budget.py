@@ -1,0 +1,347 @@
+"""The time budget of ``wellread recipe``: a budget in; per-stage steps, epochs, data and grid out.
+
+``plan_budget`` is a pure function of the work (``Work``: tasks and their sizes, grid, epochs, seeds,
+arms), the speed of this machine (``Rates``: measured by ``calibrate`` in a few seconds, or the
+table below) and the budget. Pre-training gets a share of the budget through its own
+``--time-budget`` (it is time-bound by nature: a longer run is a better student); every other stage
+is sized in examples and epochs, so its result does not depend on the machine's load. While the
+estimate of those stages exceeds what is left, it cuts, in this order:
+
+1. the grid: the paper's 5 × 4 cells → 2 × 2 around the core cell → 1 × 2 → the core cell alone;
+2. the teacher's epochs 4 → 2 → 1 (a pre-trained teacher of six layers learns a task in one epoch,
+   and costs about ten times a Tiny student per example);
+3. the students' epochs 4 → 2;
+4. the training sets: the slowest task's halved (a seeded sample; dev sets stay whole), down to 4,000;
+5. the students' epochs 2 → 1; then the training sets down to 1,000 examples.
+
+Time left over (a large budget) goes to pre-training. ``Plan.cuts`` says, in words, what was cut;
+the recipe prints it and the report shows it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from pathlib import Path
+
+from wellread.errors import WellreadError
+
+# Measured on this project's machine (AMD EPYC, 2 cores, torch 2.13.0+cpu), one thread per process as
+# the recipe runs them (benchmarks/recipe_costs.py prints these for another machine). Examples per
+# second at max length 128, batch 32; "infer" is no-grad prediction (dev evaluation, teacher labels).
+TABLE_RATES = {
+    "student_train": {"sst2": 1250.0, "stsb": 800.0, "cola": 1250.0, "rte": 250.0, "default": 600.0},
+    "student_infer": {"sst2": 6000.0, "stsb": 3500.0, "cola": 6000.0, "rte": 1000.0, "default": 3000.0},
+    "teacher_train": {"sst2": 110.0, "stsb": 45.0, "cola": 110.0, "rte": 12.0, "default": 40.0},
+    "teacher_infer": {"sst2": 450.0, "stsb": 180.0, "cola": 450.0, "rte": 50.0, "default": 160.0},
+}
+CORPUS_BYTES_PER_S = 1.0e6  # one `wellread corpus` worker, uncompressed text (4.1 MB KJV: 4.0 s)
+VOCAB_BYTES_PER_S = 4.0e6  # `wellread vocab train`
+PRETRAIN_TOKENS_PER_S = 9800.0  # Tiny, fp32, 2 threads (docs/pretraining.md); for the forecast only
+RUN_OVERHEAD_S = 4.0  # a training run's fixed cost: build the model, read the data, save, evaluate once
+GRID_OVERHEAD_S = 8.0  # a grid's fixed cost: worker processes, tables, heatmaps
+FIXED_S = 20.0  # reading the data, the report
+
+GRID_SHAPES = ((2, 2), (1, 2), (1, 1))  # the grid's cuts: (batch sizes, learning rates) kept
+MIN_EXAMPLES = (4000, 1000)  # training-set floors before and after the students' last epoch cut
+
+
+@dataclasses.dataclass
+class Rates:
+    """Examples per second per task, for one process with one thread."""
+
+    student_train: dict[str, float]
+    student_infer: dict[str, float]
+    teacher_train: dict[str, float]
+    teacher_infer: dict[str, float]
+    source: str = "table"  # "table", or "calibrated" (measured by ``calibrate``)
+
+    @classmethod
+    def table(cls) -> Rates:
+        return cls(**{k: dict(v) for k, v in TABLE_RATES.items()})
+
+    def get(self, kind: str, task: str) -> float:
+        rates = getattr(self, kind)
+        return rates.get(task) or rates.get("default") or TABLE_RATES[kind].get(task, TABLE_RATES[kind]["default"])
+
+
+@dataclasses.dataclass
+class Work:
+    """What the recipe has to do, before any cut."""
+
+    tasks: dict[str, tuple[int, int]]  # task -> (training examples, dev examples)
+    batch_sizes: list[int]
+    learning_rates: list[float]
+    core_cell: tuple[int, float]  # what the grid shrinks to
+    epochs: float
+    teacher_epochs: float
+    seeds: int = 1
+    students: int = 1
+    arms: tuple[str, ...] = ("random", "pretrained", "pd", "pd+ft")
+    augment: int = 0  # extra derived inputs per training example in distillation
+    text_bytes: int = 0  # the pre-training text (uncompressed estimate)
+    train_vocab: bool = False
+    pretrain: bool = True
+    workers: int = 2
+    max_train_examples: int | None = None
+
+
+@dataclasses.dataclass
+class Plan:
+    """The settings the recipe runs with, what they are estimated to cost, and what was cut."""
+
+    budget_s: float | None
+    pretrain_s: float | None  # pre-training's time budget (None: the recipe's step count)
+    batch_sizes: list[int]
+    learning_rates: list[float]
+    epochs: float
+    teacher_epochs: float
+    train_examples: dict[str, int]  # per task: the examples trained on (a seeded sample when cut)
+    full_examples: dict[str, int]
+    estimate_s: dict[str, float] = dataclasses.field(default_factory=dict)
+    cuts: list[str] = dataclasses.field(default_factory=list)
+    notes: list[str] = dataclasses.field(default_factory=list)
+    over_budget: bool = False
+    rates: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def cells(self) -> int:
+        return len(self.batch_sizes) * len(self.learning_rates)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Plan:
+        return cls(**d)
+
+
+def makespan(durations: list[float], workers: int) -> float:
+    """Wall time of independent jobs on ``workers`` processes, longest first to the least loaded."""
+    loads = [0.0] * max(1, workers)
+    for d in sorted(durations, reverse=True):
+        i = loads.index(min(loads))
+        loads[i] += d
+    return max(loads) if durations else 0.0
+
+
+def estimate(work: Work, plan: Plan, rates: Rates) -> dict[str, float]:
+    """Seconds per stage (pre-training: its time budget) for ``plan``'s settings."""
+    n = plan.train_examples
+    est: dict[str, float] = {"data": FIXED_S}
+    if work.pretrain:
+        if work.train_vocab:
+            est["vocab"] = work.text_bytes / VOCAB_BYTES_PER_S
+        est["corpus"] = work.text_bytes / (CORPUS_BYTES_PER_S * max(1, work.workers)) + 2.0
+        est["pretrain"] = (plan.pretrain_s or 0.0) + 10.0 * work.students  # evaluations, save, curves
+    evals = math.ceil(plan.epochs)
+
+    def dev(kind: str, task: str, times: int) -> float:
+        return times * work.tasks[task][1] / rates.get(kind, task)
+
+    distils = "pd" in work.arms or "pd+ft" in work.arms
+    if distils:  # a one-cell grid: the tasks side by side
+        est["teacher"] = makespan([plan.teacher_epochs * n[t] / rates.get("teacher_train", t)
+                                   + dev("teacher_infer", t, math.ceil(plan.teacher_epochs)) + 3 * RUN_OVERHEAD_S
+                                   for t in work.tasks], work.workers) + GRID_OVERHEAD_S
+
+    def student_run(task: str, examples: int) -> float:
+        return plan.epochs * examples / rates.get("student_train", task) + dev("student_infer", task, evals) \
+            + RUN_OVERHEAD_S
+
+    for arm in ("random", "pretrained", "published"):
+        if arm in work.arms:
+            jobs = [student_run(t, n[t]) for t in work.tasks for _ in range(plan.cells)]
+            est[f"grid-{arm}"] = work.students * work.seeds * (makespan(jobs, work.workers) + GRID_OVERHEAD_S)
+    if distils:  # the teacher labels each task's transfer set once (cached); then the cells, side by side
+        labels = sum(n[t] * (1 + work.augment) / rates.get("teacher_infer", t) for t in work.tasks)
+        jobs = [student_run(t, n[t] * (1 + work.augment)) + (student_run(t, n[t]) if "pd+ft" in work.arms else 0.0)
+                for t in work.tasks for _ in range(plan.cells)]
+        est["distill"] = labels + work.students * work.seeds * (makespan(jobs, work.workers) + GRID_OVERHEAD_S)
+    runs = len(work.tasks) * work.students * work.seeds * len(work.arms) + len(work.tasks)
+    est["evaluate"] = runs * 2.0 + sum(dev("student_infer", t, work.students * work.seeds * len(work.arms))
+                                       + dev("teacher_infer", t, 1) for t in work.tasks)
+    est["report"] = 10.0
+    return est
+
+
+def _nearest(values: list, core, k: int, log: bool = False) -> list:
+    """The ``k`` values nearest ``core`` (in log space for learning rates), in their original order."""
+    def dist(v):
+        return abs(math.log(v) - math.log(core)) if log else abs(v - core)
+
+    keep = sorted(values, key=lambda v: (dist(v), v))[:k]
+    return [v for v in values if v in keep]
+
+
+def _fmt_cell(bss: list[int], lrs: list[float]) -> str:
+    return f"batch {', '.join(map(str, bss))} × lr {', '.join(f'{lr:g}' for lr in lrs)}"
+
+
+def plan_budget(work: Work, budget_s: float | None, rates: Rates, *, pretrain_share: float = 0.35,
+                pretrain_steps: int | None = None) -> Plan:
+    """The recipe's settings for ``budget_s`` seconds (None: the work as given, uncut)."""
+    full = {t: n for t, (n, _) in work.tasks.items()}
+    start = {t: min(n, work.max_train_examples or n) for t, n in full.items()}
+    plan = Plan(budget_s=budget_s, pretrain_s=None, batch_sizes=list(work.batch_sizes),
+                learning_rates=list(work.learning_rates), epochs=work.epochs, teacher_epochs=work.teacher_epochs,
+                train_examples=dict(start), full_examples=full, rates=dataclasses.asdict(rates))
+    if budget_s is None:
+        plan.estimate_s = estimate(work, plan, rates)
+        plan.estimate_s.pop("pretrain", None)
+        if pretrain_steps is not None and work.pretrain:
+            plan.notes.append(f"pre-training: {pretrain_steps:,} steps (no time budget)")
+        return plan
+    if not 0 < pretrain_share < 1:
+        raise WellreadError("must be between 0 and 1", field="pretrain_share")
+    if work.pretrain:
+        plan.pretrain_s = pretrain_share * budget_s
+    available = budget_s - (plan.pretrain_s or 0.0)
+    core_bs, core_lr = work.core_cell
+
+    def rest() -> float:
+        return sum(v for k, v in estimate(work, plan, rates).items() if k != "pretrain")
+
+    def shrink_grid() -> bool:
+        for nb, nl in GRID_SHAPES:
+            if nb * nl < plan.cells and nb <= len(plan.batch_sizes) and nl <= len(plan.learning_rates):
+                plan.batch_sizes = _nearest(plan.batch_sizes, core_bs, nb)
+                plan.learning_rates = _nearest(plan.learning_rates, core_lr, nl, log=True)
+                return True
+        return False
+
+    def epochs(which: str, to: float) -> bool:
+        if getattr(plan, which) > to:
+            setattr(plan, which, to)
+            return True
+        return False
+
+    def halve(floor: int) -> bool:
+        over = [t for t, k in plan.train_examples.items() if k > floor]
+        if not over:
+            return False
+        t = max(over, key=lambda t: plan.train_examples[t] / rates.get("student_train", t))
+        plan.train_examples[t] = max(floor, plan.train_examples[t] // 2)
+        return True
+
+    moves = [shrink_grid, lambda: epochs("teacher_epochs", 2), lambda: epochs("teacher_epochs", 1),
+             lambda: epochs("epochs", 2), lambda: halve(MIN_EXAMPLES[0]), lambda: epochs("epochs", 1),
+             lambda: halve(MIN_EXAMPLES[1])]
+    while rest() > available:
+        if not any(move() for move in moves):
+            plan.over_budget = True
+            break
+    if work.pretrain:  # what the other stages leave goes to pre-training
+        plan.pretrain_s = max(plan.pretrain_s or 0.0, budget_s - rest())
+    plan.estimate_s = estimate(work, plan, rates)
+    _describe(work, plan, start)
+    return plan
+
+
+def _describe(work: Work, plan: Plan, start: dict[str, int]) -> None:
+    cells0 = len(work.batch_sizes) * len(work.learning_rates)
+    if plan.cells < cells0:
+        plan.cuts.append(f"grid: {cells0} → {plan.cells} cell{'s' if plan.cells > 1 else ''} "
+                         f"({_fmt_cell(plan.batch_sizes, plan.learning_rates)}; the paper: "
+                         f"{_fmt_cell(work.batch_sizes, work.learning_rates)})")
+    if plan.teacher_epochs < work.teacher_epochs:
+        plan.cuts.append(f"teacher fine-tuning: {work.teacher_epochs:g} → {plan.teacher_epochs:g} epoch(s)")
+    if plan.epochs < work.epochs:
+        plan.cuts.append(f"student fine-tuning and distillation: {work.epochs:g} → {plan.epochs:g} epoch(s)")
+    for t, k in plan.train_examples.items():
+        if k < start[t]:
+            plan.cuts.append(f"{t} training set: {plan.full_examples[t]:,} → {k:,} examples (a seeded sample; "
+                             "the dev set is whole)")
+    if plan.pretrain_s is not None:
+        tokens = plan.pretrain_s * PRETRAIN_TOKENS_PER_S / max(1, work.students)
+        plan.notes.append(f"pre-training: {plan.pretrain_s / 60:.1f} min of the {plan.budget_s / 60:.0f} "
+                          f"(≈{tokens / 1e6:.1f} M tokens per student at Tiny's {PRETRAIN_TOKENS_PER_S:,.0f} "
+                          "tokens/s; the paper: 1 M steps of 128 × 256 tokens)")
+    total = sum(plan.estimate_s.values())
+    if plan.over_budget:
+        plan.cuts.append(f"the budget is too small even after every cut: estimated {total / 60:.1f} min "
+                         f"against {plan.budget_s / 60:.1f}")
+
+
+# --- calibration: this machine's rates, measured in a few seconds ----------------------------------
+
+def _train_rate(model, spec, feats, targets, pad_id: int, seconds: float) -> float:
+    import numpy as np
+    import torch
+
+    from wellread.data.batching import bucketed_batches, collate
+    from wellread.train.finetune import ClassificationObjective, LabelledSet
+
+    obj = ClassificationObjective(model, spec, LabelledSet("train", feats, targets, []), [], seed=0, pad_id=pad_id)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-6)
+    model.train()
+    done, spent = 0, 0.0
+    for i, index in enumerate(bucketed_batches(feats.lengths, 32, 0, 0)):
+        batch = collate(feats, index, pad_id)
+        batch["labels"] = torch.from_numpy(np.asarray(targets)[index])
+        t0 = time.perf_counter()
+        loss, _ = obj.loss(model, batch, obj.counts(batch))
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if i > 0:  # the first step pays for allocations
+            spent += time.perf_counter() - t0
+            done += len(index)
+        if spent >= seconds and i >= 3:
+            break
+    return done / max(spent, 1e-9)
+
+
+def _infer_rate(model, feats, pad_id: int) -> float:
+    from wellread.eval.predict import predict_logits
+
+    t0 = time.perf_counter()
+    predict_logits(model, feats, pad_id=pad_id)
+    return len(feats) / max(time.perf_counter() - t0, 1e-9)
+
+
+def calibrate(student: str, teacher: Path | None, tasks: list[str], data_dir: Path, *, vocab: Path | None = None,
+              seconds: float = 1.5, sample: int = 1024) -> Rates:
+    """Measure this machine's rates (one thread) on samples of each task's training set: a random
+    student of the recipe's size, and the teacher when there is one. A few seconds per task."""
+    import numpy as np
+    import torch
+
+    from wellread.data.batching import Features, encode_pairs
+    from wellread.data.tasks import get_task, read_split
+    from wellread.tokenization import PAD, load_tokenizer
+    from wellread.train.finetune import FinetuneConfig, _targets, build_model, classifier_from_pretrained
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    rates = Rates.table()
+    rates.source = "calibrated"
+    try:
+        for task in tasks:
+            spec = get_task(task)
+            ex = read_split(spec, data_dir, "train").examples
+            pick = np.random.default_rng(0).permutation(len(ex))[:sample]
+            ex = [ex[i] for i in sorted(pick)]
+            targets, _ = _targets(spec, ex)
+            sources = [("student", None)] + ([("teacher", teacher)] if teacher is not None else [])
+            for kind, path in sources:
+                if path is None:
+                    cfg = FinetuneConfig(model=student, task=task, data_dir=data_dir, out=Path("."), random_init=True,
+                                         vocab=vocab, epochs=1)
+                    model, tok, _ = build_model(cfg, spec)
+                else:
+                    tok = load_tokenizer(path)
+                    model = classifier_from_pretrained(path, spec, seed=0, new_head=True)
+                feats: Features = encode_pairs(tok, [e.text_a for e in ex], [e.text_b for e in ex], 128)
+                pad = tok.token_to_id(PAD)
+                getattr(rates, f"{kind}_train")[task] = _train_rate(model, spec, feats, targets, pad, seconds)
+                n = sample if kind == "student" else sample // 4
+                sub = Features(feats.ids[:feats.offsets[n]], feats.type_ids[:feats.offsets[n]], feats.offsets[:n + 1])
+                getattr(rates, f"{kind}_infer")[task] = _infer_rate(model, sub, pad)
+    finally:
+        torch.set_num_threads(threads)
+    return rates
+
+
+__all__ = ["Work", "Plan", "Rates", "plan_budget", "estimate", "calibrate", "makespan", "TABLE_RATES"]
