@@ -155,23 +155,28 @@ def test_a_smaller_budget_never_keeps_more_and_says_what_it_cut():
     for big, small in zip(plans, plans[1:]):
         assert small.cells <= big.cells and small.epochs <= big.epochs and small.teacher_epochs <= big.teacher_epochs
         assert all(small.train_examples[t] <= big.train_examples[t] for t in big.train_examples)
+        assert all(small.teacher_examples[t] <= min(big.teacher_examples[t], small.train_examples[t])
+                   for t in big.train_examples)
         assert small.pretrain_s < big.pretrain_s
     twenty = plans[2]
     assert twenty.train_examples["sst2"] < 67_349 and _rest(twenty) <= 0.65 * 1200 * 1.02
     assert any(c.startswith("sst2 training set: 67,349 → ") for c in twenty.cuts), twenty.cuts
+    assert any(c.startswith("the teacher's sst2 training set: 67,349 → 4,000") for c in twenty.cuts), twenty.cuts
     assert any("epoch" in c for c in twenty.cuts)
 
 
 def test_a_large_budget_cuts_nothing_and_gives_pre_training_the_rest():
-    plan = B.plan_budget(_work(), 100 * 3600, B.Rates.table())
+    plan = B.plan_budget(_work(), 100 * 3600, B.Rates.table(), spent_s=30)
     assert plan.cuts == [] and plan.cells == 20
-    assert plan.pretrain_s == pytest.approx(100 * 3600 - _rest(plan))
+    assert plan.pretrain_s == pytest.approx(100 * 3600 - 30 - _rest(plan))  # measuring the rates took 30 s
+    assert "took 30 s of the budget" in plan.notes[-1]
 
 
 def test_a_budget_too_small_for_the_smallest_recipe_says_so():
     plan = B.plan_budget(_work(), 60, B.Rates.table())
     assert plan.over_budget and "too small" in plan.cuts[-1]
-    assert plan.cells == 1 and plan.epochs == 1 and min(plan.train_examples.values()) == 1000
+    assert plan.cells == 1 and plan.epochs == 1 and plan.teacher_epochs == 1
+    assert set(plan.train_examples.values()) == set(plan.teacher_examples.values()) == {1000}
 
 
 def test_makespan_puts_the_longest_jobs_first():

@@ -8,8 +8,9 @@ is sized in examples and epochs, so its result does not depend on the machine's 
 estimate of those stages exceeds what is left, it cuts, in this order:
 
 1. the grid: the paper's 5 × 4 cells → 2 × 2 around the core cell → 1 × 2 → the core cell alone;
-2. the teacher's epochs 4 → 2 → 1 (a pre-trained teacher of six layers learns a task in one epoch,
-   and costs about ten times a Tiny student per example);
+2. the teacher's epochs 4 → 2 → 1, then the teacher's training sets halved down to 4,000 examples (a
+   pre-trained six-layer teacher learns a task from a few thousand examples, and costs ten to twenty
+   times a Tiny student per example; the students and the transfer set keep the whole set);
 3. the students' epochs 4 → 2;
 4. the training sets: the slowest task's halved (a seeded sample; dev sets stay whole), down to 4,000;
 5. the students' epochs 2 → 1; then the training sets down to 1,000 examples.
@@ -27,21 +28,24 @@ from pathlib import Path
 
 from wellread.errors import WellreadError
 
-# Measured on this project's machine (AMD EPYC, 2 cores, torch 2.13.0+cpu), one thread per process as
-# the recipe runs them (benchmarks/recipe_costs.py prints these for another machine). Examples per
-# second at max length 128, batch 32; "infer" is no-grad prediction (dev evaluation, teacher labels).
+# This project's machine (AMD EPYC, 2 cores, torch 2.13.0+cpu), one thread per process as the recipe's
+# workers run, examples per second at max length 128, batch 32 ("infer": no-grad prediction, as dev
+# evaluation and the teacher's labelling). Measured by benchmarks/recipe_costs.py on 2026-11-23 while
+# another job held both cores (the figures below are those doubled, the contention's cost on Tiny
+# fine-tuning); the recipe measures its own before planning (--calibrate), this table is the fallback.
 TABLE_RATES = {
-    "student_train": {"sst2": 1250.0, "stsb": 800.0, "cola": 1250.0, "rte": 250.0, "default": 600.0},
-    "student_infer": {"sst2": 6000.0, "stsb": 3500.0, "cola": 6000.0, "rte": 1000.0, "default": 3000.0},
-    "teacher_train": {"sst2": 110.0, "stsb": 45.0, "cola": 110.0, "rte": 12.0, "default": 40.0},
-    "teacher_infer": {"sst2": 450.0, "stsb": 180.0, "cola": 450.0, "rte": 50.0, "default": 160.0},
+    "student_train": {"sst2": 1000.0, "stsb": 800.0, "cola": 1000.0, "rte": 250.0, "default": 600.0},
+    "student_infer": {"sst2": 6000.0, "stsb": 3800.0, "cola": 6000.0, "rte": 1000.0, "default": 3000.0},
+    "teacher_train": {"sst2": 120.0, "stsb": 65.0, "cola": 120.0, "rte": 15.0, "default": 50.0},
+    "teacher_infer": {"sst2": 250.0, "stsb": 200.0, "cola": 250.0, "rte": 50.0, "default": 150.0},
 }
-CORPUS_BYTES_PER_S = 1.0e6  # one `wellread corpus` worker, uncompressed text (4.1 MB KJV: 4.0 s)
+CORPUS_BYTES_PER_S = 1.6e6  # one `wellread corpus` worker, uncompressed text (KJV, 4.1 MB: 2.5 s)
 VOCAB_BYTES_PER_S = 4.0e6  # `wellread vocab train`
 PRETRAIN_TOKENS_PER_S = 9800.0  # Tiny, fp32, 2 threads (docs/pretraining.md); for the forecast only
-RUN_OVERHEAD_S = 4.0  # a training run's fixed cost: build the model, read the data, save, evaluate once
-GRID_OVERHEAD_S = 8.0  # a grid's fixed cost: worker processes, tables, heatmaps
-FIXED_S = 20.0  # reading the data, the report
+RUN_OVERHEAD_S = 2.0  # a training run's fixed cost: build the model, read the data, save (measured: 1-2 s)
+GRID_OVERHEAD_S = 2.0  # a grid's fixed cost: tables, heatmaps
+SPAWN_S = 4.0  # starting worker processes (each imports torch)
+FIXED_S = 10.0  # reading the data, sampling it
 
 GRID_SHAPES = ((2, 2), (1, 2), (1, 1))  # the grid's cuts: (batch sizes, learning rates) kept
 MIN_EXAMPLES = (4000, 1000)  # training-set floors before and after the students' last epoch cut
@@ -99,6 +103,7 @@ class Plan:
     teacher_epochs: float
     train_examples: dict[str, int]  # per task: the examples trained on (a seeded sample when cut)
     full_examples: dict[str, int]
+    teacher_examples: dict[str, int] = dataclasses.field(default_factory=dict)  # the teacher's: a subset of those
     estimate_s: dict[str, float] = dataclasses.field(default_factory=dict)
     cuts: list[str] = dataclasses.field(default_factory=list)
     notes: list[str] = dataclasses.field(default_factory=list)
@@ -134,17 +139,18 @@ def estimate(work: Work, plan: Plan, rates: Rates) -> dict[str, float]:
         if work.train_vocab:
             est["vocab"] = work.text_bytes / VOCAB_BYTES_PER_S
         est["corpus"] = work.text_bytes / (CORPUS_BYTES_PER_S * max(1, work.workers)) + 2.0
-        est["pretrain"] = (plan.pretrain_s or 0.0) + 10.0 * work.students  # evaluations, save, curves
+        est["pretrain"] = (plan.pretrain_s or 0.0) + 15.0 * work.students  # evaluations, save, curves
     evals = math.ceil(plan.epochs)
+    grid_overhead = GRID_OVERHEAD_S + (SPAWN_S if work.workers > 1 else 0.0)
 
     def dev(kind: str, task: str, times: int) -> float:
         return times * work.tasks[task][1] / rates.get(kind, task)
 
     distils = "pd" in work.arms or "pd+ft" in work.arms
     if distils:  # a one-cell grid: the tasks side by side
-        est["teacher"] = makespan([plan.teacher_epochs * n[t] / rates.get("teacher_train", t)
+        est["teacher"] = makespan([plan.teacher_epochs * plan.teacher_examples[t] / rates.get("teacher_train", t)
                                    + dev("teacher_infer", t, math.ceil(plan.teacher_epochs)) + 3 * RUN_OVERHEAD_S
-                                   for t in work.tasks], work.workers) + GRID_OVERHEAD_S
+                                   for t in work.tasks], work.workers) + grid_overhead
 
     def student_run(task: str, examples: int) -> float:
         return plan.epochs * examples / rates.get("student_train", task) + dev("student_infer", task, evals) \
@@ -153,16 +159,16 @@ def estimate(work: Work, plan: Plan, rates: Rates) -> dict[str, float]:
     for arm in ("random", "pretrained", "published"):
         if arm in work.arms:
             jobs = [student_run(t, n[t]) for t in work.tasks for _ in range(plan.cells)]
-            est[f"grid-{arm}"] = work.students * work.seeds * (makespan(jobs, work.workers) + GRID_OVERHEAD_S)
+            est[f"grid-{arm}"] = work.students * work.seeds * (makespan(jobs, work.workers) + grid_overhead)
     if distils:  # the teacher labels each task's transfer set once (cached); then the cells, side by side
         labels = sum(n[t] * (1 + work.augment) / rates.get("teacher_infer", t) for t in work.tasks)
         jobs = [student_run(t, n[t] * (1 + work.augment)) + (student_run(t, n[t]) if "pd+ft" in work.arms else 0.0)
                 for t in work.tasks for _ in range(plan.cells)]
-        est["distill"] = labels + work.students * work.seeds * (makespan(jobs, work.workers) + GRID_OVERHEAD_S)
+        est["distill"] = labels + work.students * work.seeds * (makespan(jobs, work.workers) + grid_overhead)
     runs = len(work.tasks) * work.students * work.seeds * len(work.arms) + len(work.tasks)
     est["evaluate"] = runs * 2.0 + sum(dev("student_infer", t, work.students * work.seeds * len(work.arms))
                                        + dev("teacher_infer", t, 1) for t in work.tasks)
-    est["report"] = 10.0
+    est["report"] = 5.0
     return est
 
 
@@ -180,13 +186,15 @@ def _fmt_cell(bss: list[int], lrs: list[float]) -> str:
 
 
 def plan_budget(work: Work, budget_s: float | None, rates: Rates, *, pretrain_share: float = 0.35,
-                pretrain_steps: int | None = None) -> Plan:
-    """The recipe's settings for ``budget_s`` seconds (None: the work as given, uncut)."""
+                pretrain_steps: int | None = None, spent_s: float = 0.0) -> Plan:
+    """The recipe's settings for ``budget_s`` seconds (None: the work as given, uncut), of which
+    ``spent_s`` are gone already (finding the data, measuring the rates)."""
     full = {t: n for t, (n, _) in work.tasks.items()}
     start = {t: min(n, work.max_train_examples or n) for t, n in full.items()}
     plan = Plan(budget_s=budget_s, pretrain_s=None, batch_sizes=list(work.batch_sizes),
                 learning_rates=list(work.learning_rates), epochs=work.epochs, teacher_epochs=work.teacher_epochs,
-                train_examples=dict(start), full_examples=full, rates=dataclasses.asdict(rates))
+                train_examples=dict(start), full_examples=full, teacher_examples=dict(start),
+                rates=dataclasses.asdict(rates))
     if budget_s is None:
         plan.estimate_s = estimate(work, plan, rates)
         plan.estimate_s.pop("pretrain", None)
@@ -195,9 +203,10 @@ def plan_budget(work: Work, budget_s: float | None, rates: Rates, *, pretrain_sh
         return plan
     if not 0 < pretrain_share < 1:
         raise WellreadError("must be between 0 and 1", field="pretrain_share")
+    left = budget_s - spent_s
     if work.pretrain:
-        plan.pretrain_s = pretrain_share * budget_s
-    available = budget_s - (plan.pretrain_s or 0.0)
+        plan.pretrain_s = pretrain_share * left
+    available = left - (plan.pretrain_s or 0.0)
     core_bs, core_lr = work.core_cell
 
     def rest() -> float:
@@ -217,29 +226,33 @@ def plan_budget(work: Work, budget_s: float | None, rates: Rates, *, pretrain_sh
             return True
         return False
 
-    def halve(floor: int) -> bool:
-        over = [t for t, k in plan.train_examples.items() if k > floor]
+    def halve(which: str, floor: int) -> bool:
+        sizes = getattr(plan, which)
+        over = [t for t, k in sizes.items() if k > floor]
         if not over:
             return False
-        t = max(over, key=lambda t: plan.train_examples[t] / rates.get("student_train", t))
-        plan.train_examples[t] = max(floor, plan.train_examples[t] // 2)
+        kind = "teacher_train" if which == "teacher_examples" else "student_train"
+        t = max(over, key=lambda t: sizes[t] / rates.get(kind, t))  # the slowest task's set
+        sizes[t] = max(floor, sizes[t] // 2)
+        plan.teacher_examples[t] = min(plan.teacher_examples[t], plan.train_examples[t])  # a subset of it
         return True
 
     moves = [shrink_grid, lambda: epochs("teacher_epochs", 2), lambda: epochs("teacher_epochs", 1),
-             lambda: epochs("epochs", 2), lambda: halve(MIN_EXAMPLES[0]), lambda: epochs("epochs", 1),
-             lambda: halve(MIN_EXAMPLES[1])]
+             lambda: halve("teacher_examples", MIN_EXAMPLES[0]), lambda: epochs("epochs", 2),
+             lambda: halve("train_examples", MIN_EXAMPLES[0]), lambda: epochs("epochs", 1),
+             lambda: halve("train_examples", MIN_EXAMPLES[1]), lambda: halve("teacher_examples", MIN_EXAMPLES[1])]
     while rest() > available:
         if not any(move() for move in moves):
             plan.over_budget = True
             break
     if work.pretrain:  # what the other stages leave goes to pre-training
-        plan.pretrain_s = max(plan.pretrain_s or 0.0, budget_s - rest())
+        plan.pretrain_s = max(plan.pretrain_s or 0.0, left - rest())
     plan.estimate_s = estimate(work, plan, rates)
-    _describe(work, plan, start)
+    _describe(work, plan, start, spent_s)
     return plan
 
 
-def _describe(work: Work, plan: Plan, start: dict[str, int]) -> None:
+def _describe(work: Work, plan: Plan, start: dict[str, int], spent_s: float) -> None:
     cells0 = len(work.batch_sizes) * len(work.learning_rates)
     if plan.cells < cells0:
         plan.cuts.append(f"grid: {cells0} → {plan.cells} cell{'s' if plan.cells > 1 else ''} "
@@ -249,16 +262,22 @@ def _describe(work: Work, plan: Plan, start: dict[str, int]) -> None:
         plan.cuts.append(f"teacher fine-tuning: {work.teacher_epochs:g} → {plan.teacher_epochs:g} epoch(s)")
     if plan.epochs < work.epochs:
         plan.cuts.append(f"student fine-tuning and distillation: {work.epochs:g} → {plan.epochs:g} epoch(s)")
+    for t, k in plan.teacher_examples.items():
+        if k < plan.train_examples[t]:
+            plan.cuts.append(f"the teacher's {t} training set: {plan.full_examples[t]:,} → {k:,} examples (a seeded "
+                             "sample; the students and the transfer set keep theirs)")
     for t, k in plan.train_examples.items():
         if k < start[t]:
             plan.cuts.append(f"{t} training set: {plan.full_examples[t]:,} → {k:,} examples (a seeded sample; "
                              "the dev set is whole)")
     if plan.pretrain_s is not None:
         tokens = plan.pretrain_s * PRETRAIN_TOKENS_PER_S / max(1, work.students)
-        plan.notes.append(f"pre-training: {plan.pretrain_s / 60:.1f} min of the {plan.budget_s / 60:.0f} "
+        plan.notes.append(f"pre-training: {plan.pretrain_s / 60:.1f} min of the {plan.budget_s / 60:.0f} min budget "
                           f"(≈{tokens / 1e6:.1f} M tokens per student at Tiny's {PRETRAIN_TOKENS_PER_S:,.0f} "
                           "tokens/s; the paper: 1 M steps of 128 × 256 tokens)")
-    total = sum(plan.estimate_s.values())
+    if spent_s >= 1:
+        plan.notes.append(f"finding the data and measuring this machine's speed took {spent_s:.0f} s of the budget")
+    total = sum(plan.estimate_s.values()) + spent_s
     if plan.over_budget:
         plan.cuts.append(f"the budget is too small even after every cut: estimated {total / 60:.1f} min "
                          f"against {plan.budget_s / 60:.1f}")
@@ -285,30 +304,34 @@ def _train_rate(model, spec, feats, targets, pad_id: int, seconds: float) -> flo
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-        if i > 0:  # the first step pays for allocations
+        if i > 1:  # the first steps pay for allocations
             spent += time.perf_counter() - t0
             done += len(index)
-        if spent >= seconds and i >= 3:
+        if spent >= seconds and i >= 4:
             break
     return done / max(spent, 1e-9)
 
 
 def _infer_rate(model, feats, pad_id: int) -> float:
+    from wellread.data.batching import Features
     from wellread.eval.predict import predict_logits
 
+    k = min(16, len(feats))  # a first call pays for allocations
+    predict_logits(model, Features(feats.ids[:feats.offsets[k]], feats.type_ids[:feats.offsets[k]],
+                                   feats.offsets[:k + 1]), pad_id=pad_id)
     t0 = time.perf_counter()
     predict_logits(model, feats, pad_id=pad_id)
     return len(feats) / max(time.perf_counter() - t0, 1e-9)
 
 
 def calibrate(student: str, teacher: Path | None, tasks: list[str], data_dir: Path, *, vocab: Path | None = None,
-              seconds: float = 1.5, sample: int = 1024) -> Rates:
+              seconds: float = 1.0, sample: int = 512) -> Rates:
     """Measure this machine's rates (one thread) on samples of each task's training set: a random
     student of the recipe's size, and the teacher when there is one. A few seconds per task."""
     import numpy as np
     import torch
 
-    from wellread.data.batching import Features, encode_pairs
+    from wellread.data.batching import encode_pairs
     from wellread.data.tasks import get_task, read_split
     from wellread.tokenization import PAD, load_tokenizer
     from wellread.train.finetune import FinetuneConfig, _targets, build_model, classifier_from_pretrained
@@ -333,12 +356,10 @@ def calibrate(student: str, teacher: Path | None, tasks: list[str], data_dir: Pa
                 else:
                     tok = load_tokenizer(path)
                     model = classifier_from_pretrained(path, spec, seed=0, new_head=True)
-                feats: Features = encode_pairs(tok, [e.text_a for e in ex], [e.text_b for e in ex], 128)
+                feats = encode_pairs(tok, [e.text_a for e in ex], [e.text_b for e in ex], 128)
                 pad = tok.token_to_id(PAD)
                 getattr(rates, f"{kind}_train")[task] = _train_rate(model, spec, feats, targets, pad, seconds)
-                n = sample if kind == "student" else sample // 4
-                sub = Features(feats.ids[:feats.offsets[n]], feats.type_ids[:feats.offsets[n]], feats.offsets[:n + 1])
-                getattr(rates, f"{kind}_infer")[task] = _infer_rate(model, sub, pad)
+                getattr(rates, f"{kind}_infer")[task] = _infer_rate(model, feats, pad)
     finally:
         torch.set_num_threads(threads)
     return rates

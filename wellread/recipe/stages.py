@@ -39,6 +39,7 @@ class Recipe:
         self.stage = StageRunner(self.out)
         self.workers = cfg.workers or min(8, os.cpu_count() or 1)
         self.runs: list[dict] = []  # what the report reads: kind, arm, student, seed, task, path
+        self.plan: B.Plan | None = None
 
     # --- planning ---------------------------------------------------------------------------------
 
@@ -75,13 +76,13 @@ class Recipe:
         rates = B.Rates.table()
         if budget is not None and c.calibrate:
             t0 = time.perf_counter()
-            log("measuring this machine's speed on each task (a few seconds)")
+            log("measuring this machine's speed on each task (seconds; --no-calibrate uses a table)")
             rates = B.calibrate(c.students[0], src.teacher if c.distils and c.teacher_epochs else None, c.tasks,
                                 src.glue, vocab=self.vocab_for_calibration())
             spent_s += time.perf_counter() - t0
-        plan = B.plan_budget(self.work(src, sizes), None if budget is None else budget - spent_s, rates,
-                             pretrain_share=c.pretrain_share, pretrain_steps=c.pretrain_steps)
-        plan.budget_s = budget
+            log(f"measured in {time.perf_counter() - t0:.0f} s; planning the {(budget - spent_s) / 60:.1f} min left")
+        plan = B.plan_budget(self.work(src, sizes), budget, rates, pretrain_share=c.pretrain_share,
+                             pretrain_steps=c.pretrain_steps, spent_s=spent_s)
         atomic_write_json(self.out / PLAN, {"key": key, "plan": plan.to_dict()})
         return plan
 
@@ -91,13 +92,14 @@ class Recipe:
 
     # --- stages -----------------------------------------------------------------------------------
 
-    def data(self, src: Sources, plan: B.Plan) -> Path:
-        """GLUE as it is, or a seeded sample of the training sets the budget cut."""
-        if all(plan.train_examples[t] >= plan.full_examples[t] for t in self.cfg.tasks):
+    def data(self, src: Sources, plan: B.Plan, name: str = "data", sizes: dict[str, int] | None = None) -> Path:
+        """GLUE as it is, or a seeded sample of the training sets the budget cut (the teacher's: ``data-teacher``)."""
+        sizes = sizes or plan.train_examples
+        if all(sizes[t] >= plan.full_examples[t] for t in self.cfg.tasks):
             return src.glue
-        out = self.out / "data"
-        self.stage("data", {"glue": str(src.glue), "train_examples": plan.train_examples, "seed": 0},
-                   lambda: {"glue": str(sample_glue(src.glue, out, plan.train_examples))}, dirs=[out])
+        out = self.out / name
+        self.stage(name, {"glue": str(src.glue), "train_examples": sizes, "seed": 0},
+                   lambda: {"glue": str(sample_glue(src.glue, out, sizes))}, dirs=[out])
         return out
 
     def vocab(self, src: Sources) -> Path:
@@ -172,19 +174,22 @@ class Recipe:
         settings = to_dict(gc) | {"quiet": None, "workers": None, "out": None}
         return self.stage(name, settings, run, dirs=[Path(gc.out)], after=after, estimate_s=estimate_s)
 
-    def teachers(self, src: Sources, glue: Path, plan: B.Plan) -> dict[str, Path]:
+    def teachers(self, src: Sources, plan: B.Plan) -> dict[str, Path]:
         """The teacher fine-tuned on each task (a one-cell grid: the tasks side by side)."""
         from wellread.train.grid import GridConfig
 
         c = self.cfg
         if c.teacher_epochs == 0:
             return {t: src.teacher for t in c.tasks}
+        teacher_sizes = plan.teacher_examples or plan.train_examples
+        glue = self.data(src, plan) if teacher_sizes == plan.train_examples else \
+            self.data(src, plan, "data-teacher", teacher_sizes)
         out = self.out / "teacher"
         gc = GridConfig(model=str(src.teacher), tasks=",".join(c.tasks), data_dir=glue, out=out,
                         batch_sizes=str(c.teacher_batch_size), learning_rates=f"{c.teacher_lr:g}",
                         epochs=plan.teacher_epochs, max_length=c.max_length, seed=0, workers=self.workers, threads=1,
                         keep_models="best", quiet=True)
-        self.grid_stage("teacher", gc, after=["data"], estimate_s=plan.estimate_s.get("teacher"))
+        self.grid_stage("teacher", gc, after=["data", "data-teacher"], estimate_s=plan.estimate_s.get("teacher"))
         self.runs.append({"kind": "grid", "arm": "teacher", "path": out.name})
         best = json.loads((out / "best.json").read_text(encoding="utf-8"))
         return {t: out / best[t]["model"] for t in c.tasks}
@@ -246,7 +251,8 @@ class Recipe:
             atomic_write_json(out / "results.json", {"data_dir": str(glue), "rows": rows})
             return {"models": len(rows)}
 
-        self.stage("evaluate", {"models": models, "glue": str(glue)}, run, dirs=[out], after=after)
+        self.stage("evaluate", {"models": models, "glue": str(glue)}, run, dirs=[out], after=after,
+                   estimate_s=self.plan.estimate_s.get("evaluate"))
         return out
 
     # --- the whole recipe ---------------------------------------------------------------------------
@@ -257,7 +263,7 @@ class Recipe:
         self.out.mkdir(parents=True, exist_ok=True)
         src = find_sources(c)
         sizes = self.sizes(src.glue)
-        plan = self.make_plan(src, sizes, time.perf_counter() - t0)
+        plan = self.plan = self.make_plan(src, sizes, time.perf_counter() - t0)
         write_if_changed(self.out / "recipe.yaml", config_yaml(c))
         for line in plan.notes:
             log(line)
@@ -274,7 +280,7 @@ class Recipe:
                 pre_after[s] = [f"pretrain-{s}"]
         else:
             vocab = self.vocab(src)
-        teachers = self.teachers(src, glue, plan) if c.distils else {}
+        teachers = self.teachers(src, plan) if c.distils else {}
         all_stages: list[str] = []
         for seed in c.seeds:
             for s in c.students:

@@ -266,6 +266,8 @@ def recipe_header(rec: dict) -> str:
              f"{c.get('threads') or 'all'} threads)",
              "- training examples per task: " + ", ".join(
                  f"{t} {n:,}" + (f" of {plan['full_examples'][t]:,}" if n < plan["full_examples"][t] else "")
+                 + (f" (the teacher: {plan['teacher_examples'][t]:,})"
+                    if plan.get("teacher_examples", {}).get(t, n) < n else "")
                  for t, n in plan["train_examples"].items()), ""]
     lines += ["### What the time budget cut", ""]
     if budget:
