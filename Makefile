@@ -3,7 +3,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 DATA   ?= $(or $(WELLREAD_DATA),../shared/data)
-RUN    ?= runs/quickstart
+RUN    ?= runs/recipe
+BUDGET ?= 10m
 
 .PHONY: install run test lint clean
 
@@ -17,14 +18,13 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-# The main job, offline: learn a WordPiece vocabulary on real text, build Tiny on it, save it in the
-# Hugging Face layout, and encode a sentence with it.
+# The main job, offline: the paper's recipe end to end on real data (`wellread recipe`, docs/recipe.md):
+# corpus, MLM pre-training of Tiny, the all-MiniLM-L6-v2 teacher fine-tuned, Pre-trained Distillation,
+# the grid, evaluation and a report (RUN/report/report.md, .html), planned to fit BUDGET. Running it
+# again skips every finished stage; `make run BUDGET=60m` is the hour-long run.
 run: install
-	@test -d $(DATA)/text || { echo "make run: no text under $(DATA)/text; set WELLREAD_DATA=DIR (a folder with text/*.txt|*.gz)"; exit 1; }
-	$(BIN)/wellread models
-	$(BIN)/wellread vocab train $(DATA)/text/*.gz --size 8000 --out $(RUN)/vocab --overwrite
-	$(BIN)/wellread init tiny --vocab $(RUN)/vocab --out $(RUN)/tiny --seed 0 --overwrite
-	$(BIN)/wellread vocab encode --vocab $(RUN)/tiny "Well-read students learn better: pre-trained distillation of compact BERTs."
+	@test -d $(DATA)/glue -a -d $(DATA)/text || { echo "make run: no glue/ and text/ under $(DATA); set WELLREAD_DATA=DIR (holding glue/<Task>/ and text/*.gz)"; exit 1; }
+	$(BIN)/wellread recipe --data $(DATA) --time-budget $(BUDGET) --out $(RUN)
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -62,7 +62,7 @@ def test_vocab_train_from_the_command_line(tmp_path, capsys):
     assert (tmp_path / "v" / "vocab.txt").read_text().splitlines()[:5] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
-@pytest.mark.parametrize("cmd", [["models"], ["init"], ["vocab", "train"], ["vocab", "encode"]])
+@pytest.mark.parametrize("cmd", [["models"], ["init"], ["vocab", "train"], ["vocab", "encode"], ["recipe"], ["report"]])
 def test_every_command_has_help(cmd, capsys):
     with pytest.raises(SystemExit) as e:
         cli.main([*cmd, "-h"])

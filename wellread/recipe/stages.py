@@ -240,8 +240,7 @@ class Recipe:
             from wellread.eval.glue import evaluate_model
             from wellread.train.grid import cell_score
 
-            if self.cfg.threads:
-                torch.set_num_threads(self.cfg.threads)
+            torch.set_num_threads(self.cfg.threads or os.cpu_count() or 1)  # a one-worker grid leaves it at 1
             rows = []
             for m in models:
                 r = evaluate_model(self.out / m["model"], m["task"], glue, max_length=self.cfg.max_length)
