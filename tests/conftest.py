@@ -74,12 +74,13 @@ def glue_slice_dir(root: Path, tasks: dict[str, tuple[int, int]]) -> Path:
 
 
 def toy_recipe_args(root: Path, out: Path) -> list[str]:
-    """`wellread recipe` at toy size: real SST-2/STS-B slices, 4,000 KJV verses, a small random teacher."""
+    """`wellread recipe` at toy size: real SST-2/STS-B slices (a sample of 120 training rows), 4,000 KJV
+    verses, a small random teacher, one grid cell, one epoch."""
     return ["recipe", "--out", str(out), "--glue", str(root / "glue"), "--text", str(root / "kjv.txt"),
             "--teacher", str(root / "teacher"), "--time-budget", "off", "--pretrain-steps", "3",
             "--pretrain-batch-size", "8", "--pretrain-max-seq-length", "64", "--group-lines", "8",
             "--batch-sizes", "16", "--learning-rates", "1e-3", "--epochs", "1", "--teacher-epochs", "1",
-            "--workers", "1", "--threads", "1", "--quiet"]
+            "--max-train-examples", "120", "--workers", "1", "--threads", "1", "--quiet"]
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,7 @@ from wellread.recipe.config import RecipeConfig, config_yaml
 from wellread.recipe.runner import StageRunner
 from wellread.recipe.sources import sample_glue
 
-STAGES = {"corpus", "pretrain-tiny", "teacher", "grid-random-tiny-s0", "grid-pretrained-tiny-s0", "distill-tiny-s0",
+STAGES = {"data", "corpus", "pretrain-tiny", "teacher", "grid-random-tiny-s0", "grid-pretrained-tiny-s0", "distill-tiny-s0",
           "evaluate", "report"}
 ARMS = {"random", "pretrained", "pd", "pd+ft", "teacher"}
 
@@ -47,6 +47,9 @@ def test_every_stage_leaves_a_run_directory_whose_models_load(toy_recipe):
     markers = {p.stem: json.loads(p.read_text()) for p in (out / "stages").glob("*.json")}
     assert set(markers) == STAGES and all(m["status"] == "finished" for m in markers.values())
     assert load_corpus(out / "corpus").num_tokens > 10_000
+    assert len((out / "data" / "SST-2" / "train.tsv").read_text().splitlines()) == 121  # header + the sample
+    cell = json.loads((out / "grid-random-tiny-s0" / "sst2" / "bs16_lr0.001" / "results.json").read_text())
+    assert cell["train_examples"] == 120 and cell["settings"]["data_dir"] == str(out / "data")
     pre = json.loads((out / "pretrain-tiny" / "results.json").read_text())
     assert pre["steps"] == 3 and pre["objective"] == "mlm"
     AutoModelForMaskedLM.from_pretrained(out / "pretrain-tiny" / "model")
@@ -193,6 +196,25 @@ def test_calibration_measures_this_machines_rates(small_model_dir, tmp_path):
     assert rates.get("student_infer", "sst2") > rates.get("student_train", "sst2")
 
 
+def test_the_plan_is_kept_while_the_settings_and_the_data_stay(tmp_path):
+    from wellread.recipe.sources import Sources
+    from wellread.recipe.stages import Recipe
+
+    (tmp_path / "prose.txt").write_text("a paragraph of prose\n" * 1000)
+    src = Sources(glue=tmp_path, text=[tmp_path / "prose.txt"], teacher=None, published={})
+    sizes = {"sst2": (67_349, 872), "stsb": (5_749, 1_500)}
+    cfg = RecipeConfig(out=tmp_path / "r", time_budget="20m", calibrate=False, workers=2)
+    (tmp_path / "r").mkdir()
+    first = Recipe(cfg).make_plan(src, sizes, 0.0)
+    saved = json.loads((tmp_path / "r" / "plan.json").read_text())
+    saved["plan"]["cuts"] = ["as planned before"]
+    (tmp_path / "r" / "plan.json").write_text(json.dumps(saved))
+    assert Recipe(cfg).make_plan(src, sizes, 5.0).cuts == ["as planned before"]  # reused, not re-planned
+    again = Recipe(RecipeConfig(out=tmp_path / "r", time_budget="60m", calibrate=False, workers=2)).make_plan(
+        src, sizes, 0.0)
+    assert again.cuts != ["as planned before"] and again.budget_s == 3600 and again.pretrain_s > first.pretrain_s
+
+
 # --- the config and the sources -----------------------------------------------------------------------
 
 def test_print_config_shows_the_default_and_loads_back(tmp_path, capsys):
@@ -237,11 +259,18 @@ def test_the_hub_source_offline_names_the_file_to_fetch(tmp_path):
     assert "https://huggingface.co/datasets/nyu-mll/glue/resolve/main/stsb/train-00000-of-00001.parquet" in line
 
 
+def test_the_published_weights_offline_name_the_file_to_fetch(tmp_path):
+    line = _one_line(_run("recipe", "--published", "--out", str(tmp_path / "r"),
+                          env={"WELLREAD_OFFLINE": "1", "WELLREAD_CACHE": str(tmp_path / "cache")}), "offline")
+    assert "google/bert_uncased_L-2_H-128_A-2/resolve/main/config.json" in line
+
+
 def test_bad_settings_are_refused_naming_the_field():
     from wellread.errors import WellreadError
 
     for kw, name in ((dict(arms=["random", "bogus"]), "arms"), (dict(tasks=["ax"]), "tasks"),
-                     (dict(time_budget="soon"), "time_budget"), (dict(source="web"), "source")):
+                     (dict(time_budget="soon"), "time_budget"), (dict(source="web"), "source"),
+                     (dict(published=False, arms=["random", "published"]), "arms")):
         with pytest.raises(WellreadError) as e:
             RecipeConfig(**kw)
         assert e.value.field == name

@@ -123,3 +123,20 @@ def test_markdown_subset_to_html():
     assert "<thead><tr><th>a</th><th>b</th></tr></thead><tbody><tr><td>1</td><td>2 &lt;3</td></tr></tbody>" in page
     assert '<img src="p.png" alt="plot">' in page and "<ul><li>one</li><li>two</li></ul>" in page
     assert "<pre><code>&lt;raw&gt; &amp; code</code></pre>" in page
+
+
+def test_seeds_are_averaged_with_their_spread(tmp_path):
+    from wellread.report import glue_table, pd_section
+    from wellread.report.collect import Collection, Score
+
+    def score(arm, label, seed, acc):
+        return Score(label=label, task="sst2", dev={"dev/accuracy": acc}, score=acc, arm=arm, seed=seed, cell=(32, 1e-4))
+
+    col = Collection(scores=[score("random", "random init", 0, 0.80), score("random", "random init", 1, 0.82),
+                             score("pd+ft", "PD + fine-tuned", 0, 0.85), score("pd+ft", "PD + fine-tuned", 1, 0.87)],
+                     students=["tiny"])
+    figures = []
+    md = pd_section(col, tmp_path, figures)
+    assert "| random init | 81.0 ± 1.4 (n=2) |" in md and "| PD + fine-tuned | 86.0 ± 1.4 (n=2) |" in md
+    assert figures == [tmp_path / "pd-comparison.png"] and figures[0].is_file()
+    assert "| random init (dev) | 81.0 | 81.0 |" in glue_table(col)

@@ -109,6 +109,7 @@ class Plan:
     notes: list[str] = dataclasses.field(default_factory=list)
     over_budget: bool = False
     rates: dict = dataclasses.field(default_factory=dict)
+    spent_s: float = 0.0  # of the budget, before planning (finding the data, measuring the rates)
 
     @property
     def cells(self) -> int:
@@ -204,6 +205,7 @@ def plan_budget(work: Work, budget_s: float | None, rates: Rates, *, pretrain_sh
     if not 0 < pretrain_share < 1:
         raise WellreadError("must be between 0 and 1", field="pretrain_share")
     left = budget_s - spent_s
+    plan.spent_s = spent_s
     if work.pretrain:
         plan.pretrain_s = pretrain_share * left
     available = left - (plan.pretrain_s or 0.0)

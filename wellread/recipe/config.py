@@ -142,6 +142,8 @@ class RecipeConfig:
         unknown = [a for a in self.arms if a not in ARMS]
         if unknown:
             raise WellreadError(f"unknown arm(s) {', '.join(unknown)} (known: {', '.join(ARMS)})", field="arms")
+        if self.published is False and "published" in self.arms:
+            raise WellreadError("the arm 'published' needs the published weights; drop --no-published", field="arms")
         from wellread import zoo
 
         for s in self.students:

@@ -84,7 +84,8 @@ def find_sources(cfg: RecipeConfig) -> Sources:
         raise WellreadError(f"no text to pre-train on: looked for text/ in {looked}; {hint}", field="text")
     teacher = resolve_teacher(cfg.teacher) if cfg.distils else None
     published = {}
-    if cfg.published or (cfg.published is None and cfg.source == "hub") or (cfg.pretrains and not text):
+    if cfg.published or (cfg.published is None and (cfg.source == "hub" or "published" in cfg.arms)) \
+            or (cfg.pretrains and not text):
         from wellread import hub, zoo
 
         published = {s: hub.resolve_model(zoo.get(s).google_hub_id, source="hub", progress=not cfg.quiet)

@@ -40,6 +40,7 @@ class Recipe:
         self.workers = cfg.workers or min(8, os.cpu_count() or 1)
         self.runs: list[dict] = []  # what the report reads: kind, arm, student, seed, task, path
         self.plan: B.Plan | None = None
+        self.arms = list(cfg.arms)
 
     # --- planning ---------------------------------------------------------------------------------
 
@@ -55,7 +56,7 @@ class Recipe:
         c = self.cfg
         return B.Work(tasks=sizes, batch_sizes=c.batch_sizes, learning_rates=c.learning_rates,
                       core_cell=(c.core_batch_size, c.core_lr), epochs=c.epochs, teacher_epochs=c.teacher_epochs,
-                      seeds=len(c.seeds), students=len(c.students), arms=tuple(c.arms), augment=c.augment,
+                      seeds=len(c.seeds), students=len(c.students), arms=tuple(self.arms), augment=c.augment,
                       text_bytes=text_bytes(src.text), train_vocab=c.vocab == "train",
                       pretrain=c.pretrains and bool(src.text), workers=self.workers,
                       max_train_examples=c.max_train_examples)
@@ -182,7 +183,7 @@ class Recipe:
         if c.teacher_epochs == 0:
             return {t: src.teacher for t in c.tasks}
         teacher_sizes = plan.teacher_examples or plan.train_examples
-        glue = self.data(src, plan) if teacher_sizes == plan.train_examples else \
+        glue = self.glue if teacher_sizes == plan.train_examples else \
             self.data(src, plan, "data-teacher", teacher_sizes)
         out = self.out / "teacher"
         gc = GridConfig(model=str(src.teacher), tasks=",".join(c.tasks), data_dir=glue, out=out,
@@ -261,6 +262,10 @@ class Recipe:
         t0 = time.perf_counter()
         self.out.mkdir(parents=True, exist_ok=True)
         src = find_sources(c)
+        if src.published and src.text and "published" not in self.arms:
+            self.arms.append("published")
+        if not src.text and "published" in self.arms:  # no text: the published weights are the pre-trained student
+            self.arms.remove("published")
         sizes = self.sizes(src.glue)
         plan = self.plan = self.make_plan(src, sizes, time.perf_counter() - t0)
         write_if_changed(self.out / "recipe.yaml", config_yaml(c))
@@ -268,7 +273,7 @@ class Recipe:
             log(line)
         for line in plan.cuts:
             log(f"cut to fit the budget: {line}")
-        glue = self.data(src, plan)
+        glue = self.glue = self.data(src, plan)
         students: dict[str, Path] = dict(src.published)
         pre_after: dict[str, list[str]] = {s: [] for s in c.students}
         if c.pretrains and src.text:
@@ -284,7 +289,7 @@ class Recipe:
         for seed in c.seeds:
             for s in c.students:
                 for arm in ("random", "pretrained", "published"):
-                    if arm not in c.arms:
+                    if arm not in self.arms:
                         continue
                     model = s if arm == "random" else students[s] if arm == "pretrained" else src.published[s]
                     self.grid(arm, s, model, seed, glue, vocab, plan, ["data", "vocab"] + pre_after[s])

@@ -245,7 +245,9 @@ def recipe_header(rec: dict) -> str:
     lines = [f"Recipe `{rec['root']}` (settings: `recipe.yaml`): students {', '.join(c['students'])}; teacher "
              f"{src.get('teacher_name', c['teacher'])}; tasks {', '.join(c['tasks'])}; seeds "
              f"{', '.join(map(str, c['seeds']))}. "
-             + (f"Time budget {_duration(budget)}; the stages took {_duration(total)}." if budget else
+             + (f"Time budget {_duration(budget)}; the stages took {_duration(total)}"
+                + (f", after {plan['spent_s']:.0f} s finding the data and measuring the machine." if plan.get("spent_s")
+                   else ".") if budget else
                 f"No time budget; the stages took {_duration(total)}."), "",
              "### What ran", "",
              f"- data: GLUE from `{src.get('glue')}`; pre-training text: "
@@ -263,7 +265,7 @@ def recipe_header(rec: dict) -> str:
              f"{', '.join(f'{x:g}' for x in plan['learning_rates'])}, {plan['epochs']:g} epoch(s), max length "
              f"{c['max_length']}",
              f"- processes: {rec.get('workers', 1)} side by side, one thread each (pre-training and evaluation: "
-             f"{c.get('threads') or 'all'} threads)",
+             f"{c.get('threads') or 'all'} thread(s))",
              "- training examples per task: " + ", ".join(
                  f"{t} {n:,}" + (f" of {plan['full_examples'][t]:,}" if n < plan["full_examples"][t] else "")
                  + (f" (the teacher: {plan['teacher_examples'][t]:,})"
@@ -356,7 +358,7 @@ def write_report(paths: list[str | Path], out: str | Path, *, title: str | None 
     out.mkdir(parents=True, exist_ok=True)
     figures: list[Path] = []
     title = title or ("The compact-BERT recipe (Turc et al. 2019): report" if col.recipes else "wellread report")
-    parts = [f"# {title}", ""]
+    parts = [f"# {title}\n"]
     for rec in col.recipes:
         parts.append(recipe_header(rec))
     if not col.recipes:
