@@ -82,6 +82,9 @@ def find_sources(cfg: RecipeConfig) -> Sources:
             raise WellreadError("no such text file", file=p, field="text")
     if cfg.pretrains and not text and cfg.source == "local":
         raise WellreadError(f"no text to pre-train on: looked for text/ in {looked}; {hint}", field="text")
+    if cfg.vocab not in ("standard", "train") and not Path(cfg.vocab).exists():
+        raise WellreadError("no such vocabulary (expected standard, train, or a vocab.txt / tokenizer directory)",
+                            file=cfg.vocab, field="vocab")
     teacher = resolve_teacher(cfg.teacher) if cfg.distils else None
     published = {}
     if cfg.published or (cfg.published is None and (cfg.source == "hub" or "published" in cfg.arms)) \

@@ -9,7 +9,6 @@ from pathlib import Path
 
 from wellread.config import to_dict
 from wellread.data.tasks import get_task, read_split
-from wellread.errors import WellreadError
 from wellread.io import atomic_write_json, atomic_write_text
 from wellread.recipe import budget as B
 from wellread.recipe.config import RecipeConfig, config_yaml
@@ -110,9 +109,7 @@ class Recipe:
         if v == "standard":
             return tokenization.STANDARD_VOCAB
         if v != "train":
-            if not Path(v).exists():
-                raise WellreadError("no such vocabulary", file=v, field="vocab")
-            return Path(v)
+            return Path(v)  # checked by find_sources
         out = self.out / "vocab"
 
         def run() -> dict:
@@ -225,7 +222,7 @@ class Recipe:
                         max_length=c.max_length, seed=seed, workers=self.workers, threads=1, keep_models="all",
                         objective="distill", teacher=",".join(f"{t}={p}" for t, p in teachers.items()),
                         transfer=list(c.transfer), augment=c.augment, temperature=c.temperature, alpha=c.alpha,
-                        then_finetune="pd+ft" in c.arms, quiet=True)
+                        then_finetune="pd+ft" in self.arms, quiet=True)
         self.grid_stage(name, gc, after=after, after_run=lambda r: prune_distill(out, r),
                         estimate_s=plan.estimate_s.get("distill", 0) / (len(c.seeds) * len(c.students)))
         self.runs.append({"kind": "grid", "arm": "pd", "student": student, "seed": seed, "path": name})
