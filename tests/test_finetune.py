@@ -91,7 +91,8 @@ def test_a_model_for_another_label_set_is_refused(small_pretrained, rte_slice, t
 
 def test_a_killed_finetune_resumes_to_the_same_weights(small_pretrained, rte_slice, tmp_path):
     args = ["finetune", "--model", str(small_pretrained), "--task", "rte", "--data-dir", str(rte_slice),
-            "--batch-size", "8", "--lr", "1e-3", "--epochs", "3", "--checkpoint-every", "3", "--quiet"]
+            "--batch-size", "8", "--lr", "1e-3", "--epochs", "3", "--checkpoint-every", "3", "--quiet",
+            "--threads", "1"]  # the same threads in both processes (an earlier in-process run may have set 1)
     assert cli.main([*args, "--out", str(tmp_path / "full")]) == 0
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen([sys.executable, "-m", "wellread", *args, "--out", str(tmp_path / "killed")],
