@@ -13,7 +13,7 @@ import sys
 import pytest
 import yaml
 
-from tests.conftest import REPO, glue_slice_dir, toy_recipe_args
+from tests.conftest import REPO, data_path, glue_slice_dir, toy_recipe_args
 from wellread import cli
 from wellread.recipe import budget as B
 from wellread.recipe.config import RecipeConfig, config_yaml
@@ -260,6 +260,8 @@ def test_the_hub_source_offline_names_the_file_to_fetch(tmp_path):
 
 
 def test_the_published_weights_offline_name_the_file_to_fetch(tmp_path):
+    data_path("glue", "SST-2")
+    data_path("text")  # the default data: found, so the published weights are the first thing missing
     line = _one_line(_run("recipe", "--published", "--out", str(tmp_path / "r"),
                           env={"WELLREAD_OFFLINE": "1", "WELLREAD_CACHE": str(tmp_path / "cache")}), "offline")
     assert "google/bert_uncased_L-2_H-128_A-2/resolve/main/config.json" in line
