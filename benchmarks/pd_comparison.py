@@ -14,7 +14,7 @@ The teacher labels each task's transfer set once; every cell and seed reads the 
         --teacher stsb=/tmp/pd/teacher-stsb/model --teacher sst2=/tmp/pd/teacher-sst2/model \\
         --data-dir ../shared/data/glue --out /tmp/pd/compare --seeds 1,2,3
 
-Prints a Markdown table (mean and per-seed) and writes OUT/comparison.json. Re-running skips
+Prints a Markdown table (mean and per-seed) and writes OUT/comparison-TASKS-seedsS.json. Re-running skips
 finished cells (each cell is an ordinary wellread run directory).
 """
 
@@ -112,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
                                                                  for t in tasks) + " |")
     out = {"tasks": table, "seeds": seeds, "student": args.student, "wall_seconds": time.perf_counter() - t_start}
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "comparison.json").write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+    name = f"comparison-{'-'.join(tasks)}-seeds{'-'.join(map(str, seeds))}.json"
+    (args.out / name).write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
     return 0
 
 

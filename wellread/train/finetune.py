@@ -204,22 +204,26 @@ def run_settings(cfg: FinetuneConfig) -> dict:
     return to_dict(cfg) | {"quiet": None, "threads": None, "overwrite": None, "out": None}
 
 
-def build_tokenizer(model: str, *, random_init: bool = False, vocab: Path | None = None) -> Tokenizer:
-    """The tokenizer a fine-tuning run of ``model`` uses (without building the model)."""
-    if random_init:
-        zoo.get(model)  # an unknown name is refused here, with a suggestion
-        return load_tokenizer(vocab or STANDARD_VOCAB)
+def _model_path(model: str) -> Path:
+    """A local model directory for a directory, alias or hub id (resolved and downloaded if allowed)."""
     path = Path(model)
     if not path.is_dir():
         from wellread import hub
 
         path = hub.resolve_model(model)
-    return load_tokenizer(path)
+    return path
+
+
+def build_tokenizer(model: str, *, random_init: bool = False, vocab: Path | None = None) -> Tokenizer:
+    """The tokenizer a fine-tuning run of ``model`` uses (without building the model)."""
+    if random_init:
+        zoo.get(model)  # an unknown name is refused here, with a suggestion
+        return load_tokenizer(vocab or STANDARD_VOCAB)
+    return load_tokenizer(_model_path(model))
 
 
 def build_model(cfg: FinetuneConfig, spec: TaskSpec):
     """(model, tokenizer, description of the source) for a fine-tuning run."""
-    path = Path(cfg.model)
     if cfg.random_init:
         from transformers import BertForSequenceClassification
 
@@ -230,10 +234,7 @@ def build_model(cfg: FinetuneConfig, spec: TaskSpec):
         _set_dropout(config, cfg.dropout)
         torch.manual_seed(cfg.seed)
         return BertForSequenceClassification(config), tok, f"random {mini.name}"
-    if not path.is_dir():
-        from wellread import hub  # resolves names and hub ids to a local directory (downloading if allowed)
-
-        path = hub.resolve_model(cfg.model)
+    path = _model_path(cfg.model)
     model = classifier_from_pretrained(path, spec, seed=cfg.seed, new_head=cfg.new_head, dropout=cfg.dropout)
     tok = load_tokenizer(path)
     if tok.get_vocab_size() != model.config.vocab_size:

@@ -270,6 +270,17 @@ class TrainResult:
 
 def train(objective: Objective, cfg: TrainConfig, run_dir: str | Path, *, fingerprint: dict | None = None,
           eval_each_epoch: bool = False, on_epoch_end=None) -> TrainResult:
+    """``_train`` with torch's CPU thread count restored afterwards (``cfg.threads`` holds for this run only)."""
+    threads = torch.get_num_threads()
+    try:
+        return _train(objective, cfg, run_dir, fingerprint=fingerprint, eval_each_epoch=eval_each_epoch,
+                      on_epoch_end=on_epoch_end)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(objective: Objective, cfg: TrainConfig, run_dir: str | Path, *, fingerprint: dict | None = None,
+           eval_each_epoch: bool = False, on_epoch_end=None) -> TrainResult:
     """Train ``objective.model`` in ``run_dir`` (resuming from its checkpoint when there is one).
 
     ``fingerprint``: what must not change between a run and its resumption (model, data, settings);
