@@ -105,7 +105,7 @@ class NotFound(WellreadError):
 
 
 def _fetch_hint(url: str, dest: Path) -> str:
-    return f"fetch {url} yourself and put it at {dest}, then run again (add --offline to use the cache only)"
+    return f"fetch {url} yourself and put it at {dest}, then run again (WELLREAD_OFFLINE=1 uses the cache only)"
 
 
 def download(url: str, dest: str | Path, *, cache: str | Path | None = None, sha256: str | None = None,

@@ -70,6 +70,15 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
 
+def read_json_or_none(path: str | Path) -> dict | None:
+    """A JSON object from ``path``, or None when the file is missing, unreadable or not an object."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def read_json(path: str | Path, *, missing: str = "no such file") -> Any:
     """Parse a JSON file; a missing file or bad JSON is a WellreadError naming the file and line."""
     path = Path(path)

@@ -9,10 +9,10 @@ of the recipe is one too, with the PD + fine-tune cells under "finetune"), and a
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 from wellread.errors import WellreadError
+from wellread.io import read_json_or_none
 
 ARM_ORDER = ("random", "pretrained", "published", "pd", "pd+ft", "teacher")
 
@@ -54,11 +54,7 @@ class Collection:
 
 
 def read_json(path: Path) -> dict | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+    return read_json_or_none(path)
 
 
 def run_kind(path: Path) -> str | None:

@@ -34,7 +34,7 @@ from wellread.config import field, to_dict
 from wellread.data.batching import Features, cache_dir, cached_encode
 from wellread.data.tasks import TaskSpec, get_task, read_split
 from wellread.errors import WellreadError
-from wellread.io import atomic_write_bytes, atomic_write_json
+from wellread.io import atomic_write_bytes, atomic_write_json, read_json_or_none
 from wellread.tokenization import PAD, UNK, load_tokenizer
 from wellread.train.finetune import ClassificationObjective, FinetuneConfig, LabelledSet, build_model, load_labelled
 from wellread.train.loop import TrainConfig, open_run, train
@@ -242,21 +242,15 @@ def check_vocabulary(tok: Tokenizer, feats: Features, who: str, texts: Sequence[
 
 # --- the teacher's labels, cached -----------------------------------------------------------------
 
-def file_hash(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def teacher_fingerprint(path: Path) -> str:
     """A hash of the teacher's weights and config (what its predictions depend on)."""
     path = Path(path)
     weights = path / "model.safetensors"
     if not weights.is_file():
         raise WellreadError("the teacher has no model.safetensors", file=path)
-    return hashlib.sha256((file_hash(path / "config.json") + file_hash(weights)).encode()).hexdigest()
+    from wellread.hub import sha256_file
+
+    return hashlib.sha256((sha256_file(path / "config.json") + sha256_file(weights)).encode()).hexdigest()
 
 
 def load_teacher(path: str | Path, spec: TaskSpec):
@@ -420,17 +414,10 @@ class DistillObjective(ClassificationObjective):
         self.temperature = temperature
         self.alpha = alpha
 
-    def batches(self, epoch: int, start: int, micro_batch: int, rank: int, world: int) -> Iterator[dict]:
-        from wellread.data.batching import bucketed_batches, collate
-
-        order = bucketed_batches(self._lengths, micro_batch, self.seed, epoch)
-        share = micro_batch // world
-        for index in order[start:]:
-            part = index[rank * share:(rank + 1) * share]
-            batch = collate(self.train_set.feats, part, self.pad_id)
-            batch["labels"] = torch.from_numpy(self.train_set.targets[part])
-            batch["teacher"] = torch.from_numpy(self.teacher_logits[part])
-            yield batch
+    def batch(self, part: np.ndarray) -> dict:
+        batch = super().batch(part)
+        batch["teacher"] = torch.from_numpy(self.teacher_logits[part])
+        return batch
 
     def loss(self, model, batch: dict, totals: dict[str, float]):
         device = next(model.parameters()).device
@@ -499,7 +486,7 @@ def distill(cfg: DistillConfig) -> dict:
     done = open_run(out, settings, overwrite=cfg.overwrite, extra_files={"finetune", "distill.json"})
     if done is not None:
         return done
-    stage2 = _read_json(out / "distill.json")
+    stage2 = read_json_or_none(out / "distill.json")
     if stage2 is None or stage2.get("settings") != stage2_settings(cfg) or not (out / "model").is_dir():
         stage2 = _distill_stage(cfg, spec, stage2_settings(cfg))
     results = dict(stage2) | {"settings": settings}
@@ -514,14 +501,6 @@ def distill(cfg: DistillConfig) -> dict:
     results["finished"] = True
     atomic_write_json(out / "results.json", results)
     return results
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def _distill_stage(cfg: DistillConfig, spec: TaskSpec, settings: dict) -> dict:

@@ -102,10 +102,13 @@ class ClassificationObjective:
         order = bucketed_batches(self._lengths, micro_batch, self.seed, epoch)
         share = micro_batch // world
         for index in order[start:]:
-            part = index[rank * share:(rank + 1) * share]
-            batch = collate(self.train_set.feats, part, self.pad_id)
-            batch["labels"] = torch.from_numpy(self.train_set.targets[part])
-            yield batch
+            yield self.batch(index[rank * share:(rank + 1) * share])
+
+    def batch(self, part: np.ndarray) -> dict:
+        """The inputs and targets of the training examples ``part``."""
+        batch = collate(self.train_set.feats, part, self.pad_id)
+        batch["labels"] = torch.from_numpy(self.train_set.targets[part])
+        return batch
 
     def counts(self, batch: dict) -> dict[str, float]:
         return {"examples": float(len(batch["labels"]))}
