@@ -19,6 +19,16 @@ def data_path(*parts: str) -> Path:
     return p
 
 
+def write_glue_slice(root: Path, tasks: tuple[str, ...], n_train: int, n_dev: int) -> Path:
+    """The first rows of the real train and dev files of ``tasks`` (GLUE folder names), in the GLUE layout."""
+    for task in tasks:
+        (root / task).mkdir(parents=True, exist_ok=True)
+        for split, n in (("train", n_train), ("dev", n_dev)):
+            lines = data_path("glue", task, f"{split}.tsv").read_text(encoding="utf-8").splitlines()
+            (root / task / f"{split}.tsv").write_text("\n".join(lines[: n + 1]) + "\n", encoding="utf-8")
+    return root
+
+
 @pytest.fixture(scope="session")
 def std_vocab() -> Path:
     return data_path("vocab", "bert-base-uncased-vocab.txt")

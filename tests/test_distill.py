@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.conftest import data_path
+from tests.conftest import write_glue_slice
 from wellread import cli, modeling
 from wellread.data.tasks import get_task
 from wellread.errors import WellreadError
@@ -21,13 +21,7 @@ from wellread.train.distill import DistillConfig, distillation_loss
 @pytest.fixture(scope="module")
 def glue_slice(tmp_path_factory):
     """The first 160 training and 64 dev rows of the real SST-2 and STS-B, in the GLUE layout."""
-    root = tmp_path_factory.mktemp("glue")
-    for task in ("SST-2", "STS-B"):
-        (root / task).mkdir()
-        for split, n in (("train", 160), ("dev", 64)):
-            lines = data_path("glue", task, f"{split}.tsv").read_text(encoding="utf-8").splitlines()
-            (root / task / f"{split}.tsv").write_text("\n".join(lines[: n + 1]) + "\n", encoding="utf-8")
-    return root
+    return write_glue_slice(tmp_path_factory.mktemp("glue"), ("SST-2", "STS-B"), 160, 64)
 
 
 def _teacher(src, task: str, out, seed: int = 0):

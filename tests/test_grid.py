@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tests.conftest import REPO, data_path
+from tests.conftest import REPO, write_glue_slice
 from wellread import cli
 from wellread.errors import WellreadError
 from wellread.eval.metrics import task_score
@@ -22,13 +22,7 @@ from wellread.train.grid import GridConfig, run_grid
 @pytest.fixture(scope="module")
 def glue_slice(tmp_path_factory):
     """The first 96 training and 48 dev rows of the real RTE and STS-B, in the GLUE layout."""
-    root = tmp_path_factory.mktemp("glue")
-    for task in ("RTE", "STS-B"):
-        (root / task).mkdir()
-        for split, n in (("train", 96), ("dev", 48)):
-            lines = data_path("glue", task, f"{split}.tsv").read_text(encoding="utf-8").splitlines()
-            (root / task / f"{split}.tsv").write_text("\n".join(lines[: n + 1]) + "\n", encoding="utf-8")
-    return root
+    return write_glue_slice(tmp_path_factory.mktemp("glue"), ("RTE", "STS-B"), 96, 48)
 
 
 def grid_args(model, data, out, *extra) -> list[str]:
