@@ -253,8 +253,11 @@ def teacher_fingerprint(path: Path) -> str:
     return hashlib.sha256((sha256_file(path / "config.json") + sha256_file(weights)).encode()).hexdigest()
 
 
-def load_teacher(path: str | Path, spec: TaskSpec):
-    """(model, tokenizer, path) of a teacher whose classifier predicts exactly this task's labels."""
+def teacher_directory(path: str | Path, spec: TaskSpec) -> tuple[Path, int]:
+    """(model directory, number of outputs) of a teacher whose config predicts exactly this task's labels.
+
+    Reads config.json only: a grid cell whose labels are all cached never loads the teacher's weights.
+    """
     from wellread.io import model_directory
 
     path = model_directory(path) if Path(path).is_dir() else Path(path)
@@ -262,8 +265,7 @@ def load_teacher(path: str | Path, spec: TaskSpec):
         from wellread import hub
 
         path = hub.resolve_model(str(path))
-    model = modeling.load_classifier(path)
-    cfg = model.config
+    cfg = modeling.read_config(path)
     labels = [str(cfg.id2label[i]) for i in sorted(cfg.id2label)] if getattr(cfg, "id2label", None) else []
     if spec.is_regression:
         ok = cfg.num_labels == 1 and getattr(cfg, "problem_type", None) in (None, "regression")
@@ -273,8 +275,7 @@ def load_teacher(path: str | Path, spec: TaskSpec):
         want = "one score (regression)" if spec.is_regression else ", ".join(spec.labels)
         raise WellreadError(f"the teacher predicts {', '.join(labels) or cfg.num_labels} but {spec.name} needs {want}; "
                             f"fine-tune a teacher on {spec.name} first (wellread finetune)", file=path, field="teacher")
-    tok = load_tokenizer(path)
-    return model, tok, Path(path)
+    return Path(path), int(cfg.num_labels)
 
 
 @dataclasses.dataclass
@@ -295,9 +296,10 @@ def label_transfer(teacher_path: str | Path, spec: TaskSpec, transfer: TransferS
     killed labelling resumes at the first missing shard. A cache of another teacher or transfer set is
     refused.
     """
-    model, tok, path = load_teacher(teacher_path, spec)
+    path, num_labels = teacher_directory(teacher_path, spec)
+    model = tok = None  # loaded only when a shard is missing
     key = {"teacher": teacher_fingerprint(path), "transfer": transfer.content_hash(), "max_length": max_length,
-           "examples": len(transfer), "shard_size": SHARD_SIZE, "num_labels": int(model.config.num_labels)}
+           "examples": len(transfer), "shard_size": SHARD_SIZE, "num_labels": num_labels}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
     cache = Path(cache) if cache is not None else cache_dir() / "teacher-logits" / digest
     manifest_path = cache / "manifest.json"
@@ -322,7 +324,6 @@ def label_transfer(teacher_path: str | Path, spec: TaskSpec, transfer: TransferS
     n_shards = (n + SHARD_SIZE - 1) // SHARD_SIZE
     shards: list[np.ndarray] = []
     computed = reused = 0
-    feats = None
     t0 = time.perf_counter()
     from tqdm import tqdm
 
@@ -339,7 +340,8 @@ def label_transfer(teacher_path: str | Path, spec: TaskSpec, transfer: TransferS
                 if arr is not None and arr.shape != (hi - lo, key["num_labels"]):
                     arr = None
             if arr is None:
-                if feats is None:
+                if model is None:
+                    model, tok = modeling.load_classifier(path), load_tokenizer(path)
                     feats = _encode_checked(tok, transfer, max_length, "teacher")
                 arr = _predict_range(model, feats, lo, hi, tok.token_to_id(PAD), bf16)
                 import io
@@ -467,10 +469,10 @@ def finetune_stage_config(cfg: DistillConfig) -> FinetuneConfig:
                           out=Path(cfg.out) / "finetune", max_length=cfg.max_length, dropout=cfg.dropout)
 
 
-def prepare_labels(cfg: DistillConfig) -> TeacherLabels:
-    """Build the transfer set and have the teacher label it (or read the cache): what a grid does once."""
+def prepare_labels(cfg: DistillConfig, transfer: TransferSet | None = None) -> TeacherLabels:
+    """Have the teacher label the transfer set (built here unless given), or read the cache: what a grid does once."""
     spec = get_task(cfg.task)
-    transfer = build_transfer(cfg, spec)
+    transfer = transfer if transfer is not None else build_transfer(cfg, spec)
     tmax = cfg.teacher_max_length or cfg.max_length
     bf16 = bool(cfg.bf16) if cfg.bf16 is not None else torch.cuda.is_available()
     return label_transfer(cfg.teacher, spec, transfer, max_length=tmax, cache=cfg.cache, quiet=cfg.quiet, bf16=bf16)
@@ -505,8 +507,8 @@ def distill(cfg: DistillConfig) -> dict:
 
 def _distill_stage(cfg: DistillConfig, spec: TaskSpec, settings: dict) -> dict:
     out = Path(cfg.out)
-    labels = prepare_labels(cfg)
-    transfer = build_transfer(cfg, spec)  # cheap; the teacher's work is in the cache
+    transfer = build_transfer(cfg, spec)
+    labels = prepare_labels(cfg, transfer)
     model, tok, source = build_model(student_config(cfg), spec)
     pad_id = tok.token_to_id(PAD)
     max_length = min(cfg.max_length, model.config.max_position_embeddings)
