@@ -41,6 +41,7 @@ from wellread.data.pretraining import PretrainingDataset
 from wellread.errors import WellreadError
 from wellread.io import atomic_write_json
 from wellread.tokenization import STANDARD_VOCAB, load_tokenizer, vocab_hash
+from wellread.train.dropout import restore, use_fast_dropout
 from wellread.train.loop import TrainConfig, config_fingerprint, open_run, train
 
 INDEX = "data_index.jsonl"
@@ -96,25 +97,81 @@ class PretrainConfig(TrainConfig):
         return self.objective == "mlm+nsp"
 
 
+class MaskedLMLoss(torch.autograd.Function):
+    """Cross-entropy of the vocabulary projection, summed over rows, with its gradient made in one go.
+
+    ``forward(h, weight, bias, labels)`` computes the logits ``h @ weight.T + bias`` of the masked
+    rows and, in the same buffer and in place: the row maxima (their indices are the predictions,
+    so accuracy costs no extra pass), exp, the softmax, and the gradient ``softmax - onehot``, which
+    is kept for ``backward``. ``F.cross_entropy`` makes the log-softmax, then on backward a zeroed
+    one-hot gradient, then the softmax gradient: for Tiny those passes over a (masked rows × 30,522)
+    array cost as much as the projection itself. Returns (loss summed over rows, correct count).
+
+    Under bf16 autocast the two products run in bf16 and everything else in fp32 (as
+    ``F.cross_entropy(logits.float())`` on autocast logits). The same loss and gradients as
+    ``F.cross_entropy(h @ weight.T + bias, labels, reduction="sum")`` (tests/test_pretrain.py).
+    """
+
+    @staticmethod
+    def forward(ctx, h, weight, bias, labels):
+        mm_dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else h.dtype
+        if h.is_cuda:
+            mm_dtype = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else h.dtype
+        with torch.autocast(h.device.type, enabled=False):
+            logits = torch.addmm(bias.to(mm_dtype), h.to(mm_dtype), weight.to(mm_dtype).t()).float()
+            top, pred = logits.max(dim=1)
+            target = logits.gather(1, labels[:, None]).squeeze(1)
+            logits.sub_(top[:, None]).exp_()
+            total = logits.sum(dim=1)
+            loss = (top + total.log() - target).sum()
+            correct = (pred == labels).sum()
+            if any(ctx.needs_input_grad[:3]):
+                logits.div_(total[:, None])
+                logits[torch.arange(len(labels), device=labels.device), labels] -= 1.0
+                ctx.save_for_backward(logits, h, weight)
+                ctx.mm_dtype = mm_dtype
+        ctx.mark_non_differentiable(correct)
+        return loss, correct
+
+    @staticmethod
+    def backward(ctx, grad_loss, _grad_correct):
+        grad, h, weight = ctx.saved_tensors
+        mm = ctx.mm_dtype
+        with torch.autocast(grad.device.type, enabled=False):
+            g = grad.to(mm)
+            scale = grad_loss.float()
+            grad_h = grad_w = grad_b = None
+            if ctx.needs_input_grad[0]:
+                grad_h = (g @ weight.to(mm)).float().mul_(scale).to(h.dtype)
+            if ctx.needs_input_grad[1]:
+                grad_w = (g.t() @ h.to(mm)).float().mul_(scale).to(weight.dtype)
+            if ctx.needs_input_grad[2]:
+                grad_b = grad.sum(dim=0).mul_(scale)
+        return grad_h, grad_w, grad_b, None
+
+
 class SparsePretrainer(torch.nn.Module):
     """``BertForPreTraining`` with the MLM head applied to the masked positions only.
 
-    Returns (MLM logits of the masked rows, NSP logits or None). Its parameters are the wrapped
-    model's (prefixed ``net.``), so a data-parallel wrapper around it sees the whole forward pass.
+    Returns (MLM loss summed over the masked rows, correct predictions, NSP logits or None). Its
+    parameters are the wrapped model's (prefixed ``net.``), so a data-parallel wrapper around it
+    sees the whole forward pass, the loss's vocabulary projection included.
     """
 
     def __init__(self, net) -> None:
         super().__init__()
         self.net = net
 
-    def forward(self, input_ids, token_type_ids, attention_mask, masked_positions, nsp: bool = True):
+    def forward(self, input_ids, token_type_ids, attention_mask, masked_positions, masked_labels, nsp: bool = True):
         out = self.net.bert(input_ids=input_ids, token_type_ids=token_type_ids, attention_mask=attention_mask,
                             return_dict=False)
         hidden, pooled = out[0], out[1]
         rows = hidden.reshape(-1, hidden.size(-1)).index_select(0, masked_positions)
-        mlm_logits = self.net.cls.predictions(rows)
+        head = self.net.cls.predictions
+        rows = head.transform(rows)
+        mlm_sum, correct = MaskedLMLoss.apply(rows, head.decoder.weight, head.decoder.bias, masked_labels)
         nsp_logits = self.net.cls.seq_relationship(pooled) if nsp else None
-        return mlm_logits, nsp_logits
+        return mlm_sum, correct, nsp_logits
 
 
 def shard_batch(batch: dict[str, torch.Tensor], rank: int, world: int) -> dict[str, torch.Tensor]:
@@ -140,6 +197,8 @@ class PretrainObjective:
     def __init__(self, net, corpus: Corpus, tokenizer: Tokenizer, cfg: PretrainConfig,
                  run_dir: Path | None = None) -> None:
         self.model = SparsePretrainer(net)
+        # CPU training: dropout from 15-bit uniforms (wellread.train.dropout); undone by restore_dropout()
+        self._dropout = use_fast_dropout(net) if not torch.cuda.is_available() else None
         self.corpus, self.tokenizer, self.cfg = corpus, tokenizer, cfg
         self.nsp = cfg.nsp
         if not self.nsp:  # unused without NSP: frozen, so every trained parameter gets a gradient
@@ -148,6 +207,12 @@ class PretrainObjective:
         self.run_dir = run_dir
         self._lengths: dict[tuple[int, int], int] = {}
         self._eval_dataset(1)  # refuse bad eval settings (too few documents) before training starts
+
+    def restore_dropout(self) -> None:
+        """The model's own dropout modules and attention back, as transformers made them (before saving)."""
+        if self._dropout is not None:
+            restore(self._dropout)
+            self._dropout = None
 
     def dataset(self, batch_size: int, split: str = "train") -> PretrainingDataset:
         c = self.cfg
@@ -249,21 +314,17 @@ class PretrainObjective:
     def tokens(self, batch: dict) -> int:
         return int(batch["attention_mask"].sum())
 
-    def _forward(self, model, batch: dict):
+    def loss(self, model, batch: dict, totals: dict[str, float]):
         device = next(model.parameters()).device
         b = {k: v.to(device) for k, v in batch.items()}
-        mlm, nsp = model(b["input_ids"], b["token_type_ids"], b["attention_mask"], b["masked_positions"], nsp=self.nsp)
-        return b, mlm.float(), None if nsp is None else nsp.float()
-
-    def loss(self, model, batch: dict, totals: dict[str, float]):
-        b, mlm, nsp = self._forward(model, batch)
         labels = b["masked_labels"]
-        mlm_sum = F.cross_entropy(mlm, labels, reduction="sum")
+        mlm_sum, correct, nsp = model(b["input_ids"], b["token_type_ids"], b["attention_mask"],
+                                      b["masked_positions"], labels, nsp=self.nsp)
         loss = mlm_sum / max(totals["masked"], 1.0)
         stats = {"mlm_loss_sum": float(mlm_sum.detach()), "masked": float(len(labels)),
-                 "masked_correct": float((mlm.detach().argmax(-1) == labels).sum())}
+                 "masked_correct": float(correct)}
         if nsp is not None:
-            nl = b["next_sentence_label"]
+            nsp, nl = nsp.float(), b["next_sentence_label"]
             nsp_sum = F.cross_entropy(nsp, nl, reduction="sum")
             loss = loss + nsp_sum / totals["sequences"]
             stats |= {"nsp_loss_sum": float(nsp_sum.detach()), "sequences": float(len(nl)),
@@ -339,6 +400,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
     result = train(objective, cfg, out, fingerprint={"settings": settings, "corpus": corpus.vocab_hash,
                                                      "documents": corpus.num_documents, "tokens": corpus.num_tokens})
     wall = time.perf_counter() - t0
+    objective.restore_dropout()
     net = objective.model.net.cpu()
     for p in net.parameters():
         p.requires_grad_(True)
@@ -360,4 +422,4 @@ def pretrain(cfg: PretrainConfig) -> dict:
     return results
 
 
-__all__ = ["PretrainConfig", "PretrainObjective", "SparsePretrainer", "pretrain", "build_model", "shard_batch"]
+__all__ = ["PretrainConfig", "PretrainObjective", "SparsePretrainer", "MaskedLMLoss", "pretrain", "build_model", "shard_batch"]
