@@ -86,24 +86,26 @@ def main() -> None:
     ap.add_argument("--epochs", type=float, default=1.0)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--model", help="start both from this model directory (default: a random Tiny)")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         data = subset(a.task, a.train_rows, tmp / "glue")
         os.environ["WELLREAD_CACHE"] = str(tmp / "cache")  # no feature cache from an earlier run
         common = dict(task=a.task, data_dir=data, batch_size=a.batch_size, lr=a.lr, epochs=a.epochs, quiet=True)
-        t0 = time.perf_counter()
-        ours = finetune(FinetuneConfig(model="tiny", random_init=True, out=tmp / "ours", **common))
-        ours_wall = time.perf_counter() - t0
-        # The Trainer starts from the very same initial weights: a random Tiny saved by wellread.
-        from wellread import modeling, tokenization, zoo
+        if a.model:  # a pre-trained model directory: both start from its encoder
+            init = Path(a.model)
+        else:  # both start from the very same random weights: a random Tiny saved by wellread
+            from wellread import modeling, tokenization, zoo
 
-        tok = tokenization.load_tokenizer(tokenization.STANDARD_VOCAB)
-        init = modeling.init_model(zoo.get("tiny"), tok, seed=0)
-        modeling.save_model(init, tok, tmp / "init")
-        hf = run_trainer(tmp / "init", data, a.task, a.batch_size, a.lr, a.epochs, tmp / "hf")
+            tok = tokenization.load_tokenizer(tokenization.STANDARD_VOCAB)
+            init = modeling.save_model(modeling.init_model(zoo.get("tiny"), tok, seed=0), tok, tmp / "init")
+        t0 = time.perf_counter()
+        ours = finetune(FinetuneConfig(model=str(init), out=tmp / "ours", **common))
+        ours_wall = time.perf_counter() - t0
+        hf = run_trainer(init, data, a.task, a.batch_size, a.lr, a.epochs, tmp / "hf")
     result = {
-        "task": a.task, "train_rows": ours["train_examples"], "epochs": a.epochs, "batch_size": a.batch_size,
+        "task": a.task, "model": a.model or "random tiny", "train_rows": ours["train_examples"], "epochs": a.epochs, "batch_size": a.batch_size,
         "wellread_examples_per_s": ours["train_examples_per_s"], "wellread_wall_s": ours_wall, "wellread_dev": ours["dev"],
         "trainer_examples_per_s": hf["examples_per_s"], "trainer_dev": hf["dev"],
         "ratio": ours["train_examples_per_s"] / hf["examples_per_s"],

@@ -36,8 +36,9 @@ from wellread.data.tasks import TaskSpec, get_task, read_split
 from wellread.errors import WellreadError
 from wellread.io import atomic_write_bytes, atomic_write_json, read_json_or_none
 from wellread.tokenization import PAD, UNK, load_tokenizer
+from wellread.train.dropout import fast_cpu_dropout
 from wellread.train.finetune import ClassificationObjective, FinetuneConfig, LabelledSet, build_model, load_labelled
-from wellread.train.loop import TrainConfig, open_run, train
+from wellread.train.loop import NOT_RESULT_SETTINGS, TrainConfig, open_run, train
 
 SHARD_SIZE = 4096  # transfer examples per cached logits shard
 MAX_UNK_RATE = 0.05  # a vocabulary that maps more of the text than this to [UNK] cannot encode it
@@ -444,7 +445,7 @@ class DistillObjective(ClassificationObjective):
 
 def run_settings(cfg: DistillConfig) -> dict:
     """The settings that define a distillation run (what a finished run's results.json must match)."""
-    return to_dict(cfg) | {"quiet": None, "threads": None, "overwrite": None, "out": None}
+    return to_dict(cfg) | {k: None for k in (*NOT_RESULT_SETTINGS, "overwrite", "out")}
 
 
 def stage2_settings(cfg: DistillConfig) -> dict:
@@ -523,8 +524,9 @@ def _distill_stage(cfg: DistillConfig, spec: TaskSpec, settings: dict) -> dict:
 
     (out / "config.yaml").write_text(dump_yaml(cfg), encoding="utf-8")
     t0 = time.perf_counter()
-    result = train(objective, cfg, out, fingerprint={"settings": settings, "transfer_examples": len(transfer),
-                                                       "teacher_cache": labels.cache.name}, eval_each_epoch=True)
+    with fast_cpu_dropout(model):
+        result = train(objective, cfg, out, fingerprint={"settings": settings, "transfer_examples": len(transfer),
+                                                           "teacher_cache": labels.cache.name}, eval_each_epoch=True)
     wall = time.perf_counter() - t0
     modeling.save_model(objective.model.cpu(), tok, out / "model", overwrite=True)
     evals = [h for h in result.history if any("/" in k for k in h)]

@@ -8,7 +8,8 @@ the kept elements are scaled by ``1 / (1 - p)`` as PyTorch does, and the gradien
 same way. Everything draws from torch's global generator, so a seed (and a checkpoint's RNG state)
 fixes the masks, and a resumed run repeats them.
 
-``use_fast_dropout(model)`` swaps a transformers BERT's ``nn.Dropout`` modules (embeddings, after
+``use_fast_dropout(model)`` (or the block ``with fast_cpu_dropout(model):``, used by pre-training,
+fine-tuning and distillation) swaps a transformers BERT's ``nn.Dropout`` modules (embeddings, after
 attention, after the feed-forward layer) and its attention-probability dropout (an attention
 function registered with transformers' ``AttentionInterface``, the eager product with this
 dropout) for the fast ones, on CPU only; ``restore`` puts the originals back (before saving). The
@@ -16,6 +17,9 @@ weights are untouched, so nothing of it reaches a saved model.
 """
 
 from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
 
 import torch
 
@@ -116,3 +120,14 @@ def restore(saved: dict) -> None:
     if saved["attn"] is not None:
         config, previous = saved["attn"]
         config._attn_implementation = previous
+
+
+@contextlib.contextmanager
+def fast_cpu_dropout(model: torch.nn.Module) -> Iterator[None]:
+    """``use_fast_dropout`` for the block when no GPU is there, then ``restore`` (also on error)."""
+    saved = use_fast_dropout(model) if not torch.cuda.is_available() else None
+    try:
+        yield
+    finally:
+        if saved is not None:
+            restore(saved)

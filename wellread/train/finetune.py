@@ -28,7 +28,8 @@ from wellread.eval.metrics import compute_metrics
 from wellread.eval.predict import logits_to_predictions, predict_logits
 from wellread.io import atomic_write_json
 from wellread.tokenization import PAD, STANDARD_VOCAB, load_tokenizer
-from wellread.train.loop import TrainConfig, open_run, train
+from wellread.train.dropout import fast_cpu_dropout
+from wellread.train.loop import NOT_RESULT_SETTINGS, TrainConfig, open_run, train
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -204,7 +205,7 @@ def classifier_from_pretrained(path: Path, spec: TaskSpec, *, seed: int, new_hea
 
 def run_settings(cfg: FinetuneConfig) -> dict:
     """The settings that define a run (what a finished run's results.json must match to be reused)."""
-    return to_dict(cfg) | {"quiet": None, "threads": None, "overwrite": None, "out": None}
+    return to_dict(cfg) | {k: None for k in (*NOT_RESULT_SETTINGS, "overwrite", "out")}
 
 
 def _model_path(model: str) -> Path:
@@ -270,8 +271,9 @@ def finetune(cfg: FinetuneConfig) -> dict:
 
     (out / "config.yaml").write_text(dump_yaml(cfg), encoding="utf-8")
     t0 = time.perf_counter()
-    result = train(objective, cfg, out, fingerprint={"settings": settings, "train_examples": len(train_set.feats)},
-                   eval_each_epoch=True)
+    with fast_cpu_dropout(model):
+        result = train(objective, cfg, out, fingerprint={"settings": settings, "train_examples": len(train_set.feats)},
+                       eval_each_epoch=True)
     wall = time.perf_counter() - t0
     modeling.save_model(objective.model.cpu(), tok, out / "model", overwrite=True)
     evals = [h for h in result.history if any("/" in k for k in h)]

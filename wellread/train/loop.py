@@ -35,6 +35,7 @@ import torch
 from wellread.config import field
 from wellread.errors import WellreadError
 from wellread.io import atomic_write_json, check_output_dir
+from wellread.train.sparse_rows import RowSparseGrads
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -72,7 +73,10 @@ class TrainConfig:
     clip: float = field(1.0, help="clip the gradient norm to this (0: no clipping)")
     seed: int = field(0, help="one seed for init, data order, masking and dropout")
     eval_every: int | None = field(None, help="evaluate every N steps (fine-tuning also evaluates after each epoch)")
-    checkpoint_every: int = field(200, help="write a resumable checkpoint every N steps")
+    checkpoint_every: int | None = field(None, help="write a resumable checkpoint every N steps (default: by time, "
+                                                    "see --checkpoint-minutes)")
+    checkpoint_minutes: float = field(2.0, help="without --checkpoint-every: write a checkpoint after this many minutes "
+                                                "of training since the last (and at each epoch's end)")
     log_every: int = field(20, help="log training metrics every N steps")
     bf16: bool | None = field(None, help="bf16 autocast (default: on a GPU yes, on a CPU no)")
     threads: int | None = field(None, help="CPU threads for torch (default: what torch picks)")
@@ -178,6 +182,8 @@ def lr_factor(progress: float, warmup: float) -> float:
     return max(0.0, (1.0 - progress) / (1.0 - warmup))
 
 
+# Settings that change how a run is carried out, never what it computes.
+NOT_RESULT_SETTINGS = ("quiet", "threads", "checkpoint_every", "checkpoint_minutes", "log_every")
 RUN_FILES = {"checkpoint.pt", "metrics.jsonl", "config.yaml", "results.json", "model", "train_state.json"}
 
 
@@ -300,6 +306,9 @@ def _train(objective: Objective, cfg: TrainConfig, run_dir: str | Path, *, finge
 
         ddp_model = DistributedDataParallel(model, device_ids=[d.device.index] if d.device.type == "cuda" else None)
     optimizer = configure_optimizer(model, cfg, d.device)
+    # one CPU process: untied word embeddings keep row-sparse gradients (wellread.train.sparse_rows)
+    rows = RowSparseGrads(model) if d.world == 1 and d.device.type == "cpu" else None
+    params = [p for p in model.parameters() if p.requires_grad]
 
     micro = cfg.batch_size // cfg.grad_accum  # all-process micro-batch
     if micro % d.world:
@@ -316,7 +325,7 @@ def _train(objective: Objective, cfg: TrainConfig, run_dir: str | Path, *, finge
 
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = run_dir / CHECKPOINT
-    fp = config_fingerprint({"train": dataclasses.asdict(cfg) | {"quiet": None, "threads": None, "time_budget": None},
+    fp = config_fingerprint({"train": dataclasses.asdict(cfg) | {k: None for k in (*NOT_RESULT_SETTINGS, "time_budget")},
                              "world": d.world, **(fingerprint or {})})
     log = MetricsLog(run_dir / "metrics.jsonl", d.main)
     state = LoopState()
@@ -347,7 +356,15 @@ def _train(objective: Objective, cfg: TrainConfig, run_dir: str | Path, *, finge
             p = max(p, state.elapsed / budget)
         return min(p, 1.0)
 
+    last_checkpoint = [state.elapsed]
+
+    def checkpoint_due() -> bool:
+        if cfg.checkpoint_every:
+            return state.step % cfg.checkpoint_every == 0
+        return state.elapsed - last_checkpoint[0] >= 60.0 * cfg.checkpoint_minutes
+
     def checkpoint() -> None:
+        last_checkpoint[0] = state.elapsed
         rngs = [_rng_state()]
         if d.world > 1:
             import torch.distributed as dist
@@ -427,9 +444,13 @@ def _train(objective: Objective, cfg: TrainConfig, run_dir: str | Path, *, finge
             factor = lr_factor(progress(), cfg.warmup)
             for g in optimizer.param_groups:
                 g["lr"] = cfg.lr * factor
-            if cfg.clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+            if rows:
+                rows.clip(params, cfg.clip)
+            elif cfg.clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, cfg.clip)
             optimizer.step()
+            if rows:
+                rows.release()
             optimizer.zero_grad(set_to_none=True)
             state.step += 1
             steps_this_epoch += 1
@@ -463,7 +484,7 @@ def _train(objective: Objective, cfg: TrainConfig, run_dir: str | Path, *, finge
                 checkpoint()
                 break
             reason = stop_reason()
-            if state.step % cfg.checkpoint_every == 0 or reason is not None:
+            if reason is not None or checkpoint_due():
                 checkpoint()
         else:
             break
@@ -482,6 +503,8 @@ def _train(objective: Objective, cfg: TrainConfig, run_dir: str | Path, *, finge
     if not (history and history[-1]["step"] == state.step):
         evaluate_now()
         checkpoint()
+    if rows:
+        rows.restore()
     final = history[-1]
     if d.main:
         atomic_write_json(run_dir / "train_state.json", {"loop": dataclasses.asdict(state), "stopped_by": stopped_by})

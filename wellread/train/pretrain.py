@@ -42,7 +42,7 @@ from wellread.errors import WellreadError
 from wellread.io import atomic_write_json
 from wellread.tokenization import STANDARD_VOCAB, load_tokenizer, vocab_hash
 from wellread.train.dropout import restore, use_fast_dropout
-from wellread.train.loop import TrainConfig, config_fingerprint, open_run, train
+from wellread.train.loop import NOT_RESULT_SETTINGS, TrainConfig, config_fingerprint, open_run, train
 
 INDEX = "data_index.jsonl"
 INDEX_EVERY = 16  # micro-batches between recorded data positions
@@ -198,7 +198,7 @@ class PretrainObjective:
                  run_dir: Path | None = None) -> None:
         self.model = SparsePretrainer(net)
         # CPU training: dropout from 15-bit uniforms (wellread.train.dropout); undone by restore_dropout()
-        self._dropout = use_fast_dropout(net) if not torch.cuda.is_available() else None
+        self._dropout = None if torch.cuda.is_available() else use_fast_dropout(net)
         self.corpus, self.tokenizer, self.cfg = corpus, tokenizer, cfg
         self.nsp = cfg.nsp
         if not self.nsp:  # unused without NSP: frozen, so every trained parameter gets a gradient
@@ -382,7 +382,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
     """Pre-train, evaluate on held-out documents, save the model; returns results.json's content."""
     out = Path(cfg.out)
     results_path = out / "results.json"
-    settings = to_dict(cfg) | {"quiet": None, "threads": None, "overwrite": None, "out": None, "time_budget": None}
+    settings = to_dict(cfg) | {k: None for k in (*NOT_RESULT_SETTINGS, "overwrite", "out", "time_budget")}
     done = open_run(out, settings, overwrite=cfg.overwrite, extra_files={INDEX, "curves.png", "curves.png.tmp.png"})
     if done is not None:
         return done
