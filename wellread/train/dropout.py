@@ -24,6 +24,7 @@ from collections.abc import Iterator
 import torch
 
 ATTENTION_NAME = "wellread_eager"
+SMALL = 32768  # fewer elements than this: PyTorch's own is as fast (the Python call costs what it saves)
 _LEVELS = 32768  # 15-bit uniforms: torch's int32 random_() draws 31 random bits, two fields of 15
 
 
@@ -57,10 +58,10 @@ class _Dropout(torch.autograd.Function):
 
 
 def fast_dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
-    """``F.dropout`` with 16-bit uniforms on CPU; PyTorch's own elsewhere, when not training, or p = 0."""
+    """``F.dropout`` with 15-bit uniforms on CPU; PyTorch's own elsewhere and for small tensors."""
     if not training or p == 0.0:
         return x
-    if x.device.type != "cpu" or not 0.0 < p < 1.0:
+    if x.device.type != "cpu" or not 0.0 < p < 1.0 or x.numel() < SMALL:
         return torch.nn.functional.dropout(x, p, training)
     return _Dropout.apply(x, p)
 

@@ -54,7 +54,7 @@ class RowSparseGrads:
             else:  # a dense gradient after all (e.g. the module was used with sparse=False): as it is
                 dense.append(g)
         if max_norm > 0:
-            norms = [torch.linalg.vector_norm(g, 2.0) for g in dense] + [torch.linalg.vector_norm(v, 2.0) for *_, v in rows]
+            norms = list(torch._foreach_norm(dense, 2.0)) + [torch.linalg.vector_norm(v, 2.0) for *_, v in rows]
             if norms:
                 total = torch.linalg.vector_norm(torch.stack(norms), 2.0)
                 coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
