@@ -38,7 +38,8 @@ def subset(task: str, rows: int | None, root: Path) -> Path:
     return root
 
 
-def run_trainer(model_dir: Path, data: Path, task: str, batch: int, lr: float, epochs: float, out: Path) -> dict:
+def run_trainer(model_dir: Path, data: Path, task: str, batch: int, lr: float, epochs: float, out: Path,
+                seed: int = 0) -> dict:
     from transformers import (
         AutoModelForSequenceClassification,
         AutoTokenizer,
@@ -69,7 +70,7 @@ def run_trainer(model_dir: Path, data: Path, task: str, batch: int, lr: float, e
     args = TrainingArguments(output_dir=str(out), per_device_train_batch_size=batch, per_device_eval_batch_size=256,
                              learning_rate=lr, num_train_epochs=epochs, warmup_steps=0.1, weight_decay=0.01,
                              lr_scheduler_type="linear", optim="adamw_torch_fused", save_strategy="no",
-                             eval_strategy="no", report_to=[], logging_steps=10**9, seed=0, disable_tqdm=True,
+                             eval_strategy="no", report_to=[], logging_steps=10**9, seed=seed, disable_tqdm=True,
                              dataloader_num_workers=0)
     trainer = Trainer(model=model, args=args, train_dataset=train_rows, data_collator=DataCollatorWithPadding(tok))
     m = trainer.train().metrics
@@ -86,13 +87,14 @@ def main() -> None:
     ap.add_argument("--epochs", type=float, default=1.0)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--seed", type=int, default=0, help="seed of both runs (head init, data order, dropout)")
     ap.add_argument("--model", help="start both from this model directory (default: a random Tiny)")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         data = subset(a.task, a.train_rows, tmp / "glue")
         os.environ["WELLREAD_CACHE"] = str(tmp / "cache")  # no feature cache from an earlier run
-        common = dict(task=a.task, data_dir=data, batch_size=a.batch_size, lr=a.lr, epochs=a.epochs, quiet=True)
+        common = dict(task=a.task, data_dir=data, batch_size=a.batch_size, lr=a.lr, epochs=a.epochs, seed=a.seed, quiet=True)
         if a.model:  # a pre-trained model directory: both start from its encoder
             init = Path(a.model)
         else:  # both start from the very same random weights: a random Tiny saved by wellread
@@ -103,9 +105,9 @@ def main() -> None:
         t0 = time.perf_counter()
         ours = finetune(FinetuneConfig(model=str(init), out=tmp / "ours", **common))
         ours_wall = time.perf_counter() - t0
-        hf = run_trainer(init, data, a.task, a.batch_size, a.lr, a.epochs, tmp / "hf")
+        hf = run_trainer(init, data, a.task, a.batch_size, a.lr, a.epochs, tmp / "hf", a.seed)
     result = {
-        "task": a.task, "model": a.model or "random tiny", "train_rows": ours["train_examples"], "epochs": a.epochs, "batch_size": a.batch_size,
+        "task": a.task, "seed": a.seed, "model": a.model or "random tiny", "train_rows": ours["train_examples"], "epochs": a.epochs, "batch_size": a.batch_size,
         "wellread_examples_per_s": ours["train_examples_per_s"], "wellread_wall_s": ours_wall, "wellread_dev": ours["dev"],
         "trainer_examples_per_s": hf["examples_per_s"], "trainer_dev": hf["dev"],
         "ratio": ours["train_examples_per_s"] / hf["examples_per_s"],
