@@ -1,0 +1,118 @@
+"""Time (and optionally profile) single training steps, outside the loop: where a step's time goes.
+
+Pre-training: Tiny on a shard directory, the MLM objective, fused AdamW, clipping (what ``wellread
+pretrain`` does per step). Fine-tuning: a random Tiny classifier on a GLUE task's training batches,
+with or without the CPU dropout and the row-sparse embedding gradients, to compare them.
+
+    python benchmarks/step_profile.py pretrain --data SHARDS --batch 32 [--profile]
+    python benchmarks/step_profile.py finetune --task sst2 --data-dir ../shared/data/glue --batch 8 --threads 1 \\
+        [--plain] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+
+def pretrain_steps(a):
+    from wellread.data.corpus import load_corpus
+    from wellread.tokenization import vocab_hash
+    from wellread.train.pretrain import PretrainConfig, PretrainObjective, build_model
+
+    cfg = PretrainConfig(model="tiny", data=Path(a.data), out=Path("unused"), objective="mlm", batch_size=a.batch,
+                         max_steps=1)
+    net, tok, _ = build_model(cfg)
+    obj = PretrainObjective(net, load_corpus(cfg.data, expect_vocab_hash=vocab_hash(tok)), tok, cfg)
+    if a.plain:
+        obj.restore_dropout()
+    model = obj.model
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-3, fused=True)
+    it = obj.batches(0, 0, a.batch, 0, 1)
+
+    def step(b):
+        loss, _ = obj.loss(model, b, obj.counts(b))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return model, it, step, lambda b: int(b["attention_mask"].sum()), "tokens"
+
+
+def finetune_steps(a):
+    from wellread.data.tasks import get_task
+    from wellread.tokenization import PAD
+    from wellread.train.dropout import use_fast_dropout
+    from wellread.train.finetune import ClassificationObjective, FinetuneConfig, build_model, load_labelled
+    from wellread.train.loop import configure_optimizer
+    from wellread.train.sparse_rows import RowSparseGrads
+
+    spec = get_task(a.task)
+    cfg = FinetuneConfig(model="tiny", random_init=True, task=a.task, data_dir=Path(a.data_dir), out=Path("unused"),
+                         batch_size=a.batch)
+    model, tok, _ = build_model(cfg, spec)
+    rows = None
+    if not a.plain:
+        use_fast_dropout(model)
+        rows = RowSparseGrads(model)
+    train = load_labelled(spec, cfg.data_dir, "train", tok, 128)
+    obj = ClassificationObjective(model, spec, train, [], seed=0, pad_id=tok.token_to_id(PAD))
+    opt = configure_optimizer(model, cfg, torch.device("cpu"))
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def step(b):
+        loss, _ = obj.loss(model, b, obj.counts(b))
+        loss.backward()
+        if rows:
+            rows.clip(params, 1.0)
+        else:
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        if rows:
+            rows.release()
+        opt.zero_grad(set_to_none=True)
+
+    return model, obj.batches(0, 0, a.batch, 0, 1), step, lambda b: len(b["labels"]), "examples"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("kind", choices=["pretrain", "finetune"])
+    ap.add_argument("--data", help="shard directory (pretrain)")
+    ap.add_argument("--task", default="sst2")
+    ap.add_argument("--data-dir", help="GLUE root (finetune)")
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--plain", action="store_true", help="PyTorch's dropout and dense embedding gradients")
+    ap.add_argument("--profile", action="store_true", help="also print torch.profiler's table for 20 steps")
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    model, it, step, count, unit = (pretrain_steps if a.kind == "pretrain" else finetune_steps)(a)
+    model.train()
+    batches = [next(it) for _ in range(a.steps + 30)]
+    for b in batches[:10]:
+        step(b)
+    t, n = time.perf_counter(), 0
+    for b in batches[10:10 + a.steps]:
+        step(b)
+        n += count(b)
+    dt = time.perf_counter() - t
+    print(f"{a.kind} batch {a.batch}, {a.threads} thread(s), {'plain' if a.plain else 'wellread'}: "
+          f"{dt / a.steps * 1000:.2f} ms/step, {n / dt:,.0f} {unit}/s")
+    if a.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU]) as p:
+            for b in batches[10 + a.steps:]:
+                step(b)
+        print(p.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
+
+
+if __name__ == "__main__":
+    main()
