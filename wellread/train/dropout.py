@@ -73,25 +73,43 @@ class FastDropout(torch.nn.Dropout):
         return fast_dropout(x, self.p, self.training)
 
 
+def _original(name: str):
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+    from transformers.models.bert.modeling_bert import eager_attention_forward
+
+    return eager_attention_forward if name == "eager" else ALL_ATTENTION_FUNCTIONS[name]
+
+
 def attention(module, query, key, value, attention_mask, scaling=None, dropout: float = 0.0, **kwargs):
-    """transformers' eager BERT attention with ``fast_dropout`` on the attention probabilities."""
+    """Training: transformers' eager BERT attention with ``fast_dropout`` on the attention probabilities.
+    Evaluation: the model's own attention function, unchanged (so dev scores during training equal the
+    saved model's). ``attention_mask`` is what the original implementation's mask function made: None,
+    a bool mask (True = attend) or an additive float mask."""
+    original = module.config._wellread_attention
+    if not module.training or dropout == 0.0:
+        return _original(original)(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
     if scaling is None:
         scaling = query.size(-1) ** -0.5
     weights = torch.matmul(query, key.transpose(2, 3)) * scaling
     if attention_mask is not None:
-        weights = weights + attention_mask
+        if attention_mask.dtype == torch.bool:
+            weights = weights.masked_fill(~attention_mask, torch.finfo(weights.dtype).min)
+        else:
+            weights = weights + attention_mask
     weights = torch.nn.functional.softmax(weights, dim=-1)
     weights = fast_dropout(weights, dropout, module.training)
     out = torch.matmul(weights, value).transpose(1, 2).contiguous()
     return out, weights
 
 
-def _register() -> None:
+def _register(original: str) -> str:
     from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface, eager_mask
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
 
-    AttentionInterface.register(ATTENTION_NAME, attention)
-    AttentionMaskInterface.register(ATTENTION_NAME, eager_mask)  # an additive float mask, as eager attention
+    name = f"{ATTENTION_NAME}_{original}"
+    AttentionInterface.register(name, attention)
+    AttentionMaskInterface.register(name, ALL_MASK_ATTENTION_FUNCTIONS[original])  # the original's masks
+    return name
 
 
 def use_fast_dropout(model: torch.nn.Module) -> dict:
@@ -107,10 +125,11 @@ def use_fast_dropout(model: torch.nn.Module) -> dict:
                 setattr(parent, name, fast)
                 saved["modules"].append((parent, name, child))
     config = getattr(model, "config", None)
-    if config is not None and getattr(config, "model_type", None) == "bert":
-        _register()
-        saved["attn"] = (config, config._attn_implementation)
-        config._attn_implementation = ATTENTION_NAME
+    previous = getattr(config, "_attn_implementation", None) if config is not None else None
+    if getattr(config, "model_type", None) == "bert" and previous in ("eager", "sdpa"):
+        config._wellread_attention = previous
+        saved["attn"] = (config, previous)
+        config._attn_implementation = _register(previous)
     return saved
 
 
@@ -121,6 +140,7 @@ def restore(saved: dict) -> None:
     if saved["attn"] is not None:
         config, previous = saved["attn"]
         config._attn_implementation = previous
+        del config._wellread_attention  # never into a saved config.json
 
 
 @contextlib.contextmanager
