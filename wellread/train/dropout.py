@@ -11,9 +11,11 @@ fixes the masks, and a resumed run repeats them.
 ``use_fast_dropout(model)`` (or the block ``with fast_cpu_dropout(model):``, used by pre-training,
 fine-tuning and distillation) swaps a transformers BERT's ``nn.Dropout`` modules (embeddings, after
 attention, after the feed-forward layer) and its attention-probability dropout (an attention
-function registered with transformers' ``AttentionInterface``, the eager product with this
-dropout) for the fast ones, on CPU only; ``restore`` puts the originals back (before saving). The
-weights are untouched, so nothing of it reaches a saved model.
+function registered with transformers' ``AttentionInterface``: in training the eager product with this
+dropout, on the masks of the model's own implementation; in evaluation the model's own attention
+function, so dev scores during training equal the saved model's) for the fast ones, on CPU only;
+``restore`` puts the originals back (before saving). The weights are untouched, so nothing of it
+reaches a saved model.
 """
 
 from __future__ import annotations
