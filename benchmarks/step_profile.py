@@ -21,14 +21,15 @@ import torch
 def pretrain_steps(a):
     from wellread.data.corpus import load_corpus
     from wellread.tokenization import vocab_hash
+    from wellread.train.dropout import use_fast_dropout
     from wellread.train.pretrain import PretrainConfig, PretrainObjective, build_model
 
     cfg = PretrainConfig(model="tiny", data=Path(a.data), out=Path("unused"), objective="mlm", batch_size=a.batch,
                          max_steps=1)
     net, tok, _ = build_model(cfg)
     obj = PretrainObjective(net, load_corpus(cfg.data, expect_vocab_hash=vocab_hash(tok)), tok, cfg)
-    if a.plain:
-        obj.restore_dropout()
+    if not a.plain:
+        use_fast_dropout(net)
     model = obj.model
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-3, fused=True)

@@ -231,3 +231,28 @@ def test_two_processes_take_the_same_steps_as_one(small_model, shards, tmp_path)
     init = load_file(small_model / "model.safetensors")
     changed = sum(not torch.equal(init[k], a[k]) for k in init if k in a)
     assert changed > 10, "training moved the weights"
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_masked_lm_loss_equals_cross_entropy(bf16):
+    g = torch.Generator().manual_seed(0)
+    h0, w0, b0 = torch.randn(40, 16, generator=g), torch.randn(500, 16, generator=g) * 0.3, torch.randn(500, generator=g)
+    labels = torch.randint(0, 500, (40,), generator=g)
+    results = []
+    for fused in (True, False):
+        h, w, b = (t.clone().requires_grad_() for t in (h0, w0, b0))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            if fused:
+                loss, correct = pt.MaskedLMLoss.apply(h, w, b, labels)
+            else:
+                logits = torch.nn.functional.linear(h, w, b).float()
+                loss = torch.nn.functional.cross_entropy(logits, labels, reduction="sum")
+                correct = (logits.argmax(-1) == labels).sum()
+        (loss * 0.5).backward()  # a non-unit upstream gradient
+        results.append((loss.detach(), int(correct), h.grad, w.grad, b.grad))
+    (fl, fc, *fg), (rl, rc, *rg) = results
+    tol = dict(rtol=2e-2, atol=2e-2) if bf16 else dict(rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(fl, rl, **tol)
+    assert abs(fc - rc) <= (2 if bf16 else 0)
+    for a, b in zip(fg, rg):
+        torch.testing.assert_close(a, b, **tol)

@@ -25,7 +25,7 @@ from collections.abc import Iterator
 
 import torch
 
-ATTENTION_NAME = "wellread_eager"
+ATTENTION_NAME = "wellread"  # registered as wellread_sdpa / wellread_eager, after the original
 SMALL = 32768  # fewer elements than this: PyTorch's own is as fast (the Python call costs what it saves)
 _LEVELS = 32768  # 15-bit uniforms: torch's int32 random_() draws 31 random bits, two fields of 15
 

@@ -41,7 +41,7 @@ from wellread.data.pretraining import PretrainingDataset
 from wellread.errors import WellreadError
 from wellread.io import atomic_write_json
 from wellread.tokenization import STANDARD_VOCAB, load_tokenizer, vocab_hash
-from wellread.train.dropout import restore, use_fast_dropout
+from wellread.train.dropout import fast_cpu_dropout
 from wellread.train.loop import NOT_RESULT_SETTINGS, TrainConfig, config_fingerprint, open_run, train
 
 INDEX = "data_index.jsonl"
@@ -114,9 +114,8 @@ class MaskedLMLoss(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, h, weight, bias, labels):
-        mm_dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else h.dtype
-        if h.is_cuda:
-            mm_dtype = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else h.dtype
+        kind = h.device.type
+        mm_dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else h.dtype
         with torch.autocast(h.device.type, enabled=False):
             logits = torch.addmm(bias.to(mm_dtype), h.to(mm_dtype), weight.to(mm_dtype).t()).float()
             top, pred = logits.max(dim=1)
@@ -197,8 +196,6 @@ class PretrainObjective:
     def __init__(self, net, corpus: Corpus, tokenizer: Tokenizer, cfg: PretrainConfig,
                  run_dir: Path | None = None) -> None:
         self.model = SparsePretrainer(net)
-        # CPU training: dropout from 15-bit uniforms (wellread.train.dropout); undone by restore_dropout()
-        self._dropout = None if torch.cuda.is_available() else use_fast_dropout(net)
         self.corpus, self.tokenizer, self.cfg = corpus, tokenizer, cfg
         self.nsp = cfg.nsp
         if not self.nsp:  # unused without NSP: frozen, so every trained parameter gets a gradient
@@ -207,12 +204,6 @@ class PretrainObjective:
         self.run_dir = run_dir
         self._lengths: dict[tuple[int, int], int] = {}
         self._eval_dataset(1)  # refuse bad eval settings (too few documents) before training starts
-
-    def restore_dropout(self) -> None:
-        """The model's own dropout modules and attention back, as transformers made them (before saving)."""
-        if self._dropout is not None:
-            restore(self._dropout)
-            self._dropout = None
 
     def dataset(self, batch_size: int, split: str = "train") -> PretrainingDataset:
         c = self.cfg
@@ -397,10 +388,10 @@ def pretrain(cfg: PretrainConfig) -> dict:
 
     (out / "config.yaml").write_text(dump_yaml(cfg), encoding="utf-8")
     t0 = time.perf_counter()
-    result = train(objective, cfg, out, fingerprint={"settings": settings, "corpus": corpus.vocab_hash,
-                                                     "documents": corpus.num_documents, "tokens": corpus.num_tokens})
+    with fast_cpu_dropout(net):
+        result = train(objective, cfg, out, fingerprint={"settings": settings, "corpus": corpus.vocab_hash,
+                                                         "documents": corpus.num_documents, "tokens": corpus.num_tokens})
     wall = time.perf_counter() - t0
-    objective.restore_dropout()
     net = objective.model.net.cpu()
     for p in net.parameters():
         p.requires_grad_(True)
