@@ -166,3 +166,11 @@ def test_checkpoints_by_training_time_and_at_each_epoch_end(tmp_path, monkeypatc
     train(ToyObjective(), cfg, tmp_path / "run")
     # 12 steps an epoch; by time every step (0 min) or only at epoch ends (60 min); then the final evaluation's
     assert saved == expected
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_bf16_on_a_cpu_without_native_bf16_says_so(tmp_path, monkeypatch, capsys, native):
+    monkeypatch.setattr(loop, "native_bf16", lambda device: native)
+    train(ToyObjective(), TrainConfig(lr=1e-2, batch_size=32, epochs=1, bf16=True, quiet=True), tmp_path / "run")
+    assert ("no native bf16" in capsys.readouterr().err) is (not native)
+

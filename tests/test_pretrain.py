@@ -74,6 +74,21 @@ def test_sparse_head_matches_the_full_hf_head(small_model, shards, tmp_path, obj
     for n, g in full_grads.items():
         torch.testing.assert_close(sparse_grads[n], g, atol=1e-5, rtol=1e-4, msg=n)
     assert stats["masked"] == len(batch["masked_labels"])
+    # accuracy counts from HF's logits: all masked rows, and the rows shown [MASK] (not the kept or random ones);
+    # the output bias pushed toward one row's answer, so that some predictions are right
+    with torch.no_grad():
+        net.cls.predictions.bias[batch["masked_labels"][0]] += 30.0
+        _, stats = obj.loss(obj.model, batch, obj.counts(batch))
+        logits = net(input_ids=batch["input_ids"], token_type_ids=batch["token_type_ids"],
+                     attention_mask=batch["attention_mask"]).prediction_logits
+    pos = batch["masked_positions"]
+    right = logits.view(B * L, -1)[pos].argmax(-1) == batch["masked_labels"]
+    assert 0 < right.sum() < len(pos)
+    shown = batch["input_ids"].view(-1)[pos]
+    at_mask = shown == tok.token_to_id("[MASK]")
+    assert 0 < at_mask.sum() < len(pos) and (shown[~at_mask] != tok.token_to_id("[MASK]")).all()
+    assert stats["masked_correct"] == right.sum() and stats["at_mask"] == at_mask.sum()
+    assert stats["at_mask_correct"] == (right & at_mask).sum()
 
 
 def test_position_arithmetic_equals_iterating(small_model, shards, tmp_path):
@@ -98,7 +113,7 @@ def test_short_run_writes_a_fill_mask_model_and_learns(small_model, shards, tmp_
     out = tmp_path / "run"
     r = pretrain(cfg(small_model, shards, out, eval_every=30))
     assert r["steps"] == 30 and r["tokens"] > 30 * 16 * 10 and r["tokens_per_s"] > 0
-    assert set(r["eval"]) >= {"eval/mlm_loss", "eval/mlm_accuracy", "eval/nsp_accuracy"}
+    assert set(r["eval"]) >= {"eval/mlm_loss", "eval/mlm_accuracy", "eval/mlm_accuracy_at_mask", "eval/nsp_accuracy"}
     train_log = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     losses = [x["mlm_loss"] for x in train_log if x["kind"] == "train"]
     assert losses[-1] < losses[0] - 0.5, losses
@@ -243,7 +258,8 @@ def test_masked_lm_loss_equals_cross_entropy(bf16):
         h, w, b = (t.clone().requires_grad_() for t in (h0, w0, b0))
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             if fused:
-                loss, correct = pt.MaskedLMLoss.apply(h, w, b, labels)
+                loss, hits = pt.MaskedLMLoss.apply(h, w, b, labels)
+                correct = hits.sum()
             else:
                 logits = torch.nn.functional.linear(h, w, b).float()
                 loss = torch.nn.functional.cross_entropy(logits, labels, reduction="sum")

@@ -57,6 +57,9 @@ def plot_pretraining(run_dirs: list[str | Path] | str | Path, out: str | Path, l
                          label=f"{label} held-out MLM loss")
             ax_acc.plot([tok(r["step"]) for r in evals], [100 * r["eval/mlm_accuracy"] for r in evals], "o-",
                         label=f"{label} MLM accuracy")
+            if "eval/mlm_accuracy_at_mask" in evals[0]:
+                ax_acc.plot([tok(r["step"]) for r in evals], [100 * r["eval/mlm_accuracy_at_mask"] for r in evals],
+                            "^:", label=f"{label} MLM accuracy at [MASK]")
             if "eval/nsp_accuracy" in evals[0]:
                 ax_acc.plot([tok(r["step"]) for r in evals], [100 * r["eval/nsp_accuracy"] for r in evals], "s--",
                             label=f"{label} NSP accuracy")

@@ -175,6 +175,16 @@ def configure_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999), eps=cfg.adam_eps, fused=True)
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether bf16 matrix products run natively here (any GPU; a CPU with AVX-512 BF16 or AMX)."""
+    if device.type != "cpu":
+        return True
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch without the check: assume yes, say nothing
+        return True
+
+
 def lr_factor(progress: float, warmup: float) -> float:
     """Linear warm-up over the first ``warmup`` fraction of training, then linear decay to 0."""
     if warmup > 0 and progress < warmup:
@@ -299,6 +309,9 @@ def _train(objective: Objective, cfg: TrainConfig, run_dir: str | Path, *, finge
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     bf16 = cfg.bf16 if cfg.bf16 is not None else d.device.type == "cuda"
+    if bf16 and d.main and not native_bf16(d.device):
+        print("note: this CPU has no native bf16 (AVX-512 BF16 or AMX): bf16 autocast is emulated and runs "
+              "several times slower than fp32 here; drop --bf16", file=sys.stderr)
     model = objective.model.to(d.device)
     ddp_model: torch.nn.Module = model
     if d.world > 1:

@@ -40,7 +40,7 @@ from wellread.data.corpus import Corpus, load_corpus
 from wellread.data.pretraining import PretrainingDataset
 from wellread.errors import WellreadError
 from wellread.io import atomic_write_json
-from wellread.tokenization import STANDARD_VOCAB, load_tokenizer, vocab_hash
+from wellread.tokenization import MASK, STANDARD_VOCAB, load_tokenizer, vocab_hash
 from wellread.train.dropout import fast_cpu_dropout
 from wellread.train.loop import NOT_RESULT_SETTINGS, TrainConfig, config_fingerprint, open_run, train
 
@@ -105,7 +105,8 @@ class MaskedLMLoss(torch.autograd.Function):
     so accuracy costs no extra pass), exp, the softmax, and the gradient ``softmax - onehot``, which
     is kept for ``backward``. ``F.cross_entropy`` makes the log-softmax, then on backward a zeroed
     one-hot gradient, then the softmax gradient: for Tiny those passes over a (masked rows × 30,522)
-    array cost as much as the projection itself. Returns (loss summed over rows, correct count).
+    array cost as much as the projection itself. Returns (loss summed over rows, a bool per row: whether
+    its prediction is right).
 
     Under bf16 autocast the two products run in bf16 and everything else in fp32 (as
     ``F.cross_entropy(logits.float())`` on autocast logits). The same loss and gradients as
@@ -123,17 +124,17 @@ class MaskedLMLoss(torch.autograd.Function):
             logits.sub_(top[:, None]).exp_()
             total = logits.sum(dim=1)
             loss = (top + total.log() - target).sum()
-            correct = (pred == labels).sum()
+            hits = pred == labels
             if any(ctx.needs_input_grad[:3]):
                 logits.div_(total[:, None])
                 logits[torch.arange(len(labels), device=labels.device), labels] -= 1.0
                 ctx.save_for_backward(logits, h, weight)
                 ctx.mm_dtype = mm_dtype
-        ctx.mark_non_differentiable(correct)
-        return loss, correct
+        ctx.mark_non_differentiable(hits)
+        return loss, hits
 
     @staticmethod
-    def backward(ctx, grad_loss, _grad_correct):
+    def backward(ctx, grad_loss, _grad_hits):
         grad, h, weight = ctx.saved_tensors
         mm = ctx.mm_dtype
         with torch.autocast(grad.device.type, enabled=False):
@@ -152,7 +153,8 @@ class MaskedLMLoss(torch.autograd.Function):
 class SparsePretrainer(torch.nn.Module):
     """``BertForPreTraining`` with the MLM head applied to the masked positions only.
 
-    Returns (MLM loss summed over the masked rows, correct predictions, NSP logits or None). Its
+    Returns (MLM loss summed over the masked rows, a bool per masked row: predicted right, NSP logits
+    or None). Its
     parameters are the wrapped model's (prefixed ``net.``), so a data-parallel wrapper around it
     sees the whole forward pass, the loss's vocabulary projection included.
     """
@@ -168,9 +170,9 @@ class SparsePretrainer(torch.nn.Module):
         rows = hidden.reshape(-1, hidden.size(-1)).index_select(0, masked_positions)
         head = self.net.cls.predictions
         rows = head.transform(rows)
-        mlm_sum, correct = MaskedLMLoss.apply(rows, head.decoder.weight, head.decoder.bias, masked_labels)
+        mlm_sum, hits = MaskedLMLoss.apply(rows, head.decoder.weight, head.decoder.bias, masked_labels)
         nsp_logits = self.net.cls.seq_relationship(pooled) if nsp else None
-        return mlm_sum, correct, nsp_logits
+        return mlm_sum, hits, nsp_logits
 
 
 def shard_batch(batch: dict[str, torch.Tensor], rank: int, world: int) -> dict[str, torch.Tensor]:
@@ -198,6 +200,7 @@ class PretrainObjective:
         self.model = SparsePretrainer(net)
         self.corpus, self.tokenizer, self.cfg = corpus, tokenizer, cfg
         self.nsp = cfg.nsp
+        self.mask_id = corpus.special_ids[MASK]  # what the masking writes (wellread.data.pretraining)
         if not self.nsp:  # unused without NSP: frozen, so every trained parameter gets a gradient
             for p in list(net.cls.seq_relationship.parameters()) + list(net.bert.pooler.parameters()):
                 p.requires_grad_(False)
@@ -309,11 +312,15 @@ class PretrainObjective:
         device = next(model.parameters()).device
         b = {k: v.to(device) for k, v in batch.items()}
         labels = b["masked_labels"]
-        mlm_sum, correct, nsp = model(b["input_ids"], b["token_type_ids"], b["attention_mask"],
-                                      b["masked_positions"], labels, nsp=self.nsp)
+        mlm_sum, hits, nsp = model(b["input_ids"], b["token_type_ids"], b["attention_mask"],
+                                   b["masked_positions"], labels, nsp=self.nsp)
         loss = mlm_sum / max(totals["masked"], 1.0)
+        # the rows shown [MASK] (80%): the rest show the answer itself (10%) or a random token (10%), so
+        # copying the input already scores ~10 points of mlm_accuracy; accuracy here is what context buys
+        at_mask = b["input_ids"].reshape(-1)[b["masked_positions"]] == self.mask_id
         stats = {"mlm_loss_sum": float(mlm_sum.detach()), "masked": float(len(labels)),
-                 "masked_correct": float(correct)}
+                 "masked_correct": float(hits.sum()), "at_mask": float(at_mask.sum()),
+                 "at_mask_correct": float((hits & at_mask).sum())}
         if nsp is not None:
             nsp, nl = nsp.float(), b["next_sentence_label"]
             nsp_sum = F.cross_entropy(nsp, nl, reduction="sum")
@@ -327,6 +334,8 @@ class PretrainObjective:
         if sums.get("masked"):
             out["mlm_loss"] = sums["mlm_loss_sum"] / sums["masked"]
             out["mlm_accuracy"] = sums["masked_correct"] / sums["masked"]
+        if sums.get("at_mask"):
+            out["mlm_accuracy_at_mask"] = sums["at_mask_correct"] / sums["at_mask"]
         if sums.get("sequences"):
             out["nsp_loss"] = sums["nsp_loss_sum"] / sums["sequences"]
             out["nsp_accuracy"] = sums["nsp_correct"] / sums["sequences"]
