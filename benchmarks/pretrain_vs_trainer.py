@@ -33,6 +33,7 @@ import torch
 from wellread import zoo
 from wellread.data.corpus import build_corpus, load_corpus
 from wellread.tokenization import STANDARD_VOCAB
+from wellread.train.loop import native_bf16
 from wellread.train.pretrain import PretrainConfig, pretrain
 
 DATA = Path(os.environ.get("WELLREAD_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -135,11 +136,18 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--text", default=str(DATA / "text" / "python3.11_doc_prose.txt.gz"))
     ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                    help="also time ours under bf16 autocast (default: where the CPU has native bf16)")
     a = ap.parse_args()
+    if a.bf16 is None:
+        a.bf16 = native_bf16(torch.device("cpu"))
+        if not a.bf16:
+            print("no native bf16 on this CPU (emulated bf16 is slower than fp32): the bf16 row is skipped")
     torch.set_num_threads(a.threads)
     peak = gemm_peak(a.threads)
     print(f"fp32 GEMM peak (torch.mm 4096², {a.threads} threads): {peak:.0f} GFLOP/s")
     out = {"machine": platform.processor() or platform.machine(), "threads": a.threads, "torch": torch.__version__,
+           "cpu_capability": torch.backends.cpu.get_cpu_capability(),
            "peak_gflops": peak, "batch": a.batch, "runs": []}
     with tempfile.TemporaryDirectory() as tmp:
         shards = Path(tmp) / "shards"
@@ -148,9 +156,11 @@ def main() -> None:
         for name in a.models.split(","):
             base = run_trainer(name, seqs, a.batch, a.steps_baseline, a.warm, a.lr, bf16=False)
             ours = run_ours(name, shards, a.batch, a.steps_ours, a.warm, a.lr, bf16=False)
-            ours16 = run_ours(name, shards, a.batch, a.steps_ours, a.warm, a.lr, bf16=True)
-            for label, r in (("Trainer + DataCollatorForLanguageModeling", base), ("wellread pretrain", ours),
-                             ("wellread pretrain --bf16", ours16)):
+            rows = [("Trainer + DataCollatorForLanguageModeling", base), ("wellread pretrain", ours)]
+            if a.bf16:
+                rows.append(("wellread pretrain --bf16", run_ours(name, shards, a.batch, a.steps_ours, a.warm, a.lr,
+                                                                  bf16=True)))
+            for label, r in rows:
                 g = r["tokens_per_s"] * flops_per_token(name, r["scored_fraction"]) / 1e9
                 r |= {"model": name, "run": label, "gflops": g, "of_peak": g / peak}
                 out["runs"].append(r)
