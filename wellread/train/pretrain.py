@@ -154,9 +154,8 @@ class SparsePretrainer(torch.nn.Module):
     """``BertForPreTraining`` with the MLM head applied to the masked positions only.
 
     Returns (MLM loss summed over the masked rows, a bool per masked row: predicted right, NSP logits
-    or None). Its
-    parameters are the wrapped model's (prefixed ``net.``), so a data-parallel wrapper around it
-    sees the whole forward pass, the loss's vocabulary projection included.
+    or None). Its parameters are the wrapped model's (prefixed ``net.``), so a data-parallel wrapper
+    around it sees the whole forward pass, the loss's vocabulary projection included.
     """
 
     def __init__(self, net) -> None:
