@@ -52,6 +52,7 @@ def main() -> None:
     from wellread import zoo
     from wellread.data.corpus import load_corpus
     from wellread.tokenization import vocab_hash
+    from wellread.train.loop import lr_factor
     from wellread.train.pretrain import PretrainConfig, PretrainObjective, build_model
 
     hf_logging.set_verbosity_error()
@@ -76,10 +77,8 @@ def main() -> None:
     model.train()
     for batch in obj.batches(0, 0, a.batch, 0, 1):
         t0 = time.perf_counter()
-        progress = trained / budget
-        factor = progress / a.warmup if progress < a.warmup else (1 - progress) / (1 - a.warmup)
         for g in opt.param_groups:
-            g["lr"] = a.lr * max(0.0, factor)
+            g["lr"] = a.lr * lr_factor(trained / budget, a.warmup)
         hidden = model.bert(input_ids=batch["input_ids"], token_type_ids=batch["token_type_ids"],
                             attention_mask=batch["attention_mask"]).last_hidden_state
         rows = hidden.reshape(-1, hidden.size(-1))[batch["masked_positions"]]

@@ -173,4 +173,3 @@ def test_bf16_on_a_cpu_without_native_bf16_says_so(tmp_path, monkeypatch, capsys
     monkeypatch.setattr(loop, "native_bf16", lambda device: native)
     train(ToyObjective(), TrainConfig(lr=1e-2, batch_size=32, epochs=1, bf16=True, quiet=True), tmp_path / "run")
     assert ("no native bf16" in capsys.readouterr().err) is (not native)
-
