@@ -272,3 +272,29 @@ def test_masked_lm_loss_equals_cross_entropy(bf16):
     assert abs(fc - rc) <= (2 if bf16 else 0)
     for a, b in zip(fg, rg):
         torch.testing.assert_close(a, b, **tol)
+
+
+def test_masked_lm_loss_reuses_its_array_only_when_free():
+    """The logits array is reused across steps, but two graphs alive at once never share it."""
+    g = torch.Generator().manual_seed(1)
+    h0, w0, b0 = torch.randn(30, 32, generator=g), torch.randn(3000, 32, generator=g) * 0.3, torch.randn(3000, generator=g)
+    batches = [torch.randint(0, 3000, (30,), generator=g) for _ in range(2)]
+    want = []
+    for labels in batches:
+        h, w, b = (t.clone().requires_grad_() for t in (h0, w0, b0))
+        torch.nn.functional.cross_entropy(torch.nn.functional.linear(h, w, b), labels, reduction="sum").backward()
+        want.append((h.grad, w.grad, b.grad))
+    leaves = [[t.clone().requires_grad_() for t in (h0, w0, b0)] for _ in batches]
+    losses = [pt.MaskedLMLoss.apply(*leaf, labels)[0] for leaf, labels in zip(leaves, batches)]  # both alive
+    for loss in reversed(losses):
+        loss.backward()
+    for leaf, grads in zip(leaves, want):
+        for t, expected in zip(leaf, grads):
+            torch.testing.assert_close(t.grad, expected, rtol=1e-5, atol=1e-5)
+    h, w, b = leaves[0]
+    first = pt._SCRATCH.take(30, 3000, h.device)  # free again after the backward passes: the same array
+    assert first.data_ptr() == pt._SCRATCH.take(30, 3000, h.device).data_ptr()
+    with torch.no_grad():
+        loss, _ = pt.MaskedLMLoss.apply(h, w, b, batches[0])  # evaluation: borrows and returns it at once
+    torch.testing.assert_close(loss, losses[0].detach())
+    assert pt._SCRATCH.take(30, 3000, h.device).data_ptr() == first.data_ptr()

@@ -27,6 +27,7 @@ import dataclasses
 import json
 import os
 import time
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -97,39 +98,89 @@ class PretrainConfig(TrainConfig):
         return self.objective == "mlm+nsp"
 
 
+class _Scratch:
+    """One reusable (rows × vocabulary) fp32 array per device and width, for ``MaskedLMLoss`` on CPU.
+
+    The logits of Tiny's masked rows are ~75 MB a step: freshly allocated, glibc maps them anew each time
+    (anything over 32 MB) and the first write pays a page fault per 4 KB, which costs as long as the
+    projection itself. The array is lent to one forward pass and returned by its backward; while it is
+    out (two forward passes before a backward, or a graph dropped without one and still alive), a call
+    gets a fresh array, so sharing can never mix two batches' gradients.
+    """
+
+    def __init__(self) -> None:
+        self._arrays: dict[tuple[str, int], list] = {}  # (device, columns) -> [array, weakref to borrower or None]
+
+    def take(self, rows: int, cols: int, device: torch.device, borrower=None) -> torch.Tensor:
+        if device.type != "cpu":
+            return torch.empty(rows, cols, device=device)
+        key = (str(device), cols)
+        entry = self._arrays.get(key)
+        if entry is not None and entry[1] is not None and entry[1]() is not None:
+            return torch.empty(rows, cols, device=device)  # lent out
+        if entry is None or entry[0].size(0) < rows:
+            entry = self._arrays[key] = [torch.empty(rows + rows // 4, cols, device=device), None]
+        entry[1] = weakref.ref(borrower) if borrower is not None else None
+        return entry[0][:rows]
+
+    def give_back(self, array: torch.Tensor, cols: int) -> None:
+        entry = self._arrays.get((str(array.device), cols))
+        if entry is not None and entry[0].data_ptr() == array.data_ptr():
+            entry[1] = None
+
+
+_SCRATCH = _Scratch()
+
+
 class MaskedLMLoss(torch.autograd.Function):
     """Cross-entropy of the vocabulary projection, summed over rows, with its gradient made in one go.
 
-    ``forward(h, weight, bias, labels)`` computes the logits ``h @ weight.T + bias`` of the masked
-    rows and, in the same buffer and in place: the row maxima (their indices are the predictions,
-    so accuracy costs no extra pass), exp, the softmax, and the gradient ``softmax - onehot``, which
-    is kept for ``backward``. ``F.cross_entropy`` makes the log-softmax, then on backward a zeroed
-    one-hot gradient, then the softmax gradient: for Tiny those passes over a (masked rows × 30,522)
-    array cost as much as the projection itself. Returns (loss summed over rows, a bool per row: whether
-    its prediction is right).
+    ``forward(h, weight, bias, labels)`` writes the logits ``h @ weight.T + bias`` of the masked rows
+    into a reused array (``_Scratch``), takes each row's maximum and the target's logit, and turns the
+    array into the softmax in place with PyTorch's row-wise kernel (a row, 120 KB for 30,522 words, stays
+    in cache through its passes); the gradient ``softmax - onehot`` is then kept for ``backward``.
+    The loss of a row is ``max - log(p_max) - target`` (``p_max``, the largest probability, is at
+    least 1 / vocabulary, so nothing underflows); a row is right when its target's logit is the maximum
+    (``argmax`` on CPU is ~7× slower than ``amax``; a tie for the maximum counts as right, which only
+    an exact float tie can tell apart from ``argmax``). ``F.cross_entropy`` makes the log-softmax, then on
+    backward a zeroed one-hot gradient, then the softmax gradient, each over a fresh (masked rows ×
+    30,522) array: for Tiny those passes cost as much as the projection itself. Returns (loss summed over
+    rows, a bool per row: whether its prediction is right).
 
     Under bf16 autocast the two products run in bf16 and everything else in fp32 (as
-    ``F.cross_entropy(logits.float())`` on autocast logits). The same loss and gradients as
-    ``F.cross_entropy(h @ weight.T + bias, labels, reduction="sum")`` (tests/test_pretrain.py).
+    ``F.cross_entropy(logits.float())`` on autocast logits), and rightness is ``argmax``'s (bf16 logits
+    tie often). The same loss and gradients as ``F.cross_entropy(h @ weight.T + bias, labels,
+    reduction="sum")`` (tests/test_pretrain.py).
     """
 
     @staticmethod
     def forward(ctx, h, weight, bias, labels):
         kind = h.device.type
         mm_dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else h.dtype
+        grads = any(ctx.needs_input_grad[:3])
+        rows, cols = h.size(0), weight.size(0)
         with torch.autocast(h.device.type, enabled=False):
-            logits = torch.addmm(bias.to(mm_dtype), h.to(mm_dtype), weight.to(mm_dtype).t()).float()
-            top, pred = logits.max(dim=1)
-            target = logits.gather(1, labels[:, None]).squeeze(1)
-            logits.sub_(top[:, None]).exp_()
-            total = logits.sum(dim=1)
-            loss = (top + total.log() - target).sum()
-            hits = pred == labels
-            if any(ctx.needs_input_grad[:3]):
-                logits.div_(total[:, None])
-                logits[torch.arange(len(labels), device=labels.device), labels] -= 1.0
+            if mm_dtype == torch.float32 and h.dtype == weight.dtype == bias.dtype == torch.float32:
+                logits = _SCRATCH.take(rows, cols, h.device, ctx if grads else None)
+                torch.addmm(bias, h, weight.t(), out=logits)
+                top = logits.amax(dim=1)
+                target = logits.gather(1, labels[:, None]).squeeze(1)
+                hits = target == top
+            else:
+                low = torch.addmm(bias.to(mm_dtype), h.to(mm_dtype), weight.to(mm_dtype).t())
+                logits = _SCRATCH.take(rows, cols, h.device, ctx if grads else None).copy_(low)
+                del low
+                top, pred = logits.max(dim=1)
+                target = logits.gather(1, labels[:, None]).squeeze(1)
+                hits = pred == labels
+            torch.ops.aten._softmax.out(logits, 1, False, out=logits)  # in place, row by row
+            loss = (top - logits.amax(dim=1).log() - target).sum()
+            if grads:
+                logits[torch.arange(rows, device=labels.device), labels] -= 1.0
                 ctx.save_for_backward(logits, h, weight)
                 ctx.mm_dtype = mm_dtype
+            else:
+                _SCRATCH.give_back(logits, cols)
         ctx.mark_non_differentiable(hits)
         return loss, hits
 
@@ -143,10 +194,14 @@ class MaskedLMLoss(torch.autograd.Function):
             grad_h = grad_w = grad_b = None
             if ctx.needs_input_grad[0]:
                 grad_h = (g @ weight.to(mm)).float().mul_(scale).to(h.dtype)
-            if ctx.needs_input_grad[1]:
+            if ctx.needs_input_grad[1] and g.dtype == weight.dtype == torch.float32 and g.device.type == "cpu":
+                grad_w = torch.addmm(weight, g.t(), h, beta=0, alpha=scale.item())  # the scale in the product
+            elif ctx.needs_input_grad[1]:
                 grad_w = (g.t() @ h.to(mm)).float().mul_(scale).to(weight.dtype)
             if ctx.needs_input_grad[2]:
                 grad_b = grad.sum(dim=0).mul_(scale)
+            del g
+        _SCRATCH.give_back(grad, grad.size(1))
         return grad_h, grad_w, grad_b, None
 
 
