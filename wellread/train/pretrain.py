@@ -123,6 +123,9 @@ class _Scratch:
         entry[1] = weakref.ref(borrower) if borrower is not None else None
         return entry[0][:rows]
 
+    def clear(self) -> None:
+        self._arrays.clear()
+
     def give_back(self, array: torch.Tensor, cols: int) -> None:
         entry = self._arrays.get((str(array.device), cols))
         if entry is not None and entry[0].data_ptr() == array.data_ptr():
@@ -451,9 +454,13 @@ def pretrain(cfg: PretrainConfig) -> dict:
 
     (out / "config.yaml").write_text(dump_yaml(cfg), encoding="utf-8")
     t0 = time.perf_counter()
-    with fast_cpu_dropout(net):
-        result = train(objective, cfg, out, fingerprint={"settings": settings, "corpus": corpus.vocab_hash,
-                                                         "documents": corpus.num_documents, "tokens": corpus.num_tokens})
+    try:
+        with fast_cpu_dropout(net):
+            result = train(objective, cfg, out, fingerprint={"settings": settings, "corpus": corpus.vocab_hash,
+                                                             "documents": corpus.num_documents,
+                                                             "tokens": corpus.num_tokens})
+    finally:
+        _SCRATCH.clear()  # the loss's logits array (~300 MB at batch 128) is not kept past the run
     wall = time.perf_counter() - t0
     net = objective.model.net.cpu()
     for p in net.parameters():
