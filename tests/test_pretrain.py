@@ -298,3 +298,9 @@ def test_masked_lm_loss_reuses_its_array_only_when_free():
         loss, _ = pt.MaskedLMLoss.apply(h, w, b, batches[0])  # evaluation: borrows and returns it at once
     torch.testing.assert_close(loss, losses[0].detach())
     assert pt._SCRATCH.take(30, 3000, h.device).data_ptr() == first.data_ptr()
+    # a graph kept for a second backward after the array was lent again: autograd refuses, never wrong gradients
+    loss, _ = pt.MaskedLMLoss.apply(h, w, b, batches[0])
+    loss.backward(retain_graph=True)
+    pt.MaskedLMLoss.apply(h, w, b, batches[1])
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()

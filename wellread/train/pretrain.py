@@ -105,7 +105,9 @@ class _Scratch:
     (anything over 32 MB) and the first write pays a page fault per 4 KB, which costs as long as the
     projection itself. The array is lent to one forward pass and returned by its backward; while it is
     out (two forward passes before a backward, or a graph dropped without one and still alive), a call
-    gets a fresh array, so sharing can never mix two batches' gradients.
+    gets a fresh array, so sharing can never mix two batches' gradients. A graph kept for a second
+    backward (``retain_graph=True``) after its array was lent again is refused by autograd's own check of
+    saved tensors ("modified by an inplace operation"), never answered with another batch's gradient.
     """
 
     def __init__(self) -> None:
