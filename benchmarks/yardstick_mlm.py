@@ -42,7 +42,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--json", help="write the history and the final figures here")
-    ap.add_argument("--save", help="save the trained BertForMaskedLM here (HF layout)")
+    ap.add_argument("--save", help="save the trained BertForMaskedLM and the tokenizer files here (HF layout)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
 
@@ -111,7 +111,10 @@ def main() -> None:
     if a.json:
         Path(a.json).write_text(json.dumps(result, indent=1) + "\n")
     if a.save:
+        from wellread.tokenization import write_tokenizer_files
+
         model.save_pretrained(a.save)
+        write_tokenizer_files(tok, a.save)  # so that `wellread grid --model SAVE` fine-tunes it as it is
 
 
 if __name__ == "__main__":
