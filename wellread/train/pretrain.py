@@ -128,8 +128,8 @@ class _Scratch:
     def clear(self) -> None:
         self._arrays.clear()
 
-    def give_back(self, array: torch.Tensor, cols: int) -> None:
-        entry = self._arrays.get((str(array.device), cols))
+    def give_back(self, array: torch.Tensor) -> None:
+        entry = self._arrays.get((str(array.device), array.size(1)))
         if entry is not None and entry[0].data_ptr() == array.data_ptr():
             entry[1] = None
 
@@ -185,7 +185,7 @@ class MaskedLMLoss(torch.autograd.Function):
                 ctx.save_for_backward(logits, h, weight)
                 ctx.mm_dtype = mm_dtype
             else:
-                _SCRATCH.give_back(logits, cols)
+                _SCRATCH.give_back(logits)
         ctx.mark_non_differentiable(hits)
         return loss, hits
 
@@ -206,7 +206,7 @@ class MaskedLMLoss(torch.autograd.Function):
             if ctx.needs_input_grad[2]:
                 grad_b = grad.sum(dim=0).mul_(scale)
             del g
-        _SCRATCH.give_back(grad, grad.size(1))
+        _SCRATCH.give_back(grad)
         return grad_h, grad_w, grad_b, None
 
 
