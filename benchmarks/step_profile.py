@@ -24,7 +24,7 @@ def pretrain_steps(a):
     from wellread.train.dropout import use_fast_dropout
     from wellread.train.pretrain import PretrainConfig, PretrainObjective, build_model
 
-    cfg = PretrainConfig(model="tiny", data=Path(a.data), out=Path("unused"), objective="mlm", batch_size=a.batch,
+    cfg = PretrainConfig(model=a.model, data=Path(a.data), out=Path("unused"), objective="mlm", batch_size=a.batch,
                          max_steps=1)
     net, tok, _ = build_model(cfg)
     obj = PretrainObjective(net, load_corpus(cfg.data, expect_vocab_hash=vocab_hash(tok)), tok, cfg)
@@ -87,6 +87,7 @@ def main() -> None:
     ap.add_argument("--data", help="shard directory (pretrain)")
     ap.add_argument("--task", default="sst2")
     ap.add_argument("--data-dir", help="GLUE root (finetune)")
+    ap.add_argument("--model", default="tiny", help="miniature to time (pretrain)")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--steps", type=int, default=200)

@@ -133,6 +133,23 @@ def test_short_run_writes_a_fill_mask_model_and_learns(small_model, shards, tmp_
     assert pretrain(cfg(small_model, shards, out, eval_every=30))["wall_seconds"] == r["wall_seconds"]
 
 
+def test_dropout_override_is_for_training_only(small_model, shards, tmp_path):
+    """--dropout 0 turns every dropout off while pre-training; the saved model keeps the architecture's
+    rate, so fine-tuning from it uses the usual 0.1."""
+    import json
+
+    net, _, _ = pt.build_model(cfg(small_model, shards, tmp_path, dropout=0.0))
+    ps = [m.p for m in net.modules() if isinstance(m, torch.nn.Dropout)]
+    assert len(ps) >= 7 and set(ps) == {0.0}  # embeddings, 2 x (attention probs, attention out, ffn out)
+    assert net.config.hidden_dropout_prob == net.config.attention_probs_dropout_prob == 0.1
+    out = tmp_path / "run"
+    pretrain(cfg(small_model, shards, out, dropout=0.0, max_steps=2, objective="mlm"))
+    saved = json.loads((out / "model" / "config.json").read_text())
+    assert saved["hidden_dropout_prob"] == saved["attention_probs_dropout_prob"] == 0.1
+    assert set(m.p for m in modeling.load_model(out / "model", "pretraining").modules()
+               if isinstance(m, torch.nn.Dropout)) == {0.1}
+
+
 class Boom(Exception):
     pass
 

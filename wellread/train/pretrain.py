@@ -71,7 +71,8 @@ class PretrainConfig(TrainConfig):
     batch_size: int = field(128, help="sequences per optimizer step, over all processes and accumulation steps")
     warmup: float = field(0.01, help="fraction of the steps spent warming the learning rate up from 0 (BERT: 0.01)")
     eval_every: int | None = field(1000, help="evaluate every N steps")
-    dropout: float | None = field(None, help="override the model's dropout (hidden and attention)")
+    dropout: float | None = field(None, help="dropout while pre-training (hidden and attention); the saved "
+                                                 "model keeps the architecture's rate for fine-tuning")
     overwrite: bool = field(False, help="start over in an existing run directory")
 
     def __post_init__(self) -> None:
@@ -414,23 +415,31 @@ class PretrainObjective:
         return {f"eval/{k}": v for k, v in self.summarize(sums).items()}
 
 
+def _training_dropout(net: torch.nn.Module, p: float | None) -> torch.nn.Module:
+    """Set every dropout of ``net`` (hidden and attention probabilities) to ``p`` for this training run
+    only: the config keeps the architecture's rate, so the saved model fine-tunes with it (as Cramming
+    pre-trains without dropout and fine-tunes with 0.1)."""
+    if p is not None:
+        for m in net.modules():
+            if isinstance(m, torch.nn.Dropout):
+                m.p = p
+    return net
+
+
 def build_model(cfg: PretrainConfig):
     """(BertForPreTraining, tokenizer, description of the source)."""
     path = Path(cfg.model).expanduser()
     if not path.is_dir() and zoo.is_known(cfg.model):
         tok = load_tokenizer(cfg.vocab or STANDARD_VOCAB)
-        overrides = {} if cfg.dropout is None else {"hidden_dropout_prob": cfg.dropout,
-                                                    "attention_probs_dropout_prob": cfg.dropout}
-        return modeling.init_model(cfg.model, tok, seed=cfg.seed, **overrides), tok, f"random {zoo.get(cfg.model).name}"
+        net = modeling.init_model(cfg.model, tok, seed=cfg.seed)
+        return _training_dropout(net, cfg.dropout), tok, f"random {zoo.get(cfg.model).name}"
     if cfg.vocab is not None:
         raise WellreadError("--vocab is for a random start; a model directory brings its own vocabulary", field="vocab")
     if not path.is_dir():
         from wellread import hub
 
         path = hub.resolve_model(cfg.model)
-    overrides = {} if cfg.dropout is None else {"hidden_dropout_prob": cfg.dropout,
-                                                "attention_probs_dropout_prob": cfg.dropout}
-    net = modeling.load_model(path, "pretraining", **overrides)
+    net = _training_dropout(modeling.load_model(path, "pretraining"), cfg.dropout)
     tok = load_tokenizer(path)
     if tok.get_vocab_size(with_added_tokens=True) != net.config.vocab_size:
         raise WellreadError(f"vocabulary has {tok.get_vocab_size()} tokens, the model {net.config.vocab_size}", file=path)
