@@ -11,7 +11,7 @@ from wellread.train.dropout import fast_dropout, keep_mask, restore, use_fast_dr
 
 def test_drop_rate_scaling_and_gradient():
     torch.manual_seed(0)
-    x = torch.randn(64, 128, 129, requires_grad=True)  # an odd element count: the last 16-bit half is used
+    x = torch.randn(64, 128, 129, requires_grad=True)  # an element count not a multiple of four uniforms a word
     y = fast_dropout(x, 0.1)
     dropped = y == 0
     assert abs(dropped.float().mean().item() - 0.1) < 0.002
@@ -66,3 +66,63 @@ def test_training_attention_masks_padding_as_transformers_does(small_model_dir):
         net.train()  # our eager path with (practically) nothing dropped, on the original's padding mask
         got = net(input_ids=ids, attention_mask=mask).last_hidden_state
     torch.testing.assert_close(got[mask.bool()], want[mask.bool()], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("mask_kind", ["none", "bool", "additive"])
+def test_fused_attention_core_equals_the_eager_composition(mask_kind):
+    """Same dropout mask (same seed), same output and gradients as softmax(q kᵀ s + mask) -> dropout -> v."""
+    from wellread.train.dropout import _AttentionCore
+
+    b, s, h, d, p = 4, 48, 3, 16, 0.1
+    g = torch.Generator().manual_seed(0)
+    proj = [torch.randn(b, s, h * d, generator=g, requires_grad=True) for _ in range(3)]
+    heads = [x.view(b, s, h, d).transpose(1, 2) for x in proj]  # transformers' head-strided views
+    lengths = torch.tensor([48, 30, 41, 5])
+    keep_key = torch.arange(s)[None, :] < lengths[:, None]
+    mask = {"none": None, "bool": keep_key[:, None, None, :].expand(b, 1, s, s),
+            "additive": torch.where(keep_key, 0.0, torch.finfo(torch.float32).min)[:, None, None, :]}[mask_kind]
+    up = torch.randn(b, s, h, d, generator=g)
+
+    torch.manual_seed(5)
+    out, weights = _AttentionCore.apply(*heads, mask, d ** -0.5, p)
+    (out * up).sum().backward()
+    got = [x.grad.clone() for x in proj]
+    for x in proj:
+        x.grad = None
+
+    torch.manual_seed(5)
+    scores = torch.matmul(heads[0], heads[1].transpose(2, 3)) * d ** -0.5
+    if mask is not None:
+        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min) if mask.dtype == torch.bool else scores + mask
+    keep = keep_mask((b, h, s, s), p)
+    want_out = torch.matmul(scores.softmax(-1) * keep / (1 - p), heads[2]).transpose(1, 2)
+    (want_out * up).sum().backward()
+    torch.testing.assert_close(out, want_out, atol=1e-5, rtol=1e-5)
+    assert out.is_contiguous() and not weights.requires_grad
+    assert 0.05 < (weights == 0).float().mean().item() < 0.2 + (0.7 if mask_kind != "none" else 0)
+    for a, w in zip(got, proj):
+        torch.testing.assert_close(a, w.grad, atol=1e-5, rtol=1e-5)
+
+
+def test_bert_trains_the_same_with_the_fused_attention(small_model_dir, monkeypatch):
+    """A training step of a BERT (padding in the batch) with the fused core equals one with the eager path."""
+    from wellread.train import dropout
+
+    ids = torch.randint(5, 1000, (8, 64), generator=torch.Generator().manual_seed(1))
+    ids[3, 40:] = 0
+    ids[6, 9:] = 0
+    results = []
+    for fused in (True, False):
+        monkeypatch.setattr(dropout, "FUSED_ATTENTION", fused)
+        net = modeling.load_model(small_model_dir, "base")
+        use_fast_dropout(net)
+        net.train()
+        torch.manual_seed(0)
+        out = net(input_ids=ids, attention_mask=(ids != 0).long()).last_hidden_state
+        out.pow(2).mean().backward()
+        results.append((out.detach(), {n: w.grad for n, w in net.named_parameters() if w.grad is not None}))
+    (a, ga), (b, gb) = results
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    assert set(ga) == set(gb) and len(ga) > 10
+    for n in ga:
+        torch.testing.assert_close(ga[n], gb[n], atol=1e-5, rtol=1e-4, msg=n)

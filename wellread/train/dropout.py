@@ -1,12 +1,13 @@
-"""Dropout that costs a third of PyTorch's on CPU, for training BERT on a few cores.
+"""Dropout that costs a fraction of PyTorch's on CPU, for training BERT on a few cores.
 
 ``torch.nn.functional.dropout`` on CPU draws one Bernoulli variable per element (``bernoulli_``):
-for Tiny at batch 32 its seven calls a step are ~10% of a pre-training step. Here one 32-bit draw
-from torch's generator (31 random bits) makes two 15-bit uniforms, and an element is dropped when its
-uniform falls below ``round(p · 32768)``: the drop probability is ``p`` to within 1/65,536 (0.1 → 0.1000061),
-the kept elements are scaled by ``1 / (1 - p)`` as PyTorch does, and the gradient is masked the
-same way. Everything draws from torch's global generator, so a seed (and a checkpoint's RNG state)
-fixes the masks, and a resumed run repeats them.
+for Tiny at batch 32 its seven calls a step are ~10% of a pre-training step, and torch's Mersenne
+Twister (``random_``) is not much faster. Here one draw from torch's generator seeds numpy's SFC64, whose
+64-bit words make four 16-bit uniforms; an element is dropped when its uniform falls below
+``round(p · 65536)``: the drop probability is ``p`` to within 1/131,072 (0.1 → 0.0999908), the kept
+elements are scaled by ``1 / (1 - p)`` as PyTorch does, and the gradient is masked the same way. The
+seed comes from torch's global generator, so ``torch.manual_seed`` (and a checkpoint's RNG state) fixes
+the masks, and a resumed run repeats them.
 
 ``use_fast_dropout(model)`` (or the block ``with fast_cpu_dropout(model):``, used by pre-training,
 fine-tuning and distillation) swaps a transformers BERT's ``nn.Dropout`` modules (embeddings, after
@@ -23,25 +24,24 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
+import numpy as np
 import torch
 
 ATTENTION_NAME = "wellread"  # registered as wellread_sdpa / wellread_eager, after the original
 SMALL = 32768  # fewer elements than this: PyTorch's own is as fast (the Python call costs what it saves)
-_LEVELS = 32768  # 15-bit uniforms: torch's int32 random_() draws 31 random bits, two fields of 15
+FUSED_ATTENTION = True  # fp32 CPU training: _AttentionCore; False: the eager composition (for comparison)
+_LEVELS = 65536  # 16-bit uniforms
 
 
 def keep_mask(shape: torch.Size | tuple[int, ...], p: float, device: torch.device | str = "cpu") -> torch.Tensor:
-    """A bool tensor, True where an element is kept (probability 1 - round(p · 32768) / 32768)."""
+    """A bool tensor, True where an element is kept (probability 1 - round(p · 65536) / 65536)."""
     n = 1
     for s in shape:
         n *= int(s)
-    half = (n + 1) // 2
-    bits = torch.empty(half, dtype=torch.int32, device=device).random_()
-    threshold = round(p * _LEVELS)
-    keep = torch.empty(2 * half, dtype=torch.bool, device=device)
-    torch.ge(bits.bitwise_and(_LEVELS - 1), threshold, out=keep[:half])
-    torch.ge(bits.bitwise_right_shift_(15).bitwise_and_(_LEVELS - 1), threshold, out=keep[half:])
-    return keep[:n].view(shape)
+    seed = int(torch.empty((), dtype=torch.int64).random_())  # one draw of torch's generator
+    raw = np.random.SFC64(seed).random_raw((n + 3) // 4)  # four 16-bit uniforms per 64-bit word
+    uniforms = torch.from_numpy(raw.view(np.int16)[:n])  # uniform on -32768 .. 32767
+    return torch.ge(uniforms, round(p * _LEVELS) - _LEVELS // 2).view(shape).to(device)
 
 
 class _Dropout(torch.autograd.Function):
@@ -75,6 +75,61 @@ class FastDropout(torch.nn.Dropout):
         return fast_dropout(x, self.p, self.training)
 
 
+class _AttentionCore(torch.autograd.Function):
+    """softmax(q kᵀ · scaling + mask) with dropout, times v, for fp32 CPU training, in fewer passes than
+    the eager composition: the scaling rides on the copy that makes q contiguous (``matmul`` copies the
+    head-strided views anyway), the mask and the softmax work in place on the scores, the dropout's
+    1 / (1 - p) rides on the copy back to [B, S, heads, d]; backward reuses its buffers the same way
+    (dropout and softmax gradients in place, ``scaling`` on the copies of dq and dk). Gradients are
+    returned in the layout of transformers' projections, so no copy follows in their backward."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, mask, scaling: float, p: float):
+        b, h, s, d = q.shape
+        qc = torch.mul(q, scaling, out=torch.empty(b, h, s, d, dtype=q.dtype)).view(b * h, s, d)
+        kc = k.reshape(b * h, s, d)
+        vc = v.reshape(b * h, s, d)
+        probs = torch.bmm(qc, kc.transpose(1, 2))
+        if mask is not None:
+            if mask.dtype == torch.bool:
+                probs.view(b, h, s, s).masked_fill_(~mask, torch.finfo(probs.dtype).min)
+            else:
+                probs.view(b, h, s, s).add_(mask)
+        torch.ops.aten._softmax.out(probs, -1, False, out=probs)
+        keep = keep_mask(probs.shape, p)
+        dropped = probs.mul(keep)
+        out = torch.bmm(dropped, vc).view(b, h, s, d)
+        result = torch.mul(out.transpose(1, 2), 1.0 / (1.0 - p), out=torch.empty(b, s, h, d, dtype=q.dtype))
+        ctx.save_for_backward(qc, kc, vc, probs, keep, dropped)
+        ctx.scaling, ctx.scale = scaling, 1.0 / (1.0 - p)
+        weights = dropped.view(b, h, s, s)  # what eager returns as attention weights (but unscaled)
+        ctx.mark_non_differentiable(weights)
+        return result, weights
+
+    @staticmethod
+    def backward(ctx, grad, _grad_weights):
+        qc, kc, vc, probs, keep, dropped = ctx.saved_tensors
+        bh, s, d = qc.shape
+        b = grad.shape[0]
+        h = bh // b
+        g = torch.mul(grad.transpose(1, 2), ctx.scale, out=torch.empty(b, h, s, d, dtype=grad.dtype)).view(bh, s, d)
+        dv = torch.bmm(dropped.transpose(1, 2), g)
+        dp = torch.bmm(g, vc.transpose(1, 2)).mul_(keep)
+        torch.ops.aten._softmax_backward_data.out(dp, probs, -1, probs.dtype, grad_input=dp)
+        dq = torch.bmm(dp, kc)  # gradient of qc (which carries the scaling): d q = scaling · dq
+        dk = torch.bmm(dp.transpose(1, 2), qc)  # qc = scaling · q, so this is already scaling · dp ᵀ q
+
+        def back(x, factor):  # [b·h, s, d] -> the projections' [b, s, h, d] layout, seen as [b, h, s, d]
+            y = torch.empty(b, s, h, d, dtype=x.dtype)
+            if factor == 1.0:
+                y.copy_(x.view(b, h, s, d).transpose(1, 2))
+            else:
+                torch.mul(x.view(b, h, s, d).transpose(1, 2), factor, out=y)
+            return y.transpose(1, 2)
+
+        return back(dq, ctx.scaling), back(dk, 1.0), back(dv, 1.0), None, None, None
+
+
 def _original(name: str):
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
     from transformers.models.bert.modeling_bert import eager_attention_forward
@@ -92,6 +147,10 @@ def attention(module, query, key, value, attention_mask, scaling=None, dropout: 
         return _original(original)(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
     if scaling is None:
         scaling = query.size(-1) ** -0.5
+    if (FUSED_ATTENTION and query.dtype == torch.float32 and query.device.type == "cpu" and not torch.is_autocast_enabled("cpu")
+            and query.shape == key.shape == value.shape and query.numel() * query.size(2) // query.size(3) >= SMALL):
+        out, weights = _AttentionCore.apply(query, key, value, attention_mask, scaling, dropout)
+        return out, weights
     weights = torch.matmul(query, key.transpose(2, 3)) * scaling
     if attention_mask is not None:
         if attention_mask.dtype == torch.bool:
