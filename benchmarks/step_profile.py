@@ -81,6 +81,45 @@ def finetune_steps(a):
     return model, obj.batches(0, 0, a.batch, 0, 1), step, lambda b: len(b["labels"]), "examples"
 
 
+def keep_mask_mt(shape, p, device="cpu"):
+    """The masks of wellread before 2026-11-30: 31 bits of torch's Mersenne Twister make two 15-bit uniforms."""
+    n = 1
+    for s in shape:
+        n *= int(s)
+    half = (n + 1) // 2
+    bits = torch.empty(half, dtype=torch.int32).random_()
+    threshold = round(p * 32768)
+    keep = torch.empty(2 * half, dtype=torch.bool)
+    torch.ge(bits.bitwise_and(32767), threshold, out=keep[:half])
+    torch.ge(bits.bitwise_right_shift_(15).bitwise_and_(32767), threshold, out=keep[half:])
+    return keep[:n].view(shape)
+
+
+def ab(a, step, batches, count, unit) -> None:
+    """Interleaved blocks, so the machine's drift hits both the same: median ms/step of each."""
+    import statistics
+
+    from wellread.train import dropout
+
+    current = dropout.keep_mask
+    times: dict[str, list[float]] = {"wellread": [], "previous": []}
+    for b in batches[:10]:
+        step(b)
+    for i in range(2 * a.ab):
+        name = "wellread" if i % 2 == 0 else "previous"
+        dropout.FUSED_ATTENTION = name == "wellread"
+        dropout.keep_mask = current if name == "wellread" else keep_mask_mt
+        t = time.perf_counter()
+        for b in batches[10:10 + a.steps]:
+            step(b)
+        times[name].append((time.perf_counter() - t) / a.steps * 1000)
+    dropout.FUSED_ATTENTION, dropout.keep_mask = True, current
+    med = {k: statistics.median(v) for k, v in times.items()}
+    for k, v in times.items():
+        print(f"{k}: median {med[k]:.1f} ms/step over {len(v)} blocks of {a.steps} steps ({', '.join(f'{x:.0f}' for x in v)})")
+    print(f"previous / wellread: {med['previous'] / med['wellread']:.3f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("kind", choices=["pretrain", "finetune"])
@@ -93,11 +132,17 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--plain", action="store_true", help="PyTorch's dropout and dense embedding gradients")
     ap.add_argument("--profile", action="store_true", help="also print torch.profiler's table for 20 steps")
+    ap.add_argument("--shapes", action="store_true", help="--profile by input shapes")
+    ap.add_argument("--ab", type=int, default=0, metavar="BLOCKS",
+                    help="alternate BLOCKS blocks of --steps steps between wellread's attention and dropout masks "
+                         "and the previous ones (eager attention, masks from torch's random_); print both")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     model, it, step, count, unit = (pretrain_steps if a.kind == "pretrain" else finetune_steps)(a)
     model.train()
     batches = [next(it) for _ in range(a.steps + 30)]
+    if a.ab:
+        return ab(a, step, batches, count, unit)
     for b in batches[:10]:
         step(b)
     t, n = time.perf_counter(), 0
@@ -110,10 +155,10 @@ def main() -> None:
     if a.profile:
         from torch.profiler import ProfilerActivity, profile
 
-        with profile(activities=[ProfilerActivity.CPU]) as p:
+        with profile(activities=[ProfilerActivity.CPU], record_shapes=a.shapes) as p:
             for b in batches[10 + a.steps:]:
                 step(b)
-        print(p.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
+        print(p.key_averages(group_by_input_shape=a.shapes).table(sort_by="self_cpu_time_total", row_limit=25))
 
 
 if __name__ == "__main__":
