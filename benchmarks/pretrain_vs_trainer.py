@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -138,6 +139,7 @@ def main() -> None:
     ap.add_argument("--steps-ours", type=int, default=60)
     ap.add_argument("--steps-baseline", type=int, default=25)
     ap.add_argument("--warm", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=3, help="baseline and ours timed in turns this many times")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--text", default=str(DATA / "text" / "python3.11_doc_prose.txt.gz"))
     ap.add_argument("--json", help="also write the results here")
@@ -159,18 +161,26 @@ def main() -> None:
         build_corpus([a.text], STANDARD_VOCAB, shards, workers=1, group_lines=16, show_progress=False)
         seqs = blocks(shards, a.steps_baseline * a.batch)
         for name in a.models.split(","):
-            base = run_trainer(name, seqs, a.batch, a.steps_baseline, a.warm, a.lr, bf16=False)
-            ours = run_ours(name, shards, a.batch, a.steps_ours, a.warm, a.lr, bf16=False)
-            rows = [("Trainer + DataCollatorForLanguageModeling", base), ("wellread pretrain", ours)]
-            if a.bf16:
-                rows.append(("wellread pretrain --bf16", run_ours(name, shards, a.batch, a.steps_ours, a.warm, a.lr,
-                                                                  bf16=True)))
-            for label, r in rows:
-                g = r["tokens_per_s"] * flops_per_token(name, r["scored_fraction"]) / 1e9
-                r |= {"model": name, "run": label, "gflops": g, "of_peak": g / peak}
-                out["runs"].append(r)
-                print(f"{name:5s} {label:42s} {r['tokens_per_s']:9,.0f} tokens/s  {g:6.1f} GFLOP/s "
-                      f"({100 * g / peak:4.1f}% of peak)  x{r['tokens_per_s'] / base['tokens_per_s']:.2f}")
+            ratios = []
+            for rnd in range(a.rounds):  # baseline and ours in turns: the machine's drift hits both alike
+                base = run_trainer(name, seqs, a.batch, a.steps_baseline, a.warm, a.lr, bf16=False)
+                ours = run_ours(name, shards, a.batch, a.steps_ours, a.warm, a.lr, bf16=False)
+                rows = [("Trainer + DataCollatorForLanguageModeling", base), ("wellread pretrain", ours)]
+                if a.bf16:
+                    rows.append(("wellread pretrain --bf16", run_ours(name, shards, a.batch, a.steps_ours, a.warm,
+                                                                      a.lr, bf16=True)))
+                for label, r in rows:
+                    g = r["tokens_per_s"] * flops_per_token(name, r["scored_fraction"]) / 1e9
+                    r |= {"model": name, "run": label, "round": rnd + 1, "gflops": g, "of_peak": g / peak,
+                          "vs_trainer": r["tokens_per_s"] / base["tokens_per_s"]}
+                    out["runs"].append(r)
+                    print(f"{name:5s} {label:42s} {r['tokens_per_s']:9,.0f} tokens/s  {g:6.1f} GFLOP/s "
+                          f"({100 * g / peak:4.1f}% of peak)  x{r['vs_trainer']:.2f}  (round {rnd + 1})")
+                ratios.append(ours["tokens_per_s"] / base["tokens_per_s"])
+            if a.rounds > 1:
+                print(f"{name:5s} wellread / Trainer by round: {', '.join(f'{x:.2f}' for x in ratios)}; "
+                      f"median x{statistics.median(ratios):.2f}")
+                out.setdefault("median_vs_trainer", {})[name] = statistics.median(ratios)
     after = gemm_peak(a.threads)
     print(f"fp32 GEMM peak measured again after the runs: {after:.0f} GFLOP/s"
           + (" (higher: the shares above are against it)" if after > peak else ""))
