@@ -12,8 +12,9 @@ the masks, and a resumed run repeats them.
 ``use_fast_dropout(model)`` (or the block ``with fast_cpu_dropout(model):``, used by pre-training,
 fine-tuning and distillation) swaps a transformers BERT's ``nn.Dropout`` modules (embeddings, after
 attention, after the feed-forward layer) and its attention-probability dropout (an attention
-function registered with transformers' ``AttentionInterface``: in training the eager product with this
-dropout, on the masks of the model's own implementation; in evaluation the model's own attention
+function registered with transformers' ``AttentionInterface``: in training, fp32 on CPU, one autograd
+function (``_AttentionCore``) that does the eager product with this dropout in fewer passes, on the
+masks of the model's own implementation; in evaluation the model's own attention
 function, so dev scores during training equal the saved model's) for the fast ones, on CPU only;
 ``restore`` puts the originals back (before saving). The weights are untouched, so nothing of it
 reaches a saved model.
@@ -138,7 +139,8 @@ def _original(name: str):
 
 
 def attention(module, query, key, value, attention_mask, scaling=None, dropout: float = 0.0, **kwargs):
-    """Training: transformers' eager BERT attention with ``fast_dropout`` on the attention probabilities.
+    """Training: transformers' eager BERT attention with ``fast_dropout`` on the attention probabilities
+    (fp32 on CPU: ``_AttentionCore``, the same computation in fewer passes; otherwise the eager ops).
     Evaluation: the model's own attention function, unchanged (so dev scores during training equal the
     saved model's). ``attention_mask`` is what the original implementation's mask function made: None,
     a bool mask (True = attend) or an additive float mask."""
