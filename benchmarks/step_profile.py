@@ -95,7 +95,7 @@ def keep_mask_mt(shape, p, device="cpu"):
     return keep[:n].view(shape)
 
 
-def ab(a, step, batches, count, unit) -> None:
+def ab(a, step, batches) -> None:
     """Interleaved blocks, so the machine's drift hits both the same: median ms/step of each."""
     import statistics
 
@@ -142,7 +142,7 @@ def main() -> None:
     model.train()
     batches = [next(it) for _ in range(a.steps + 30)]
     if a.ab:
-        return ab(a, step, batches, count, unit)
+        return ab(a, step, batches)
     for b in batches[:10]:
         step(b)
     t, n = time.perf_counter(), 0

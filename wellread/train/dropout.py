@@ -121,11 +121,7 @@ class _AttentionCore(torch.autograd.Function):
         dk = torch.bmm(dp.transpose(1, 2), qc)  # qc = scaling · q, so this is already scaling · dp ᵀ q
 
         def back(x, factor):  # [b·h, s, d] -> the projections' [b, s, h, d] layout, seen as [b, h, s, d]
-            y = torch.empty(b, s, h, d, dtype=x.dtype)
-            if factor == 1.0:
-                y.copy_(x.view(b, h, s, d).transpose(1, 2))
-            else:
-                torch.mul(x.view(b, h, s, d).transpose(1, 2), factor, out=y)
+            y = torch.mul(x.view(b, h, s, d).transpose(1, 2), factor, out=torch.empty(b, s, h, d, dtype=x.dtype))
             return y.transpose(1, 2)
 
         return back(dq, ctx.scaling), back(dk, 1.0), back(dv, 1.0), None, None, None
