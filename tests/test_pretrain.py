@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import itertools
 
+import numpy as np
 import pytest
 import torch
 
@@ -215,6 +216,10 @@ def test_bad_settings_are_refused(small_model, shards, tmp_path):
         cfg(small_model, shards, tmp_path, epochs=1.0)
     with pytest.raises(WellreadError, match="hold out"):
         pretrain(cfg(small_model, shards, tmp_path / "r", eval_documents=10_000))
+    with pytest.raises(WellreadError, match="random, sinusoidal"):
+        cfg(small_model, shards, tmp_path, position_init="learned")
+    with pytest.raises(WellreadError, match="position-init is for a random start"):
+        pretrain(cfg(small_model, shards, tmp_path / "r3", position_init="sinusoidal"))
 
 
 def test_cli_pretrain_runs_and_reports(small_model, shards, tmp_path, capsys):
@@ -321,3 +326,44 @@ def test_masked_lm_loss_reuses_its_array_only_when_free():
     pt.MaskedLMLoss.apply(h, w, b, batches[1])
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         loss.backward()
+
+
+def test_unigram_output_bias_is_the_log_frequency_of_the_training_documents(shards, std_tokenizer):
+    from wellread.data.corpus import load_corpus
+    from wellread.data.pretraining import split_documents
+    from wellread.train.pretrain import set_unigram_output_bias
+
+    corpus = load_corpus(shards)
+    train_docs, held = split_documents(corpus.num_documents, 10)
+    counts = np.zeros(corpus.vocab_size)
+    for d in train_docs.tolist():
+        for i in corpus.document_ids(d).tolist():
+            counts[i] += 1
+    assert np.array_equal(corpus.token_counts(exclude=held), counts)
+    net = modeling.init_model("tiny", std_tokenizer, hidden_size=32, num_attention_heads=2, intermediate_size=64)
+    set_unigram_output_bias(net, corpus, 10)
+    bias = net.cls.predictions.bias.detach().double().numpy()
+    expect = counts.copy()
+    expect[list(corpus.special_ids.values())] = 0
+    expect = np.log((expect + 0.5) / (expect + 0.5).sum())
+    assert np.allclose(bias, expect, atol=1e-5)
+    assert net.cls.predictions.decoder.bias is net.cls.predictions.bias  # tied: the sparse head reads this one
+    the = std_tokenizer.token_to_id("the")
+    assert bias[the] > bias[std_tokenizer.token_to_id("[MASK]")] and bias.argmax() in (the, std_tokenizer.token_to_id("."), std_tokenizer.token_to_id(","))
+
+
+def test_cli_random_start_with_sinusoidal_positions_and_unigram_bias(shards, tmp_path, capsys):
+    import json
+
+    from wellread import cli
+
+    out = tmp_path / "run"
+    rc = cli.main(["pretrain", "--model", "tiny", "--data", str(shards), "--out", str(out), "--objective", "mlm",
+                   "--position-init", "sinusoidal", "--output-bias", "unigram", "--max-steps", "2",
+                   "--batch-size", "4", "--max-seq-length", "32", "--eval-documents", "10", "--eval-batches", "1",
+                   "--quiet"])
+    assert rc == 0, capsys.readouterr().err
+    results = json.loads((out / "results.json").read_text())
+    assert results["settings"]["position_init"] == "sinusoidal" and results["settings"]["output_bias"] == "unigram"
+    # two small steps from the unigram start: the held-out loss is near the unigram's, far below log(30522) = 10.3
+    assert results["eval"]["eval/mlm_loss"] < 8.5

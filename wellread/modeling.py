@@ -22,12 +22,36 @@ MODEL_FILES = ("config.json", "model.safetensors", "generation_config.json")
 _DERIVED_SUFFIXES = ("position_ids", "cls.predictions.decoder.weight", "cls.predictions.decoder.bias")
 
 
-def init_model(name: str | zoo.Miniature, tokenizer: Tokenizer, *, seed: int = 0, **config_overrides):
+POSITION_INITS = ("random", "sinusoidal")
+
+
+def sinusoidal_positions(positions: int, width: int, std: float) -> torch.Tensor:
+    """The Transformer's sine/cosine position table (Vaswani et al. 2017, 3.5), scaled to ``std`` per element.
+
+    Row ``p`` holds sin(p·ω_i) and cos(p·ω_i) for ω_i = 10000^(-2i/width), so that the dot product of two rows
+    depends on their distance only; scaled so that its elements have the spread of BERT's random init
+    (``initializer_range``), the word embeddings are not drowned under the embeddings' LayerNorm.
+    """
+    pos = torch.arange(positions, dtype=torch.float64)[:, None]
+    omega = 10000.0 ** (-torch.arange(0, width, 2, dtype=torch.float64) / width)
+    table = torch.zeros(positions, width, dtype=torch.float64)
+    table[:, 0::2] = torch.sin(pos * omega)
+    table[:, 1::2] = torch.cos(pos * omega)[:, : width // 2]
+    return (table * (std / table.std())).float()
+
+
+def init_model(name: str | zoo.Miniature, tokenizer: Tokenizer, *, seed: int = 0, position_init: str = "random",
+               **config_overrides):
     """A randomly initialised ``BertForPreTraining`` (encoder, pooler, MLM and NSP heads).
 
     The vocabulary size and [PAD] id come from ``tokenizer``; the same seed gives the same weights
     bit for bit (initialisation draws only from torch's CPU generator, seeded here).
+    ``position_init="sinusoidal"`` starts the (still learned) position embeddings from
+    :func:`sinusoidal_positions` instead of BERT's independent random rows: the architecture and the
+    saved weights' layout are BERT's either way.
     """
+    if position_init not in POSITION_INITS:
+        raise WellreadError(f"must be one of {', '.join(POSITION_INITS)}, not {position_init!r}", field="position_init")
     from transformers import BertForPreTraining
 
     m = name if isinstance(name, zoo.Miniature) else zoo.get(name)
@@ -39,6 +63,10 @@ def init_model(name: str | zoo.Miniature, tokenizer: Tokenizer, *, seed: int = 0
     )
     torch.manual_seed(seed)
     model = BertForPreTraining(config)
+    if position_init == "sinusoidal":
+        emb = model.bert.embeddings.position_embeddings.weight
+        with torch.no_grad():
+            emb.copy_(sinusoidal_positions(emb.shape[0], emb.shape[1], config.initializer_range))
     model.eval()
     return model
 

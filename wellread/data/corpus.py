@@ -747,6 +747,19 @@ class Corpus:
         shard, j = self.locate(doc)
         return shard.ids[shard.document_starts[j]:shard.document_starts[j + 1]]
 
+    def token_counts(self, exclude: Sequence[int] | np.ndarray = ()) -> np.ndarray:
+        """How often each vocabulary id occurs in the corpus, leaving out the documents ``exclude``.
+
+        One pass over the memory-mapped shards, a shard at a time (peak memory: one shard's ids as int64).
+        """
+        counts = np.zeros(self.vocab_size, dtype=np.int64)
+        for shard in self.shards:
+            counts += np.bincount(np.asarray(shard.ids, dtype=np.int64), minlength=self.vocab_size)[:self.vocab_size]
+        for doc in np.asarray(exclude, dtype=np.int64).tolist():
+            ids = np.asarray(self.document_ids(doc), dtype=np.int64)
+            counts -= np.bincount(ids, minlength=self.vocab_size)[:self.vocab_size]
+        return counts
+
 
 def load_corpus(directory: str | Path, expect_vocab_hash: str | None = None) -> Corpus:
     """Open a finished shard directory; refuse it when it was made with another vocabulary."""

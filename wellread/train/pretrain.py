@@ -31,6 +31,7 @@ import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from tokenizers import Tokenizer
@@ -38,7 +39,7 @@ from tokenizers import Tokenizer
 from wellread import modeling, zoo
 from wellread.config import field, to_dict
 from wellread.data.corpus import Corpus, load_corpus
-from wellread.data.pretraining import PretrainingDataset
+from wellread.data.pretraining import PretrainingDataset, split_documents
 from wellread.errors import WellreadError
 from wellread.io import atomic_write_json
 from wellread.tokenization import MASK, STANDARD_VOCAB, load_tokenizer, vocab_hash
@@ -46,6 +47,7 @@ from wellread.train.dropout import fast_cpu_dropout
 from wellread.train.loop import NOT_RESULT_SETTINGS, TrainConfig, config_fingerprint, open_run, train
 
 INDEX = "data_index.jsonl"
+OUTPUT_BIASES = ("zero", "unigram")
 INDEX_EVERY = 16  # micro-batches between recorded data positions
 
 
@@ -60,6 +62,10 @@ class PretrainConfig(TrainConfig):
     objective: str = field("mlm+nsp", help="mlm, or mlm+nsp (masked LM plus next-sentence prediction, as BERT)")
     masking: str = field("wordpiece", help="wordpiece (mask pieces independently) or whole-word")
     max_seq_length: int = field(128, help="tokens per sequence")
+    position_init: str = field("random", help="a random start's position embeddings: random (BERT) or "
+                                               "sinusoidal (the Transformer's sine/cosine table, still learned)")
+    output_bias: str = field("zero", help="a random start's MLM output bias: zero (BERT) or unigram (the log "
+                                          "frequencies of the training documents' tokens)")
     masked_lm_prob: float = field(0.15, help="fraction of tokens to predict")
     max_predictions_per_seq: int = field(20, help="at most this many predictions per sequence")
     pool_batches: int = field(32, help="sort this many batches' worth of sequences by length and shuffle the "
@@ -81,6 +87,12 @@ class PretrainConfig(TrainConfig):
             raise WellreadError(f"must be mlm or mlm+nsp, not {self.objective!r}", field="objective")
         if self.masking not in ("wordpiece", "whole-word"):
             raise WellreadError(f"must be wordpiece or whole-word, not {self.masking!r}", field="masking")
+        if self.position_init not in modeling.POSITION_INITS:
+            raise WellreadError(f"must be one of {', '.join(modeling.POSITION_INITS)}, not {self.position_init!r}",
+                                field="position_init")
+        if self.output_bias not in OUTPUT_BIASES:
+            raise WellreadError(f"must be one of {', '.join(OUTPUT_BIASES)}, not {self.output_bias!r}",
+                                field="output_bias")
         if not 8 <= self.max_seq_length <= 512:
             raise WellreadError("must be between 8 and 512", field="max_seq_length")
         if not 0 < self.masked_lm_prob < 1:
@@ -431,10 +443,14 @@ def build_model(cfg: PretrainConfig):
     path = Path(cfg.model).expanduser()
     if not path.is_dir() and zoo.is_known(cfg.model):
         tok = load_tokenizer(cfg.vocab or STANDARD_VOCAB)
-        net = modeling.init_model(cfg.model, tok, seed=cfg.seed)
+        net = modeling.init_model(cfg.model, tok, seed=cfg.seed, position_init=cfg.position_init)
         return _training_dropout(net, cfg.dropout), tok, f"random {zoo.get(cfg.model).name}"
     if cfg.vocab is not None:
         raise WellreadError("--vocab is for a random start; a model directory brings its own vocabulary", field="vocab")
+    for name, default in (("position_init", "random"), ("output_bias", "zero")):
+        if getattr(cfg, name) != default:
+            raise WellreadError(f"--{name.replace('_', '-')} is for a random start; a model directory brings its "
+                                "own weights", field=name)
     if not path.is_dir():
         from wellread import hub
 
@@ -444,6 +460,23 @@ def build_model(cfg: PretrainConfig):
     if tok.get_vocab_size(with_added_tokens=True) != net.config.vocab_size:
         raise WellreadError(f"vocabulary has {tok.get_vocab_size()} tokens, the model {net.config.vocab_size}", file=path)
     return net, tok, str(path)
+
+
+def set_unigram_output_bias(net, corpus: Corpus, eval_documents: int) -> None:
+    """Start the MLM output bias at the log frequency of each token in the training documents.
+
+    Before it reads any context, the best an MLM can do is the unigram; BERT's zero bias leaves that to
+    be learnt, and with tied embeddings it is learnt partly by growing the word embeddings, which then
+    drown the position embeddings under the embeddings' LayerNorm. Started here, the unigram is in place
+    at step 0 (add-½ counts; special tokens, never a label, get the smallest). Held-out documents are
+    not counted.
+    """
+    _, held = split_documents(corpus.num_documents, eval_documents)
+    counts = corpus.token_counts(exclude=held).astype(np.float64)
+    counts[list(corpus.special_ids.values())] = 0.0
+    counts += 0.5
+    with torch.no_grad():
+        net.cls.predictions.bias.copy_(torch.from_numpy(np.log(counts / counts.sum())))
 
 
 def pretrain(cfg: PretrainConfig) -> dict:
@@ -459,6 +492,8 @@ def pretrain(cfg: PretrainConfig) -> dict:
     if corpus.vocab_size != net.config.vocab_size:
         raise WellreadError(f"the shards' vocabulary has {corpus.vocab_size} tokens, the model "
                             f"{net.config.vocab_size}", file=corpus.manifest.path)
+    if cfg.output_bias == "unigram":
+        set_unigram_output_bias(net, corpus, cfg.eval_documents)
     out.mkdir(parents=True, exist_ok=True)
     objective = PretrainObjective(net, corpus, tok, cfg, run_dir=out)
     from wellread.config import dump_yaml

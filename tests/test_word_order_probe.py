@@ -1,0 +1,66 @@
+"""benchmarks/word_order_probe.py: shuffling keeps each row's tokens and special places; a model without
+position embeddings is blind to order by construction, one with them is not."""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+from pathlib import Path
+
+import torch
+
+from tests.conftest import data_path
+from wellread import modeling
+from wellread.data.corpus import build_corpus, load_corpus
+from wellread.data.pretraining import PretrainingDataset
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _probe_module():
+    spec = importlib.util.spec_from_file_location("word_order_probe", ROOT / "benchmarks" / "word_order_probe.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_shuffle_keeps_each_rows_tokens_and_the_special_places():
+    probe = _probe_module()
+    ids = torch.tensor([[101, 7, 8, 103, 9, 10, 102, 0, 0], [101, 11, 12, 13, 103, 14, 15, 16, 102]])
+    fixed = torch.tensor([0, 100, 101, 102, 103])
+    out = probe.shuffle_context(ids, fixed, torch.Generator().manual_seed(1))
+    special = torch.isin(ids, fixed)
+    assert torch.equal(out[special], ids[special])
+    for r in range(2):
+        assert sorted(out[r].tolist()) == sorted(ids[r].tolist())
+    assert not torch.equal(out, ids)
+
+
+def test_probe_sees_no_order_in_a_model_without_positions_and_some_in_one_with(tmp_path, std_tokenizer):
+    probe = _probe_module()
+    with gzip.open(data_path("text", "kjv_bible_verses.txt.gz"), "rt", encoding="utf-8") as f:
+        lines = [next(f).strip() for _ in range(400)]
+    (tmp_path / "kjv.txt").write_text("\n\n".join("\n".join(lines[i:i + 20]) for i in range(0, 400, 20)) + "\n",
+                                      encoding="utf-8")
+    build_corpus([tmp_path / "kjv.txt"], data_path("vocab", "bert-base-uncased-vocab.txt"), tmp_path / "shards",
+                 workers=1, doc_mode="blank", show_progress=False)
+    corpus = load_corpus(tmp_path / "shards")
+    held = PretrainingDataset(corpus, batch_size=8, split="eval", nsp=False, tokenizer=std_tokenizer,
+                              eval_documents=4, max_seq_length=64)
+    batches = list(held)[:2]
+    unigram = torch.log(torch.full((corpus.vocab_size,), 1.0 / corpus.vocab_size))
+    kw = dict(hidden_size=32, num_attention_heads=2, intermediate_size=64, hidden_dropout_prob=0.0,
+              attention_probs_dropout_prob=0.0)
+    with_pos = modeling.init_model("tiny", std_tokenizer, seed=0, initializer_range=0.5, **kw)
+    without = modeling.init_model("tiny", std_tokenizer, seed=0, initializer_range=0.5, **kw)
+    with torch.no_grad():
+        without.bert.embeddings.position_embeddings.weight.zero_()
+    results = {}
+    for name, net in (("with", with_pos), ("without", without)):
+        results[name] = probe.probe(modeling.save_model(net, std_tokenizer, tmp_path / name), batches,
+                                    corpus.special_ids, unigram)
+    blind = results["without"]
+    assert abs(blind["order shuffled"]["loss"] - blind["as is"]["loss"]) < 1e-4
+    seeing = results["with"]
+    assert abs(seeing["order shuffled"]["loss"] - seeing["as is"]["loss"]) > 1e-3
+    assert blind["unigram"]["loss"] == seeing["unigram"]["loss"]
