@@ -4,7 +4,8 @@ is, with its order shuffled, and with no context; beside the unigram's loss.
 It also prints each head's attention to the tokens 2, 1 places before and after and to itself, as a multiple of
 uniform attention. A model that has only learnt "unigram at [MASK] + copy the shown token" (the plateau of a short MLM run) and
 uses its context as a bag of words has the same loss with the order shuffled as without; one that has started
-to read (attend to the neighbours) loses more when the order is destroyed. The held-out batches are those of
+to read (attend to the neighbours) loses more when the order is destroyed. `wellread pretrain` logs the same
+measure at each evaluation (`eval/word_order_nats`). The held-out batches are those of
 ``wellread pretrain`` (same documents held out, same masks, ``--eval-documents`` and seed as the run).
 
     python benchmarks/word_order_probe.py --data SHARDS MODEL_DIR [MODEL_DIR ...] [--batches 6] [--json out.json]
@@ -21,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from wellread.data.corpus import load_corpus
+from wellread.data.masking import shuffle_context
 from wellread.data.pretraining import PretrainingDataset
 from wellread.tokenization import load_tokenizer
 
@@ -37,16 +39,6 @@ def unigram_log_probs(corpus, documents: np.ndarray, vocab_size: int, max_tokens
             break
     counts += 0.5
     return torch.tensor(np.log(counts / counts.sum()), dtype=torch.float32)
-
-
-def shuffle_context(ids: torch.Tensor, keep_ids: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Each row's ordinary tokens permuted among their own places; [MASK], [CLS], [SEP] and [PAD] stay put."""
-    out = ids.clone()
-    movable = ~torch.isin(ids, keep_ids)
-    for r in range(ids.shape[0]):
-        idx = movable[r].nonzero().squeeze(1)
-        out[r, idx] = ids[r, idx[torch.randperm(len(idx), generator=generator)]]
-    return out
 
 
 def attention_by_offset(model, batches: list[dict], offsets=(-2, -1, 0, 1, 2)) -> dict[str, dict[int, float]]:

@@ -367,3 +367,44 @@ def test_cli_random_start_with_sinusoidal_positions_and_unigram_bias(shards, tmp
     assert results["settings"]["position_init"] == "sinusoidal" and results["settings"]["output_bias"] == "unigram"
     # two small steps from the unigram start: the held-out loss is near the unigram's, far below log(30522) = 10.3
     assert results["eval"]["eval/mlm_loss"] < 8.5
+
+
+def test_evaluation_measures_word_order_zero_for_a_model_blind_to_it(small_model, shards, tmp_path):
+    """eval/mlm_loss_at_mask is HF's loss at the rows shown [MASK]; eval/word_order_nats is 0 for a model
+    without position embeddings (its output is the same for any order of the context) and not 0 with them."""
+    from wellread.data.masking import shuffle_context
+
+    c = cfg(small_model, shards, tmp_path, objective="mlm", eval_batches=2)
+    net, tok, _ = pt.build_model(c)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.mul_(20.0)  # larger weights: attention far from uniform, so that order matters when it can
+    obj = PretrainObjective(net, load_corpus(shards), tok, c)
+    net.eval()
+    seeing = obj.evaluate(obj.model)
+    assert abs(seeing["eval/word_order_nats"]) > 1e-3
+
+    # the loss at [MASK] rows, from HF's full head, context as is and shuffled as the evaluation shuffles it
+    mask_id = tok.token_to_id("[MASK]")
+    fixed = torch.tensor(sorted(load_corpus(shards).special_ids.values()))
+    sums, n = [0.0, 0.0], 0
+    with torch.no_grad():
+        for i, batch in enumerate(obj._eval_dataset(c.eval_batch_size)):
+            if i >= c.eval_batches:
+                break
+            pos = batch["masked_positions"]
+            at = batch["input_ids"].view(-1)[pos] == mask_id
+            for j, ids in enumerate((batch["input_ids"], shuffle_context(batch["input_ids"], fixed,
+                                                                          torch.Generator().manual_seed(i)))):
+                logits = net(input_ids=ids, token_type_ids=batch["token_type_ids"],
+                             attention_mask=batch["attention_mask"]).prediction_logits
+                rows = logits.reshape(-1, logits.shape[-1])[pos[at]]
+                sums[j] += torch.nn.functional.cross_entropy(rows, batch["masked_labels"][at], reduction="sum").item()
+            n += int(at.sum())
+    assert seeing["eval/mlm_loss_at_mask"] == pytest.approx(sums[0] / n, rel=1e-5)
+    assert seeing["eval/word_order_nats"] == pytest.approx((sums[1] - sums[0]) / n, rel=1e-4, abs=1e-6)
+
+    with torch.no_grad():
+        net.bert.embeddings.position_embeddings.weight.zero_()
+    blind = obj.evaluate(obj.model)
+    assert abs(blind["eval/word_order_nats"]) < 1e-5

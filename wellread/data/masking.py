@@ -352,3 +352,16 @@ class MaskingCollator:
 
 __all__ = ["Instance", "continuation_table", "truncate_seq_pair", "create_instances_from_document",
            "create_masked_lm_predictions", "MaskingCollator"]
+
+
+def shuffle_context(input_ids: torch.Tensor, fixed_ids: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Each row's ordinary tokens permuted among their own places; tokens in ``fixed_ids`` ([MASK], [CLS],
+    [SEP], [PAD]) stay where they are. A model that reads its context as a bag of words scores the masked
+    rows of the result as it scores the original; one that reads word order does worse."""
+    out = input_ids.clone()
+    movable = ~torch.isin(input_ids, fixed_ids)
+    for r in range(input_ids.shape[0]):
+        idx = movable[r].nonzero().squeeze(1)
+        out[r, idx] = input_ids[r, idx[torch.randperm(len(idx), generator=generator)]]
+    return out
+

@@ -39,6 +39,7 @@ from tokenizers import Tokenizer
 from wellread import modeling, zoo
 from wellread.config import field, to_dict
 from wellread.data.corpus import Corpus, load_corpus
+from wellread.data.masking import shuffle_context
 from wellread.data.pretraining import PretrainingDataset, split_documents
 from wellread.errors import WellreadError
 from wellread.io import atomic_write_json
@@ -414,17 +415,37 @@ class PretrainObjective:
         return out
 
     def evaluate(self, model) -> dict[str, float]:
-        """MLM loss/accuracy (and NSP) on the first ``eval_batches`` held-out batches (fixed masks)."""
+        """MLM loss/accuracy (and NSP) on the first ``eval_batches`` held-out batches (fixed masks).
+
+        Also the loss at the rows shown ``[MASK]`` with the context as it is and with each sequence's
+        ordinary tokens shuffled (seeded, the same every evaluation): ``eval/word_order_nats``, their
+        difference, is ~0 while the model reads its context as a bag of words (the plateau of a short
+        run) and grows once it reads word order (benchmarks/word_order_probe.py, docs/pretraining.md).
+        """
         sums: dict[str, float] = {}
         ds = self._eval_dataset(self.cfg.eval_batch_size)
+        fixed = torch.tensor(sorted(self.corpus.special_ids.values()))
+        device = next(model.parameters()).device
         with torch.no_grad():
             for i, batch in enumerate(ds):
                 if i >= self.cfg.eval_batches:
                     break
                 _, stats = self.loss(model, batch, self.counts(batch))
+                pos, labels = batch["masked_positions"], batch["masked_labels"]
+                at_mask = batch["input_ids"].reshape(-1)[pos] == self.mask_id
+                shuffled = shuffle_context(batch["input_ids"], fixed, torch.Generator().manual_seed(i))
+                for key, ids in (("mask_loss_sum", batch["input_ids"]), ("mask_loss_shuffled_sum", shuffled)):
+                    mlm_sum, _, _ = model(ids.to(device), batch["token_type_ids"].to(device),
+                                          batch["attention_mask"].to(device), pos[at_mask].to(device),
+                                          labels[at_mask].to(device), nsp=False)
+                    stats[key] = float(mlm_sum)
                 for k, v in stats.items():
                     sums[k] = sums.get(k, 0.0) + v
-        return {f"eval/{k}": v for k, v in self.summarize(sums).items()}
+        out = self.summarize(sums)
+        if sums.get("at_mask"):
+            out["mlm_loss_at_mask"] = sums["mask_loss_sum"] / sums["at_mask"]
+            out["word_order_nats"] = (sums["mask_loss_shuffled_sum"] - sums["mask_loss_sum"]) / sums["at_mask"]
+        return {f"eval/{k}": v for k, v in out.items()}
 
 
 def _training_dropout(net: torch.nn.Module, p: float | None) -> torch.nn.Module:

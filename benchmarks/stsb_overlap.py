@@ -1,0 +1,68 @@
+"""How much of STS-B dev is word overlap? Spearman of the gold scores with (a) the Jaccard overlap of the two
+sentences' WordPiece sets and (b) the cosine of each model's mean-pooled token vectors (embedding layer and last
+layer, [CLS]/[SEP] left out), no training. Puts the fine-tuned STS-B figures of weak starts in proportion.
+
+    python benchmarks/stsb_overlap.py --glue ../shared/data/glue MODEL_DIR [MODEL_DIR ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.stats import spearmanr
+
+from wellread.tokenization import load_tokenizer
+
+
+def read_dev(glue: Path) -> tuple[list[str], list[str], np.ndarray]:
+    with open(glue / "STS-B" / "dev.tsv", encoding="utf-8", newline="") as f:
+        rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))[1:]
+    return [r[7] for r in rows], [r[8] for r in rows], np.array([float(r[9]) for r in rows])
+
+
+def mean_pooled(model, tok, texts: list[str], layer: int) -> torch.Tensor:
+    out = []
+    for i in range(0, len(texts), 64):
+        enc = tok.encode_batch(texts[i:i + 64])
+        width = max(len(e.ids) for e in enc)
+        ids = torch.tensor([e.ids + [0] * (width - len(e.ids)) for e in enc])
+        mask = torch.tensor([[1] * len(e.ids) + [0] * (width - len(e.ids)) for e in enc])
+        with torch.no_grad():
+            h = model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states[layer]
+        w = mask.clone()
+        w[:, 0] = 0
+        w[torch.arange(len(enc)), mask.sum(1) - 1] = 0  # [CLS] and [SEP] out
+        out.append((h * w[..., None]).sum(1) / w.sum(1, keepdim=True).clamp(min=1))
+    return torch.cat(out)
+
+
+def main() -> None:
+    from transformers import BertModel
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("models", nargs="*", type=Path)
+    ap.add_argument("--glue", type=Path, required=True, help="the GLUE directory (with STS-B/dev.tsv)")
+    args = ap.parse_args()
+    a, b, gold = read_dev(args.glue)
+    tok = load_tokenizer(args.models[0]) if args.models else None
+    if tok is not None:
+        ja = [set(e.tokens[1:-1]) for e in tok.encode_batch(a)]
+        jb = [set(e.tokens[1:-1]) for e in tok.encode_batch(b)]
+        jac = [len(x & y) / max(len(x | y), 1) for x, y in zip(ja, jb)]
+        print(f"{'WordPiece-set Jaccard overlap (no model)':48s} Spearman {100 * spearmanr(jac, gold)[0]:5.1f}")
+    for path in args.models:
+        tok = load_tokenizer(path)
+        model = BertModel.from_pretrained(path, add_pooling_layer=False).eval()
+        cells = []
+        for layer, name in ((0, "embeddings"), (-1, "last layer")):
+            cos = torch.nn.functional.cosine_similarity(mean_pooled(model, tok, a, layer), mean_pooled(model, tok, b, layer))
+            cells.append(f"{name} {100 * spearmanr(cos.numpy(), gold)[0]:5.1f}")
+        print(f"{str(path)[-48:]:48s} Spearman, mean-pooled cosine: " + ", ".join(cells))
+
+
+if __name__ == "__main__":
+    main()
