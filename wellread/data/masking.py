@@ -350,10 +350,6 @@ class MaskingCollator:
         return out, positions, ids.reshape(-1)[positions]
 
 
-__all__ = ["Instance", "continuation_table", "truncate_seq_pair", "create_instances_from_document",
-           "create_masked_lm_predictions", "MaskingCollator"]
-
-
 def shuffle_context(input_ids: torch.Tensor, fixed_ids: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Each row's ordinary tokens permuted among their own places; tokens in ``fixed_ids`` ([MASK], [CLS],
     [SEP], [PAD]) stay where they are. A model that reads its context as a bag of words scores the masked
@@ -365,3 +361,6 @@ def shuffle_context(input_ids: torch.Tensor, fixed_ids: torch.Tensor, generator:
         out[r, idx] = input_ids[r, idx[torch.randperm(len(idx), generator=generator)]]
     return out
 
+
+__all__ = ["Instance", "continuation_table", "truncate_seq_pair", "create_instances_from_document",
+           "create_masked_lm_predictions", "MaskingCollator", "shuffle_context"]

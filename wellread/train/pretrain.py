@@ -48,8 +48,8 @@ from wellread.train.dropout import fast_cpu_dropout
 from wellread.train.loop import NOT_RESULT_SETTINGS, TrainConfig, config_fingerprint, open_run, train
 
 INDEX = "data_index.jsonl"
-OUTPUT_BIASES = ("zero", "unigram")
 INDEX_EVERY = 16  # micro-batches between recorded data positions
+OUTPUT_BIASES = ("zero", "unigram")
 
 
 @dataclasses.dataclass(kw_only=True)
