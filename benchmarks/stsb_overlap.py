@@ -8,20 +8,19 @@ layer, [CLS]/[SEP] left out), no training. Puts the fine-tuned STS-B figures of 
 from __future__ import annotations
 
 import argparse
-import csv
 from pathlib import Path
 
 import numpy as np
 import torch
 from scipy.stats import spearmanr
 
+from wellread.data.tasks import read_split
 from wellread.tokenization import load_tokenizer
 
 
 def read_dev(glue: Path) -> tuple[list[str], list[str], np.ndarray]:
-    with open(glue / "STS-B" / "dev.tsv", encoding="utf-8", newline="") as f:
-        rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))[1:]
-    return [r[7] for r in rows], [r[8] for r in rows], np.array([float(r[9]) for r in rows])
+    dev = read_split("stsb", glue, "dev").examples
+    return [e.text_a for e in dev], [e.text_b for e in dev], np.array([float(e.label) for e in dev])
 
 
 def mean_pooled(model, tok, texts: list[str], layer: int) -> torch.Tensor:

@@ -23,21 +23,14 @@ import torch.nn.functional as F
 
 from wellread.data.corpus import load_corpus
 from wellread.data.masking import shuffle_context
-from wellread.data.pretraining import PretrainingDataset
+from wellread.data.pretraining import PretrainingDataset, split_documents
 from wellread.tokenization import load_tokenizer
 
 
-def unigram_log_probs(corpus, documents: np.ndarray, vocab_size: int, max_tokens: int = 8_000_000) -> torch.Tensor:
-    """log p(token) from ``max_tokens`` tokens of training documents taken in a seeded random order (add-½)."""
-    counts = np.zeros(vocab_size, dtype=np.float64)
-    seen = 0
-    for d in np.random.default_rng(0).permutation(documents).tolist():
-        ids = np.asarray(corpus.document_ids(d), dtype=np.int64)
-        counts += np.bincount(ids, minlength=vocab_size)[:vocab_size]
-        seen += len(ids)
-        if seen >= max_tokens:
-            break
-    counts += 0.5
+def unigram_log_probs(corpus, eval_documents: int) -> torch.Tensor:
+    """log p(token) over the training documents (add-½), the unigram ``--output-bias unigram`` starts from."""
+    _, held = split_documents(corpus.num_documents, eval_documents)
+    counts = corpus.token_counts(exclude=held).astype(np.float64) + 0.5
     return torch.tensor(np.log(counts / counts.sum()), dtype=torch.float32)
 
 
@@ -111,8 +104,7 @@ def main() -> None:
     held = PretrainingDataset(corpus, batch_size=64, split="eval", nsp=False, tokenizer=tok, seed=args.seed,
                               eval_documents=args.eval_documents, max_seq_length=args.max_seq_length)
     batches = [b for _, b in zip(range(args.batches), held)]
-    train = PretrainingDataset(corpus, batch_size=1, nsp=False, tokenizer=tok, eval_documents=args.eval_documents)
-    unigram = unigram_log_probs(corpus, train.documents, corpus.vocab_size)
+    unigram = unigram_log_probs(corpus, args.eval_documents)
     results = {}
     print(f"{'model':40s} {'context':15s} {'loss at [MASK]':>15s} {'accuracy':>9s}")
     for m in args.models:
