@@ -112,3 +112,19 @@ def toy_recipe(tmp_path_factory, small_model_dir):
     with contextlib.redirect_stdout(stdout):
         assert cli.main(toy_recipe_args(root, root / "out")) == 0
     return root, root / "out", stdout.getvalue()
+
+
+@pytest.fixture(scope="session")
+def shards(tmp_path_factory, std_vocab):
+    """2,000 verses as 100 documents of 20 verses (blank-line separated), tokenised with the standard vocab."""
+    import gzip
+
+    from wellread.data.corpus import build_corpus
+
+    with gzip.open(data_path("text", "kjv_bible_verses.txt.gz"), "rt", encoding="utf-8") as f:
+        lines = [next(f).strip() for _ in range(2000)]
+    root = tmp_path_factory.mktemp("kjv")
+    text = "\n\n".join("\n".join(lines[i:i + 20]) for i in range(0, 2000, 20)) + "\n"
+    (root / "kjv.txt").write_text(text, encoding="utf-8")
+    build_corpus([root / "kjv.txt"], std_vocab, root / "shards", workers=1, doc_mode="blank", show_progress=False)
+    return root / "shards"

@@ -2,31 +2,17 @@
 
 from __future__ import annotations
 
-import gzip
 import itertools
 
 import numpy as np
 import pytest
 import torch
 
-from tests.conftest import data_path
 from wellread import modeling, tokenization
 from wellread.data.corpus import build_corpus, load_corpus
 from wellread.errors import WellreadError
 from wellread.train import pretrain as pt
 from wellread.train.pretrain import PretrainConfig, PretrainObjective, pretrain
-
-
-@pytest.fixture(scope="module")
-def shards(tmp_path_factory, std_vocab):
-    """2,000 verses as 100 documents of 20 verses (blank-line separated), tokenised with the standard vocab."""
-    with gzip.open(data_path("text", "kjv_bible_verses.txt.gz"), "rt", encoding="utf-8") as f:
-        lines = [next(f).strip() for _ in range(2000)]
-    root = tmp_path_factory.mktemp("kjv")
-    text = "\n\n".join("\n".join(lines[i:i + 20]) for i in range(0, 2000, 20)) + "\n"
-    (root / "kjv.txt").write_text(text, encoding="utf-8")
-    build_corpus([root / "kjv.txt"], std_vocab, root / "shards", workers=1, doc_mode="blank", show_progress=False)
-    return root / "shards"
 
 
 @pytest.fixture(scope="module")

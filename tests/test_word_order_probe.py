@@ -3,15 +3,13 @@ position embeddings is blind to order by construction, one with them is not."""
 
 from __future__ import annotations
 
-import gzip
 import importlib.util
 from pathlib import Path
 
 import torch
 
-from tests.conftest import data_path
 from wellread import modeling
-from wellread.data.corpus import build_corpus, load_corpus
+from wellread.data.corpus import load_corpus
 from wellread.data.masking import shuffle_context
 from wellread.data.pretraining import PretrainingDataset
 
@@ -36,15 +34,9 @@ def test_shuffle_keeps_each_rows_tokens_and_the_special_places():
     assert not torch.equal(out, ids)
 
 
-def test_probe_sees_no_order_in_a_model_without_positions_and_some_in_one_with(tmp_path, std_tokenizer):
+def test_probe_sees_no_order_in_a_model_without_positions_and_some_in_one_with(tmp_path, std_tokenizer, shards):
     probe = _probe_module()
-    with gzip.open(data_path("text", "kjv_bible_verses.txt.gz"), "rt", encoding="utf-8") as f:
-        lines = [next(f).strip() for _ in range(400)]
-    (tmp_path / "kjv.txt").write_text("\n\n".join("\n".join(lines[i:i + 20]) for i in range(0, 400, 20)) + "\n",
-                                      encoding="utf-8")
-    build_corpus([tmp_path / "kjv.txt"], data_path("vocab", "bert-base-uncased-vocab.txt"), tmp_path / "shards",
-                 workers=1, doc_mode="blank", show_progress=False)
-    corpus = load_corpus(tmp_path / "shards")
+    corpus = load_corpus(shards)
     held = PretrainingDataset(corpus, batch_size=8, split="eval", nsp=False, tokenizer=std_tokenizer,
                               eval_documents=4, max_seq_length=64)
     batches = list(held)[:2]
