@@ -1,6 +1,8 @@
 """How much of STS-B dev is word overlap? Spearman of the gold scores with (a) the Jaccard overlap of the two
 sentences' WordPiece sets and (b) the cosine of each model's mean-pooled token vectors (embedding layer and last
-layer, [CLS]/[SEP] left out), no training. Puts the fine-tuned STS-B figures of weak starts in proportion.
+layer, [CLS]/[SEP] left out), no training, and (c) the log-odds of "B follows A" from the model's next-sentence
+head on the pair (trained by `--objective mlm+nsp`; an MLM-only run saves it as initialised, a baseline). Puts the fine-tuned STS-B figures
+of weak starts in proportion.
 
     python benchmarks/stsb_overlap.py --glue ../shared/data/glue MODEL_DIR [MODEL_DIR ...]
 """
@@ -39,9 +41,33 @@ def mean_pooled(model, tok, texts: list[str], layer: int) -> torch.Tensor:
     return torch.cat(out)
 
 
+def nsp_log_odds(path: Path, tok, a: list[str], b: list[str]) -> np.ndarray | None:
+    """log P(IsNext) - log P(NotNext) of the model's next-sentence head for each pair; None without one."""
+    from transformers import BertForPreTraining
+
+    model, info = BertForPreTraining.from_pretrained(path, output_loading_info=True)
+    if any(k.startswith(("cls.seq_relationship", "bert.pooler")) for k in info["missing_keys"]):
+        return None
+    model.eval()
+    out = []
+    for i in range(0, len(a), 64):
+        enc = tok.encode_batch(list(zip(a[i:i + 64], b[i:i + 64])))
+        width = max(len(e.ids) for e in enc)
+        pad = [width - len(e.ids) for e in enc]
+        ids = torch.tensor([e.ids + [0] * p for e, p in zip(enc, pad)])
+        types = torch.tensor([e.type_ids + [0] * p for e, p in zip(enc, pad)])
+        mask = torch.tensor([[1] * len(e.ids) + [0] * p for e, p in zip(enc, pad)])
+        with torch.no_grad():
+            logits = model(input_ids=ids, token_type_ids=types, attention_mask=mask).seq_relationship_logits
+        out.append((logits[:, 0] - logits[:, 1]).numpy())  # index 0 is IsNext in BERT
+    return np.concatenate(out)
+
+
 def main() -> None:
     from transformers import BertModel
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.set_verbosity_error()  # the unused heads' load report says nothing here
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("models", nargs="*", type=Path)
     ap.add_argument("--glue", type=Path, required=True, help="the GLUE directory (with STS-B/dev.tsv)")
@@ -60,6 +86,9 @@ def main() -> None:
         for layer, name in ((0, "embeddings"), (-1, "last layer")):
             cos = torch.nn.functional.cosine_similarity(mean_pooled(model, tok, a, layer), mean_pooled(model, tok, b, layer))
             cells.append(f"{name} {100 * spearmanr(cos.numpy(), gold)[0]:5.1f}")
+        nsp = nsp_log_odds(path, tok, a, b)
+        if nsp is not None:
+            cells.append(f"next-sentence head {100 * spearmanr(nsp, gold)[0]:5.1f}")
         print(f"{str(path)[-48:]:48s} Spearman, mean-pooled cosine: " + ", ".join(cells))
 
 

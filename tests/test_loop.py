@@ -134,6 +134,43 @@ def test_a_checkpoint_from_other_settings_is_refused(tmp_path):
         train(ToyObjective(), TrainConfig(lr=2e-2, batch_size=8, max_steps=6, quiet=True), tmp_path)
 
 
+def test_the_refusal_names_the_setting_that_changed(tmp_path):
+    train(ToyObjective(), TrainConfig(lr=1e-2, batch_size=8, max_steps=3, quiet=True), tmp_path)
+    with pytest.raises(WellreadError, match=r"train\.lr: 0\.01 then, 0\.02 now"):
+        train(ToyObjective(), TrainConfig(lr=2e-2, batch_size=8, max_steps=3, quiet=True), tmp_path)
+
+
+def _as_if_made_before(path, setting):
+    """Rewrite a checkpoint as an older wellread, without ``setting``, would have written it."""
+    ck = torch.load(path, weights_only=True)
+    del ck["settings"]["train"][setting]
+    ck["fingerprint"] = loop.config_fingerprint(ck["settings"])
+    torch.save(ck, path)
+
+
+def test_a_run_resumes_across_a_setting_added_since_while_it_holds_its_default(tmp_path, capsys):
+    cfg = TrainConfig(lr=1e-2, batch_size=8, max_steps=3, quiet=True)
+    first = ToyObjective()
+    train(first, cfg, tmp_path)
+    _as_if_made_before(tmp_path / loop.CHECKPOINT, "clip")
+    again = ToyObjective()
+    train(again, cfg, tmp_path)  # clip holds its default: the same run
+    assert "resuming from step 3" in capsys.readouterr().err
+    for a, b in zip(weights(first.model), weights(again.model)):
+        assert torch.equal(a, b)
+    assert "clip" not in torch.load(tmp_path / loop.CHECKPOINT, weights_only=True)["settings"]["train"]
+    with pytest.raises(WellreadError, match=r"train\.clip: '\(absent\)' then, 0\.5 now"):
+        train(ToyObjective(), TrainConfig(lr=1e-2, batch_size=8, max_steps=3, clip=0.5, quiet=True), tmp_path)
+
+
+def test_settings_changes_counts_a_removed_setting_and_a_new_one_off_its_default():
+    defaults = {"lr": 1e-3, "dropout": None}
+    assert loop.settings_changes({"a": {"lr": 1e-3}}, {"a": {"lr": 1e-3, "dropout": None}}, defaults) == []
+    assert loop.settings_changes({"a": {"lr": 1e-3}}, {"a": {"lr": 1e-3, "dropout": 0.1}}, defaults) == ["a.dropout"]
+    assert loop.settings_changes({"a": {"lr": 1e-3, "old": 1}}, {"a": {"lr": 1e-3}}, defaults) == ["a.old"]
+    assert loop.settings_changes({"a": {"lr": 1e-3}}, {"a": {"lr": 2e-3}}, defaults) == ["a.lr"]
+
+
 def test_data_smaller_than_one_batch_is_refused(tmp_path):
     with pytest.raises(WellreadError, match="smaller than one batch"):
         train(ToyObjective(n=4), TrainConfig(lr=1e-2, batch_size=8, epochs=1, quiet=True), tmp_path)
@@ -173,3 +210,11 @@ def test_bf16_on_a_cpu_without_native_bf16_says_so(tmp_path, monkeypatch, capsys
     monkeypatch.setattr(loop, "native_bf16", lambda device: native)
     train(ToyObjective(), TrainConfig(lr=1e-2, batch_size=32, epochs=1, bf16=True, quiet=True), tmp_path / "run")
     assert ("no native bf16" in capsys.readouterr().err) is (not native)
+
+
+def test_a_finished_run_is_recognised_after_a_setting_was_added_at_its_default(tmp_path):
+    (tmp_path / "results.json").write_text(json.dumps({"settings": {"lr": 0.01}, "score": 1.0}))
+    defaults = {"lr": 1e-3, "dropout": None}
+    done = loop.open_run(tmp_path, {"lr": 0.01, "dropout": None}, overwrite=False, defaults=defaults)
+    assert done is not None and done["score"] == 1.0
+    assert loop.open_run(tmp_path, {"lr": 0.01, "dropout": 0.2}, overwrite=False, defaults=defaults) is None

@@ -34,6 +34,20 @@ def test_shuffle_keeps_each_rows_tokens_and_the_special_places():
     assert not torch.equal(out, ids)
 
 
+def test_shuffle_keeps_a_pairs_tokens_in_their_own_segment():
+    ids = torch.tensor([[101, 7, 8, 9, 103, 10, 102, 21, 22, 23, 24, 103, 102]])
+    types = torch.tensor([[0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1]])
+    fixed = torch.tensor([0, 100, 101, 102, 103])
+    seen = set()
+    for seed in range(20):
+        out = shuffle_context(ids, fixed, torch.Generator().manual_seed(seed), types)
+        assert sorted(out[0, :7].tolist()) == sorted(ids[0, :7].tolist())  # A's tokens stay in A
+        assert sorted(out[0, 7:].tolist()) == sorted(ids[0, 7:].tolist())
+        assert torch.equal(out[torch.isin(ids, fixed)], ids[torch.isin(ids, fixed)])
+        seen.add(tuple(out[0].tolist()))
+    assert len(seen) > 5  # and both segments do get shuffled
+
+
 def test_probe_sees_no_order_in_a_model_without_positions_and_some_in_one_with(tmp_path, std_tokenizer, shards):
     probe = _probe_module()
     corpus = load_corpus(shards)

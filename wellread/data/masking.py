@@ -350,15 +350,20 @@ class MaskingCollator:
         return out, positions, ids.reshape(-1)[positions]
 
 
-def shuffle_context(input_ids: torch.Tensor, fixed_ids: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Each row's ordinary tokens permuted among their own places; tokens in ``fixed_ids`` ([MASK], [CLS],
-    [SEP], [PAD]) stay where they are. A model that reads its context as a bag of words scores the masked
-    rows of the result as it scores the original; one that reads word order does worse."""
+def shuffle_context(input_ids: torch.Tensor, fixed_ids: torch.Tensor, generator: torch.Generator,
+                    token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+    """Each row's ordinary tokens permuted among their own places, within their segment when
+    ``token_type_ids`` is given (a sentence pair's A and B stay apart, so NSP pairs measure word order, not
+    segment mixing); tokens in ``fixed_ids`` ([MASK], [CLS], [SEP], [PAD]) stay where they are. A model that
+    reads its context as a bag of words scores the masked rows of the result as it scores the original; one
+    that reads word order does worse."""
     out = input_ids.clone()
     movable = ~torch.isin(input_ids, fixed_ids)
+    types = torch.zeros_like(input_ids) if token_type_ids is None else token_type_ids
     for r in range(input_ids.shape[0]):
-        idx = movable[r].nonzero().squeeze(1)
-        out[r, idx] = input_ids[r, idx[torch.randperm(len(idx), generator=generator)]]
+        for t in types[r].unique().tolist():
+            idx = (movable[r] & (types[r] == t)).nonzero().squeeze(1)
+            out[r, idx] = input_ids[r, idx[torch.randperm(len(idx), generator=generator)]]
     return out
 
 

@@ -38,7 +38,7 @@ from wellread.io import atomic_write_bytes, atomic_write_json, read_json_or_none
 from wellread.tokenization import PAD, UNK, load_tokenizer
 from wellread.train.dropout import fast_cpu_dropout
 from wellread.train.finetune import ClassificationObjective, FinetuneConfig, LabelledSet, build_model, load_labelled
-from wellread.train.loop import NOT_RESULT_SETTINGS, TrainConfig, open_run, train
+from wellread.train.loop import NOT_RESULT_SETTINGS, TrainConfig, field_defaults, open_run, train
 
 SHARD_SIZE = 4096  # transfer examples per cached logits shard
 MAX_UNK_RATE = 0.05  # a vocabulary that maps more of the text than this to [UNK] cannot encode it
@@ -486,7 +486,7 @@ def distill(cfg: DistillConfig) -> dict:
         raise WellreadError(f"{spec.name} is evaluation-only; distil on {spec.evaluate_with} instead", field="task")
     out = Path(cfg.out)
     settings = run_settings(cfg)
-    done = open_run(out, settings, overwrite=cfg.overwrite, extra_files={"finetune", "distill.json"})
+    done = open_run(out, settings, overwrite=cfg.overwrite, extra_files={"finetune", "distill.json"}, defaults=field_defaults(type(cfg)))
     if done is not None:
         return done
     stage2 = read_json_or_none(out / "distill.json")

@@ -29,7 +29,7 @@ from wellread.eval.predict import logits_to_predictions, predict_logits
 from wellread.io import atomic_write_json
 from wellread.tokenization import PAD, STANDARD_VOCAB, load_tokenizer
 from wellread.train.dropout import fast_cpu_dropout
-from wellread.train.loop import NOT_RESULT_SETTINGS, TrainConfig, open_run, train
+from wellread.train.loop import NOT_RESULT_SETTINGS, TrainConfig, field_defaults, open_run, train
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -254,7 +254,7 @@ def finetune(cfg: FinetuneConfig) -> dict:
     out = Path(cfg.out)
     results_path = out / "results.json"
     settings = run_settings(cfg)
-    done = open_run(out, settings, overwrite=cfg.overwrite)
+    done = open_run(out, settings, overwrite=cfg.overwrite, defaults=field_defaults(type(cfg)))
     if done is not None:
         return done
     model, tok, source = build_model(cfg, spec)

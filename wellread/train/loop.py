@@ -197,15 +197,18 @@ NOT_RESULT_SETTINGS = ("quiet", "threads", "checkpoint_every", "checkpoint_minut
 RUN_FILES = {"checkpoint.pt", "metrics.jsonl", "config.yaml", "results.json", "model", "train_state.json"}
 
 
-def open_run(out: Path, settings: dict, *, overwrite: bool, extra_files: set[str] = frozenset()) -> dict | None:
+def open_run(out: Path, settings: dict, *, overwrite: bool, extra_files: set[str] = frozenset(),
+             defaults: dict | None = None) -> dict | None:
     """Prepare a run directory: the finished results if this exact run is done, else None.
 
-    A directory holding other files than a run's is refused; ``overwrite`` starts over.
+    A directory holding other files than a run's is refused; ``overwrite`` starts over. ``defaults``
+    (``field_defaults`` of the settings' dataclass): a setting added to wellread after the run finished
+    matches while it holds its default.
     """
     results_path = out / "results.json"
     if results_path.is_file() and not overwrite:
         done = json.loads(results_path.read_text(encoding="utf-8"))
-        if done.get("settings") == settings:
+        if "settings" in done and not settings_changes(done["settings"], settings, defaults or {}):
             print(f"{out}: already finished; results below (pass --overwrite to redo)", file=sys.stderr)
             return done
     if overwrite and out.exists():
@@ -214,6 +217,45 @@ def open_run(out: Path, settings: dict, *, overwrite: bool, extra_files: set[str
         shutil.rmtree(out)
     check_output_dir(out, allowed=RUN_FILES | set(extra_files))
     return None
+
+
+def _plain(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, default=str))
+
+
+def field_defaults(cls: type) -> dict[str, Any]:
+    """Each field's default in a config dataclass, as JSON values (what a setting added later stands for)."""
+    out = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = _plain(f.default)
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = _plain(f.default_factory())
+    return out
+
+
+def _flat(obj: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(obj, dict):
+        return {prefix: obj}
+    out: dict[str, Any] = {}
+    for k, v in obj.items():
+        out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def settings_changes(old: dict, new: dict, defaults: dict[str, Any]) -> list[str]:
+    """The settings (dotted keys) that differ between a run's record and these. A key missing from the old
+    record (a setting wellread gained since) is no change while it holds its default, so a run survives an
+    upgrade; a key this code no longer has is a change (its behaviour may be gone)."""
+    a, b = _flat(_plain(old)), _flat(_plain(new))
+    changed = []
+    for k in sorted(a.keys() | b.keys()):
+        if k in a and k in b and a[k] == b[k]:
+            continue
+        if k not in a and b[k] == defaults.get(k.rsplit(".", 1)[-1], a):  # `a`: a sentinel no value equals
+            continue
+        changed.append(k)
+    return changed
 
 
 def config_fingerprint(obj: Any) -> str:
@@ -338,16 +380,26 @@ def _train(objective: Objective, cfg: TrainConfig, run_dir: str | Path, *, finge
 
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = run_dir / CHECKPOINT
-    fp = config_fingerprint({"train": dataclasses.asdict(cfg) | {k: None for k in (*NOT_RESULT_SETTINGS, "time_budget")},
-                             "world": d.world, **(fingerprint or {})})
+    record = _plain({"train": dataclasses.asdict(cfg) | {k: None for k in (*NOT_RESULT_SETTINGS, "time_budget")},
+                     "world": d.world, **(fingerprint or {})})
+    fp = config_fingerprint(record)
     log = MetricsLog(run_dir / "metrics.jsonl", d.main)
     state = LoopState()
     history: list[dict] = []
     if ckpt_path.exists():
         ck = load_checkpoint(ckpt_path)
         if ck.get("fingerprint") != fp:
-            raise WellreadError("this run directory holds a checkpoint made with other settings, model or data; "
-                                "use another --out (or delete the checkpoint to start over)", file=ckpt_path)
+            if "settings" not in ck:  # made before checkpoints recorded their settings
+                changed, said = ["?"], "its settings were not recorded"
+            else:
+                changed = settings_changes(ck["settings"], record, field_defaults(type(cfg)))
+                old, now = _flat(ck["settings"]), _flat(record)
+                said = ", ".join(f"{k}: {old.get(k, '(absent)')!r} then, {now.get(k, '(absent)')!r} now"
+                                 for k in changed[:4]) + (f" and {len(changed) - 4} more" if len(changed) > 4 else "")
+            if changed:
+                raise WellreadError(f"this run directory holds a checkpoint made with other settings, model or data "
+                                    f"({said}); use another --out (or delete the checkpoint to start over)",
+                                    file=ckpt_path)
         model.load_state_dict(ck["model"])
         optimizer.load_state_dict(ck["optimizer"])
         state = LoopState(**ck["loop"])
@@ -386,7 +438,7 @@ def _train(objective: Objective, cfg: TrainConfig, run_dir: str | Path, *, finge
             dist.all_gather_object(gathered, rngs[0])
             rngs = gathered
         if d.main:
-            save_checkpoint(ckpt_path, {"fingerprint": fp, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            save_checkpoint(ckpt_path, {"fingerprint": fp, "settings": record, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                         "loop": dataclasses.asdict(state), "rng": rngs, "history": history})
 
     from tqdm.auto import tqdm

@@ -45,7 +45,7 @@ from wellread.errors import WellreadError
 from wellread.io import atomic_write_json
 from wellread.tokenization import MASK, STANDARD_VOCAB, load_tokenizer, vocab_hash
 from wellread.train.dropout import fast_cpu_dropout
-from wellread.train.loop import NOT_RESULT_SETTINGS, TrainConfig, config_fingerprint, open_run, train
+from wellread.train.loop import NOT_RESULT_SETTINGS, TrainConfig, config_fingerprint, field_defaults, open_run, train
 
 INDEX = "data_index.jsonl"
 INDEX_EVERY = 16  # micro-batches between recorded data positions
@@ -418,7 +418,7 @@ class PretrainObjective:
         """MLM loss/accuracy (and NSP) on the first ``eval_batches`` held-out batches (fixed masks).
 
         Also the loss at the rows shown ``[MASK]`` with the context as it is and with each sequence's
-        ordinary tokens shuffled (seeded, the same every evaluation): ``eval/word_order_nats``, their
+        ordinary tokens shuffled within their segment (seeded, the same every evaluation): ``eval/word_order_nats``, their
         difference, is ~0 while the model reads its context as a bag of words (the plateau of a short
         run) and grows once it reads word order (benchmarks/word_order_probe.py, docs/pretraining.md).
         """
@@ -433,7 +433,8 @@ class PretrainObjective:
                 _, stats = self.loss(model, batch, self.counts(batch))
                 pos, labels = batch["masked_positions"], batch["masked_labels"]
                 at_mask = batch["input_ids"].reshape(-1)[pos] == self.mask_id
-                shuffled = shuffle_context(batch["input_ids"], fixed, torch.Generator().manual_seed(i))
+                shuffled = shuffle_context(batch["input_ids"], fixed, torch.Generator().manual_seed(i),
+                                           batch["token_type_ids"])
                 for key, ids in (("mask_loss_sum", batch["input_ids"]), ("mask_loss_shuffled_sum", shuffled)):
                     mlm_sum, _, _ = model(ids.to(device), batch["token_type_ids"].to(device),
                                           batch["attention_mask"].to(device), pos[at_mask].to(device),
@@ -505,7 +506,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
     out = Path(cfg.out)
     results_path = out / "results.json"
     settings = to_dict(cfg) | {k: None for k in (*NOT_RESULT_SETTINGS, "overwrite", "out", "time_budget")}
-    done = open_run(out, settings, overwrite=cfg.overwrite, extra_files={INDEX, "curves.png", "curves.png.tmp.png"})
+    done = open_run(out, settings, overwrite=cfg.overwrite, extra_files={INDEX, "curves.png", "curves.png.tmp.png"}, defaults=field_defaults(type(cfg)))
     if done is not None:
         return done
     net, tok, source = build_model(cfg)
