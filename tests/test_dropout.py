@@ -126,3 +126,47 @@ def test_bert_trains_the_same_with_the_fused_attention(small_model_dir, monkeypa
     assert set(ga) == set(gb) and len(ga) > 10
     for n in ga:
         torch.testing.assert_close(ga[n], gb[n], atol=1e-5, rtol=1e-4, msg=n)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("mask_kind", ["none", "bool", "additive"])
+def test_training_attention_adds_the_pretraining_scaffold_per_head(fused, mask_kind, monkeypatch):
+    """With the scaffold's [heads, S, S] bias on the config, training attention is softmax(q kᵀ s + mask + bias)."""
+    from types import SimpleNamespace
+
+    from wellread.train import dropout
+    from wellread.train.pretrain import attention_scaffold
+
+    monkeypatch.setattr(dropout, "FUSED_ATTENTION", fused)
+    b, s, h, d, p = 3, 80, 2, 16, 0.1  # 38,400 scores: our dropout's masks (smaller ones use PyTorch's)
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(b, s, h * d, generator=g).view(b, s, h, d).transpose(1, 2) for _ in range(3))
+    keep_key = torch.arange(s)[None, :] < torch.tensor([80, 25, 63])[:, None]
+    mask = {"none": None, "bool": keep_key[:, None, None, :].expand(b, 1, s, s),
+            "additive": torch.where(keep_key, 0.0, torch.finfo(torch.float32).min)[:, None, None, :]}[mask_kind]
+    bias = attention_scaffold(SimpleNamespace(num_attention_heads=h), 128)
+    assert bias[0, 10, 11] == -1.0 and bias[1, 10, 13] == -1.5 and bias[0, 7, 7] == 0.0
+    module = SimpleNamespace(training=True, config=SimpleNamespace(_wellread_attention="eager"))
+    setattr(module.config, dropout.SCAFFOLD_ATTR, bias * 0.5)
+
+    torch.manual_seed(5)
+    out, _ = dropout.attention(module, q, k, v, mask, dropout=p)
+    torch.manual_seed(5)
+    scores = torch.matmul(q, k.transpose(2, 3)) * d ** -0.5 + 0.5 * bias[:, :s, :s]
+    if mask is not None:
+        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min) if mask.dtype == torch.bool else scores + mask
+    want = torch.matmul(scores.softmax(-1) * keep_mask((b, h, s, s), p) / (1 - p), v).transpose(1, 2)
+    torch.testing.assert_close(out, want, atol=1e-5, rtol=1e-5)
+
+
+def test_with_a_gpu_only_the_scaffold_keeps_our_attention(small_model_dir, monkeypatch):
+    from wellread.train.dropout import FastDropout, fast_cpu_dropout
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    net = modeling.load_model(small_model_dir, "base")
+    with fast_cpu_dropout(net):
+        assert not hasattr(net.config, "_wellread_attention")
+    with fast_cpu_dropout(net, attention=True):
+        assert net.config._attn_implementation.startswith("wellread")  # the scaffold is applied...
+        assert not any(isinstance(m, FastDropout) for m in net.modules())  # ...PyTorch's dropout stays
+    assert not hasattr(net.config, "_wellread_attention")

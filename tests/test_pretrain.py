@@ -355,6 +355,46 @@ def test_cli_random_start_with_sinusoidal_positions_and_unigram_bias(shards, tmp
     assert results["eval"]["eval/mlm_loss"] < 8.5
 
 
+def test_attention_scaffold_fades_and_stays_out_of_the_saved_model(small_model, shards, tmp_path, capsys):
+    import json
+
+    from wellread import cli
+    from wellread.train.dropout import SCAFFOLD_ATTR
+
+    c = cfg(small_model, shards, tmp_path / "o", objective="mlm", attention_scaffold=0.5)
+    net, tok, _ = pt.build_model(c)
+    obj = PretrainObjective(net, load_corpus(shards), tok, c)
+    obj.set_progress(0.0)
+    full = getattr(net.config, SCAFFOLD_ATTR).clone()
+    assert full[0, 3, 4] == -1.0 and full[1, 3, 5] == -1.0  # head h: -2^-h per place
+    ids = torch.randint(1000, 2000, (2, 32), generator=torch.Generator().manual_seed(0))
+    from wellread.train.dropout import fast_cpu_dropout
+
+    with fast_cpu_dropout(net), torch.no_grad():  # the training forward sees the scaffold
+        net.train()
+        torch.manual_seed(0)
+        with_it = net.bert(input_ids=ids).last_hidden_state
+        obj.set_progress(0.5)
+        torch.manual_seed(0)
+        without = net.bert(input_ids=ids).last_hidden_state
+        obj.set_progress(0.0)
+    assert (with_it - without).abs().max() > 1e-3
+    obj.set_progress(0.25)
+    torch.testing.assert_close(getattr(net.config, SCAFFOLD_ATTR), 0.5 * full)
+    obj.set_progress(0.5)
+    assert not hasattr(net.config, SCAFFOLD_ATTR)
+
+    out = tmp_path / "run"
+    rc = cli.main(["pretrain", "--model", str(small_model), "--data", str(shards), "--out", str(out), "--objective",
+                   "mlm", "--attention-scaffold", "0.9", "--max-steps", "3", "--batch-size", "8",
+                   "--max-seq-length", "32", "--eval-documents", "10", "--eval-batches", "1", "--quiet"])
+    assert rc == 0, capsys.readouterr().err
+    assert json.loads((out / "results.json").read_text())["settings"]["attention_scaffold"] == 0.9
+    assert SCAFFOLD_ATTR not in (out / "model" / "config.json").read_text()
+    with pytest.raises(WellreadError, match="attention_scaffold"):
+        cfg(small_model, shards, tmp_path, attention_scaffold=1.5)
+
+
 def test_evaluation_measures_word_order_zero_for_a_model_blind_to_it(small_model, shards, tmp_path):
     """eval/mlm_loss_at_mask is HF's loss at the rows shown [MASK]; eval/word_order_nats is 0 for a model
     without position embeddings (its output is the same for any order of the context) and not 0 with them."""

@@ -145,6 +145,9 @@ def attention(module, query, key, value, attention_mask, scaling=None, dropout: 
         return _original(original)(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
     if scaling is None:
         scaling = query.size(-1) ** -0.5
+    bias = getattr(module.config, SCAFFOLD_ATTR, None)
+    if bias is not None:  # pre-training's attention scaffold: a per-head distance penalty, training only
+        attention_mask = _with_bias(attention_mask, bias[:, :query.size(2), :key.size(2)].to(query.dtype))
     if (FUSED_ATTENTION and query.dtype == torch.float32 and query.device.type == "cpu" and not torch.is_autocast_enabled("cpu")
             and query.shape == key.shape == value.shape and query.numel() * query.size(2) // query.size(3) >= SMALL):
         out, weights = _AttentionCore.apply(query, key, value, attention_mask, scaling, dropout)
@@ -161,6 +164,18 @@ def attention(module, query, key, value, attention_mask, scaling=None, dropout: 
     return out, weights
 
 
+SCAFFOLD_ATTR = "_wellread_attention_bias"  # [heads, S, S], added to the training attention scores
+
+
+def _with_bias(mask: torch.Tensor | None, bias: torch.Tensor) -> torch.Tensor:
+    """An additive mask: ``mask`` (None, bool with True = attend, or additive) plus ``bias`` per head."""
+    if mask is None:
+        return bias.unsqueeze(0)
+    if mask.dtype == torch.bool:
+        mask = torch.zeros(mask.shape, dtype=bias.dtype, device=mask.device).masked_fill_(~mask, torch.finfo(bias.dtype).min)
+    return mask + bias
+
+
 def _register(original: str) -> str:
     from transformers import AttentionInterface
     from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
@@ -171,12 +186,14 @@ def _register(original: str) -> str:
     return name
 
 
-def use_fast_dropout(model: torch.nn.Module) -> dict:
-    """Swap ``model``'s dropout for the fast one (CPU models only); returns what ``restore`` needs."""
+def use_fast_dropout(model: torch.nn.Module, *, modules: bool = True) -> dict:
+    """Swap ``model``'s dropout for the fast one (CPU models only); returns what ``restore`` needs.
+    ``modules=False``: only route a BERT's training attention through ``attention`` (any device), which
+    is what pre-training's attention scaffold needs on a GPU."""
     saved: dict = {"modules": [], "attn": None}
-    if next(model.parameters()).device.type != "cpu":
+    if modules and next(model.parameters()).device.type != "cpu":
         return saved
-    for parent in list(model.modules()):
+    for parent in list(model.modules()) if modules else []:
         for name, child in list(parent.named_children()):
             if type(child) is torch.nn.Dropout:
                 fast = FastDropout(child.p)
@@ -200,12 +217,17 @@ def restore(saved: dict) -> None:
         config, previous = saved["attn"]
         config._attn_implementation = previous
         del config._wellread_attention  # never into a saved config.json
+        config.__dict__.pop(SCAFFOLD_ATTR, None)
 
 
 @contextlib.contextmanager
-def fast_cpu_dropout(model: torch.nn.Module) -> Iterator[None]:
-    """``use_fast_dropout`` for the block when no GPU is there, then ``restore`` (also on error)."""
-    saved = use_fast_dropout(model) if not torch.cuda.is_available() else None
+def fast_cpu_dropout(model: torch.nn.Module, *, attention: bool = False) -> Iterator[None]:
+    """``use_fast_dropout`` for the block when no GPU is there, then ``restore`` (also on error);
+    ``attention``: with a GPU, still route the training attention through ``attention`` (the scaffold)."""
+    if not torch.cuda.is_available():
+        saved = use_fast_dropout(model)
+    else:
+        saved = use_fast_dropout(model, modules=False) if attention else None
     try:
         yield
     finally:

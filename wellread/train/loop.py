@@ -115,6 +115,7 @@ class Objective(Protocol):
     def loss(self, model: torch.nn.Module, batch: Any, totals: dict[str, float]) -> tuple[torch.Tensor, dict[str, float]]: ...
     def summarize(self, sums: dict[str, float]) -> dict[str, float]: ...
     def evaluate(self, model: torch.nn.Module) -> dict[str, float]: ...
+    # optional: ``set_progress(p)``, called before each step with the schedule's progress p in [0, 1]
     def tokens(self, batch: Any) -> int: ...  # real (non-pad) tokens, for throughput
 
 
@@ -487,6 +488,8 @@ def _train(objective: Objective, cfg: TrainConfig, run_dir: str | Path, *, finge
             local.append(float(sum(objective.tokens(b) for b in group)))
             reduced = _all_reduce(local, d)
             totals = dict(zip(keys, reduced[:-1]))
+            if hasattr(objective, "set_progress"):  # e.g. a schedule inside the model (pre-training's scaffold)
+                objective.set_progress(progress())
             step_loss = 0.0
             for i, b in enumerate(group):
                 sync = i == len(group) - 1

@@ -44,7 +44,7 @@ from wellread.data.pretraining import PretrainingDataset, split_documents
 from wellread.errors import WellreadError
 from wellread.io import atomic_write_json
 from wellread.tokenization import MASK, STANDARD_VOCAB, load_tokenizer, vocab_hash
-from wellread.train.dropout import fast_cpu_dropout
+from wellread.train.dropout import SCAFFOLD_ATTR, fast_cpu_dropout
 from wellread.train.loop import NOT_RESULT_SETTINGS, TrainConfig, config_fingerprint, field_defaults, open_run, train
 
 INDEX = "data_index.jsonl"
@@ -67,6 +67,10 @@ class PretrainConfig(TrainConfig):
                                                "sinusoidal (the Transformer's sine/cosine table, still learned)")
     output_bias: str = field("zero", help="a random start's MLM output bias: zero (BERT) or unigram (the log "
                                           "frequencies of the training documents' tokens)")
+    attention_scaffold: float = field(0.0, help="train with a per-head penalty on attention by distance (head h: "
+                                                 "-2^-h per position, ALiBi-like) that fades linearly to nothing over "
+                                                 "this fraction of the run, so heads learn to read their neighbours; "
+                                                 "0: off (BERT). The saved model is BERT's, without it")
     masked_lm_prob: float = field(0.15, help="fraction of tokens to predict")
     max_predictions_per_seq: int = field(20, help="at most this many predictions per sequence")
     pool_batches: int = field(32, help="sort this many batches' worth of sequences by length and shuffle the "
@@ -94,6 +98,8 @@ class PretrainConfig(TrainConfig):
         if self.output_bias not in OUTPUT_BIASES:
             raise WellreadError(f"must be one of {', '.join(OUTPUT_BIASES)}, not {self.output_bias!r}",
                                 field="output_bias")
+        if not 0.0 <= self.attention_scaffold <= 1.0:
+            raise WellreadError("must be a fraction of the run in [0, 1]", field="attention_scaffold")
         if not 8 <= self.max_seq_length <= 512:
             raise WellreadError("must be between 8 and 512", field="max_seq_length")
         if not 0 < self.masked_lm_prob < 1:
@@ -265,6 +271,15 @@ def shard_batch(batch: dict[str, torch.Tensor], rank: int, world: int) -> dict[s
     return out
 
 
+def attention_scaffold(config, length: int) -> torch.Tensor:
+    """[heads, length, length]: head h's score for attending j places away is lowered by 2^-h · |j| (ALiBi's
+    shape, steeper: head 0 sees mostly its neighbours, the last heads almost everything)."""
+    heads = config.num_attention_heads
+    slopes = torch.tensor([2.0 ** -h for h in range(heads)])
+    pos = torch.arange(length, dtype=torch.float32)
+    return -slopes[:, None, None] * (pos[None, :] - pos[:, None]).abs()[None]
+
+
 class PretrainObjective:
     """MLM (+NSP) cross-entropy, summed and divided by the global masked-token (and sequence) counts."""
 
@@ -278,8 +293,20 @@ class PretrainObjective:
             for p in list(net.cls.seq_relationship.parameters()) + list(net.bert.pooler.parameters()):
                 p.requires_grad_(False)
         self.run_dir = run_dir
+        self._scaffold = attention_scaffold(net.config, cfg.max_seq_length) if cfg.attention_scaffold > 0 else None
         self._lengths: dict[tuple[int, int], int] = {}
         self._eval_dataset(1)  # refuse bad eval settings (too few documents) before training starts
+
+    def set_progress(self, progress: float) -> None:
+        """Fade the attention scaffold: full strength at the start, none from ``attention_scaffold`` on."""
+        if self._scaffold is None:
+            return
+        strength = max(0.0, 1.0 - progress / self.cfg.attention_scaffold)
+        config = self.model.net.config
+        if strength > 0.0:
+            setattr(config, SCAFFOLD_ATTR, self._scaffold * strength)
+        else:
+            config.__dict__.pop(SCAFFOLD_ATTR, None)
 
     def dataset(self, batch_size: int, split: str = "train") -> PretrainingDataset:
         c = self.cfg
@@ -523,11 +550,15 @@ def pretrain(cfg: PretrainConfig) -> dict:
     (out / "config.yaml").write_text(dump_yaml(cfg), encoding="utf-8")
     t0 = time.perf_counter()
     try:
-        with fast_cpu_dropout(net):
+        with fast_cpu_dropout(net, attention=cfg.attention_scaffold > 0):
+            if cfg.attention_scaffold > 0 and not hasattr(net.config, "_wellread_attention"):
+                raise WellreadError(f"needs the model's attention to be eager or sdpa, not "
+                                    f"{net.config._attn_implementation!r}", field="attention_scaffold")
             result = train(objective, cfg, out, fingerprint={"settings": settings, "corpus": corpus.vocab_hash,
                                                              "documents": corpus.num_documents,
                                                              "tokens": corpus.num_tokens})
     finally:
+        net.config.__dict__.pop(SCAFFOLD_ATTR, None)  # training only: never in the saved model
         _SCRATCH.clear()  # the loss's logits array (~300 MB at batch 128) is not kept past the run
     wall = time.perf_counter() - t0
     net = objective.model.net.cpu()
