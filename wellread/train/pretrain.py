@@ -302,6 +302,9 @@ class PretrainObjective:
         if self._scaffold is None:
             return
         strength = max(0.0, 1.0 - progress / self.cfg.attention_scaffold)
+        device = next(self.model.parameters()).device
+        if self._scaffold.device != device:
+            self._scaffold = self._scaffold.to(device)  # once, where the model trains
         config = self.model.net.config
         if strength > 0.0:
             setattr(config, SCAFFOLD_ATTR, self._scaffold * strength)
@@ -445,9 +448,10 @@ class PretrainObjective:
         """MLM loss/accuracy (and NSP) on the first ``eval_batches`` held-out batches (fixed masks).
 
         Also the loss at the rows shown ``[MASK]`` with the context as it is and with each sequence's
-        ordinary tokens shuffled within their segment (seeded, the same every evaluation): ``eval/word_order_nats``, their
-        difference, is ~0 while the model reads its context as a bag of words (the plateau of a short
-        run) and grows once it reads word order (benchmarks/word_order_probe.py, docs/pretraining.md).
+        ordinary tokens shuffled within their segment (seeded, the same every evaluation):
+        ``eval/word_order_nats``, their difference, is ~0 while the model reads its context as a bag of
+        words (the plateau of a short run) and grows once it reads word order
+        (benchmarks/word_order_probe.py, docs/pretraining.md).
         """
         sums: dict[str, float] = {}
         ds = self._eval_dataset(self.cfg.eval_batch_size)
@@ -533,7 +537,8 @@ def pretrain(cfg: PretrainConfig) -> dict:
     out = Path(cfg.out)
     results_path = out / "results.json"
     settings = to_dict(cfg) | {k: None for k in (*NOT_RESULT_SETTINGS, "overwrite", "out", "time_budget")}
-    done = open_run(out, settings, overwrite=cfg.overwrite, extra_files={INDEX, "curves.png", "curves.png.tmp.png"}, defaults=field_defaults(type(cfg)))
+    done = open_run(out, settings, overwrite=cfg.overwrite, extra_files={INDEX, "curves.png", "curves.png.tmp.png"},
+                    defaults=field_defaults(type(cfg)))
     if done is not None:
         return done
     net, tok, source = build_model(cfg)
