@@ -1,8 +1,8 @@
 """How much of STS-B dev is word overlap? Spearman of the gold scores with (a) the Jaccard overlap of the two
 sentences' WordPiece sets and (b) the cosine of each model's mean-pooled token vectors (embedding layer and last
-layer, [CLS]/[SEP] left out), no training, and (c) the log-odds of "B follows A" from the model's next-sentence
-head on the pair (trained by `--objective mlm+nsp`; an MLM-only run saves it as initialised, a baseline). Puts the fine-tuned STS-B figures
-of weak starts in proportion.
+layer, [CLS]/[SEP] left out), no training, and (c) the log-odds of "B follows A" from the model's
+next-sentence head on the pair (trained by `--objective mlm+nsp`; an MLM-only run saves it as initialised, a
+baseline). Puts the fine-tuned STS-B figures of weak starts in proportion.
 
     python benchmarks/stsb_overlap.py --glue ../shared/data/glue MODEL_DIR [MODEL_DIR ...]
 """
@@ -25,13 +25,20 @@ def read_dev(glue: Path) -> tuple[list[str], list[str], np.ndarray]:
     return [e.text_a for e in dev], [e.text_b for e in dev], np.array([float(e.label) for e in dev])
 
 
+def padded(enc) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """input ids, token types and attention mask of a batch of encodings, padded with 0 to the longest."""
+    width = max(len(e.ids) for e in enc)
+    pad = [width - len(e.ids) for e in enc]
+    return (torch.tensor([e.ids + [0] * p for e, p in zip(enc, pad)]),
+            torch.tensor([e.type_ids + [0] * p for e, p in zip(enc, pad)]),
+            torch.tensor([[1] * len(e.ids) + [0] * p for e, p in zip(enc, pad)]))
+
+
 def mean_pooled(model, tok, texts: list[str], layer: int) -> torch.Tensor:
     out = []
     for i in range(0, len(texts), 64):
         enc = tok.encode_batch(texts[i:i + 64])
-        width = max(len(e.ids) for e in enc)
-        ids = torch.tensor([e.ids + [0] * (width - len(e.ids)) for e in enc])
-        mask = torch.tensor([[1] * len(e.ids) + [0] * (width - len(e.ids)) for e in enc])
+        ids, _, mask = padded(enc)
         with torch.no_grad():
             h = model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states[layer]
         w = mask.clone()
@@ -51,12 +58,7 @@ def nsp_log_odds(path: Path, tok, a: list[str], b: list[str]) -> np.ndarray | No
     model.eval()
     out = []
     for i in range(0, len(a), 64):
-        enc = tok.encode_batch(list(zip(a[i:i + 64], b[i:i + 64])))
-        width = max(len(e.ids) for e in enc)
-        pad = [width - len(e.ids) for e in enc]
-        ids = torch.tensor([e.ids + [0] * p for e, p in zip(enc, pad)])
-        types = torch.tensor([e.type_ids + [0] * p for e, p in zip(enc, pad)])
-        mask = torch.tensor([[1] * len(e.ids) + [0] * p for e, p in zip(enc, pad)])
+        ids, types, mask = padded(tok.encode_batch(list(zip(a[i:i + 64], b[i:i + 64]))))
         with torch.no_grad():
             logits = model(input_ids=ids, token_type_ids=types, attention_mask=mask).seq_relationship_logits
         out.append((logits[:, 0] - logits[:, 1]).numpy())  # index 0 is IsNext in BERT

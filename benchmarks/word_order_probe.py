@@ -71,7 +71,8 @@ def probe(model_dir: Path, batches: list[dict], specials: dict[str, int], unigra
             y = labels[at_mask]
             blank = ids.clone()
             blank[~torch.isin(ids, fixed)] = mask_id
-            for name, x in (("as is", ids), ("order shuffled", shuffle_context(ids, fixed, g, b["token_type_ids"])), ("no context", blank)):
+            shuffled = shuffle_context(ids, fixed, g, b["token_type_ids"])
+            for name, x in (("as is", ids), ("order shuffled", shuffled), ("no context", blank)):
                 logits = model(input_ids=x, attention_mask=b["attention_mask"], token_type_ids=b["token_type_ids"]).logits
                 rows = logits.view(-1, logits.shape[-1])[pos][at_mask]
                 s = sums[name]

@@ -359,7 +359,7 @@ def test_attention_scaffold_fades_and_stays_out_of_the_saved_model(small_model, 
     import json
 
     from wellread import cli
-    from wellread.train.dropout import SCAFFOLD_ATTR
+    from wellread.train.dropout import SCAFFOLD_ATTR, fast_cpu_dropout
 
     c = cfg(small_model, shards, tmp_path / "o", objective="mlm", attention_scaffold=0.5)
     net, tok, _ = pt.build_model(c)
@@ -368,8 +368,6 @@ def test_attention_scaffold_fades_and_stays_out_of_the_saved_model(small_model, 
     full = getattr(net.config, SCAFFOLD_ATTR).clone()
     assert full[0, 3, 4] == -1.0 and full[1, 3, 5] == -1.0  # head h: -2^-h per place
     ids = torch.randint(1000, 2000, (2, 32), generator=torch.Generator().manual_seed(0))
-    from wellread.train.dropout import fast_cpu_dropout
-
     with fast_cpu_dropout(net), torch.no_grad():  # the training forward sees the scaffold
         net.train()
         torch.manual_seed(0)

@@ -486,7 +486,8 @@ def distill(cfg: DistillConfig) -> dict:
         raise WellreadError(f"{spec.name} is evaluation-only; distil on {spec.evaluate_with} instead", field="task")
     out = Path(cfg.out)
     settings = run_settings(cfg)
-    done = open_run(out, settings, overwrite=cfg.overwrite, extra_files={"finetune", "distill.json"}, defaults=field_defaults(type(cfg)))
+    done = open_run(out, settings, overwrite=cfg.overwrite, extra_files={"finetune", "distill.json"},
+                    defaults=field_defaults(type(cfg)))
     if done is not None:
         return done
     stage2 = read_json_or_none(out / "distill.json")

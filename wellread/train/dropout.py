@@ -217,7 +217,6 @@ def restore(saved: dict) -> None:
         config, previous = saved["attn"]
         config._attn_implementation = previous
         del config._wellread_attention  # never into a saved config.json
-        config.__dict__.pop(SCAFFOLD_ATTR, None)
 
 
 @contextlib.contextmanager

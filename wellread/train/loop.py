@@ -439,8 +439,9 @@ def _train(objective: Objective, cfg: TrainConfig, run_dir: str | Path, *, finge
             dist.all_gather_object(gathered, rngs[0])
             rngs = gathered
         if d.main:
-            save_checkpoint(ckpt_path, {"fingerprint": fp, "settings": record, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                        "loop": dataclasses.asdict(state), "rng": rngs, "history": history})
+            save_checkpoint(ckpt_path, {"fingerprint": fp, "settings": record, "model": model.state_dict(),
+                                        "optimizer": optimizer.state_dict(), "loop": dataclasses.asdict(state),
+                                        "rng": rngs, "history": history})
 
     from tqdm.auto import tqdm
 
