@@ -96,10 +96,14 @@ def keep_mask_mt(shape, p, device="cpu"):
 
 
 def ab(a, step, batches) -> None:
-    """Interleaved blocks, so the machine's drift hits both the same: median ms/step of each."""
+    """Interleaved blocks, so the machine's drift hits both the same: median ms/step of each.
+
+    ``--ab-of attention``: wellread's fused attention and SFC64 dropout masks against the eager attention and
+    masks from torch's ``random_``; ``--ab-of last-layer``: the last encoder layer on the masked rows only
+    against the whole layer (pre-training)."""
     import statistics
 
-    from wellread.train import dropout
+    from wellread.train import dropout, pretrain
 
     current = dropout.keep_mask
     times: dict[str, list[float]] = {"wellread": [], "previous": []}
@@ -107,17 +111,20 @@ def ab(a, step, batches) -> None:
         step(b)
     for i in range(2 * a.ab):
         name = "wellread" if i % 2 == 0 else "previous"
-        dropout.FUSED_ATTENTION = name == "wellread"
-        dropout.keep_mask = current if name == "wellread" else keep_mask_mt
+        if a.ab_of == "attention":
+            dropout.FUSED_ATTENTION = name == "wellread"
+            dropout.keep_mask = current if name == "wellread" else keep_mask_mt
+        else:
+            pretrain.SPARSE_LAST_LAYER = name == "wellread"
         t = time.perf_counter()
         for b in batches[10:10 + a.steps]:
             step(b)
         times[name].append((time.perf_counter() - t) / a.steps * 1000)
-    dropout.FUSED_ATTENTION, dropout.keep_mask = True, current
+    dropout.FUSED_ATTENTION, dropout.keep_mask, pretrain.SPARSE_LAST_LAYER = True, current, True
     med = {k: statistics.median(v) for k, v in times.items()}
     for k, v in times.items():
         print(f"{k}: median {med[k]:.1f} ms/step over {len(v)} blocks of {a.steps} steps ({', '.join(f'{x:.0f}' for x in v)})")
-    print(f"previous / wellread: {med['previous'] / med['wellread']:.3f}")
+    print(f"previous / wellread ({a.ab_of}): {med['previous'] / med['wellread']:.3f}")
 
 
 def main() -> None:
@@ -136,6 +143,9 @@ def main() -> None:
     ap.add_argument("--ab", type=int, default=0, metavar="BLOCKS",
                     help="alternate BLOCKS blocks of --steps steps between wellread's attention and dropout masks "
                          "and the previous ones (eager attention, masks from torch's random_); print both")
+    ap.add_argument("--ab-of", choices=["attention", "last-layer"], default="attention",
+                    help="what --ab compares: the attention and dropout masks, or the last layer on the masked rows "
+                         "only against the whole layer")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     model, it, step, count, unit = (pretrain_steps if a.kind == "pretrain" else finetune_steps)(a)

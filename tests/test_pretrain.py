@@ -432,3 +432,55 @@ def test_evaluation_measures_word_order_zero_for_a_model_blind_to_it(small_model
         net.bert.embeddings.position_embeddings.weight.zero_()
     blind = obj.evaluate(obj.model)
     assert abs(blind["eval/word_order_nats"]) < 1e-5
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_last_layer_on_the_wanted_rows_equals_the_full_layer(std_tokenizer, training):
+    """The last layer run on a few rows (any order, sequences with padding, one sequence with none wanted)
+    gives the full layer's output at those rows; in training with the attention scaffold too."""
+    from wellread.train.dropout import SCAFFOLD_ATTR, fast_cpu_dropout
+
+    net = modeling.init_model("tiny", std_tokenizer, seed=0, hidden_size=64, num_attention_heads=4,
+                              intermediate_size=128, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    g = torch.Generator().manual_seed(0)
+    B, S = 4, 24
+    ids = torch.randint(1000, 5000, (B, S), generator=g)
+    mask = torch.ones(B, S, dtype=torch.long)
+    mask[1, 15:] = 0
+    mask[3, 5:] = 0
+    positions = torch.tensor([1 * S + 3, 0 * S + 7, 0 * S + 2, 3 * S + 4, 1 * S + 14, 0 * S + 23, 1 * S + 0])
+    bert = net.bert
+    with fast_cpu_dropout(net), torch.no_grad():
+        net.train(training)
+        if training:
+            setattr(net.config, SCAFFOLD_ATTR, pt.attention_scaffold(net.config, S) * 0.7)
+        full = bert(input_ids=ids, attention_mask=mask).last_hidden_state.reshape(B * S, -1)[positions]
+        hidden = bert.embeddings(input_ids=ids)
+        m = pt.create_bidirectional_mask(config=bert.config, inputs_embeds=hidden, attention_mask=mask)
+        for layer in bert.encoder.layer[:-1]:
+            hidden = layer(hidden, m)
+        rows = pt.last_layer_rows(bert.encoder.layer[-1], hidden, mask, positions)
+        if training:  # the scaffold matters here, so the rows must have taken their own places' penalty
+            delattr(net.config, SCAFFOLD_ATTR)
+            plain = bert(input_ids=ids, attention_mask=mask).last_hidden_state.reshape(B * S, -1)[positions]
+            assert (plain - full).abs().max() > 1e-3
+    torch.testing.assert_close(rows, full, atol=1e-5, rtol=1e-5)
+
+
+def test_the_heads_last_layer_runs_on_the_masked_rows_only(small_model, shards, tmp_path):
+    """The feed-forward layer of the last encoder layer sees about as many rows as are masked (and [CLS]
+    with NSP), not every position; the lower layers see all."""
+    c = cfg(small_model, shards, tmp_path, objective="mlm+nsp")
+    net, tok, _ = pt.build_model(c)
+    obj = PretrainObjective(net, load_corpus(shards), tok, c)
+    batch = next(obj.batches(0, 0, 16, 0, 1))
+    seen = []
+    hooks = [layer.intermediate.dense.register_forward_hook(lambda m, i, o: seen.append(i[0].shape[:-1].numel()))
+             for layer in net.bert.encoder.layer]
+    obj.loss(obj.model, batch, obj.counts(batch))
+    for h in hooks:
+        h.remove()
+    B, S = batch["input_ids"].shape
+    per_row = torch.bincount(batch["masked_positions"] // S, minlength=B).max() + 1
+    assert seen == [B * S] * (len(seen) - 1) + [B * per_row]
+    assert seen[-1] < B * S / 2

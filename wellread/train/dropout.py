@@ -141,13 +141,13 @@ def attention(module, query, key, value, attention_mask, scaling=None, dropout: 
     saved model's). ``attention_mask`` is what the original implementation's mask function made: None,
     a bool mask (True = attend) or an additive float mask."""
     original = module.config._wellread_attention
+    bias = getattr(module.config, SCAFFOLD_ATTR, None) if module.training else None
+    if bias is not None:  # pre-training's attention scaffold: a per-head distance penalty, training only
+        attention_mask = _with_bias(attention_mask, bias[:, :query.size(2), :key.size(2)].to(query.dtype))
     if not module.training or dropout == 0.0:
         return _original(original)(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
     if scaling is None:
         scaling = query.size(-1) ** -0.5
-    bias = getattr(module.config, SCAFFOLD_ATTR, None)
-    if bias is not None:  # pre-training's attention scaffold: a per-head distance penalty, training only
-        attention_mask = _with_bias(attention_mask, bias[:, :query.size(2), :key.size(2)].to(query.dtype))
     if (FUSED_ATTENTION and query.dtype == torch.float32 and query.device.type == "cpu" and not torch.is_autocast_enabled("cpu")
             and query.shape == key.shape == value.shape and query.numel() * query.size(2) // query.size(3) >= SMALL):
         out, weights = _AttentionCore.apply(query, key, value, attention_mask, scaling, dropout)

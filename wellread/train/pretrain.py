@@ -9,8 +9,9 @@ shard directory (``wellread corpus``), trains with the one loop, evaluates MLM l
 The MLM head runs on the masked positions only: the encoder's hidden states are gathered at
 ``masked_positions`` (flat indices into batch × length) and only those rows go through
 ``cls.predictions`` (the transform and the tied decoder), so the vocabulary projection costs
-~20 rows per sequence instead of 128. The loss is the same as HF's full head with labels -100
-elsewhere (tests/test_pretrain.py checks loss and gradients).
+~20 rows per sequence instead of 128. The last encoder layer runs on those rows too (its keys and
+values from every position): nothing else of it reaches the loss. The loss is the same as HF's full
+model and head with labels -100 elsewhere (tests/test_pretrain.py checks loss and gradients).
 
 Resume: the data is endless, so the loop asks for ``batches(0, start, ...)`` with ``start`` the
 micro-batches consumed so far. The dataset position after ``start`` batches is a pure function of
@@ -35,6 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from tokenizers import Tokenizer
+from transformers.masking_utils import create_bidirectional_mask
 
 from wellread import modeling, zoo
 from wellread.config import field, to_dict
@@ -44,7 +46,7 @@ from wellread.data.pretraining import PretrainingDataset, split_documents
 from wellread.errors import WellreadError
 from wellread.io import atomic_write_json
 from wellread.tokenization import MASK, STANDARD_VOCAB, load_tokenizer, vocab_hash
-from wellread.train.dropout import SCAFFOLD_ATTR, fast_cpu_dropout
+from wellread.train.dropout import SCAFFOLD_ATTR, fast_cpu_dropout, fast_dropout
 from wellread.train.loop import NOT_RESULT_SETTINGS, TrainConfig, config_fingerprint, field_defaults, open_run, train
 
 INDEX = "data_index.jsonl"
@@ -230,8 +232,17 @@ class MaskedLMLoss(torch.autograd.Function):
         return grad_h, grad_w, grad_b, None
 
 
+SPARSE_LAST_LAYER = True  # False: the last encoder layer over every position, as HF runs it (to compare)
+
+
 class SparsePretrainer(torch.nn.Module):
     """``BertForPreTraining`` with the MLM head applied to the masked positions only.
+
+    The last encoder layer runs on the rows the heads read too (the masked positions, and ``[CLS]`` for
+    NSP): its keys and values come from every position, but its queries, attention output and
+    feed-forward layer only from those ~15% of rows, whose outputs are all that the loss sees. For Tiny
+    that is most of a layer of two; the result is the same (tests/test_pretrain.py compares loss and
+    gradients with HF's full model).
 
     Returns (MLM loss summed over the masked rows, a bool per masked row: predicted right, NSP logits
     or None). Its parameters are the wrapped model's (prefixed ``net.``), so a data-parallel wrapper
@@ -243,15 +254,76 @@ class SparsePretrainer(torch.nn.Module):
         self.net = net
 
     def forward(self, input_ids, token_type_ids, attention_mask, masked_positions, masked_labels, nsp: bool = True):
-        out = self.net.bert(input_ids=input_ids, token_type_ids=token_type_ids, attention_mask=attention_mask,
-                            return_dict=False)
-        hidden, pooled = out[0], out[1]
-        rows = hidden.reshape(-1, hidden.size(-1)).index_select(0, masked_positions)
+        bert = self.net.bert
+        if SPARSE_LAST_LAYER and _plain_encoder(bert):
+            B, S = input_ids.shape
+            wanted = masked_positions
+            if nsp:  # [CLS] of every sequence, for the pooler
+                wanted = torch.cat([masked_positions, torch.arange(B, device=input_ids.device) * S])
+            hidden = bert.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
+            mask = create_bidirectional_mask(config=bert.config, inputs_embeds=hidden, attention_mask=attention_mask)
+            *lower, last = bert.encoder.layer
+            for layer in lower:
+                hidden = layer(hidden, mask)
+            out = last_layer_rows(last, hidden, attention_mask, wanted)
+            rows = out[:len(masked_positions)]
+            pooled = bert.pooler(out[len(masked_positions):, None]) if nsp else None
+        else:
+            hidden, pooled = bert(input_ids=input_ids, token_type_ids=token_type_ids, attention_mask=attention_mask,
+                                  return_dict=False)[:2]
+            rows = hidden.reshape(-1, hidden.size(-1)).index_select(0, masked_positions)
         head = self.net.cls.predictions
         rows = head.transform(rows)
         mlm_sum, hits = MaskedLMLoss.apply(rows, head.decoder.weight, head.decoder.bias, masked_labels)
         nsp_logits = self.net.cls.seq_relationship(pooled) if nsp else None
         return mlm_sum, hits, nsp_logits
+
+
+def _plain_encoder(bert) -> bool:
+    """A BERT encoder whose last layer ``last_layer_rows`` can run: self-attention only, no chunking."""
+    layers = getattr(getattr(bert, "encoder", None), "layer", None)
+    c = bert.config
+    return (bool(layers) and not c.is_decoder and not c.add_cross_attention and not c.chunk_size_feed_forward
+            and hasattr(layers[-1], "feed_forward_chunk") and bert.pooler is not None)
+
+
+def last_layer_rows(layer, hidden: torch.Tensor, attention_mask: torch.Tensor | None,
+                    positions: torch.Tensor) -> torch.Tensor:
+    """A ``BertLayer``'s output at ``positions`` (flat indices into batch × length, any order) only.
+
+    Each sequence's wanted rows are gathered into a [batch, most wanted, hidden] block (short ones
+    padded with their first row, dropped at the end); they attend to the keys and values of every
+    position of their sequence, as in the full layer. In training the attention scaffold's rows for
+    those positions are added, as ``wellread.train.dropout.attention`` adds them to the full layer.
+    """
+    B, S, H = hidden.shape
+    n = len(positions)
+    row = torch.div(positions, S, rounding_mode="floor")
+    counts = torch.bincount(row, minlength=B)
+    width = max(int(counts.max()), 1) if n else 1
+    order = torch.argsort(row, stable=True)
+    starts = torch.cumsum(counts, 0) - counts
+    slot = torch.empty_like(positions)
+    slot[order] = torch.arange(n, device=positions.device) - starts[row[order]]
+    sel = (torch.arange(B, device=positions.device) * S)[:, None].repeat(1, width)
+    sel[row, slot] = positions
+    xq = hidden.reshape(B * S, H).index_select(0, sel.view(-1)).view(B, width, H)
+
+    attn = layer.attention.self
+    heads, d = attn.num_attention_heads, attn.attention_head_size
+    q = attn.query(xq).view(B, width, heads, d).transpose(1, 2)
+    k = attn.key(hidden).view(B, S, heads, d).transpose(1, 2)
+    v = attn.value(hidden).view(B, S, heads, d).transpose(1, 2)
+    scores = torch.matmul(q, k.transpose(2, 3)) * attn.scaling
+    if attention_mask is not None:
+        scores = scores.masked_fill(~attention_mask.bool()[:, None, None, :], torch.finfo(scores.dtype).min)
+    bias = getattr(attn.config, SCAFFOLD_ATTR, None) if layer.training else None
+    if bias is not None:  # bias[h, query place, key place]: the rows of the wanted places
+        scores = scores + bias[:, sel % S, :S].transpose(0, 1).to(scores.dtype)
+    probs = fast_dropout(torch.softmax(scores, dim=-1), attn.dropout.p, layer.training)
+    context = torch.matmul(probs.to(v.dtype), v).transpose(1, 2).reshape(B, width, H)
+    out = layer.feed_forward_chunk(layer.attention.output(context, xq))
+    return out.reshape(B * width, H).index_select(0, row * width + slot)
 
 
 def shard_batch(batch: dict[str, torch.Tensor], rank: int, world: int) -> dict[str, torch.Tensor]:
