@@ -11,9 +11,10 @@ real (non-padding) tokens; the first steps (warm-up of the allocator) are not ti
 Also measures this machine's fp32 matrix-product peak (torch.mm, 4096², same threads; the best of three
 timings, before and again after the runs) and reports
 each run's achieved GFLOP/s against it, counting 6 × parameters involved × tokens: the encoder
-matrices for every token, the output layer (transform + 30,522-way decoder) for every position the
-run scores (all of them for the baseline, the masked ones for ours). Attention's own products are
-not counted.
+matrices for every token (for ours, the last layer's query, attention-output and feed-forward matrices
+only at the masked positions, where it runs them), the output layer (transform + 30,522-way decoder)
+for every position the run scores (all of them for the baseline, the masked ones for ours).
+Attention's own products are not counted.
 
     python benchmarks/pretrain_vs_trainer.py --models tiny,mini --batch 32
 """
@@ -36,7 +37,7 @@ from wellread import zoo
 from wellread.data.corpus import build_corpus, load_corpus
 from wellread.tokenization import STANDARD_VOCAB
 from wellread.train.loop import native_bf16
-from wellread.train.pretrain import PretrainConfig, pretrain
+from wellread.train.pretrain import SPARSE_LAST_LAYER, PretrainConfig, pretrain
 
 DATA = Path(os.environ.get("WELLREAD_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
@@ -55,11 +56,13 @@ def gemm_peak(threads: int, n: int = 4096, reps: int = 4, trials: int = 3) -> fl
     return best
 
 
-def flops_per_token(name: str, scored_fraction: float) -> float:
-    """6 × parameters involved per token: encoder matrices always, the output layer for scored positions."""
+def flops_per_token(name: str, scored_fraction: float, last_layer_fraction: float = 1.0) -> float:
+    """6 × parameters involved per token: the encoder's matrices (the last layer's query, attention output and
+    feed-forward ones only for ``last_layer_fraction`` of the positions), the output layer for scored positions."""
     c = zoo.get(name).bert_config()
     H, L, ffn, V = c.hidden_size, c.num_hidden_layers, c.intermediate_size, c.vocab_size
-    encoder = L * (4 * H * H + 2 * H * ffn)
+    layer = 4 * H * H + 2 * H * ffn
+    encoder = (L - 1) * layer + 2 * H * H + last_layer_fraction * (layer - 2 * H * H)
     head = H * H + H * V
     return 6.0 * (encoder + scored_fraction * head)
 
@@ -128,7 +131,9 @@ def run_ours(name: str, corpus_dir: Path, batch: int, steps: int, warm: int, lr:
     secs = sum((r["tokens"] - p) / r["tokens_per_s"] for p, r in zip(before, timed))
     n_tok = timed[-1]["tokens"] - before[0]
     # Google's masking scores round(0.15 × 128) = 19 positions of a full 128-token sequence (at most 20)
-    return {"tokens_per_s": n_tok / secs, "steps_timed": len(timed), "scored_fraction": 19 / 128}
+    # (the last encoder layer runs on those rows only too: wellread.train.pretrain.SPARSE_LAST_LAYER)
+    return {"tokens_per_s": n_tok / secs, "steps_timed": len(timed), "scored_fraction": 19 / 128,
+            "last_layer_fraction": 19 / 128 if SPARSE_LAST_LAYER else 1.0}
 
 
 def main() -> None:
@@ -170,7 +175,8 @@ def main() -> None:
                     rows.append(("wellread pretrain --bf16", run_ours(name, shards, a.batch, a.steps_ours, a.warm,
                                                                       a.lr, bf16=True)))
                 for label, r in rows:
-                    g = r["tokens_per_s"] * flops_per_token(name, r["scored_fraction"]) / 1e9
+                    per_token = flops_per_token(name, r["scored_fraction"], r.get("last_layer_fraction", 1.0))
+                    g = r["tokens_per_s"] * per_token / 1e9
                     r |= {"model": name, "run": label, "round": rnd + 1, "gflops": g, "of_peak": g / peak,
                           "vs_trainer": r["tokens_per_s"] / base["tokens_per_s"]}
                     out["runs"].append(r)
