@@ -367,6 +367,8 @@ def test_attention_scaffold_fades_and_stays_out_of_the_saved_model(small_model, 
     obj.set_progress(0.0)
     full = getattr(net.config, SCAFFOLD_ATTR).clone()
     assert full[0, 3, 4] == -1.0 and full[1, 3, 5] == -1.0  # head h: -2^-h per place
+    first = pt.attention_scaffold(net.config, 32, heads=1)  # --scaffold-heads 1: head 0 only, head 1 free
+    assert torch.equal(first[0], full[0]) and not first[1].any()
     ids = torch.randint(1000, 2000, (2, 32), generator=torch.Generator().manual_seed(0))
     with fast_cpu_dropout(net), torch.no_grad():  # the training forward sees the scaffold
         net.train()
@@ -391,6 +393,8 @@ def test_attention_scaffold_fades_and_stays_out_of_the_saved_model(small_model, 
     assert SCAFFOLD_ATTR not in (out / "model" / "config.json").read_text()
     with pytest.raises(WellreadError, match="attention_scaffold"):
         cfg(small_model, shards, tmp_path, attention_scaffold=1.5)
+    with pytest.raises(WellreadError, match="scaffold_heads"):
+        cfg(small_model, shards, tmp_path, scaffold_heads=-1)
 
 
 def test_evaluation_measures_word_order_zero_for_a_model_blind_to_it(small_model, shards, tmp_path):

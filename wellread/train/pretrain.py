@@ -73,6 +73,8 @@ class PretrainConfig(TrainConfig):
                                                  "-2^-h per position, ALiBi-like) that fades linearly to nothing over "
                                                  "this fraction of the run, so heads learn to read their neighbours; "
                                                  "0: off (BERT). The saved model is BERT's, without it")
+    scaffold_heads: int = field(0, help="the attention scaffold on the first N heads of each layer only, the "
+                                        "others left free to attend anywhere (0: every head)")
     masked_lm_prob: float = field(0.15, help="fraction of tokens to predict")
     max_predictions_per_seq: int = field(20, help="at most this many predictions per sequence")
     pool_batches: int = field(32, help="sort this many batches' worth of sequences by length and shuffle the "
@@ -102,6 +104,8 @@ class PretrainConfig(TrainConfig):
                                 field="output_bias")
         if not 0.0 <= self.attention_scaffold <= 1.0:
             raise WellreadError("must be a fraction of the run in [0, 1]", field="attention_scaffold")
+        if self.scaffold_heads < 0:
+            raise WellreadError("must be >= 0 (0: every head)", field="scaffold_heads")
         if not 8 <= self.max_seq_length <= 512:
             raise WellreadError("must be between 8 and 512", field="max_seq_length")
         if not 0 < self.masked_lm_prob < 1:
@@ -343,11 +347,12 @@ def shard_batch(batch: dict[str, torch.Tensor], rank: int, world: int) -> dict[s
     return out
 
 
-def attention_scaffold(config, length: int) -> torch.Tensor:
+def attention_scaffold(config, length: int, heads: int = 0) -> torch.Tensor:
     """[heads, length, length]: head h's score for attending j places away is lowered by 2^-h · |j| (ALiBi's
-    shape, steeper: head 0 sees mostly its neighbours, the last heads almost everything)."""
-    heads = config.num_attention_heads
-    slopes = torch.tensor([2.0 ** -h for h in range(heads)])
+    shape, steeper: head 0 sees mostly its neighbours, the last heads almost everything); with ``heads`` > 0
+    only the first ``heads`` heads of each layer get it, the others none."""
+    n = config.num_attention_heads
+    slopes = torch.tensor([2.0 ** -h if not heads or h < heads else 0.0 for h in range(n)])
     pos = torch.arange(length, dtype=torch.float32)
     return -slopes[:, None, None] * (pos[None, :] - pos[:, None]).abs()[None]
 
@@ -365,7 +370,8 @@ class PretrainObjective:
             for p in list(net.cls.seq_relationship.parameters()) + list(net.bert.pooler.parameters()):
                 p.requires_grad_(False)
         self.run_dir = run_dir
-        self._scaffold = attention_scaffold(net.config, cfg.max_seq_length) if cfg.attention_scaffold > 0 else None
+        self._scaffold = (attention_scaffold(net.config, cfg.max_seq_length, cfg.scaffold_heads)
+                          if cfg.attention_scaffold > 0 else None)
         self._lengths: dict[tuple[int, int], int] = {}
         self._eval_dataset(1)  # refuse bad eval settings (too few documents) before training starts
 
