@@ -367,7 +367,7 @@ def test_attention_scaffold_fades_and_stays_out_of_the_saved_model(small_model, 
     obj.set_progress(0.0)
     full = getattr(net.config, SCAFFOLD_ATTR).clone()
     assert full[0, 3, 4] == -1.0 and full[1, 3, 5] == -1.0  # head h: -2^-h per place
-    first = pt.attention_scaffold(net.config, 32, heads=1)  # --scaffold-heads 1: head 0 only, head 1 free
+    first = pt.attention_scaffold(net.config, c.max_seq_length, heads=1)  # --scaffold-heads 1: head 0 only, head 1 free
     assert torch.equal(first[0], full[0]) and not first[1].any()
     ids = torch.randint(1000, 2000, (2, 32), generator=torch.Generator().manual_seed(0))
     with fast_cpu_dropout(net), torch.no_grad():  # the training forward sees the scaffold
