@@ -143,7 +143,7 @@ def attention(module, query, key, value, attention_mask, scaling=None, dropout: 
     original = module.config._wellread_attention
     bias = getattr(module.config, SCAFFOLD_ATTR, None) if module.training else None
     if bias is not None:  # pre-training's attention scaffold: a per-head distance penalty, training only
-        attention_mask = _with_bias(attention_mask, bias[:, :query.size(2), :key.size(2)].to(query.dtype))
+        attention_mask = with_bias(attention_mask, bias[:, :query.size(2), :key.size(2)].to(query.dtype))
     if not module.training or dropout == 0.0:
         return _original(original)(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
     if scaling is None:
@@ -152,22 +152,28 @@ def attention(module, query, key, value, attention_mask, scaling=None, dropout: 
             and query.shape == key.shape == value.shape and query.numel() * query.size(2) // query.size(3) >= SMALL):
         out, weights = _AttentionCore.apply(query, key, value, attention_mask, scaling, dropout)
         return out, weights
+    return eager_attention(query, key, value, attention_mask, scaling, dropout, module.training)
+
+
+def eager_attention(query, key, value, mask, scaling: float, p: float, training: bool):
+    """transformers' eager BERT attention with ``fast_dropout``: (output as [B, queries, heads, d], weights).
+    ``mask``: None, bool (True = attend) or additive, broadcast over [B, heads, queries, keys]."""
     weights = torch.matmul(query, key.transpose(2, 3)) * scaling
-    if attention_mask is not None:
-        if attention_mask.dtype == torch.bool:
-            weights = weights.masked_fill(~attention_mask, torch.finfo(weights.dtype).min)
+    if mask is not None:
+        if mask.dtype == torch.bool:
+            weights = weights.masked_fill(~mask, torch.finfo(weights.dtype).min)
         else:
-            weights = weights + attention_mask
+            weights = weights + mask
     weights = torch.nn.functional.softmax(weights, dim=-1)
-    weights = fast_dropout(weights, dropout, module.training)
-    out = torch.matmul(weights, value).transpose(1, 2).contiguous()
+    weights = fast_dropout(weights, p, training)
+    out = torch.matmul(weights.to(value.dtype), value).transpose(1, 2).contiguous()
     return out, weights
 
 
 SCAFFOLD_ATTR = "_wellread_attention_bias"  # [heads, S, S], added to the training attention scores
 
 
-def _with_bias(mask: torch.Tensor | None, bias: torch.Tensor) -> torch.Tensor:
+def with_bias(mask: torch.Tensor | None, bias: torch.Tensor) -> torch.Tensor:
     """An additive mask: ``mask`` (None, bool with True = attend, or additive) plus ``bias`` per head."""
     if mask is None:
         return bias.unsqueeze(0)

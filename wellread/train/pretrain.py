@@ -46,7 +46,7 @@ from wellread.data.pretraining import PretrainingDataset, split_documents
 from wellread.errors import WellreadError
 from wellread.io import atomic_write_json
 from wellread.tokenization import MASK, STANDARD_VOCAB, load_tokenizer, vocab_hash
-from wellread.train.dropout import SCAFFOLD_ATTR, fast_cpu_dropout, fast_dropout
+from wellread.train.dropout import SCAFFOLD_ATTR, with_bias, eager_attention, fast_cpu_dropout
 from wellread.train.loop import NOT_RESULT_SETTINGS, TrainConfig, config_fingerprint, field_defaults, open_run, train
 
 INDEX = "data_index.jsonl"
@@ -318,14 +318,12 @@ def last_layer_rows(layer, hidden: torch.Tensor, attention_mask: torch.Tensor | 
     q = attn.query(xq).view(B, width, heads, d).transpose(1, 2)
     k = attn.key(hidden).view(B, S, heads, d).transpose(1, 2)
     v = attn.value(hidden).view(B, S, heads, d).transpose(1, 2)
-    scores = torch.matmul(q, k.transpose(2, 3)) * attn.scaling
-    if attention_mask is not None:
-        scores = scores.masked_fill(~attention_mask.bool()[:, None, None, :], torch.finfo(scores.dtype).min)
+    mask = None if attention_mask is None else attention_mask.bool()[:, None, None, :]
     bias = getattr(attn.config, SCAFFOLD_ATTR, None) if layer.training else None
     if bias is not None:  # bias[h, query place, key place]: the rows of the wanted places
-        scores = scores + bias[:, sel % S, :S].transpose(0, 1).to(scores.dtype)
-    probs = fast_dropout(torch.softmax(scores, dim=-1), attn.dropout.p, layer.training)
-    context = torch.matmul(probs.to(v.dtype), v).transpose(1, 2).reshape(B, width, H)
+        mask = with_bias(mask, bias[:, sel % S, :S].transpose(0, 1).to(q.dtype))
+    context, _ = eager_attention(q, k, v, mask, attn.scaling, attn.dropout.p, layer.training)
+    context = context.reshape(B, width, H)
     out = layer.feed_forward_chunk(layer.attention.output(context, xq))
     return out.reshape(B * width, H).index_select(0, row * width + slot)
 
