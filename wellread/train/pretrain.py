@@ -46,7 +46,7 @@ from wellread.data.pretraining import PretrainingDataset, split_documents
 from wellread.errors import WellreadError
 from wellread.io import atomic_write_json
 from wellread.tokenization import MASK, STANDARD_VOCAB, load_tokenizer, vocab_hash
-from wellread.train.dropout import SCAFFOLD_ATTR, with_bias, eager_attention, fast_cpu_dropout
+from wellread.train.dropout import SCAFFOLD_ATTR, eager_attention, fast_cpu_dropout, with_bias
 from wellread.train.loop import NOT_RESULT_SETTINGS, TrainConfig, config_fingerprint, field_defaults, open_run, train
 
 INDEX = "data_index.jsonl"
