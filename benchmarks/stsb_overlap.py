@@ -2,7 +2,9 @@
 sentences' WordPiece sets and (b) the cosine of each model's mean-pooled token vectors (embedding layer and last
 layer, [CLS]/[SEP] left out), no training, and (c) the log-odds of "B follows A" from the model's
 next-sentence head on the pair (trained by `--objective mlm+nsp`; an MLM-only run saves it as initialised, a
-baseline). Puts the fine-tuned STS-B figures of weak starts in proportion.
+baseline), and (d) per layer and head, how much attention a token of sentence A gives the same token in
+sentence B, as a multiple of uniform attention (the matching a cross-encoder needs for STS-B; `wellread
+pretrain --copy-pairs` trains it). Puts the fine-tuned STS-B figures of weak starts in proportion.
 
     python benchmarks/stsb_overlap.py --glue ../shared/data/glue MODEL_DIR [MODEL_DIR ...]
 """
@@ -65,6 +67,40 @@ def nsp_log_odds(path: Path, tok, a: list[str], b: list[str]) -> np.ndarray | No
     return np.concatenate(out)
 
 
+def twin_share(att: torch.Tensor, ids: torch.Tensor, types: torch.Tensor, mask: torch.Tensor,
+               sep_id: int) -> tuple[torch.Tensor, int]:
+    """For attention ``att`` [batch, layers, heads, S, S] over padded pairs: the summed (over tokens of A that also
+    occur in B) attention to their occurrences in B as a multiple of uniform attention, [layers, heads], and
+    the number of such tokens."""
+    last = mask.sum(1, keepdim=True) - 1
+    place = torch.arange(ids.size(1))[None]
+    inner = (mask > 0) & (place > 0) & (place != last) & (ids != sep_id)
+    in_a, in_b = inner & (types == 0), inner & (types == 1)
+    twin = (ids[:, :, None] == ids[:, None, :]) & in_a[:, :, None] & in_b[:, None, :]  # [batch, S, S]
+    has = twin.any(-1)
+    uniform = twin.sum(-1) / mask.sum(1, keepdim=True)  # the twins' share under uniform attention
+    got = (att * twin[:, None, None].to(att.dtype)).sum(-1)  # [batch, layers, heads, S]
+    ratio = got / uniform[:, None, None].clamp(min=1e-9)
+    return (ratio * has[:, None, None]).sum((0, 3)), int(has.sum())
+
+
+def twin_attention(path: Path, tok, a: list[str], b: list[str]) -> np.ndarray:
+    """[layers, heads]: the attention from each token of A that also occurs in B to its occurrences in B, as a
+    multiple of what uniform attention over the pair would give them, averaged over such tokens of all pairs."""
+    from transformers import BertModel
+
+    model = BertModel.from_pretrained(path, add_pooling_layer=False, attn_implementation="eager").eval()
+    total, rows = 0.0, 0
+    for i in range(0, len(a), 64):
+        ids, types, mask = padded(tok.encode_batch(list(zip(a[i:i + 64], b[i:i + 64]))))
+        with torch.no_grad():
+            att = torch.stack(model(input_ids=ids, token_type_ids=types, attention_mask=mask,
+                                    output_attentions=True).attentions, 1)  # [batch, layers, heads, S, S]
+        got, n = twin_share(att, ids, types, mask, tok.token_to_id("[SEP]"))
+        total, rows = total + got, rows + n
+    return (total / max(rows, 1)).numpy()
+
+
 def main() -> None:
     from transformers import BertModel
     from transformers.utils import logging as hf_logging
@@ -92,6 +128,9 @@ def main() -> None:
         if nsp is not None:
             cells.append(f"next-sentence head {100 * spearmanr(nsp, gold)[0]:5.1f}")
         print(f"{str(path)[-48:]:48s} Spearman, mean-pooled cosine: " + ", ".join(cells))
+        twins = twin_attention(path, tok, a, b)
+        print(f"{'':48s} attention of A's tokens to their twins in B (x uniform), layer/head: " + ", ".join(
+            f"L{l}H{h} {twins[l, h]:.1f}" for l in range(twins.shape[0]) for h in range(twins.shape[1])))
 
 
 if __name__ == "__main__":

@@ -374,3 +374,35 @@ def test_static_masking_writes_googles_instances_and_reads_them_resumably(corpus
 def test_a_model_vocab_other_than_the_shards_is_refused(corpus, tiny_test_vocab):
     with pytest.raises(WellreadError, match=f"shards were made with vocab {corpus.vocab_hash}, the model's vocab is"):
         PretrainingDataset(corpus, batch_size=8, tokenizer=load_tokenizer(tiny_test_vocab))
+
+
+def test_copy_pairs_are_real_next_pairs_and_copies_of_a_in_the_asked_share(corpus):
+    """--copy-pairs: every sequence is [CLS] A [SEP] B [SEP] from one document, B A's real continuation
+    or (in the asked share) A itself, A then at most half the length; no NSP label; the batch says
+    which rows are copies and A's length there."""
+    rng = random.Random(0)
+    made = [x for d in range(corpus.num_documents)
+            for x in create_instances_from_document(corpus, d, 128, 0.1, False, rng, copies=0.3)]
+    pairs = [x for x in made if x.b_start < len(x.tokens)]
+    assert len(pairs) > 0.97 * len(made) and len(made) > 1000
+    assert abs(np.mean([x.copy for x in pairs]) - 0.3) < 0.04
+    for x in made:
+        a, b = x.tokens[1:x.b_start - 1], x.tokens[x.b_start:-1]
+        assert len(x.tokens) <= 128 and x.tokens[0] == CLS and x.tokens[x.b_start - 1] == SEP == x.tokens[-1]
+        assert x.is_random_next is None
+        doc = corpus.document_ids(x.a_document)
+        pa = find(doc, a)
+        assert pa >= 0, "segment A is not a contiguous piece of its document"
+        if x.copy:
+            assert np.array_equal(a, b) and len(a) <= 125 // 2
+        elif len(b):
+            assert x.b_document == x.a_document
+            assert find(doc, b, pa + len(a)) >= 0, "B does not follow A in the document"
+    batch = collator(False, np.zeros(30522, dtype=bool))(made[:64], torch.Generator().manual_seed(0))
+    assert "next_sentence_label" not in batch
+    want = [x.b_start - 2 if x.copy else 0 for x in made[:64]]
+    assert batch["copy_length"].tolist() == want and any(want)
+    with pytest.raises(ValueError, match="next-sentence"):
+        create_instances_from_document(corpus, 0, 128, 0.1, True, rng, copies=0.5)
+    with pytest.raises(WellreadError, match="copy"):
+        PretrainingDataset(corpus, batch_size=8, nsp=True, copies=0.5)

@@ -438,10 +438,11 @@ def test_evaluation_measures_word_order_zero_for_a_model_blind_to_it(small_model
     assert abs(blind["eval/word_order_nats"]) < 1e-5
 
 
-@pytest.mark.parametrize("training", [False, True])
+@pytest.mark.parametrize("training", [False, True, "per-sequence"])
 def test_last_layer_on_the_wanted_rows_equals_the_full_layer(std_tokenizer, training):
     """The last layer run on a few rows (any order, sequences with padding, one sequence with none wanted)
-    gives the full layer's output at those rows; in training with the attention scaffold too."""
+    gives the full layer's output at those rows; in training with the attention scaffold too, and with a
+    scaffold per sequence (copy pairs' alignment)."""
     from wellread.train.dropout import SCAFFOLD_ATTR, fast_cpu_dropout
 
     net = modeling.init_model("tiny", std_tokenizer, seed=0, hidden_size=64, num_attention_heads=4,
@@ -455,9 +456,12 @@ def test_last_layer_on_the_wanted_rows_equals_the_full_layer(std_tokenizer, trai
     positions = torch.tensor([1 * S + 3, 0 * S + 7, 0 * S + 2, 3 * S + 4, 1 * S + 14, 0 * S + 23, 1 * S + 0])
     bert = net.bert
     with fast_cpu_dropout(net), torch.no_grad():
-        net.train(training)
+        net.train(bool(training))
         if training:
-            setattr(net.config, SCAFFOLD_ATTR, pt.attention_scaffold(net.config, S) * 0.7)
+            bias = pt.attention_scaffold(net.config, S, heads=3) * 0.7
+            if training == "per-sequence":
+                bias = bias[None] + pt.alignment_bias(torch.tensor([5, 0, 11, 2]), 4, S, 3.0)
+            setattr(net.config, SCAFFOLD_ATTR, bias)
         full = bert(input_ids=ids, attention_mask=mask).last_hidden_state.reshape(B * S, -1)[positions]
         hidden = bert.embeddings(input_ids=ids)
         m = pt.create_bidirectional_mask(config=bert.config, inputs_embeds=hidden, attention_mask=mask)
@@ -488,3 +492,57 @@ def test_the_heads_last_layer_runs_on_the_masked_rows_only(small_model, shards, 
     per_row = torch.bincount(batch["masked_positions"] // S, minlength=B).max() + 1
     assert seen == [B * S] * (len(seen) - 1) + [B * per_row]
     assert seen[-1] < B * S / 2
+
+
+def test_alignment_bias_raises_each_copy_tokens_twin_in_the_last_head():
+    bias = pt.alignment_bias(torch.tensor([3, 0, 1]), heads=2, length=9, value=5.0)
+    assert bias.shape == (3, 2, 9, 9) and not bias[:, 0].any() and not bias[1].any()
+    # [CLS] a b c [SEP] a b c [SEP]: places 1-3 and 5-7 are twins
+    twins = {(1, 5), (2, 6), (3, 7), (5, 1), (6, 2), (7, 3)}
+    assert {tuple(ij) for ij in bias[0, 1].nonzero().tolist()} == twins and (bias[0, 1].sum() == 30)
+    assert {tuple(ij) for ij in bias[2, 1].nonzero().tolist()} == {(1, 3), (3, 1)}  # [CLS] a [SEP] a [SEP]
+
+
+def test_copy_pairs_train_with_the_alignment_scaffold_and_evaluate_as_every_run(small_model, shards, tmp_path, capsys):
+    """--copy-pairs: training batches are pairs, some copies, and while the scaffold lasts the last head's
+    score for each copy token's twin is raised (the other heads keep the distance penalty, the last none);
+    held-out batches are single segments as in every MLM run; the settings are refused with NSP or
+    without a scaffold to fade with; a CLI run saves a plain BERT."""
+    import json
+
+    from wellread import cli
+    from wellread.train.dropout import SCAFFOLD_ATTR
+
+    c = cfg(small_model, shards, tmp_path / "o", objective="mlm", attention_scaffold=0.5, copy_pairs=0.5)
+    net, tok, _ = pt.build_model(c)
+    obj = PretrainObjective(net, load_corpus(shards), tok, c)
+    obj.set_progress(0.25)  # half strength
+    batch = next(b for b in obj.batches(0, 0, 16, 0, 1) if "copy_length" in b)
+    assert (batch["token_type_ids"].sum(1) > 0).all()
+    seen = []
+    hook = net.bert.encoder.layer[0].attention.self.register_forward_pre_hook(
+        lambda m, a: seen.append(getattr(net.config, SCAFFOLD_ATTR).clone()))
+    net.train()
+    obj.loss(obj.model, batch, obj.counts(batch))
+    hook.remove()
+    bias = seen[0]
+    B, S = batch["input_ids"].shape
+    assert bias.shape == (B, 2, S, S)
+    torch.testing.assert_close(bias[:, 0], (pt.attention_scaffold(net.config, S, heads=1)[0] * 0.5).expand(B, S, S))
+    i = int(batch["copy_length"].argmax())
+    a = int(batch["copy_length"][i])
+    assert bias[i, 1, 1, a + 2] == pt.ALIGN_BIAS * 0.5 and bias[i, 1].count_nonzero() == 2 * a
+    assert not bias[batch["copy_length"] == 0, 1].any()
+    held = next(iter(obj._eval_dataset(8)))
+    assert "copy_length" not in held and not held["token_type_ids"].any()
+
+    for bad in (dict(objective="mlm+nsp"), dict(attention_scaffold=0.0), dict(copy_pairs=1.5)):
+        with pytest.raises(WellreadError, match="copy_pairs"):
+            cfg(small_model, shards, tmp_path, **(dict(objective="mlm", attention_scaffold=0.5, copy_pairs=0.5) | bad))
+    out = tmp_path / "run"
+    rc = cli.main(["pretrain", "--model", str(small_model), "--data", str(shards), "--out", str(out), "--objective",
+                   "mlm", "--attention-scaffold", "0.9", "--copy-pairs", "0.5", "--max-steps", "3", "--batch-size",
+                   "8", "--max-seq-length", "32", "--eval-documents", "10", "--eval-batches", "1", "--quiet"])
+    assert rc == 0, capsys.readouterr().err
+    assert json.loads((out / "results.json").read_text())["settings"]["copy_pairs"] == 0.5
+    assert SCAFFOLD_ATTR not in (out / "model" / "config.json").read_text()

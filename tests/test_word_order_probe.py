@@ -70,3 +70,36 @@ def test_probe_sees_no_order_in_a_model_without_positions_and_some_in_one_with(t
     seeing = results["with"]
     assert abs(seeing["order shuffled"]["loss"] - seeing["as is"]["loss"]) > 1e-3
     assert blind["unigram"]["loss"] == seeing["unigram"]["loss"]
+
+
+
+def test_twin_attention_is_one_for_uniform_attention_and_counts_only_twins_in_b(tmp_path, std_tokenizer):
+    """benchmarks/stsb_overlap.py's twin attention: exactly 1× uniform for a real model whose heads attend
+    uniformly (query and key weights zero); for hand-made attention, all weight on the twin in B gives
+    (pair length / twins) ×, weight on the token itself or on B's other tokens 0×."""
+    spec = importlib.util.spec_from_file_location("stsb_overlap", ROOT / "benchmarks" / "stsb_overlap.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    net = modeling.init_model("tiny", std_tokenizer, seed=0, hidden_size=64, num_attention_heads=2, intermediate_size=128)
+    with torch.no_grad():
+        for layer in net.bert.encoder.layer:
+            for lin in (layer.attention.self.query, layer.attention.self.key):
+                lin.weight.zero_()
+                lin.bias.zero_()
+    a = ["a man is playing a guitar .", "the cat sat on the mat ."]
+    b = ["a man plays the guitar .", "a dog sat on a log ."]
+    uniform = mod.twin_attention(modeling.save_model(net, std_tokenizer, tmp_path / "u"), std_tokenizer, a, b)
+    assert uniform.shape == (2, 2)
+    torch.testing.assert_close(torch.from_numpy(uniform), torch.ones(2, 2), atol=1e-5, rtol=1e-5)
+
+    # [CLS] x y [SEP] y z [SEP] [PAD]: y (place 2) has one twin (place 4) among 7 real places
+    ids = torch.tensor([[101, 7, 8, 102, 8, 9, 102, 0]])
+    types = torch.tensor([[0, 0, 0, 0, 1, 1, 1, 0]])
+    mask = torch.tensor([[1, 1, 1, 1, 1, 1, 1, 0]])
+    att = torch.zeros(1, 1, 3, 8, 8)
+    att[0, 0, 0, :, 4] = 1.0  # head 0: everything on place 4, the twin of place 2
+    att[0, 0, 1, :, 2] = 1.0  # head 1: on place 2 itself
+    att[0, 0, 2, :, 5] = 1.0  # head 2: on z, in B but no twin
+    got, n = mod.twin_share(att, ids, types, mask, 102)
+    assert n == 1
+    torch.testing.assert_close(got, torch.tensor([[7.0, 0.0, 0.0]]))

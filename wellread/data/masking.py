@@ -50,6 +50,7 @@ class Instance:
     runs from there to the end. ``a_document``/``b_document`` say where the segments came from.
     ``forced_random_next`` is True when the chunk held one sentence, so B had to be random (Google's
     rule): on corpora of short documents this pushes the share of random B above one half.
+    ``copy`` is True when B is A itself (copy pairs, see :func:`create_instances_from_document`).
     """
 
     tokens: np.ndarray
@@ -58,6 +59,7 @@ class Instance:
     a_document: int
     b_document: int | None
     forced_random_next: bool = False
+    copy: bool = False
 
     def token_type_ids(self) -> np.ndarray:
         types = np.zeros(len(self.tokens), dtype=np.int64)
@@ -110,6 +112,7 @@ def create_instances_from_document(
     rng: random.Random,
     *,
     documents: np.ndarray | None = None,
+    copies: float | None = None,
 ) -> list[Instance]:
     """The instances of one document, as Google's function of the same name makes them.
 
@@ -119,10 +122,18 @@ def create_instances_from_document(
     a random other document (taken from ``documents``, a sorted array, when given), the unused
     sentences being put back. Without ``nsp``: sentences are packed into single-segment sequences of
     the target length (a sentence that does not fit continues in the next sequence).
+
+    ``copies`` (without ``nsp``) makes sentence pairs instead, B always A's real continuation, and a
+    fraction ``copies`` of them copy pairs: ``[CLS] A [SEP] A [SEP]``, A at most half the length
+    (see :func:`_pair_document`).
     """
     cls, sep = corpus.special_ids[CLS], corpus.special_ids[SEP]
     document = corpus.document(doc_index)
-    max_num_tokens = max_seq_length - (3 if nsp else 2)
+    max_num_tokens = max_seq_length - (3 if nsp or copies is not None else 2)
+    if copies is not None:
+        if nsp:
+            raise ValueError("copy pairs are for MLM without next-sentence prediction")
+        return _pair_document(document, doc_index, max_num_tokens, short_seq_prob, copies, rng, cls, sep)
     if not nsp:
         return _pack_document(document, doc_index, max_num_tokens, short_seq_prob, rng, cls, sep)
     target_seq_length = max_num_tokens
@@ -172,6 +183,50 @@ def create_instances_from_document(
             current_length = 0
         i += 1
     return instances
+
+
+def _pair_document(document: list[np.ndarray], doc_index: int, max_num_tokens: int, short_seq_prob: float,
+                   copies: float, rng: random.Random, cls: int, sep: int) -> list[Instance]:
+    """Sentence pairs ``[CLS] A [SEP] B [SEP]`` of one document, B the real continuation of A, and with
+    probability ``copies`` copy pairs ``[CLS] A [SEP] A [SEP]`` (A cut to half the length).
+
+    Sentences are gathered into chunks of the target length as for NSP and a chunk is cut at a random
+    sentence (a one-sentence chunk at a random token). A copy pair lets a masked token of one segment be
+    read from its twin in the other: what teaches heads to match the tokens of two segments, the
+    alignment that pair tasks such as STS-B rest on (``wellread pretrain --copy-pairs``).
+    """
+    out = []
+    chunk: list[np.ndarray] = []
+    length = 0
+    target = rng.randint(2, max_num_tokens) if rng.random() < short_seq_prob else max_num_tokens
+    for i, sentence in enumerate(document):
+        chunk.append(sentence)
+        length += len(sentence)
+        if i < len(document) - 1 and length < target:
+            continue
+        if len(chunk) >= 2:
+            a_end = rng.randint(1, len(chunk) - 1)
+            tokens_a = [t for s in chunk[:a_end] for t in s.tolist()]
+            tokens_b = [t for s in chunk[a_end:] for t in s.tolist()]
+        else:
+            whole = chunk[0].tolist()
+            cut = rng.randint(1, len(whole) - 1) if len(whole) >= 2 else len(whole)
+            tokens_a, tokens_b = whole[:cut], whole[cut:]
+        copy = rng.random() < copies
+        if copy:
+            tokens_a = tokens_a[:max_num_tokens // 2]
+            tokens_b = list(tokens_a)
+        else:
+            truncate_seq_pair(tokens_a, tokens_b, max_num_tokens, rng)
+        if tokens_a and tokens_b:
+            tokens = np.array([cls, *tokens_a, sep, *tokens_b, sep], dtype=np.int64)
+            out.append(Instance(tokens, len(tokens_a) + 2, None, doc_index, doc_index, copy=copy))
+        elif tokens_a:  # a one-token chunk: a single segment
+            out.append(Instance(np.array([cls, *tokens_a, sep], dtype=np.int64), len(tokens_a) + 2, None,
+                                doc_index, None))
+        chunk, length = [], 0
+        target = rng.randint(2, max_num_tokens) if rng.random() < short_seq_prob else max_num_tokens
+    return out
 
 
 def _pack_document(document: list[np.ndarray], doc_index: int, max_num_tokens: int, short_seq_prob: float,
@@ -297,6 +352,8 @@ class MaskingCollator:
                  "attention_mask": torch.from_numpy(attn)}
         if instances[0].is_random_next is not None:
             batch["next_sentence_label"] = torch.tensor([int(x.is_random_next) for x in instances], dtype=torch.long)
+        if any(x.copy for x in instances):  # A's length in copy pairs, 0 in the others
+            batch["copy_length"] = torch.tensor([x.b_start - 2 if x.copy else 0 for x in instances], dtype=torch.long)
         return batch
 
     def __call__(self, instances: Sequence[Instance], generator: torch.Generator) -> dict[str, torch.Tensor]:

@@ -112,8 +112,12 @@ class PretrainingDataset(torch.utils.data.IterableDataset):
         seed: int = 0,
         block_documents: int = 4096,
         pool_batches: int = 32,
+        copies: float | None = None,
     ) -> None:
         super().__init__()
+        if copies is not None and (nsp or not 0.0 <= copies <= 1.0):
+            raise WellreadError("copy pairs are a fraction in [0, 1], for MLM without next-sentence prediction",
+                                field="copy_pairs")
         _check_vocab(corpus.vocab_hash, tokenizer, corpus.manifest.path)
         if whole_word and tokenizer is None:
             raise WellreadError("whole-word masking needs the tokenizer (to know which pieces start with ##)",
@@ -132,7 +136,7 @@ class PretrainingDataset(torch.utils.data.IterableDataset):
                                 f"{len(self.documents)}", file=corpus.manifest.path)
         self.corpus, self.split, self.batch_size = corpus, split, batch_size
         self.max_seq_length, self.nsp, self.short_seq_prob = max_seq_length, nsp, short_seq_prob
-        self.seed, self.block_documents = seed, block_documents
+        self.seed, self.block_documents, self.copies = seed, block_documents, copies
         self.pool_batches = max(1, pool_batches)
         self.collator = MaskingCollator(
             vocab_size=corpus.vocab_size, special_ids=corpus.special_ids, masked_lm_prob=masked_lm_prob,
@@ -159,7 +163,8 @@ class PretrainingDataset(torch.utils.data.IterableDataset):
         instances: list[Instance] = []
         for d in docs.tolist():
             instances.extend(create_instances_from_document(
-                self.corpus, d, self.max_seq_length, self.short_seq_prob, self.nsp, rng, documents=self.documents))
+                self.corpus, d, self.max_seq_length, self.short_seq_prob, self.nsp, rng, documents=self.documents,
+                copies=self.copies))
         rng.shuffle(instances)
         return instances
 

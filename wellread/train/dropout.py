@@ -143,7 +143,7 @@ def attention(module, query, key, value, attention_mask, scaling=None, dropout: 
     original = module.config._wellread_attention
     bias = getattr(module.config, SCAFFOLD_ATTR, None) if module.training else None
     if bias is not None:  # pre-training's attention scaffold: a per-head distance penalty, training only
-        attention_mask = with_bias(attention_mask, bias[:, :query.size(2), :key.size(2)].to(query.dtype))
+        attention_mask = with_bias(attention_mask, bias[..., :query.size(2), :key.size(2)].to(query.dtype))
     if not module.training or dropout == 0.0:
         return _original(original)(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
     if scaling is None:
@@ -170,13 +170,14 @@ def eager_attention(query, key, value, mask, scaling: float, p: float, training:
     return out, weights
 
 
-SCAFFOLD_ATTR = "_wellread_attention_bias"  # [heads, S, S], added to the training attention scores
+SCAFFOLD_ATTR = "_wellread_attention_bias"  # [(batch,) heads, S, S], added to the training attention scores
 
 
 def with_bias(mask: torch.Tensor | None, bias: torch.Tensor) -> torch.Tensor:
-    """An additive mask: ``mask`` (None, bool with True = attend, or additive) plus ``bias`` per head."""
+    """An additive mask: ``mask`` (None, bool with True = attend, or additive) plus ``bias`` per head
+    ([heads, q, k], or [batch, heads, q, k] for a bias per sequence)."""
     if mask is None:
-        return bias.unsqueeze(0)
+        return bias if bias.dim() == 4 else bias.unsqueeze(0)
     if mask.dtype == torch.bool:
         mask = torch.zeros(mask.shape, dtype=bias.dtype, device=mask.device).masked_fill_(~mask, torch.finfo(bias.dtype).min)
     return mask + bias

@@ -75,6 +75,11 @@ class PretrainConfig(TrainConfig):
                                                  "0: off (BERT). The saved model is BERT's, without it")
     scaffold_heads: int = field(0, help="the attention scaffold on the first N heads of each layer only, the "
                                         "others left free to attend anywhere (0: every head)")
+    copy_pairs: float = field(0.0, help="MLM on sentence pairs (B the real continuation of A), this fraction of "
+                                        "them copy pairs [CLS] A [SEP] A [SEP], with an alignment scaffold on the "
+                                        "last head of each layer (each token's score for its twin raised, fading "
+                                        "with --attention-scaffold) so that heads learn to match the tokens of two "
+                                        "segments, what pair tasks like STS-B need; 0: off")
     masked_lm_prob: float = field(0.15, help="fraction of tokens to predict")
     max_predictions_per_seq: int = field(20, help="at most this many predictions per sequence")
     pool_batches: int = field(32, help="sort this many batches' worth of sequences by length and shuffle the "
@@ -106,6 +111,14 @@ class PretrainConfig(TrainConfig):
             raise WellreadError("must be a fraction of the run in [0, 1]", field="attention_scaffold")
         if self.scaffold_heads < 0:
             raise WellreadError("must be >= 0 (0: every head)", field="scaffold_heads")
+        if not 0.0 <= self.copy_pairs <= 1.0:
+            raise WellreadError("must be a fraction in [0, 1]", field="copy_pairs")
+        if self.copy_pairs and self.objective != "mlm":
+            raise WellreadError("copy pairs are for --objective mlm (a copy would make next-sentence prediction "
+                                "trivial)", field="copy_pairs")
+        if self.copy_pairs and not self.attention_scaffold:
+            raise WellreadError("copy pairs need --attention-scaffold F: their alignment scaffold fades with it",
+                                field="copy_pairs")
         if not 8 <= self.max_seq_length <= 512:
             raise WellreadError("must be between 8 and 512", field="max_seq_length")
         if not 0 < self.masked_lm_prob < 1:
@@ -320,8 +333,12 @@ def last_layer_rows(layer, hidden: torch.Tensor, attention_mask: torch.Tensor | 
     v = attn.value(hidden).view(B, S, heads, d).transpose(1, 2)
     mask = None if attention_mask is None else attention_mask.bool()[:, None, None, :]
     bias = getattr(attn.config, SCAFFOLD_ATTR, None) if layer.training else None
-    if bias is not None:  # bias[h, query place, key place]: the rows of the wanted places
-        mask = with_bias(mask, bias[:, sel % S, :S].transpose(0, 1).to(q.dtype))
+    if bias is not None:  # bias[(batch,) h, query place, key place]: the rows of the wanted places
+        if bias.dim() == 4:
+            rows = bias[torch.arange(B, device=sel.device)[:, None], :, sel % S, :S].transpose(1, 2)
+        else:
+            rows = bias[:, sel % S, :S].transpose(0, 1)
+        mask = with_bias(mask, rows.to(q.dtype))
     context, _ = eager_attention(q, k, v, mask, attn.scaling, attn.dropout.p, layer.training)
     context = context.reshape(B, width, H)
     out = layer.feed_forward_chunk(layer.attention.output(context, xq))
@@ -340,8 +357,29 @@ def shard_batch(batch: dict[str, torch.Tensor], rank: int, world: int) -> dict[s
     keep = (pos >= lo * L) & (pos < hi * L)
     out["masked_positions"] = pos[keep] - lo * L
     out["masked_labels"] = batch["masked_labels"][keep]
-    if "next_sentence_label" in batch:
-        out["next_sentence_label"] = batch["next_sentence_label"][lo:hi]
+    for k in ("next_sentence_label", "copy_length"):
+        if k in batch:
+            out[k] = batch[k][lo:hi]
+    return out
+
+
+ALIGN_BIAS = 5.0  # the alignment scaffold's raise of a token's score for its twin, at full strength
+
+
+def alignment_bias(copy_length: torch.Tensor, heads: int, length: int, value: float) -> torch.Tensor:
+    """[batch, heads, length, length]: in the last head, ``value`` where a token of a copy pair
+    ``[CLS] A [SEP] A [SEP]`` (``copy_length`` = len(A), 0 for other sequences) attends to its twin in the
+    other segment (place p of A and place p + len(A) + 1, both ways); 0 everywhere else."""
+    B = len(copy_length)
+    pos = torch.arange(length, device=copy_length.device)[None, :]
+    a = copy_length[:, None]
+    in_a = (pos >= 1) & (pos <= a) & (a > 0)
+    in_b = (pos >= a + 2) & (pos <= 2 * a + 1) & (a > 0)
+    twin = torch.where(in_a, pos + a + 1, pos - a - 1).clamp(0, length - 1)
+    last = torch.zeros(B, length, length, device=copy_length.device)
+    last.scatter_(2, twin[:, :, None], ((in_a | in_b).float() * value)[:, :, None])
+    out = torch.zeros(B, heads, length, length, device=copy_length.device)
+    out[:, -1] = last
     return out
 
 
@@ -368,8 +406,16 @@ class PretrainObjective:
             for p in list(net.cls.seq_relationship.parameters()) + list(net.bert.pooler.parameters()):
                 p.requires_grad_(False)
         self.run_dir = run_dir
-        self._scaffold = (attention_scaffold(net.config, cfg.max_seq_length, cfg.scaffold_heads)
+        heads = net.config.num_attention_heads
+        scaffold_heads = cfg.scaffold_heads
+        if cfg.copy_pairs:  # the last head of each layer is the alignment's: no distance penalty on it
+            if heads < 2:
+                raise WellreadError("copy pairs need at least two attention heads (the last one aligns)",
+                                    field="copy_pairs")
+            scaffold_heads = min(scaffold_heads or heads, heads - 1)
+        self._scaffold = (attention_scaffold(net.config, cfg.max_seq_length, scaffold_heads)
                           if cfg.attention_scaffold > 0 else None)
+        self._strength = 0.0
         self._lengths: dict[tuple[int, int], int] = {}
         self._eval_dataset(1)  # refuse bad eval settings (too few documents) before training starts
 
@@ -378,6 +424,7 @@ class PretrainObjective:
         if self._scaffold is None:
             return
         strength = max(0.0, 1.0 - progress / self.cfg.attention_scaffold)
+        self._strength = strength
         device = next(self.model.parameters()).device
         if self._scaffold.device != device:
             self._scaffold = self._scaffold.to(device)  # once, where the model trains
@@ -393,7 +440,8 @@ class PretrainObjective:
             self.corpus, batch_size=batch_size, split=split, eval_documents=c.eval_documents,
             max_seq_length=c.max_seq_length, nsp=self.nsp, masked_lm_prob=c.masked_lm_prob,
             max_predictions_per_seq=c.max_predictions_per_seq, whole_word=c.masking == "whole-word",
-            tokenizer=self.tokenizer, seed=c.seed, pool_batches=c.pool_batches if split == "train" else 1)
+            tokenizer=self.tokenizer, seed=c.seed, pool_batches=c.pool_batches if split == "train" else 1,
+            copies=c.copy_pairs if c.copy_pairs and split == "train" else None)  # held out: as every run's
 
     def _eval_dataset(self, batch_size: int) -> PretrainingDataset:
         return self.dataset(batch_size, "eval")
@@ -491,6 +539,13 @@ class PretrainObjective:
         device = next(model.parameters()).device
         b = {k: v.to(device) for k, v in batch.items()}
         labels = b["masked_labels"]
+        if self.cfg.copy_pairs and self._strength > 0.0:  # this batch's copy pairs: each token's twin raised
+            scaffold = self._scaffold * self._strength
+            if "copy_length" in b:
+                S = b["input_ids"].size(1)
+                align = alignment_bias(b["copy_length"], scaffold.size(0), S, ALIGN_BIAS * self._strength)
+                scaffold = scaffold[None, :, :S, :S] + align
+            setattr(self.model.net.config, SCAFFOLD_ATTR, scaffold)
         mlm_sum, hits, nsp = model(b["input_ids"], b["token_type_ids"], b["attention_mask"],
                                    b["masked_positions"], labels, nsp=self.nsp)
         loss = mlm_sum / max(totals["masked"], 1.0)
