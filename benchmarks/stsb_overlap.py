@@ -130,7 +130,7 @@ def main() -> None:
         print(f"{str(path)[-48:]:48s} Spearman, mean-pooled cosine: " + ", ".join(cells))
         twins = twin_attention(path, tok, a, b)
         print(f"{'':48s} attention of A's tokens to their twins in B (x uniform), layer/head: " + ", ".join(
-            f"L{l}H{h} {twins[l, h]:.1f}" for l in range(twins.shape[0]) for h in range(twins.shape[1])))
+            f"L{layer}H{h} {twins[layer, h]:.1f}" for layer in range(twins.shape[0]) for h in range(twins.shape[1])))
 
 
 if __name__ == "__main__":
