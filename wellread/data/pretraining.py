@@ -93,6 +93,10 @@ class PretrainingDataset(torch.utils.data.IterableDataset):
     so that a batch pads little (as ``group_by_length`` does in transformers) while the order of
     the data stays random across pools. The position is then that of the pool's start plus the
     batches already taken from it (``skip``). ``pool_batches=1`` turns this off.
+
+    ``copies`` (MLM only): sentence pairs instead of packed single segments, that fraction of them copy
+    pairs ``[CLS] A [SEP] A [SEP]`` (``create_instances_from_document``); batches holding one carry
+    ``copy_length`` (len(A) per row, 0 for the others) for the alignment scaffold of ``wellread pretrain``.
     """
 
     def __init__(
