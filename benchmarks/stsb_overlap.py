@@ -84,12 +84,10 @@ def twin_share(att: torch.Tensor, ids: torch.Tensor, types: torch.Tensor, mask: 
     return (ratio * has[:, None, None]).sum((0, 3)), int(has.sum())
 
 
-def twin_attention(path: Path, tok, a: list[str], b: list[str]) -> np.ndarray:
+def twin_attention(model, tok, a: list[str], b: list[str]) -> np.ndarray:
     """[layers, heads]: the attention from each token of A that also occurs in B to its occurrences in B, as a
-    multiple of what uniform attention over the pair would give them, averaged over such tokens of all pairs."""
-    from transformers import BertModel
-
-    model = BertModel.from_pretrained(path, add_pooling_layer=False, attn_implementation="eager").eval()
+    multiple of what uniform attention over the pair would give them, averaged over such tokens of all pairs.
+    ``model``: a ``BertModel`` with eager attention (the one that can return attention weights)."""
     total, rows = 0.0, 0
     for i in range(0, len(a), 64):
         ids, types, mask = padded(tok.encode_batch(list(zip(a[i:i + 64], b[i:i + 64]))))
@@ -119,7 +117,7 @@ def main() -> None:
         print(f"{'WordPiece-set Jaccard overlap (no model)':48s} Spearman {100 * spearmanr(jac, gold)[0]:5.1f}")
     for path in args.models:
         tok = load_tokenizer(path)
-        model = BertModel.from_pretrained(path, add_pooling_layer=False).eval()
+        model = BertModel.from_pretrained(path, add_pooling_layer=False, attn_implementation="eager").eval()
         cells = []
         for layer, name in ((0, "embeddings"), (-1, "last layer")):
             cos = torch.nn.functional.cosine_similarity(mean_pooled(model, tok, a, layer), mean_pooled(model, tok, b, layer))
@@ -128,7 +126,7 @@ def main() -> None:
         if nsp is not None:
             cells.append(f"next-sentence head {100 * spearmanr(nsp, gold)[0]:5.1f}")
         print(f"{str(path)[-48:]:48s} Spearman, mean-pooled cosine: " + ", ".join(cells))
-        twins = twin_attention(path, tok, a, b)
+        twins = twin_attention(model, tok, a, b)
         print(f"{'':48s} attention of A's tokens to their twins in B (x uniform), layer/head: " + ", ".join(
             f"L{layer}H{h} {twins[layer, h]:.1f}" for layer in range(twins.shape[0]) for h in range(twins.shape[1])))
 

@@ -88,7 +88,11 @@ def test_twin_attention_is_one_for_uniform_attention_and_counts_only_twins_in_b(
                 lin.bias.zero_()
     a = ["a man is playing a guitar .", "the cat sat on the mat ."]
     b = ["a man plays the guitar .", "a dog sat on a log ."]
-    uniform = mod.twin_attention(modeling.save_model(net, std_tokenizer, tmp_path / "u"), std_tokenizer, a, b)
+    from transformers import BertModel
+
+    path = modeling.save_model(net, std_tokenizer, tmp_path / "u")
+    model = BertModel.from_pretrained(path, add_pooling_layer=False, attn_implementation="eager").eval()
+    uniform = mod.twin_attention(model, std_tokenizer, a, b)
     assert uniform.shape == (2, 2)
     torch.testing.assert_close(torch.from_numpy(uniform), torch.ones(2, 2), atol=1e-5, rtol=1e-5)
 

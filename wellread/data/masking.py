@@ -195,10 +195,12 @@ def _pair_document(document: list[np.ndarray], doc_index: int, max_num_tokens: i
     read from its twin in the other: what teaches heads to match the tokens of two segments, the
     alignment that pair tasks such as STS-B rest on (``wellread pretrain --copy-pairs``).
     """
+    def draw_target() -> int:  # the full length, or with probability short_seq_prob a shorter one
+        return rng.randint(2, max_num_tokens) if rng.random() < short_seq_prob else max_num_tokens
+
     out = []
     chunk: list[np.ndarray] = []
-    length = 0
-    target = rng.randint(2, max_num_tokens) if rng.random() < short_seq_prob else max_num_tokens
+    length, target = 0, draw_target()
     for i, sentence in enumerate(document):
         chunk.append(sentence)
         length += len(sentence)
@@ -224,8 +226,7 @@ def _pair_document(document: list[np.ndarray], doc_index: int, max_num_tokens: i
         elif tokens_a:  # a one-token chunk: a single segment
             out.append(Instance(np.array([cls, *tokens_a, sep], dtype=np.int64), len(tokens_a) + 2, None,
                                 doc_index, None))
-        chunk, length = [], 0
-        target = rng.randint(2, max_num_tokens) if rng.random() < short_seq_prob else max_num_tokens
+        chunk, length, target = [], 0, draw_target()
     return out
 
 

@@ -540,6 +540,7 @@ class PretrainObjective:
         b = {k: v.to(device) for k, v in batch.items()}
         labels = b["masked_labels"]
         if self.cfg.copy_pairs and self._strength > 0.0:  # this batch's copy pairs: each token's twin raised
+            # set for every batch, so that one without copies does not keep the previous batch's bias
             scaffold = self._scaffold * self._strength
             if "copy_length" in b:
                 S = b["input_ids"].size(1)
