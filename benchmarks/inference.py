@@ -1,4 +1,4 @@
-"""CPU inference: wellread's Predictor (torch, onnx, onnx-int8) against transformers.pipeline.
+"""CPU inference: wellread's Predictor (torch, onnx, onnx-int8, openvino) against transformers.pipeline.
 
 One process, one model (a Tiny fine-tuned on SST-2; the script fine-tunes one, 1 epoch from random
 init, when --model is not given), the 872 SST-2 dev sentences, the same batch size and thread count
@@ -8,6 +8,12 @@ the median is reported (the best too). Batch-1 latency: one sentence a call, met
 
     python benchmarks/inference.py                       # fine-tunes a Tiny first (~1-3 min)
     python benchmarks/inference.py --model RUN/model --repeats 7 --json results.json
+    python benchmarks/inference.py --experiments         # also int8 made for VNNI/AMX (not product backends)
+
+The table is headed by `wellread env` (CPU, instruction sets, versions, what `--backend auto` runs here).
+``--experiments`` adds what the Intel AMX kind was tried with (issue 26): ONNX Runtime static int8
+(QOperator, activations calibrated on 256 SST-2 training sentences) and OpenVINO on a static QDQ int8
+graph, each through the Predictor's batching, so every line pays the same tokenisation.
 """
 
 from __future__ import annotations
@@ -59,6 +65,50 @@ def finetune_sst2(work: Path, glue: Path, train_rows: int | None) -> Path:
     return work / "run" / "model"
 
 
+def static_int8(export: Path, calibration: list[str], args, threads: int) -> dict:
+    """Predictors on static int8 graphs of export/model.onnx (activation scales calibrated on ``calibration``)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    from wellread.infer.predictor import Predictor, ort_session
+
+    fp32 = Predictor(export, backend="onnx", batch_size=32, max_length=args.max_length, threads=1)
+    feeds = [b for _, b in fp32.batches(fp32.encode(calibration))]
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter(feeds)
+
+        def get_next(self):
+            return next(self.it, None)
+
+    out = {}
+    for fmt, file in ((QuantFormat.QOperator, "model.qop.onnx"), (QuantFormat.QDQ, "model.qdq.onnx")):
+        quantize_static(str(export / "model.onnx"), str(export / file), Reader(), quant_format=fmt,
+                        op_types_to_quantize=["MatMul"], per_channel=True, weight_type=QuantType.QInt8,
+                        activation_type=QuantType.QUInt8 if fmt == QuantFormat.QOperator else QuantType.QInt8,
+                        extra_options={"ActivationSymmetric": fmt == QuantFormat.QDQ})
+    # ONNX Runtime on the QOperator graph: the onnx backend's runner with the file swapped in
+    p = Predictor(export, backend="onnx", batch_size=args.batch_size, max_length=args.max_length, threads=threads)
+    wide, narrow = ort_session(export / "model.qop.onnx", threads), ort_session(export / "model.qop.onnx", 1)
+    pool = ThreadPoolExecutor(threads)
+    p._run = lambda batches: ([wide.run(["logits"], batches[0])[0]] if len(batches) == 1 else
+                              list(pool.map(lambda b: narrow.run(["logits"], b)[0], batches)))
+    out["experiment ort static int8"] = p
+    # OpenVINO on the QDQ graph (its int8 path): the openvino runner reading model.qdq.onnx
+    qdq_dir = export.parent / "export-qdq"
+    qdq_dir.mkdir(exist_ok=True)
+    for f in export.iterdir():
+        if f.is_file() and f.suffix != ".onnx":
+            shutil.copy2(f, qdq_dir / f.name)
+    shutil.copy2(export / "model.qdq.onnx", qdq_dir / "model.onnx")
+    q = Predictor(qdq_dir, backend="openvino", batch_size=args.batch_size, max_length=args.max_length,
+                  threads=threads)
+    out["experiment openvino static int8"] = q
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", type=Path, help="a model fine-tuned on SST-2 (default: fine-tune one in --work)")
@@ -72,6 +122,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5, help="timed passes over the dev set per method")
     ap.add_argument("--latency-n", type=int, default=200, help="sentences timed one at a time per method")
     ap.add_argument("--json", type=Path, help="also write the results here")
+    ap.add_argument("--experiments", action="store_true", help="also time static int8 graphs (ORT, OpenVINO)")
     args = ap.parse_args()
 
     import onnxruntime
@@ -80,8 +131,11 @@ def main() -> None:
     from transformers import pipeline
     from transformers.utils import logging as hf_logging
 
+    from wellread import env as wellread_env
     from wellread.infer.onnx import export_onnx
     from wellread.infer.predictor import Predictor, default_threads
+
+    print(wellread_env.describe(), flush=True)
 
     threads = args.threads or default_threads()
     torch.set_num_threads(threads)
@@ -103,10 +157,15 @@ def main() -> None:
         "transformers.pipeline": lambda xs: [o["label"] for o in pipe(xs, batch_size=args.batch_size, truncation=True,
                                                                        max_length=args.max_length)],
     }
-    for backend in ("torch", "onnx", "onnx-int8"):
+    for backend in wellread_env.inference_backends():
         p = Predictor(model if backend == "torch" else export, backend=backend, batch_size=args.batch_size,
                       max_length=args.max_length, threads=threads)
         methods[f"wellread {backend}"] = lambda xs, p=p: [x["label"] for x in p.predict(xs)]
+    if args.experiments:
+        train = [ln.split("\t")[0] for ln in (args.glue / "SST-2" / "train.tsv").read_text(encoding="utf-8")
+                 .splitlines()[1:257]]
+        for name, p in static_int8(export, train, args, threads).items():
+            methods[name] = lambda xs, p=p: [x["label"] for x in p.predict(xs)]
 
     labels, times = {}, {m: [] for m in methods}
     for m, f in methods.items():
@@ -139,7 +198,8 @@ def main() -> None:
         results[m]["throughput_ratio"] = results[m]["sentences_per_s_median"] / results[base]["sentences_per_s_median"]
         results[m]["latency_ratio"] = results[base]["latency_ms_p50"] / results[m]["latency_ms_p50"]
 
-    env = {"date": datetime.date.today().isoformat(), "cpu": cpu_name(), "cores": os.cpu_count(), "threads": threads,
+    env = {"wellread_env": wellread_env.report(), "auto_backend": wellread_env.auto_backend(),
+           "date": datetime.date.today().isoformat(), "cpu": cpu_name(), "cores": os.cpu_count(), "threads": threads,
            "load_avg_before": load_before, "load_avg_after": load_after, "python": platform.python_version(),
            "torch": torch.__version__, "transformers": transformers.__version__,
            "onnxruntime": onnxruntime.__version__, "model": str(model), "sentences": len(sentences),
@@ -156,9 +216,13 @@ def main() -> None:
         print(f"{m:24s} {r['sentences_per_s_median']:8.0f} {r['sentences_per_s_best']:8.0f} "
               f"{r['throughput_ratio']:9.2f}x {100 * r['accuracy']:8.2f}% {r['latency_ms_p50']:8.2f} "
               f"{r['latency_ms_p90']:8.2f} {r['latency_ratio']:9.2f}x")
-    int8, torch_r = results["wellread onnx-int8"], results["wellread torch"]
-    print(f"\nonnx-int8: {int8['throughput_ratio']:.2f}x the pipeline's throughput, accuracy "
-          f"{100 * (int8['accuracy'] - torch_r['accuracy']):+.2f} points vs fp32 PyTorch")
+    torch_r = results["wellread torch"]
+    print()
+    for m, r in results.items():
+        if m.startswith("wellread") and m != "wellread torch" or m.startswith("experiment"):
+            print(f"{m}: {r['throughput_ratio']:.2f}x the pipeline's throughput, accuracy "
+                  f"{100 * (r['accuracy'] - torch_r['accuracy']):+.2f} points vs fp32 PyTorch")
+    print(f"--backend auto runs {wellread_env.auto_backend()} here")
     if args.json:
         args.json.write_text(json.dumps({"environment": env, "results": results}, indent=2) + "\n")
 

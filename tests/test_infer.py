@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import REPO, data_path
-from wellread import cli
+from wellread import cli, env
 from wellread.infer.predictor import Predictor
 
 # --- real models, trained once per session ---------------------------------------------------------
@@ -180,6 +180,28 @@ def test_the_cls_only_graph_computes_what_the_transformers_forward_computes(stsb
         args = {k: torch.from_numpy(v) for k, v in batch.items()}
         with torch.inference_mode():
             torch.testing.assert_close(ClsLogits(model)(**args), FullLogits(model)(**args), atol=1e-5, rtol=0)
+
+
+def test_the_auto_backend_exists_here_and_agrees_with_pytorch(sst2_model, sst2_export, sst2_dev):
+    sentences = sst2_dev[0][:200]
+    p = Predictor(sst2_export[0], backend="auto")
+    assert p.backend == env.auto_backend() and p.backend in env.inference_backends()
+    ref = Predictor(sst2_model[0], backend="torch").probabilities(sentences)
+    got = p.probabilities(sentences)
+    assert (got.argmax(1) == ref.argmax(1)).mean() >= 0.99
+
+
+def test_openvino_runs_the_onnx_graph_close_to_pytorch_in_input_order(sst2_model, sst2_export, sst2_dev):
+    sentences = sst2_dev[0]
+    ref = Predictor(sst2_model[0], backend="torch").probabilities(sentences)
+    for threads in (1, 2):  # one request at a time, and batches side by side on two streams
+        p = Predictor(sst2_export[0], backend="openvino", threads=threads, batch_size=16)
+        assert p.precision == ("bf16" if env.cpu().native_bf16 else "fp32")
+        got = p.probabilities(sentences)
+        assert np.abs(got - ref).max() < (0.05 if p.precision == "bf16" else 1e-4)
+        assert (got.argmax(1) == ref.argmax(1)).mean() >= 0.99
+        one = p.probabilities(sentences[:1])  # a lone batch takes the latency path
+        assert np.abs(one - got[:1]).max() < 1e-2
 
 
 def test_an_onnx_backend_exports_on_the_fly_when_the_file_is_missing(sst2_model, sst2_dev, capsys):

@@ -65,7 +65,9 @@ def test_accumulation_gives_the_same_step_as_one_big_batch(tmp_path):
     for accum in (1, 4):
         obj = ToyObjective()
         obj.model[1].p = 0.0  # dropout draws differ between splittings; the gradient must not
-        train(obj, TrainConfig(lr=1e-2, batch_size=16, grad_accum=accum, epochs=2, quiet=True), tmp_path / f"a{accum}")
+        # fp32: the claim is exact equality; bf16 rounds products of different batch shapes differently
+        train(obj, TrainConfig(lr=1e-2, batch_size=16, grad_accum=accum, epochs=2, bf16=False, quiet=True),
+              tmp_path / f"a{accum}")
         results.append(weights(obj.model))
     for a, b in zip(*results):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

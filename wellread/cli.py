@@ -72,6 +72,21 @@ def _models(cfg: ModelsConfig) -> None:
         print(fmt(c))
 
 
+# --- wellread env ------------------------------------------------------------------------------
+
+@dataclasses.dataclass(kw_only=True)
+class EnvConfig:
+    json: bool = field(False, help="print JSON instead of text")
+
+
+@command("env", EnvConfig, "this machine: CPU model and instruction sets, versions, threads, and what wellread "
+                           "uses here by default (training precision, inference backend)")
+def _env(cfg: EnvConfig) -> None:
+    from wellread import env
+
+    print(json.dumps(env.report(), indent=2) if cfg.json else env.describe())
+
+
 # --- wellread init -------------------------------------------------------------------------------
 
 @dataclasses.dataclass(kw_only=True)
@@ -370,7 +385,7 @@ def _grid(cfg) -> None:
 
 # --- wellread predict / export / serve (infer/) --------------------------------------------------
 
-_BACKENDS = ("torch", "onnx", "onnx-int8")
+_BACKENDS = ("torch", "onnx", "onnx-int8", "openvino", "auto")  # = infer.predictor.BACKENDS, without importing it
 
 
 def _check_backend(backend: str) -> None:
@@ -384,8 +399,9 @@ class PredictConfig:
     input: str = field(help="inputs: .txt (a sentence a line), .tsv (header naming sentence, or sentence1/sentence2), "
                             ".jsonl (text or text_a/text_b), or - for lines on stdin")
     output: str = field(help="predictions: .jsonl, .tsv, or - for JSON lines on stdout (written atomically)")
-    backend: str = field("torch", help="torch, onnx (fp32) or onnx-int8 (an ONNX file missing from --model is "
-                                       "exported on the fly)")
+    backend: str = field("torch", help="torch, onnx (fp32), onnx-int8, openvino (bf16 where the CPU has it), or auto "
+                                       "(the fastest here, see `wellread env`); an ONNX file missing from --model is "
+                                       "exported on the fly")
     batch_size: int = field(64, help="inputs per model call (inputs are sorted by length into batches)")
     max_length: int = field(128, help="truncate inputs to this many tokens")
     text_a: str | None = field(None, help="the column / field holding the (first) text")
@@ -414,7 +430,7 @@ def _predict(cfg: PredictConfig) -> None:
                      chunk_size=cfg.chunk_size, progress=not cfg.quiet)
     if not cfg.quiet:
         print(f"predicted {r['inputs']:,} inputs in {r['seconds']:.1f} s ({r['inputs_per_s']:,.0f}/s, "
-              f"{cfg.backend}) -> {cfg.output}", file=sys.stderr)
+              f"{predictor.backend}) -> {cfg.output}", file=sys.stderr)
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -446,7 +462,8 @@ def _export(cfg: ExportConfig) -> None:
 @dataclasses.dataclass(kw_only=True)
 class ServeConfig:
     model: Path = field(help="a fine-tuned model directory (or its run directory), or a `wellread export` directory")
-    backend: str = field("torch", help="torch, onnx (fp32) or onnx-int8")
+    backend: str = field("torch", help="torch, onnx (fp32), onnx-int8, openvino, or auto (the fastest here, see "
+                                       "`wellread env`)")
     host: str = field("127.0.0.1", help="the address to listen on")
     port: int = field(8080, help="the port to listen on")
     batch_size: int = field(64, help="micro-batching: at most this many inputs gathered into one model call")
@@ -481,7 +498,7 @@ def _serve(cfg: ServeConfig) -> None:
                           threads=cfg.threads)
     limits = Limits(max_body_bytes=cfg.max_body_bytes, max_inputs=cfg.max_inputs, max_text_chars=cfg.max_text_chars,
                     max_batch=cfg.batch_size, max_wait_ms=cfg.max_wait_ms)
-    print(f"serving {predictor.path} ({cfg.backend}, {', '.join(predictor.labels or ['score'])}) on "
+    print(f"serving {predictor.path} ({predictor.backend}, {', '.join(predictor.labels or ['score'])}) on "
           f"http://{cfg.host}:{cfg.port}", file=sys.stderr)
     serve(predictor, host=cfg.host, port=cfg.port, limits=limits, log_level=cfg.log_level, access_log=cfg.access_log)
 

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from wellread import env
 from wellread.errors import WellreadError
 from wellread.infer.predictor import INPUT_NAMES, ONNX_FILES, Predictor, load_torch_classifier, model_directory
 from wellread.io import atomic_directory, atomic_write_json, check_output_dir
@@ -222,9 +223,10 @@ def export_onnx(model_dir: str | Path, out: str | Path, *, int8: bool = False, o
             if (path / name).is_file():
                 shutil.copy2(path / name, tmp / name)
         checks = {}
-        for backend in ("onnx", "onnx-int8") if int8 else ("onnx",):
+        # OpenVINO runs model.onnx itself (in bf16 where the CPU has it): checked too where it is installed
+        for backend in ("onnx", *(("onnx-int8",) if int8 else ()), *(("openvino",) if env.have("openvino") else ())):
             other = Predictor(tmp, backend=backend, max_length=max_length, batch_size=8, threads=reference.threads)
-            checks[backend] = compare(reference, other, texts_a, texts_b)
+            checks[backend] = compare(reference, other, texts_a, texts_b) | {"precision": other.precision}
         fp32 = checks["onnx"]
         diff = fp32.get("max_abs_diff_probability", fp32.get("max_abs_diff_score"))
         if diff > FP32_TOLERANCE or fp32.get("label_agreement", 1.0) < 1.0:
@@ -243,9 +245,11 @@ def export_onnx(model_dir: str | Path, out: str | Path, *, int8: bool = False, o
                          "transformers": transformers.__version__},
         }
         atomic_write_json(tmp / "export.json", record)
-    if int8 and checks["onnx-int8"].get("label_agreement", 1.0) < 0.95 and not quiet:
-        print(f"note: the int8 model agrees with PyTorch on only {checks['onnx-int8']['label_agreement']:.0%} of "
-              "the check inputs", file=sys.stderr)
+    for backend in ("onnx-int8", "openvino"):
+        agreement = checks.get(backend, {}).get("label_agreement", 1.0)
+        if agreement < 0.95 and not quiet:
+            print(f"note: {backend} ({checks[backend]['precision']}) agrees with PyTorch on only {agreement:.0%} of "
+                  "the check inputs", file=sys.stderr)
     return record
 
 
@@ -261,5 +265,5 @@ def describe_check(record: dict) -> str:
         else:
             what = f"max |score - score_torch| {c['max_abs_diff_score']:.2e}"
         lines.append(f"  {ONNX_FILES[backend]:16s} {record['files'][ONNX_FILES[backend]] / 1e6:6.1f} MB  "
-                     f"{what} on {c['n']} inputs")
+                     f"{backend} ({c.get('precision', '?')}): {what} on {c['n']} inputs")
     return "\n".join(lines)

@@ -74,7 +74,7 @@ class RecipeConfig:
     workers: int | None = field(None, help="processes side by side, one thread each: grid cells, per-task teacher "
                                            "and distillation runs (default: the CPU count, at most 8)")
     threads: int | None = field(None, help="CPU threads for pre-training and evaluation (default: all)")
-    bf16: bool | None = field(None, help="bf16 autocast for pre-training (default: on a GPU yes, on a CPU no)")
+    bf16: bool | None = field(None, help="bf16 autocast for pre-training (default: where bf16 is native, see `wellread env`)")
     # vocabulary and pre-training
     vocab: str = field("standard", help="standard (BERT's uncased vocabulary), train (learn one from the text), "
                                         "or a vocab.txt / tokenizer directory")

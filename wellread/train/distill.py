@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from tokenizers import Tokenizer
 
-from wellread import modeling
+from wellread import env, modeling
 from wellread.config import field, to_dict
 from wellread.data.batching import Features, cache_dir, cached_encode
 from wellread.data.tasks import TaskSpec, get_task, read_split
@@ -475,7 +475,7 @@ def prepare_labels(cfg: DistillConfig, transfer: TransferSet | None = None) -> T
     spec = get_task(cfg.task)
     transfer = transfer if transfer is not None else build_transfer(cfg, spec)
     tmax = cfg.teacher_max_length or cfg.max_length
-    bf16 = bool(cfg.bf16) if cfg.bf16 is not None else torch.cuda.is_available()
+    bf16 = env.resolve_bf16(cfg.bf16, "cuda" if torch.cuda.is_available() else "cpu")
     return label_transfer(cfg.teacher, spec, transfer, max_length=tmax, cache=cfg.cache, quiet=cfg.quiet, bf16=bf16)
 
 
@@ -517,7 +517,7 @@ def _distill_stage(cfg: DistillConfig, spec: TaskSpec, settings: dict) -> dict:
     feats = _encode_checked(tok, transfer, max_length, "student")
     train_set = LabelledSet("transfer", feats, transfer.gold, [])
     dev_sets = [load_labelled(spec, cfg.data_dir, s, tok, max_length) for s in spec.dev_splits]
-    bf16 = bool(cfg.bf16) if cfg.bf16 is not None else torch.cuda.is_available()
+    bf16 = env.resolve_bf16(cfg.bf16, "cuda" if torch.cuda.is_available() else "cpu")
     objective = DistillObjective(model, spec, train_set, labels.logits, dev_sets, seed=cfg.seed, pad_id=pad_id,
                                  temperature=cfg.temperature, alpha=cfg.alpha, bf16=bf16)
     out.mkdir(parents=True, exist_ok=True)

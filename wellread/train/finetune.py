@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from tokenizers import Tokenizer
 
-from wellread import modeling, zoo
+from wellread import env, modeling, zoo
 from wellread.config import field, to_dict
 from wellread.data.batching import Features, bucketed_batches, cached_encode, collate
 from wellread.data.tasks import TaskSpec, get_task, read_split
@@ -264,7 +264,7 @@ def finetune(cfg: FinetuneConfig) -> dict:
         print(f"the model has {max_length} positions: inputs are truncated to {max_length} tokens", file=sys.stderr)
     train_set = load_labelled(spec, cfg.data_dir, cfg.train_split, tok, max_length)
     dev_sets = [load_labelled(spec, cfg.data_dir, s, tok, max_length) for s in spec.dev_splits]
-    bf16 = bool(cfg.bf16) if cfg.bf16 is not None else torch.cuda.is_available()
+    bf16 = env.resolve_bf16(cfg.bf16, "cuda" if torch.cuda.is_available() else "cpu")
     objective = ClassificationObjective(model, spec, train_set, dev_sets, seed=cfg.seed, pad_id=pad_id, bf16=bf16)
     out.mkdir(parents=True, exist_ok=True)
     from wellread.config import dump_yaml

@@ -32,6 +32,7 @@ from typing import Any, Protocol
 
 import torch
 
+from wellread import env
 from wellread.config import field
 from wellread.errors import WellreadError
 from wellread.io import atomic_write_json, check_output_dir
@@ -78,7 +79,8 @@ class TrainConfig:
     checkpoint_minutes: float = field(2.0, help="without --checkpoint-every: write a checkpoint after this many minutes "
                                                 "of training since the last (and at each epoch's end)")
     log_every: int = field(20, help="log training metrics every N steps")
-    bf16: bool | None = field(None, help="bf16 autocast (default: on a GPU yes, on a CPU no)")
+    bf16: bool | None = field(None, help="bf16 autocast (default: where bf16 is native: a GPU, a CPU with AVX-512-BF16 "
+                                         "or AMX; see `wellread env`)")
     threads: int | None = field(None, help="CPU threads for torch (default: what torch picks)")
     quiet: bool = field(False, help="no progress bar")
 
@@ -177,13 +179,8 @@ def configure_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.
 
 
 def native_bf16(device: torch.device) -> bool:
-    """Whether bf16 matrix products run natively here (any GPU; a CPU with AVX-512 BF16 or AMX)."""
-    if device.type != "cpu":
-        return True
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):  # a torch without the check: assume yes, say nothing
-        return True
+    """Whether bf16 matrix products run natively here (a CUDA GPU with bf16; a CPU with AVX-512-BF16 or AMX)."""
+    return env.native_bf16(device)
 
 
 def lr_factor(progress: float, warmup: float) -> float:
@@ -351,7 +348,7 @@ def _train(objective: Objective, cfg: TrainConfig, run_dir: str | Path, *, finge
     d = setup_distributed()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    bf16 = cfg.bf16 if cfg.bf16 is not None else d.device.type == "cuda"
+    bf16 = cfg.bf16 if cfg.bf16 is not None else native_bf16(d.device)  # the default: bf16 where it is native
     if bf16 and d.main and not native_bf16(d.device):
         print("note: this CPU has no native bf16 (AVX-512 BF16 or AMX): bf16 autocast is emulated and runs "
               "several times slower than fp32 here; drop --bf16", file=sys.stderr)
