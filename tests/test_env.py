@@ -11,12 +11,11 @@ import sys
 import pytest
 import torch
 
+from tests.conftest import REPO
+from tests.test_loop import ToyObjective
 from wellread import env
 from wellread.train import loop
 from wellread.train.loop import TrainConfig, train
-
-from tests.conftest import REPO
-from tests.test_loop import ToyObjective
 
 # /proc/cpuinfo lines of the three machine kinds this project runs on (flags cut to what matters).
 AMD_AVX2 = """processor\t: 0
