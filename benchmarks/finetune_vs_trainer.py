@@ -39,7 +39,7 @@ def subset(task: str, rows: int | None, root: Path) -> Path:
 
 
 def run_trainer(model_dir: Path, data: Path, task: str, batch: int, lr: float, epochs: float, out: Path,
-                seed: int = 0) -> dict:
+                seed: int = 0, bf16: bool = False) -> dict:
     from transformers import (
         AutoModelForSequenceClassification,
         AutoTokenizer,
@@ -71,7 +71,7 @@ def run_trainer(model_dir: Path, data: Path, task: str, batch: int, lr: float, e
                              learning_rate=lr, num_train_epochs=epochs, warmup_steps=0.1, weight_decay=0.01,
                              lr_scheduler_type="linear", optim="adamw_torch_fused", save_strategy="no",
                              eval_strategy="no", report_to=[], logging_steps=10**9, seed=seed, disable_tqdm=True,
-                             dataloader_num_workers=0)
+                             dataloader_num_workers=0, use_cpu=True, bf16=bf16)
     trainer = Trainer(model=model, args=args, train_dataset=train_rows, data_collator=DataCollatorWithPadding(tok))
     m = trainer.train().metrics
     pred = trainer.predict(dev_rows).predictions
@@ -89,12 +89,19 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--seed", type=int, default=0, help="seed of both runs (head init, data order, dropout)")
     ap.add_argument("--model", help="start both from this model directory (default: a random Tiny)")
+    ap.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                    help="bf16 autocast for both (default: wellread's default here, bf16 where native)")
     a = ap.parse_args()
+    from wellread import env
+
+    print(env.describe(), flush=True)
+    a.bf16 = env.resolve_bf16(a.bf16, "cpu")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         data = subset(a.task, a.train_rows, tmp / "glue")
         os.environ["WELLREAD_CACHE"] = str(tmp / "cache")  # no feature cache from an earlier run
-        common = dict(task=a.task, data_dir=data, batch_size=a.batch_size, lr=a.lr, epochs=a.epochs, seed=a.seed, quiet=True)
+        common = dict(task=a.task, data_dir=data, batch_size=a.batch_size, lr=a.lr, epochs=a.epochs, seed=a.seed, quiet=True,
+                      bf16=a.bf16)
         if a.model:  # a pre-trained model directory: both start from its encoder
             init = Path(a.model)
         else:  # both start from the very same random weights: a random Tiny saved by wellread
@@ -105,13 +112,14 @@ def main() -> None:
         t0 = time.perf_counter()
         ours = finetune(FinetuneConfig(model=str(init), out=tmp / "ours", **common))
         ours_wall = time.perf_counter() - t0
-        hf = run_trainer(init, data, a.task, a.batch_size, a.lr, a.epochs, tmp / "hf", a.seed)
+        hf = run_trainer(init, data, a.task, a.batch_size, a.lr, a.epochs, tmp / "hf", a.seed, a.bf16)
     result = {
         "task": a.task, "seed": a.seed, "model": a.model or "random tiny", "train_rows": ours["train_examples"], "epochs": a.epochs, "batch_size": a.batch_size,
         "wellread_examples_per_s": ours["train_examples_per_s"], "wellread_wall_s": ours_wall, "wellread_dev": ours["dev"],
         "trainer_examples_per_s": hf["examples_per_s"], "trainer_dev": hf["dev"],
         "ratio": ours["train_examples_per_s"] / hf["examples_per_s"],
         "torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(),
+        "bf16": a.bf16, "env": env.report(),
     }
     print(json.dumps(result, indent=2))
 

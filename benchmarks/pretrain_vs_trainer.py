@@ -151,6 +151,9 @@ def main() -> None:
     ap.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
                     help="also time ours under bf16 autocast (default: where the CPU has native bf16)")
     a = ap.parse_args()
+    from wellread import env
+
+    print(env.describe(), flush=True)
     if a.bf16 is None:
         a.bf16 = native_bf16(torch.device("cpu"))
         if not a.bf16:
@@ -160,7 +163,7 @@ def main() -> None:
     print(f"fp32 GEMM peak (torch.mm 4096², {a.threads} threads): {peak:.0f} GFLOP/s")
     out = {"machine": platform.processor() or platform.machine(), "threads": a.threads, "torch": torch.__version__,
            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-           "peak_gflops": peak, "batch": a.batch, "runs": []}
+           "peak_gflops": peak, "batch": a.batch, "runs": [], "env": env.report()}
     with tempfile.TemporaryDirectory() as tmp:
         shards = Path(tmp) / "shards"
         build_corpus([a.text], STANDARD_VOCAB, shards, workers=1, group_lines=16, show_progress=False)

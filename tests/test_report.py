@@ -65,6 +65,9 @@ def test_a_recipe_report_sets_our_dev_numbers_beside_the_published_ones(toy_reci
     for section in ("### What ran", "### What the time budget cut", "## Learning curves", "## Grids", "## Timings",
                     "## Environment"):
         assert section in md
+    from wellread import env
+
+    assert env.cpu().model in md.split("## Environment")[1] and "--backend auto runs" in md  # `wellread env`
     stages = _table(md, "## Timings")
     assert set(stages) >= {"stage", "corpus", "pretrain-tiny", "teacher", "distill-tiny-s0", "evaluate"}
     assert "report" not in stages

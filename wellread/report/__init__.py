@@ -340,12 +340,16 @@ def environment_section() -> str:
             pass
     import torch
 
+    from wellread import env
+
     lines = ["## Environment", "", f"- written {time.strftime('%Y-%m-%d %H:%M %Z')} by wellread {wellread.__version__} "
              f"(commit {commit})",
              f"- Python {platform.python_version()} on {platform.platform()}; {platform.processor() or platform.machine()}, "
              f"{os.cpu_count()} CPU(s); torch {torch.__version__}"
              f"{' (CUDA: ' + torch.cuda.get_device_name(0) + ')' if torch.cuda.is_available() else ' (no GPU)'}",
-             f"- transformers {version('transformers')}, tokenizers {version('tokenizers')}, numpy {version('numpy')}"]
+             f"- transformers {version('transformers')}, tokenizers {version('tokenizers')}, numpy {version('numpy')}",
+             "", "`wellread env` on the machine that wrote this report:", "", "```",
+             env.describe(), "```"]
     return "\n".join(lines) + "\n"
 
 
