@@ -4,7 +4,8 @@ Pre-training: Tiny on a shard directory, the MLM objective, fused AdamW, clippin
 pretrain`` does per step). Fine-tuning: a random Tiny classifier on a GLUE task's training batches,
 with or without the CPU dropout and the row-sparse embedding gradients, to compare them.
 
-    python benchmarks/step_profile.py pretrain --data SHARDS --batch 32 [--profile]
+    python benchmarks/step_profile.py pretrain --data SHARDS --batch 32 [--bf16] [--profile]
+    python benchmarks/step_profile.py pretrain --data SHARDS --ab 6 --ab-of bf16 --steps 30   # bf16 / fp32, interleaved
     python benchmarks/step_profile.py finetune --task sst2 --data-dir ../shared/data/glue --batch 8 --threads 1 \\
         [--plain] [--profile]
 """
@@ -16,6 +17,12 @@ import time
 from pathlib import Path
 
 import torch
+
+PRECISION = {"bf16": False}  # the autocast setting of step(); --bf16 sets it, --ab-of bf16 alternates it
+
+
+def autocast():
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=PRECISION["bf16"])
 
 
 def pretrain_steps(a):
@@ -36,7 +43,8 @@ def pretrain_steps(a):
     it = obj.batches(0, 0, a.batch, 0, 1)
 
     def step(b):
-        loss, _ = obj.loss(model, b, obj.counts(b))
+        with autocast():
+            loss, _ = obj.loss(model, b, obj.counts(b))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
@@ -67,7 +75,8 @@ def finetune_steps(a):
     params = [p for p in model.parameters() if p.requires_grad]
 
     def step(b):
-        loss, _ = obj.loss(model, b, obj.counts(b))
+        with autocast():
+            loss, _ = obj.loss(model, b, obj.counts(b))
         loss.backward()
         if rows:
             rows.clip(params, 1.0)
@@ -111,7 +120,9 @@ def ab(a, step, batches) -> None:
         step(b)
     for i in range(2 * a.ab):
         name = "wellread" if i % 2 == 0 else "previous"
-        if a.ab_of == "attention":
+        if a.ab_of == "bf16":
+            PRECISION["bf16"] = name == "wellread"
+        elif a.ab_of == "attention":
             dropout.FUSED_ATTENTION = name == "wellread"
             dropout.keep_mask = current if name == "wellread" else keep_mask_mt
         else:
@@ -121,6 +132,7 @@ def ab(a, step, batches) -> None:
             step(b)
         times[name].append((time.perf_counter() - t) / a.steps * 1000)
     dropout.FUSED_ATTENTION, dropout.keep_mask, heads.SPARSE_LAST_LAYER = True, current, True
+    PRECISION["bf16"] = a.bf16
     med = {k: statistics.median(v) for k, v in times.items()}
     for k, v in times.items():
         print(f"{k}: median {med[k]:.1f} ms/step over {len(v)} blocks of {a.steps} steps ({', '.join(f'{x:.0f}' for x in v)})")
@@ -143,10 +155,15 @@ def main() -> None:
     ap.add_argument("--ab", type=int, default=0, metavar="BLOCKS",
                     help="alternate BLOCKS blocks of --steps steps between wellread's attention and dropout masks "
                          "and the previous ones (eager attention, masks from torch's random_); print both")
-    ap.add_argument("--ab-of", choices=["attention", "last-layer"], default="attention",
-                    help="what --ab compares: the attention and dropout masks, or the last layer on the masked rows "
-                         "only against the whole layer")
+    ap.add_argument("--ab-of", choices=["attention", "last-layer", "bf16"], default="attention",
+                    help="what --ab compares: the attention and dropout masks, the last layer on the masked rows "
+                         "only against the whole layer, or bf16 autocast (as 'wellread') against fp32 ('previous')")
+    ap.add_argument("--bf16", action="store_true", help="steps under bf16 autocast (as `--bf16` trains)")
     a = ap.parse_args()
+    from wellread import env
+
+    print(env.describe(), flush=True)
+    PRECISION["bf16"] = a.bf16
     torch.set_num_threads(a.threads)
     model, it, step, count, unit = (pretrain_steps if a.kind == "pretrain" else finetune_steps)(a)
     model.train()
@@ -160,7 +177,8 @@ def main() -> None:
         step(b)
         n += count(b)
     dt = time.perf_counter() - t
-    print(f"{a.kind} batch {a.batch}, {a.threads} thread(s), {'plain' if a.plain else 'wellread'}: "
+    print(f"{a.kind} batch {a.batch}, {a.threads} thread(s), {'plain' if a.plain else 'wellread'}, "
+          f"{'bf16' if a.bf16 else 'fp32'}: "
           f"{dt / a.steps * 1000:.2f} ms/step, {n / dt:,.0f} {unit}/s")
     if a.profile:
         from torch.profiler import ProfilerActivity, profile
