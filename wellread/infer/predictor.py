@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import sys
-import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -132,11 +130,12 @@ class Predictor:
     ``backend``: ``torch``, ``onnx`` (fp32, equal to PyTorch to ~1e-6) or ``onnx-int8`` (weights
     quantised to int8, activations quantised per batch: results move slightly with the batch an input
     falls in). ``batch_size`` caps the inputs of one model call; inputs longer than ``max_length``
-    tokens are truncated (pairs longest-first, as fine-tuning did).
+    tokens are truncated (pairs longest-first, as fine-tuning did). ``onnx_model``: the ONNX graph's bytes
+    (an export made on the fly, ``wellread.infer.loading``) instead of the directory's file.
     """
 
     def __init__(self, model_dir: str | Path, *, backend: str = "torch", max_length: int = 128,
-                 batch_size: int = 64, threads: int | None = None, quiet: bool = False) -> None:
+                 batch_size: int = 64, threads: int | None = None, onnx_model: bytes | None = None) -> None:
         backend = check_backend(backend)
         if batch_size < 1:
             raise WellreadError("must be at least 1", field="batch_size")
@@ -161,8 +160,12 @@ class Predictor:
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(max_length=self.max_length, strategy="longest_first")
         self.pad_id = tok.token_to_id(PAD)
-        runners = {"torch": self._torch_runner, "openvino": self._openvino_runner}
-        self._run = runners[backend]() if backend in runners else self._onnx_runner(quiet)
+        if backend == "torch":
+            self._run = self._torch_runner()
+        elif backend == "openvino":
+            self._run = self._openvino_runner(onnx_model)
+        else:
+            self._run = self._onnx_runner(onnx_model)
 
     @property
     def is_regression(self) -> bool:
@@ -185,12 +188,12 @@ class Predictor:
 
         return run
 
-    def _onnx_runner(self, quiet: bool) -> Callable[[list[dict[str, np.ndarray]]], list[np.ndarray]]:
+    def _onnx_runner(self, onnx_model: bytes | None) -> Callable[[list[dict[str, np.ndarray]]], list[np.ndarray]]:
         """Several batches run side by side, one per thread, each with one intra-op thread: for Tiny's
         128-wide products that scales better than splitting every product over the cores (measured
         on 2 cores: ~10,600 vs ~8,400 sentences/s at best). A lone batch (batch-1 latency, the
         service's micro-batches) gets a session with all the threads instead."""
-        file, model = self._onnx_model(quiet)
+        file, model = self._onnx_model(onnx_model)
         wide = ort_session(model, self.threads)
         names = {i.name for i in wide.get_inputs()}
         if names != set(INPUT_NAMES):
@@ -207,22 +210,17 @@ class Predictor:
 
         return run
 
-    def _onnx_model(self, quiet: bool) -> tuple[Path, Path | bytes]:
-        """The backend's ONNX file (path), or its bytes exported now when the directory has none."""
+    def _onnx_model(self, onnx_model: bytes | None) -> tuple[Path, Path | bytes]:
+        """The backend's ONNX file, or the bytes given for it (an export made on the fly)."""
         file = self.path / ONNX_FILES[self.backend]
+        if onnx_model is not None:
+            return file, onnx_model
         if file.is_file():
             return file, file
-        from wellread.infer.onnx import export_onnx
+        raise WellreadError(f"no {file.name} here: run `wellread export` (or open the model with "
+                            "wellread.infer.loading.open_predictor, which exports it on the fly)", file=self.path)
 
-        if not quiet:
-            print(f"no {file.name} in {self.path}: exporting it now (run `wellread export` to do it once)",
-                  file=sys.stderr)
-        with tempfile.TemporaryDirectory(prefix="wellread-onnx-") as tmp:
-            out = Path(tmp) / "export"
-            export_onnx(self.path, out, int8=self.backend == "onnx-int8", quiet=True)
-            return file, (out / file.name).read_bytes()
-
-    def _openvino_runner(self) -> Callable[[list[dict[str, np.ndarray]]], list[np.ndarray]]:
+    def _openvino_runner(self, onnx_model: bytes | None) -> Callable[[list[dict[str, np.ndarray]]], list[np.ndarray]]:
         """OpenVINO on model.onnx, in bf16 where the CPU has it natively (AMX, AVX-512-BF16), else fp32.
 
         As with ONNX Runtime, a lone batch runs on all the threads (latency), several batches run side
@@ -235,7 +233,7 @@ class Predictor:
 
         from wellread import env
 
-        file, model = self._onnx_model(quiet=True)
+        file, model = self._onnx_model(onnx_model)
         core = ov.Core()
         graph = core.read_model(io.BytesIO(model) if isinstance(model, bytes) else str(model))
         names = {i.get_any_name() for i in graph.inputs}
