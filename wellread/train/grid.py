@@ -28,7 +28,8 @@ import traceback
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from wellread.config import field, to_dict
+from wellread.config import carry, field, group, to_dict
+from wellread.data.batching import Inputs
 from wellread.data.tasks import get_task
 from wellread.errors import WellreadError
 from wellread.eval.metrics import best_glue_columns, cell_score, glue_score
@@ -62,7 +63,7 @@ class GridConfig:
     batch_sizes: str = field(",".join(map(str, PAPER_BATCH_SIZES)), help="batch sizes of the grid (the paper's)")
     learning_rates: str = field(",".join(map(str, PAPER_LEARNING_RATES)), help="learning rates of the grid (the paper's)")
     epochs: float = field(4.0, help="epochs per cell (the paper: 4)")
-    max_length: int = field(128, help="truncate inputs to this many tokens (the paper: 128)")
+    inputs: Inputs = group(Inputs, help="how inputs are cut (--max-length)")
     warmup: float = field(0.1, help="fraction of each cell's steps spent warming up")
     random_init: bool = field(False, help="start every cell from a randomly initialised miniature")
     vocab: Path | None = field(None, help="vocabulary for --random-init (default: the standard uncased BERT vocab)")
@@ -147,19 +148,13 @@ def cells(cfg: GridConfig) -> list[Cell]:
 
 
 def finetune_config(cfg: GridConfig, cell: Cell):
-    """The run config of a cell: a ``FinetuneConfig``, or a ``DistillConfig`` with --objective distill."""
+    """The run config of a cell: a ``FinetuneConfig``, or a ``DistillConfig`` with --objective distill; every
+    setting the grid shares with it by name, and the cell's own."""
+    cell_settings = dict(task=cell.task, out=cell.run_dir(cfg.out), lr=cell.lr, batch_size=cell.batch_size, quiet=True)
     if cfg.objective == "distill":
-        return DistillConfig(teacher=cfg.teacher_for(cell.task), student=cfg.model, task=cell.task,
-                             data_dir=cfg.data_dir, out=cell.run_dir(cfg.out), transfer=list(cfg.transfer),
-                             augment=cfg.augment, temperature=cfg.temperature, alpha=cfg.alpha,
-                             then_finetune=cfg.then_finetune, lr=cell.lr, batch_size=cell.batch_size,
-                             epochs=cfg.distill_epochs or cfg.epochs, finetune_epochs=cfg.epochs, max_length=cfg.max_length, warmup=cfg.warmup,
-                             random_init=cfg.random_init, vocab=cfg.vocab, seed=cfg.seed, max_steps=cfg.max_steps,
-                             threads=cfg.threads, quiet=True)
-    return FinetuneConfig(model=cfg.model, task=cell.task, data_dir=cfg.data_dir, out=cell.run_dir(cfg.out),
-                          lr=cell.lr, batch_size=cell.batch_size, epochs=cfg.epochs, max_length=cfg.max_length,
-                          warmup=cfg.warmup, random_init=cfg.random_init, vocab=cfg.vocab, seed=cfg.seed,
-                          max_steps=cfg.max_steps, threads=cfg.threads, quiet=True)
+        return carry(DistillConfig, cfg, **cell_settings, teacher=cfg.teacher_for(cell.task), student=cfg.model,
+                     epochs=cfg.distill_epochs or cfg.epochs, finetune_epochs=cfg.epochs)
+    return carry(FinetuneConfig, cfg, **cell_settings)
 
 
 def _read_results(run_dir: Path) -> dict | None:
@@ -329,7 +324,7 @@ def _prepare(cfg: GridConfig) -> dict:
     for task in cfg.task_list:
         spec = get_task(task)
         for split in ("train", *spec.dev_splits):
-            load_labelled(spec, cfg.data_dir, split, tok, cfg.max_length)
+            load_labelled(spec, cfg.data_dir, split, tok, cfg.inputs.max_length)
         if cfg.objective == "distill":
             c = finetune_config(cfg, Cell(task, cfg.batch_list[0], cfg.lr_list[0]))
             c.quiet = cfg.quiet
