@@ -84,14 +84,20 @@ def static_int8(export: Path, calibration: list[str], args, threads: int) -> dic
             return next(self.it, None)
 
     out = {}
+    static = export.parent / "export-static-int8"  # beside the export, never inside it
+    static.mkdir(exist_ok=True)
+    import logging
+
+    logging.disable(logging.WARNING)  # quantize_static's generic "consider pre-processing" notice
     for fmt, file in ((QuantFormat.QOperator, "model.qop.onnx"), (QuantFormat.QDQ, "model.qdq.onnx")):
-        quantize_static(str(export / "model.onnx"), str(export / file), Reader(), quant_format=fmt,
+        quantize_static(str(export / "model.onnx"), str(static / file), Reader(), quant_format=fmt,
                         op_types_to_quantize=["MatMul"], per_channel=True, weight_type=QuantType.QInt8,
                         activation_type=QuantType.QUInt8 if fmt == QuantFormat.QOperator else QuantType.QInt8,
                         extra_options={"ActivationSymmetric": fmt == QuantFormat.QDQ})
+    logging.disable(logging.NOTSET)
     # ONNX Runtime on the QOperator graph: the onnx backend's runner with the file swapped in
     p = Predictor(export, backend="onnx", batch_size=args.batch_size, max_length=args.max_length, threads=threads)
-    wide, narrow = ort_session(export / "model.qop.onnx", threads), ort_session(export / "model.qop.onnx", 1)
+    wide, narrow = ort_session(static / "model.qop.onnx", threads), ort_session(static / "model.qop.onnx", 1)
     pool = ThreadPoolExecutor(threads)
     p._run = lambda batches: ([wide.run(["logits"], batches[0])[0]] if len(batches) == 1 else
                               list(pool.map(lambda b: narrow.run(["logits"], b)[0], batches)))
@@ -102,7 +108,7 @@ def static_int8(export: Path, calibration: list[str], args, threads: int) -> dic
     for f in export.iterdir():
         if f.is_file() and f.suffix != ".onnx":
             shutil.copy2(f, qdq_dir / f.name)
-    shutil.copy2(export / "model.qdq.onnx", qdq_dir / "model.onnx")
+    shutil.copy2(static / "model.qdq.onnx", qdq_dir / "model.onnx")
     q = Predictor(qdq_dir, backend="openvino", batch_size=args.batch_size, max_length=args.max_length,
                   threads=threads)
     out["experiment openvino static int8"] = q
