@@ -143,16 +143,49 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
         raise
 
 
-def open_text(path: str | Path) -> io.TextIOBase:
-    """Open a .txt or .gz file as UTF-8 text; undecodable bytes become U+FFFD instead of a crash."""
+class TextLines:
+    """The lines of a UTF-8 text file (.txt, or .gz), each ending as in the file ("\\n", "\\r\\n").
+
+    Decoding is strict: a byte that is not UTF-8 is a WellreadError naming the file, line and column
+    (never a silent U+FFFD). A byte-order mark at the start is dropped. A context manager, iterable once.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._raw: IO[bytes] = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+
+    def __enter__(self) -> TextLines:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._raw.close()
+
+    def __iter__(self) -> Iterator[str]:
+        n = 0
+        try:
+            for n, raw in enumerate(self._raw, 1):  # noqa: B007 (n names the line of a gzip error)
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    raise WellreadError(f"not UTF-8 text: byte 0x{raw[e.start]:02x} at column {e.start + 1}",
+                                        file=self.path, line=n) from None
+                yield line.removeprefix("\ufeff") if n == 1 else line
+        except (OSError, EOFError) as e:  # a corrupt or truncated .gz
+            raise WellreadError(f"unreadable ({e})", file=self.path, line=n + 1) from None
+
+
+def open_text(path: str | Path) -> TextLines:
+    """Open a .txt or .gz file as UTF-8 text lines (``TextLines``: a byte that is not UTF-8 is an error
+    naming its file and line)."""
     path = Path(path)
     if not path.exists():
         raise WellreadError("no such file", file=path)
     if path.is_dir():
         raise WellreadError("is a directory, expected a text file", file=path)
-    if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="replace")
-    return open(path, encoding="utf-8", errors="replace")
+    return TextLines(path)
 
 
 def model_directory(path: str | Path) -> Path:

@@ -33,7 +33,7 @@ def read_vocab(path: str | Path) -> list[str]:
         path = path / "vocab.txt"
     if not path.is_file():
         raise WellreadError("no vocab.txt here", file=path)
-    with open(path, encoding="utf-8") as f:
+    with open_text(path) as f:
         tokens = [line.rstrip("\n").rstrip("\r") for line in f]
     while tokens and tokens[-1] == "":  # a trailing blank line is not a token
         tokens.pop()

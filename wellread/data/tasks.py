@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from wellread.errors import WellreadError
+from wellread.io import open_text
 
 LAST = -1  # a label column given as LAST is the row's last field (MNLI's gold_label)
 
@@ -403,7 +404,7 @@ def _resolve(layout: Layout, header: list[str] | None, path: Path) -> dict[str, 
 def _read_rows(spec: TaskSpec, split: str, layout: Layout, path: Path) -> Iterator[tuple[int, Example | str]]:
     """Yield (line number, Example) for each row, or (line number, reason) for a row skipped."""
     labels = set(spec.labels or ())
-    with open(path, encoding="utf-8-sig", errors="replace", newline="\n") as f:
+    with open_text(path) as f:  # a byte that is not UTF-8 is an error naming its line
         header: list[str] | None = None
         n_cols = layout.n_columns
         cols: dict[str, int | None] = {}

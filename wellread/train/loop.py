@@ -61,25 +61,25 @@ def parse_duration(text: str | float | int | None) -> float | None:
 class TrainConfig:
     """What every training command shares. Defaults are the paper's fine-tuning settings."""
 
-    lr: float = field(1e-4, help="peak learning rate (AdamW)")
-    batch_size: int = field(32, help="examples per optimizer step, over all processes and accumulation steps")
-    grad_accum: int = field(1, help="split each step into this many micro-batches (same result, less memory)")
-    epochs: float | None = field(None, help="passes over the training data")
-    max_steps: int | None = field(None, help="stop after this many optimizer steps")
-    time_budget: str | None = field(None, help="stop after this much training time, e.g. 30m or 2h (a killed and resumed run counts time across both)")
-    warmup: float = field(0.1, help="fraction of the steps spent warming the learning rate up from 0")
-    weight_decay: float = field(0.01, help="AdamW weight decay (on matrices only, not biases or LayerNorm)")
-    adam_eps: float = field(1e-6, help="AdamW epsilon (BERT used 1e-6)")
-    clip: float = field(1.0, help="clip the gradient norm to this (0: no clipping)")
-    seed: int = field(0, help="one seed for init, data order, masking and dropout")
-    eval_every: int | None = field(None, help="evaluate every N steps (fine-tuning also evaluates after each epoch)")
-    checkpoint_every: int | None = field(None, help="write a resumable checkpoint every N steps (default: by time, "
+    lr: float = field(1e-4, gt=0, help="peak learning rate (AdamW)")
+    batch_size: int = field(32, ge=1, help="examples per optimizer step, over all processes and accumulation steps")
+    grad_accum: int = field(1, ge=1, help="split each step into this many micro-batches (same result, less memory)")
+    epochs: float | None = field(None, gt=0, help="passes over the training data")
+    max_steps: int | None = field(None, ge=1, help="stop after this many optimizer steps")
+    time_budget: str | float | None = field(None, help="stop after this much training time, e.g. 30m or 2h (a killed and resumed run counts time across both)")
+    warmup: float = field(0.1, ge=0, lt=1, help="fraction of the steps spent warming the learning rate up from 0")
+    weight_decay: float = field(0.01, ge=0, help="AdamW weight decay (on matrices only, not biases or LayerNorm)")
+    adam_eps: float = field(1e-6, gt=0, help="AdamW epsilon (BERT used 1e-6)")
+    clip: float = field(1.0, ge=0, help="clip the gradient norm to this (0: no clipping)")
+    seed: int = field(0, ge=0, help="one seed for init, data order, masking and dropout")
+    eval_every: int | None = field(None, ge=1, help="evaluate every N steps (fine-tuning also evaluates after each epoch)")
+    checkpoint_every: int | None = field(None, ge=1, help="write a resumable checkpoint every N steps (default: by time, "
                                                     "see --checkpoint-minutes)")
-    checkpoint_minutes: float = field(2.0, help="without --checkpoint-every: write a checkpoint after this many minutes "
+    checkpoint_minutes: float = field(2.0, gt=0, help="without --checkpoint-every: write a checkpoint after this many minutes "
                                                 "of training since the last (and at each epoch's end)")
-    log_every: int = field(20, help="log training metrics every N steps")
+    log_every: int = field(20, ge=1, help="log training metrics every N steps")
     bf16: bool | None = field(None, help="bf16 autocast (default: on a GPU yes, on a CPU no)")
-    threads: int | None = field(None, help="CPU threads for torch (default: what torch picks)")
+    threads: int | None = field(None, ge=1, help="CPU threads for torch (default: what torch picks)")
     quiet: bool = field(False, help="no progress bar")
 
     def __post_init__(self) -> None:
