@@ -305,6 +305,8 @@ class EvaluateConfig:
     def __post_init__(self) -> None:
         if not 8 <= self.max_length <= 512:
             raise WellreadError("must be between 8 and 512", field="max_length")
+        if self.out is not None and self.out.is_dir():
+            raise WellreadError("is a directory, expected a file to write the result to", file=self.out)
 
 
 @command("evaluate", EvaluateConfig, "score a fine-tuned model on a task (GLUE metrics; HANS per heuristic)")

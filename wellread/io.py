@@ -41,6 +41,8 @@ def atomic_open(path: str | Path, mode: str = "w", **kw) -> Iterator[IO]:
     is removed and the old file (if any) is left as it was.
     """
     path = Path(path)
+    if path.is_dir():
+        raise WellreadError("is a directory, expected a file to write", file=path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:

@@ -34,7 +34,7 @@ import torch
 
 from wellread.config import field
 from wellread.errors import WellreadError
-from wellread.io import atomic_write_json, check_output_dir
+from wellread.io import atomic_write_json, check_output_dir, read_json
 from wellread.train.sparse_rows import RowSparseGrads
 
 CHECKPOINT = "checkpoint.pt"
@@ -206,9 +206,11 @@ def open_run(out: Path, settings: dict, *, overwrite: bool, extra_files: set[str
     (``field_defaults`` of the settings' dataclass): a setting added to wellread after the run finished
     matches while it holds its default.
     """
+    if out.exists() and not out.is_dir():
+        raise WellreadError("not a directory: the run directory must be a folder", file=out)
     results_path = out / "results.json"
     if results_path.is_file() and not overwrite:
-        done = json.loads(results_path.read_text(encoding="utf-8"))
+        done = read_json(results_path)
         if "settings" in done and not settings_changes(done["settings"], settings, defaults or {}):
             print(f"{out}: already finished; results below (pass --overwrite to redo)", file=sys.stderr)
             return done
