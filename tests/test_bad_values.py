@@ -82,7 +82,7 @@ def _classifier(out: Path, vocab: Path) -> Path:
     import torch
     from transformers import BertConfig, BertForSequenceClassification
 
-    from wellread import modeling
+    from wellread.modeling.models import save_model
     from wellread.tokenization import load_tokenizer
 
     tok = load_tokenizer(vocab)
@@ -90,7 +90,7 @@ def _classifier(out: Path, vocab: Path) -> Path:
                         intermediate_size=64, max_position_embeddings=64, num_labels=2, id2label={0: "0", 1: "1"},
                         label2id={"0": 0, "1": 1})
     torch.manual_seed(0)
-    return modeling.save_model(BertForSequenceClassification(config).eval(), tok, out)
+    return save_model(BertForSequenceClassification(config).eval(), tok, out)
 
 
 def finetune_args(root: Path, out: Path | None = None, *, steps: bool = True, threads: bool = True) -> list:

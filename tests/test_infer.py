@@ -27,6 +27,8 @@ import pytest
 
 from tests.conftest import REPO, data_path
 from wellread import cli
+from wellread.errors import WellreadError
+from wellread.infer.loading import open_predictor
 from wellread.infer.predictor import Predictor
 
 # --- real models, trained once per session ---------------------------------------------------------
@@ -77,15 +79,15 @@ def stsb_model(sst2_model, tmp_path_factory) -> Path:
     import torch
     from transformers import BertForSequenceClassification
 
-    from wellread import modeling
     from wellread.data.tasks import get_task
+    from wellread.modeling.models import read_config, read_weights, save_model
     from wellread.tokenization import load_tokenizer
     from wellread.train.finetune import set_task_head
 
     src = sst2_model[0]
-    config = modeling.read_config(src)
+    config = read_config(src)
     set_task_head(config, get_task("stsb"))
-    state = modeling.read_weights(src)
+    state = read_weights(src)
     w, b = state.pop("classifier.weight"), state.pop("classifier.bias")
     model = BertForSequenceClassification(config)
     missing = model.load_state_dict(state, strict=False).missing_keys
@@ -93,7 +95,7 @@ def stsb_model(sst2_model, tmp_path_factory) -> Path:
     with torch.no_grad():
         model.classifier.weight.copy_((w[1] - w[0])[None])
         model.classifier.bias.copy_((b[1] - b[0])[None])
-    return modeling.save_model(model.eval(), load_tokenizer(src), tmp_path_factory.mktemp("stsb") / "model")
+    return save_model(model.eval(), load_tokenizer(src), tmp_path_factory.mktemp("stsb") / "model")
 
 
 @pytest.fixture(scope="session")
@@ -184,7 +186,9 @@ def test_the_cls_only_graph_computes_what_the_transformers_forward_computes(stsb
 
 def test_an_onnx_backend_exports_on_the_fly_when_the_file_is_missing(sst2_model, sst2_dev, capsys):
     sentences = sst2_dev[0][:100]
-    got = Predictor(sst2_model[0], backend="onnx").probabilities(sentences)
+    with pytest.raises(WellreadError, match="no model.onnx here: run `wellread export`"):
+        Predictor(sst2_model[0], backend="onnx")
+    got = open_predictor(sst2_model[0], backend="onnx").probabilities(sentences)
     assert "exporting it now" in capsys.readouterr().err
     ref = Predictor(sst2_model[0], backend="torch").probabilities(sentences)
     assert np.abs(got - ref).max() < 1e-4

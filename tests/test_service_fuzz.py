@@ -38,7 +38,7 @@ def classifier(tmp_path_factory, std_vocab) -> Path:
     import torch
     from transformers import BertConfig, BertForSequenceClassification
 
-    from wellread import modeling
+    from wellread.modeling.models import save_model
     from wellread.tokenization import load_tokenizer
 
     tok = load_tokenizer(std_vocab)
@@ -46,7 +46,7 @@ def classifier(tmp_path_factory, std_vocab) -> Path:
                         intermediate_size=64, max_position_embeddings=128, num_labels=2,
                         id2label={0: "negative", 1: "positive"}, label2id={"negative": 0, "positive": 1})
     torch.manual_seed(0)
-    return modeling.save_model(BertForSequenceClassification(config).eval(), tok,
+    return save_model(BertForSequenceClassification(config).eval(), tok,
                                tmp_path_factory.mktemp("clf") / "model")
 
 

@@ -51,7 +51,7 @@ class ModelsConfig:
 
 @command("models", ModelsConfig, "list the 24 BERT miniatures (sizes, parameters, hub ids)")
 def _models(cfg: ModelsConfig) -> None:
-    from wellread import zoo
+    from wellread.modeling import zoo
 
     rows = zoo.table()
     if cfg.json:
@@ -87,12 +87,14 @@ class InitConfig:
 
 @command("init", InitConfig, "write a randomly initialised miniature in the Hugging Face layout")
 def _init(cfg: InitConfig) -> None:
-    from wellread import modeling, tokenization, zoo
+    from wellread import tokenization
+    from wellread.modeling import zoo
+    from wellread.modeling.models import init_model, save_model
 
     mini = zoo.get(cfg.model)
     tok = tokenization.load_tokenizer(cfg.vocab or tokenization.STANDARD_VOCAB)
-    model = modeling.init_model(mini, tok, seed=cfg.seed)
-    out = modeling.save_model(model, tok, cfg.out, overwrite=cfg.overwrite)
+    model = init_model(mini, tok, seed=cfg.seed)
+    out = save_model(model, tok, cfg.out, overwrite=cfg.overwrite)
     n = sum(p.numel() for p in model.bert.parameters())
     print(f"wrote {mini.name}{f' ({mini.alias})' if mini.alias else ''}: {n:,} encoder parameters, "
           f"vocab {tok.get_vocab_size():,} -> {out}")
@@ -222,7 +224,7 @@ class ConvertConfig:
 
 @command("convert", ConvertConfig, "convert a Google BERT TensorFlow checkpoint to the HF layout (no TensorFlow)")
 def _convert(cfg: ConvertConfig) -> None:
-    from wellread import convert
+    from wellread.modeling import convert
 
     r = convert.convert(cfg.checkpoint, cfg.out, vocab=cfg.vocab, overwrite=cfg.overwrite, check=cfg.check,
                         check_text=cfg.text)
@@ -356,9 +358,12 @@ def _grid_config():
 
 @command("grid", _grid_config, "the paper's grid (batch 8..128 x lr 3e-4..3e-5, 4 epochs) per task, best on dev")
 def _grid(cfg) -> None:
-    from wellread.train.grid import run_grid
+    from wellread.report.grid_tables import write_grid_report
+    from wellread.train.grid import check_complete, label, run_grid
 
     r = run_grid(cfg)
+    write_grid_report(r, cfg.out, label(cfg))
+    check_complete(r, cfg.out)
     for task, t in r["tasks"].items():
         b = t["best"]
         print(f"{task}: best bs{b['batch_size']} lr{b['lr']:g} dev {100 * b['score']:.1f} "
@@ -407,11 +412,11 @@ class PredictConfig:
 
 @command("predict", PredictConfig, "predict labels and probabilities (or scores) for a file of sentences or pairs")
 def _predict(cfg: PredictConfig) -> None:
-    from wellread.infer.predictor import Predictor
+    from wellread.infer.loading import open_predictor
     from wellread.infer.stream import predict_file
 
-    predictor = Predictor(cfg.model, backend=cfg.backend, max_length=cfg.max_length, batch_size=cfg.batch_size,
-                          threads=cfg.threads, quiet=cfg.quiet)
+    predictor = open_predictor(cfg.model, backend=cfg.backend, max_length=cfg.max_length, batch_size=cfg.batch_size,
+                               threads=cfg.threads, quiet=cfg.quiet)
     r = predict_file(predictor, cfg.input, cfg.output, text_a=cfg.text_a, text_b=cfg.text_b,
                      chunk_size=cfg.chunk_size, progress=not cfg.quiet)
     if not cfg.quiet:
@@ -476,11 +481,11 @@ class ServeConfig:
 
 @command("serve", ServeConfig, "serve predictions over HTTP (JSON; micro-batching; /predict, /health, /info)")
 def _serve(cfg: ServeConfig) -> None:
-    from wellread.infer.predictor import Predictor
+    from wellread.infer.loading import open_predictor
     from wellread.infer.serve import Limits, serve
 
-    predictor = Predictor(cfg.model, backend=cfg.backend, max_length=cfg.max_length, batch_size=cfg.batch_size,
-                          threads=cfg.threads)
+    predictor = open_predictor(cfg.model, backend=cfg.backend, max_length=cfg.max_length, batch_size=cfg.batch_size,
+                               threads=cfg.threads)
     limits = Limits(max_body_bytes=cfg.max_body_bytes, max_inputs=cfg.max_inputs, max_text_chars=cfg.max_text_chars,
                     max_batch=cfg.batch_size, max_wait_ms=cfg.max_wait_ms)
     print(f"serving {predictor.path} ({cfg.backend}, {', '.join(predictor.labels or ['score'])}) on "
@@ -521,8 +526,8 @@ def _recipe_config():
 @command("recipe", _recipe_config, "the paper's recipe end to end: corpus, vocab, pre-training, teacher, "
                                    "distillation, the grid, evaluation, a report; --time-budget 20m")
 def _recipe(cfg) -> None:
-    from wellread.recipe import config_yaml, run_recipe
-    from wellread.recipe.stages import format_summary
+    from wellread.recipe.config import config_yaml
+    from wellread.recipe.stages import format_summary, run_recipe
 
     if cfg.print_config:
         print(config_yaml(cfg), end="")

@@ -6,12 +6,7 @@ shard directory (``wellread corpus``), trains with the one loop, evaluates MLM l
 (and NSP accuracy) on held-out documents, and writes ``RUN/model`` (HF layout; loads as
 ``BertForMaskedLM`` and in ``pipeline("fill-mask")``) and ``RUN/results.json``.
 
-The MLM head runs on the masked positions only: the encoder's hidden states are gathered at
-``masked_positions`` (flat indices into batch × length) and only those rows go through
-``cls.predictions`` (the transform and the tied decoder), so the vocabulary projection costs
-~20 rows per sequence instead of 128. The last encoder layer runs on those rows too (its keys and
-values from every position): nothing else of it reaches the loss. The loss is the same as HF's full
-model and head with labels -100 elsewhere (tests/test_pretrain.py checks loss and gradients).
+The MLM head runs on the masked positions only (``wellread.modeling.heads``).
 
 Resume: the data is endless, so the loop asks for ``batches(0, start, ...)`` with ``start`` the
 micro-batches consumed so far. The dataset position after ``start`` batches is a pure function of
@@ -28,30 +23,31 @@ import dataclasses
 import json
 import os
 import time
-import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from tokenizers import Tokenizer
-from transformers.masking_utils import create_bidirectional_mask
 
-from wellread import modeling, zoo
-from wellread.config import field, to_dict
-from wellread.data.corpus import Corpus, load_corpus
-from wellread.data.masking import shuffle_context
-from wellread.data.pretraining import PretrainingDataset, split_documents
+from wellread import hub
+from wellread.config import dump_yaml, field, group, to_dict
+from wellread.data.masking import create_instances_from_document, shuffle_context
+from wellread.data.pretraining import PretrainingDataset
+from wellread.data.shards import Corpus, load_corpus
 from wellread.errors import WellreadError
+from wellread.experiments.cpu_aids import CpuAids, Scaffold, start_random_model, training_instances
 from wellread.io import atomic_write_json
+from wellread.modeling import zoo
+from wellread.modeling.dropout import fast_cpu_dropout
+from wellread.modeling.heads import SparsePretrainer
+from wellread.modeling.models import check_vocabulary, init_model, load_model, save_model
+from wellread.report.plots import plot_pretraining
 from wellread.tokenization import MASK, STANDARD_VOCAB, load_tokenizer, vocab_hash
-from wellread.train.dropout import SCAFFOLD_ATTR, eager_attention, fast_cpu_dropout, with_bias
 from wellread.train.loop import NOT_RESULT_SETTINGS, TrainConfig, config_fingerprint, field_defaults, open_run, train
 
 INDEX = "data_index.jsonl"
 INDEX_EVERY = 16  # micro-batches between recorded data positions
-OUTPUT_BIASES = ("zero", "unigram")
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -65,21 +61,7 @@ class PretrainConfig(TrainConfig):
     objective: str = field("mlm+nsp", help="mlm, or mlm+nsp (masked LM plus next-sentence prediction, as BERT)")
     masking: str = field("wordpiece", help="wordpiece (mask pieces independently) or whole-word")
     max_seq_length: int = field(128, help="tokens per sequence")
-    position_init: str = field("random", help="a random start's position embeddings: random (BERT) or "
-                                               "sinusoidal (the Transformer's sine/cosine table, still learned)")
-    output_bias: str = field("zero", help="a random start's MLM output bias: zero (BERT) or unigram (the log "
-                                          "frequencies of the training documents' tokens)")
-    attention_scaffold: float = field(0.0, help="train with a per-head penalty on attention by distance (head h: "
-                                                 "-2^-h per position, ALiBi-like) that fades linearly to nothing over "
-                                                 "this fraction of the run, so heads learn to read their neighbours; "
-                                                 "0: off (BERT). The saved model is BERT's, without it")
-    scaffold_heads: int = field(0, help="the attention scaffold on the first N heads of each layer only, the "
-                                        "others left free to attend anywhere (0: every head)")
-    copy_pairs: float = field(0.0, help="MLM on sentence pairs (B the real continuation of A), this fraction of "
-                                        "them copy pairs [CLS] A [SEP] A [SEP], with an alignment scaffold on the "
-                                        "last head of each layer (each token's score for its twin raised, fading "
-                                        "with --attention-scaffold) so that heads learn to match the tokens of two "
-                                        "segments, what pair tasks like STS-B need; 0: off")
+    aids: CpuAids = group(CpuAids, help="the CPU pre-training aids (wellread.experiments.cpu_aids), all off by default")
     masked_lm_prob: float = field(0.15, help="fraction of tokens to predict")
     max_predictions_per_seq: int = field(20, help="at most this many predictions per sequence")
     pool_batches: int = field(32, help="sort this many batches' worth of sequences by length and shuffle the "
@@ -101,24 +83,7 @@ class PretrainConfig(TrainConfig):
             raise WellreadError(f"must be mlm or mlm+nsp, not {self.objective!r}", field="objective")
         if self.masking not in ("wordpiece", "whole-word"):
             raise WellreadError(f"must be wordpiece or whole-word, not {self.masking!r}", field="masking")
-        if self.position_init not in modeling.POSITION_INITS:
-            raise WellreadError(f"must be one of {', '.join(modeling.POSITION_INITS)}, not {self.position_init!r}",
-                                field="position_init")
-        if self.output_bias not in OUTPUT_BIASES:
-            raise WellreadError(f"must be one of {', '.join(OUTPUT_BIASES)}, not {self.output_bias!r}",
-                                field="output_bias")
-        if not 0.0 <= self.attention_scaffold <= 1.0:
-            raise WellreadError("must be a fraction of the run in [0, 1]", field="attention_scaffold")
-        if self.scaffold_heads < 0:
-            raise WellreadError("must be >= 0 (0: every head)", field="scaffold_heads")
-        if not 0.0 <= self.copy_pairs <= 1.0:
-            raise WellreadError("must be a fraction in [0, 1]", field="copy_pairs")
-        if self.copy_pairs and self.objective != "mlm":
-            raise WellreadError("copy pairs are for --objective mlm (a copy would make next-sentence prediction "
-                                "trivial)", field="copy_pairs")
-        if self.copy_pairs and not self.attention_scaffold:
-            raise WellreadError("copy pairs need --attention-scaffold F: their alignment scaffold fades with it",
-                                field="copy_pairs")
+        self.aids.check(self.objective)
         if not 8 <= self.max_seq_length <= 512:
             raise WellreadError("must be between 8 and 512", field="max_seq_length")
         if not 0 < self.masked_lm_prob < 1:
@@ -135,214 +100,6 @@ class PretrainConfig(TrainConfig):
     @property
     def nsp(self) -> bool:
         return self.objective == "mlm+nsp"
-
-
-class _Scratch:
-    """One reusable (rows × vocabulary) fp32 array per device and width, for ``MaskedLMLoss`` on CPU.
-
-    The logits of Tiny's masked rows are ~75 MB a step: freshly allocated, glibc maps them anew each time
-    (anything over 32 MB) and the first write pays a page fault per 4 KB, which costs as long as the
-    projection itself. The array is lent to one forward pass and returned by its backward; while it is
-    out (two forward passes before a backward, or a graph dropped without one and still alive), a call
-    gets a fresh array, so sharing can never mix two batches' gradients. A graph kept for a second
-    backward (``retain_graph=True``) after its array was lent again is refused by autograd's own check of
-    saved tensors ("modified by an inplace operation"), never answered with another batch's gradient.
-    """
-
-    def __init__(self) -> None:
-        self._arrays: dict[tuple[str, int], list] = {}  # (device, columns) -> [array, weakref to borrower or None]
-
-    def take(self, rows: int, cols: int, device: torch.device, borrower=None) -> torch.Tensor:
-        if device.type != "cpu":
-            return torch.empty(rows, cols, device=device)
-        key = (str(device), cols)
-        entry = self._arrays.get(key)
-        if entry is not None and entry[1] is not None and entry[1]() is not None:
-            return torch.empty(rows, cols, device=device)  # lent out
-        if entry is None or entry[0].size(0) < rows:
-            entry = self._arrays[key] = [torch.empty(rows + rows // 4, cols, device=device), None]
-        entry[1] = weakref.ref(borrower) if borrower is not None else None
-        return entry[0][:rows]
-
-    def clear(self) -> None:
-        self._arrays.clear()
-
-    def give_back(self, array: torch.Tensor) -> None:
-        entry = self._arrays.get((str(array.device), array.size(1)))
-        if entry is not None and entry[0].data_ptr() == array.data_ptr():
-            entry[1] = None
-
-
-_SCRATCH = _Scratch()
-
-
-class MaskedLMLoss(torch.autograd.Function):
-    """Cross-entropy of the vocabulary projection, summed over rows, with its gradient made in one go.
-
-    ``forward(h, weight, bias, labels)`` writes the logits ``h @ weight.T + bias`` of the masked rows
-    into a reused array (``_Scratch``), takes each row's maximum and the target's logit, and turns the
-    array into the softmax in place with PyTorch's row-wise kernel (a row, 120 KB for 30,522 words, stays
-    in cache through its passes); the gradient ``softmax - onehot`` is then kept for ``backward``.
-    The loss of a row is ``max - log(p_max) - target`` (``p_max``, the largest probability, is at
-    least 1 / vocabulary, so nothing underflows); a row is right when its target's logit is the maximum
-    (``argmax`` on CPU is ~7× slower than ``amax``; a tie for the maximum counts as right, which only
-    an exact float tie can tell apart from ``argmax``). ``F.cross_entropy`` makes the log-softmax, then on
-    backward a zeroed one-hot gradient, then the softmax gradient, each over a fresh (masked rows ×
-    30,522) array: for Tiny those passes cost as much as the projection itself. Returns (loss summed over
-    rows, a bool per row: whether its prediction is right).
-
-    Under bf16 autocast the two products run in bf16 and everything else in fp32 (as
-    ``F.cross_entropy(logits.float())`` on autocast logits), and rightness is ``argmax``'s (bf16 logits
-    tie often). The same loss and gradients as ``F.cross_entropy(h @ weight.T + bias, labels,
-    reduction="sum")`` (tests/test_pretrain.py).
-    """
-
-    @staticmethod
-    def forward(ctx, h, weight, bias, labels):
-        kind = h.device.type
-        mm_dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else h.dtype
-        grads = any(ctx.needs_input_grad[:3])
-        rows, cols = h.size(0), weight.size(0)
-        with torch.autocast(h.device.type, enabled=False):
-            if mm_dtype == torch.float32 and h.dtype == weight.dtype == bias.dtype == torch.float32:
-                logits = _SCRATCH.take(rows, cols, h.device, ctx if grads else None)
-                torch.addmm(bias, h, weight.t(), out=logits)
-                top = logits.amax(dim=1)
-                target = logits.gather(1, labels[:, None]).squeeze(1)
-                hits = target == top
-            else:
-                low = torch.addmm(bias.to(mm_dtype), h.to(mm_dtype), weight.to(mm_dtype).t())
-                logits = _SCRATCH.take(rows, cols, h.device, ctx if grads else None).copy_(low)
-                del low
-                top, pred = logits.max(dim=1)
-                target = logits.gather(1, labels[:, None]).squeeze(1)
-                hits = pred == labels
-            torch.ops.aten._softmax.out(logits, 1, False, out=logits)  # in place, row by row
-            loss = (top - logits.amax(dim=1).log() - target).sum()
-            if grads:
-                logits[torch.arange(rows, device=labels.device), labels] -= 1.0
-                ctx.save_for_backward(logits, h, weight)
-                ctx.mm_dtype = mm_dtype
-            else:
-                _SCRATCH.give_back(logits)
-        ctx.mark_non_differentiable(hits)
-        return loss, hits
-
-    @staticmethod
-    def backward(ctx, grad_loss, _grad_hits):
-        grad, h, weight = ctx.saved_tensors
-        mm = ctx.mm_dtype
-        with torch.autocast(grad.device.type, enabled=False):
-            g = grad.to(mm)
-            scale = grad_loss.float()
-            grad_h = grad_w = grad_b = None
-            if ctx.needs_input_grad[0]:
-                grad_h = (g @ weight.to(mm)).float().mul_(scale).to(h.dtype)
-            if ctx.needs_input_grad[1] and g.dtype == weight.dtype == torch.float32 and g.device.type == "cpu":
-                grad_w = torch.addmm(weight, g.t(), h, beta=0, alpha=scale.item())  # the scale in the product
-            elif ctx.needs_input_grad[1]:
-                grad_w = (g.t() @ h.to(mm)).float().mul_(scale).to(weight.dtype)
-            if ctx.needs_input_grad[2]:
-                grad_b = grad.sum(dim=0).mul_(scale)
-            del g
-        _SCRATCH.give_back(grad)
-        return grad_h, grad_w, grad_b, None
-
-
-SPARSE_LAST_LAYER = True  # False: the last encoder layer over every position, as HF runs it (to compare)
-
-
-class SparsePretrainer(torch.nn.Module):
-    """``BertForPreTraining`` with the MLM head applied to the masked positions only.
-
-    The last encoder layer runs on the rows the heads read too (the masked positions, and ``[CLS]`` for
-    NSP): its keys and values come from every position, but its queries, attention output and
-    feed-forward layer only from those ~15% of rows, whose outputs are all that the loss sees. For Tiny
-    that is most of a layer of two; the result is the same (tests/test_pretrain.py compares loss and
-    gradients with HF's full model).
-
-    Returns (MLM loss summed over the masked rows, a bool per masked row: predicted right, NSP logits
-    or None). Its parameters are the wrapped model's (prefixed ``net.``), so a data-parallel wrapper
-    around it sees the whole forward pass, the loss's vocabulary projection included.
-    """
-
-    def __init__(self, net) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, input_ids, token_type_ids, attention_mask, masked_positions, masked_labels, nsp: bool = True):
-        bert = self.net.bert
-        if SPARSE_LAST_LAYER and _plain_encoder(bert):
-            B, S = input_ids.shape
-            wanted = masked_positions
-            if nsp:  # [CLS] of every sequence, for the pooler
-                wanted = torch.cat([masked_positions, torch.arange(B, device=input_ids.device) * S])
-            hidden = bert.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
-            mask = create_bidirectional_mask(config=bert.config, inputs_embeds=hidden, attention_mask=attention_mask)
-            *lower, last = bert.encoder.layer
-            for layer in lower:
-                hidden = layer(hidden, mask)
-            out = last_layer_rows(last, hidden, attention_mask, wanted)
-            rows = out[:len(masked_positions)]
-            pooled = bert.pooler(out[len(masked_positions):, None]) if nsp else None
-        else:
-            hidden, pooled = bert(input_ids=input_ids, token_type_ids=token_type_ids, attention_mask=attention_mask,
-                                  return_dict=False)[:2]
-            rows = hidden.reshape(-1, hidden.size(-1)).index_select(0, masked_positions)
-        head = self.net.cls.predictions
-        rows = head.transform(rows)
-        mlm_sum, hits = MaskedLMLoss.apply(rows, head.decoder.weight, head.decoder.bias, masked_labels)
-        nsp_logits = self.net.cls.seq_relationship(pooled) if nsp else None
-        return mlm_sum, hits, nsp_logits
-
-
-def _plain_encoder(bert) -> bool:
-    """A BERT encoder whose last layer ``last_layer_rows`` can run: self-attention only, no chunking."""
-    layers = getattr(getattr(bert, "encoder", None), "layer", None)
-    c = bert.config
-    return (bool(layers) and not c.is_decoder and not c.add_cross_attention and not c.chunk_size_feed_forward
-            and hasattr(layers[-1], "feed_forward_chunk") and bert.pooler is not None)
-
-
-def last_layer_rows(layer, hidden: torch.Tensor, attention_mask: torch.Tensor | None,
-                    positions: torch.Tensor) -> torch.Tensor:
-    """A ``BertLayer``'s output at ``positions`` (flat indices into batch × length, any order) only.
-
-    Each sequence's wanted rows are gathered into a [batch, most wanted, hidden] block (short ones
-    padded with their first row, dropped at the end); they attend to the keys and values of every
-    position of their sequence, as in the full layer. In training the attention scaffold's rows for
-    those positions are added, as ``wellread.train.dropout.attention`` adds them to the full layer.
-    """
-    B, S, H = hidden.shape
-    n = len(positions)
-    row = torch.div(positions, S, rounding_mode="floor")
-    counts = torch.bincount(row, minlength=B)
-    width = max(int(counts.max()), 1) if n else 1
-    order = torch.argsort(row, stable=True)
-    starts = torch.cumsum(counts, 0) - counts
-    slot = torch.empty_like(positions)
-    slot[order] = torch.arange(n, device=positions.device) - starts[row[order]]
-    sel = (torch.arange(B, device=positions.device) * S)[:, None].repeat(1, width)
-    sel[row, slot] = positions
-    xq = hidden.reshape(B * S, H).index_select(0, sel.view(-1)).view(B, width, H)
-
-    attn = layer.attention.self
-    heads, d = attn.num_attention_heads, attn.attention_head_size
-    q = attn.query(xq).view(B, width, heads, d).transpose(1, 2)
-    k = attn.key(hidden).view(B, S, heads, d).transpose(1, 2)
-    v = attn.value(hidden).view(B, S, heads, d).transpose(1, 2)
-    mask = None if attention_mask is None else attention_mask.bool()[:, None, None, :]
-    bias = getattr(attn.config, SCAFFOLD_ATTR, None) if layer.training else None
-    if bias is not None:  # bias[(batch,) h, query place, key place]: the rows of the wanted places
-        if bias.dim() == 4:
-            rows = bias[torch.arange(B, device=sel.device)[:, None], :, sel % S, :S].transpose(1, 2)
-        else:
-            rows = bias[:, sel % S, :S].transpose(0, 1)
-        mask = with_bias(mask, rows.to(q.dtype))
-    context, _ = eager_attention(q, k, v, mask, attn.scaling, attn.dropout.p, layer.training)
-    context = context.reshape(B, width, H)
-    out = layer.feed_forward_chunk(layer.attention.output(context, xq))
-    return out.reshape(B * width, H).index_select(0, row * width + slot)
 
 
 def shard_batch(batch: dict[str, torch.Tensor], rank: int, world: int) -> dict[str, torch.Tensor]:
@@ -363,42 +120,12 @@ def shard_batch(batch: dict[str, torch.Tensor], rank: int, world: int) -> dict[s
     return out
 
 
-ALIGN_BIAS = 5.0  # the alignment scaffold's raise of a token's score for its twin, at full strength
-
-
-def alignment_bias(copy_length: torch.Tensor, heads: int, length: int, value: float) -> torch.Tensor:
-    """[batch, heads, length, length]: in the last head, ``value`` where a token of a copy pair
-    ``[CLS] A [SEP] A [SEP]`` (``copy_length`` = len(A), 0 for other sequences) attends to its twin in the
-    other segment (place p of A and place p + len(A) + 1, both ways); 0 everywhere else."""
-    B = len(copy_length)
-    pos = torch.arange(length, device=copy_length.device)[None, :]
-    a = copy_length[:, None]
-    in_a = (pos >= 1) & (pos <= a) & (a > 0)
-    in_b = (pos >= a + 2) & (pos <= 2 * a + 1) & (a > 0)
-    twin = torch.where(in_a, pos + a + 1, pos - a - 1).clamp(0, length - 1)
-    last = torch.zeros(B, length, length, device=copy_length.device)
-    last.scatter_(2, twin[:, :, None], ((in_a | in_b).float() * value)[:, :, None])
-    out = torch.zeros(B, heads, length, length, device=copy_length.device)
-    out[:, -1] = last
-    return out
-
-
-def attention_scaffold(config, length: int, heads: int = 0) -> torch.Tensor:
-    """[heads, length, length]: head h's score for attending j places away is lowered by 2^-h · |j| (ALiBi's
-    shape, steeper: head 0 sees mostly its neighbours, the last heads almost everything); with ``heads`` > 0
-    only the first ``heads`` heads of each layer get it, the others none."""
-    n = config.num_attention_heads
-    slopes = torch.tensor([2.0 ** -h if not heads or h < heads else 0.0 for h in range(n)])
-    pos = torch.arange(length, dtype=torch.float32)
-    return -slopes[:, None, None] * (pos[None, :] - pos[:, None]).abs()[None]
-
-
 class PretrainObjective:
     """MLM (+NSP) cross-entropy, summed and divided by the global masked-token (and sequence) counts."""
 
     def __init__(self, net, corpus: Corpus, tokenizer: Tokenizer, cfg: PretrainConfig,
-                 run_dir: Path | None = None) -> None:
-        self.model = SparsePretrainer(net)
+                 run_dir: Path | None = None, *, sparse_last_layer: bool = True) -> None:
+        self.model = SparsePretrainer(net, sparse_last_layer=sparse_last_layer)
         self.corpus, self.tokenizer, self.cfg = corpus, tokenizer, cfg
         self.nsp = cfg.nsp
         self.mask_id = corpus.special_ids[MASK]  # what the masking writes (wellread.data.pretraining)
@@ -406,33 +133,13 @@ class PretrainObjective:
             for p in list(net.cls.seq_relationship.parameters()) + list(net.bert.pooler.parameters()):
                 p.requires_grad_(False)
         self.run_dir = run_dir
-        heads = net.config.num_attention_heads
-        scaffold_heads = cfg.scaffold_heads
-        if cfg.copy_pairs:  # the last head of each layer is the alignment's: no distance penalty on it
-            if heads < 2:
-                raise WellreadError("copy pairs need at least two attention heads (the last one aligns)",
-                                    field="copy_pairs")
-            scaffold_heads = min(scaffold_heads or heads, heads - 1)
-        self._scaffold = (attention_scaffold(net.config, cfg.max_seq_length, scaffold_heads)
-                          if cfg.attention_scaffold > 0 else None)
-        self._strength = 0.0
-        self._lengths: dict[tuple[int, int], int] = {}
+        self.scaffold = Scaffold(net.config, cfg.aids, cfg.max_seq_length) if cfg.aids.attention_scaffold else None
         self._eval_dataset(1)  # refuse bad eval settings (too few documents) before training starts
 
     def set_progress(self, progress: float) -> None:
         """Fade the attention scaffold: full strength at the start, none from ``attention_scaffold`` on."""
-        if self._scaffold is None:
-            return
-        strength = max(0.0, 1.0 - progress / self.cfg.attention_scaffold)
-        self._strength = strength
-        device = next(self.model.parameters()).device
-        if self._scaffold.device != device:
-            self._scaffold = self._scaffold.to(device)  # once, where the model trains
-        config = self.model.net.config
-        if strength > 0.0:
-            setattr(config, SCAFFOLD_ATTR, self._scaffold * strength)
-        else:
-            config.__dict__.pop(SCAFFOLD_ATTR, None)
+        if self.scaffold is not None:
+            self.scaffold.set_progress(progress, next(self.model.parameters()).device)
 
     def dataset(self, batch_size: int, split: str = "train") -> PretrainingDataset:
         c = self.cfg
@@ -441,45 +148,12 @@ class PretrainObjective:
             max_seq_length=c.max_seq_length, nsp=self.nsp, masked_lm_prob=c.masked_lm_prob,
             max_predictions_per_seq=c.max_predictions_per_seq, whole_word=c.masking == "whole-word",
             tokenizer=self.tokenizer, seed=c.seed, pool_batches=c.pool_batches if split == "train" else 1,
-            copies=c.copy_pairs if c.copy_pairs and split == "train" else None)  # held out: as every run's
+            instances=training_instances(c.aids) if split == "train" else create_instances_from_document)
 
     def _eval_dataset(self, batch_size: int) -> PretrainingDataset:
         return self.dataset(batch_size, "eval")
 
-    # --- data position --------------------------------------------------------------------------
-
-    def _block_length(self, ds: PretrainingDataset, epoch: int, block: int) -> int:
-        key = (epoch, block)
-        if key not in self._lengths:
-            self._lengths[key] = len(ds.block_instances(epoch, block))
-        return self._lengths[key]
-
-    def advance(self, ds: PretrainingDataset, state: dict[str, int], n: int) -> dict[str, int]:
-        """The dataset position ``n`` batches after ``state``, by counting instances (no masking).
-
-        Mirrors ``PretrainingDataset.__iter__``: the stream is taken a pool (``pool_batches``
-        batches of instances) at a time from the stream of blocks; a block is left only when another
-        instance is needed. The position is the pool's start plus the batches taken from it.
-        """
-        k = ds.pool_batches
-        target = state["step"] + state.get("skip", 0) + n
-        pos = {**state, "skip": 0}
-        need = (target // k * k - state["step"]) * ds.batch_size
-        length = self._block_length(ds, pos["epoch"], pos["block"])
-        while need:
-            if pos["offset"] >= length:
-                pos["block"], pos["offset"] = pos["block"] + 1, 0
-                length = self._block_length(ds, pos["epoch"], pos["block"])
-                if not length:
-                    pos["epoch"], pos["block"] = pos["epoch"] + 1, 0
-                    length = self._block_length(ds, pos["epoch"], pos["block"])
-                continue
-            take = min(need, length - pos["offset"])
-            pos["offset"] += take
-            need -= take
-        pos["step"] = target // k * k
-        pos["skip"] = target % k
-        return pos
+    # --- data position ---------------------------------------------------------------------------
 
     def _index_key(self, micro_batch: int) -> str:
         c = self.cfg
@@ -506,7 +180,7 @@ class PretrainObjective:
         known = self._read_index(self._index_key(micro_batch))
         base = max((m for m in known if m <= start), default=0)
         state = known[base] if base else ds.state_dict()
-        return self.advance(ds, state, start - base)
+        return ds.position_after(state, start - base)
 
     # --- the Objective protocol -----------------------------------------------------------------
 
@@ -539,16 +213,9 @@ class PretrainObjective:
         device = next(model.parameters()).device
         b = {k: v.to(device) for k, v in batch.items()}
         labels = b["masked_labels"]
-        if self.cfg.copy_pairs and self._strength > 0.0:  # this batch's copy pairs: each token's twin raised
-            # set for every batch, so that one without copies does not keep the previous batch's bias
-            scaffold = self._scaffold * self._strength
-            if "copy_length" in b:
-                S = b["input_ids"].size(1)
-                align = alignment_bias(b["copy_length"], scaffold.size(0), S, ALIGN_BIAS * self._strength)
-                scaffold = scaffold[None, :, :S, :S] + align
-            setattr(self.model.net.config, SCAFFOLD_ATTR, scaffold)
+        bias = self.scaffold.bias(b) if self.scaffold is not None else None
         mlm_sum, hits, nsp = model(b["input_ids"], b["token_type_ids"], b["attention_mask"],
-                                   b["masked_positions"], labels, nsp=self.nsp)
+                                   b["masked_positions"], labels, nsp=self.nsp, attention_bias=bias)
         loss = mlm_sum / max(totals["masked"], 1.0)
         # the rows shown [MASK] (80%): the rest show the answer itself (10%) or a random token (10%), so
         # copying the input already scores ~10 points of mlm_accuracy; accuracy here is what context buys
@@ -623,45 +290,27 @@ def _training_dropout(net: torch.nn.Module, p: float | None) -> torch.nn.Module:
     return net
 
 
+def random_start(cfg: PretrainConfig) -> bool:
+    """Whether the run starts from random weights (a miniature's name, not a model directory)."""
+    return not Path(cfg.model).expanduser().is_dir() and zoo.is_known(cfg.model)
+
+
 def build_model(cfg: PretrainConfig):
     """(BertForPreTraining, tokenizer, description of the source)."""
     path = Path(cfg.model).expanduser()
-    if not path.is_dir() and zoo.is_known(cfg.model):
+    if random_start(cfg):
         tok = load_tokenizer(cfg.vocab or STANDARD_VOCAB)
-        net = modeling.init_model(cfg.model, tok, seed=cfg.seed, position_init=cfg.position_init)
+        net = init_model(cfg.model, tok, seed=cfg.seed)
         return _training_dropout(net, cfg.dropout), tok, f"random {zoo.get(cfg.model).name}"
     if cfg.vocab is not None:
         raise WellreadError("--vocab is for a random start; a model directory brings its own vocabulary", field="vocab")
-    for name, default in (("position_init", "random"), ("output_bias", "zero")):
-        if getattr(cfg, name) != default:
-            raise WellreadError(f"--{name.replace('_', '-')} is for a random start; a model directory brings its "
-                                "own weights", field=name)
+    cfg.aids.check_continued()
     if not path.is_dir():
-        from wellread import hub
-
         path = hub.resolve_model(cfg.model)
-    net = _training_dropout(modeling.load_model(path, "pretraining"), cfg.dropout)
+    net = _training_dropout(load_model(path, "pretraining"), cfg.dropout)
     tok = load_tokenizer(path)
-    if tok.get_vocab_size(with_added_tokens=True) != net.config.vocab_size:
-        raise WellreadError(f"vocabulary has {tok.get_vocab_size()} tokens, the model {net.config.vocab_size}", file=path)
+    check_vocabulary(tok, net.config.vocab_size, path)
     return net, tok, str(path)
-
-
-def set_unigram_output_bias(net, corpus: Corpus, eval_documents: int) -> None:
-    """Start the MLM output bias at the log frequency of each token in the training documents.
-
-    Before it reads any context, the best an MLM can do is the unigram; BERT's zero bias leaves that to
-    be learnt, and with tied embeddings it is learnt partly by growing the word embeddings, which then
-    drown the position embeddings under the embeddings' LayerNorm. Started here, the unigram is in place
-    at step 0 (add-½ counts; special tokens, never a label, get the smallest). Held-out documents are
-    not counted.
-    """
-    _, held = split_documents(corpus.num_documents, eval_documents)
-    counts = corpus.token_counts(exclude=held).astype(np.float64)
-    counts[list(corpus.special_ids.values())] = 0.0
-    counts += 0.5
-    with torch.no_grad():
-        net.cls.predictions.bias.copy_(torch.from_numpy(np.log(counts / counts.sum())))
 
 
 def pretrain(cfg: PretrainConfig) -> dict:
@@ -670,7 +319,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
     results_path = out / "results.json"
     settings = to_dict(cfg) | {k: None for k in (*NOT_RESULT_SETTINGS, "overwrite", "out", "time_budget")}
     done = open_run(out, settings, overwrite=cfg.overwrite, extra_files={INDEX, "curves.png", "curves.png.tmp.png"},
-                    defaults=field_defaults(type(cfg)))
+                    defaults=field_defaults(type(cfg)) | field_defaults(CpuAids))
     if done is not None:
         return done
     net, tok, source = build_model(cfg)
@@ -678,32 +327,29 @@ def pretrain(cfg: PretrainConfig) -> dict:
     if corpus.vocab_size != net.config.vocab_size:
         raise WellreadError(f"the shards' vocabulary has {corpus.vocab_size} tokens, the model "
                             f"{net.config.vocab_size}", file=corpus.manifest.path)
-    if cfg.output_bias == "unigram":
-        set_unigram_output_bias(net, corpus, cfg.eval_documents)
+    if random_start(cfg):
+        start_random_model(net, cfg.aids, corpus, cfg.eval_documents)
     out.mkdir(parents=True, exist_ok=True)
     objective = PretrainObjective(net, corpus, tok, cfg, run_dir=out)
-    from wellread.config import dump_yaml
-
     (out / "config.yaml").write_text(dump_yaml(cfg), encoding="utf-8")
     t0 = time.perf_counter()
     try:
-        with fast_cpu_dropout(net, attention=cfg.attention_scaffold > 0):
-            if cfg.attention_scaffold > 0 and not hasattr(net.config, "_wellread_attention"):
+        with fast_cpu_dropout(net, attention=objective.scaffold is not None):
+            if objective.scaffold is not None and not hasattr(net.config, "_wellread_attention"):
                 raise WellreadError(f"needs the model's attention to be eager or sdpa, not "
                                     f"{net.config._attn_implementation!r}", field="attention_scaffold")
             result = train(objective, cfg, out, fingerprint={"settings": settings, "corpus": corpus.vocab_hash,
                                                              "documents": corpus.num_documents,
                                                              "tokens": corpus.num_tokens})
     finally:
-        net.config.__dict__.pop(SCAFFOLD_ATTR, None)  # training only: never in the saved model
-        _SCRATCH.clear()  # the loss's logits array (~300 MB at batch 128) is not kept past the run
+        objective.model.scratch.clear()  # the loss's logits array (~300 MB at batch 128) is not kept past the run
     wall = time.perf_counter() - t0
     net = objective.model.net.cpu()
     for p in net.parameters():
         p.requires_grad_(True)
     main_process = int(os.environ.get("RANK", "0")) == 0  # under torchrun, one process writes
     if main_process:
-        modeling.save_model(net, tok, out / "model", overwrite=True)
+        save_model(net, tok, out / "model", overwrite=True)
     s = result.state
     results = {
         "model": source, "settings": settings, "finished": True, "objective": cfg.objective,
@@ -712,11 +358,9 @@ def pretrain(cfg: PretrainConfig) -> dict:
         "train_seconds": s.elapsed, "wall_seconds": wall, "tokens_per_s": s.tokens / max(s.elapsed, 1e-9),
     }
     if main_process:
-        from wellread.plots import plot_pretraining
-
         plot_pretraining(out, out / "curves.png", labels=[source])
         atomic_write_json(results_path, results)
     return results
 
 
-__all__ = ["PretrainConfig", "PretrainObjective", "SparsePretrainer", "MaskedLMLoss", "pretrain", "build_model", "shard_batch"]
+__all__ = ["PretrainConfig", "PretrainObjective", "pretrain", "build_model", "shard_batch"]
