@@ -32,6 +32,13 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _with_umask(mode: int) -> int:
+    """``mode`` less the process's umask (what open() and mkdir() would create)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mode & ~mask
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | Path, mode: str = "w", **kw) -> Iterator[IO]:
     """A file written under a temporary name beside ``path`` and renamed into place on success.
@@ -45,6 +52,7 @@ def atomic_open(path: str | Path, mode: str = "w", **kw) -> Iterator[IO]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(fd, _with_umask(0o666))  # mkstemp makes 0600; the file gets the mode open() would give it
         with os.fdopen(fd, mode, **kw) as f:
             yield f
             f.flush()
@@ -126,11 +134,15 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
+        os.chmod(tmp, _with_umask(0o777))  # mkdtemp makes 0700; the directory gets the mode mkdir would give it
         yield tmp
         for f in tmp.rglob("*"):
-            if f.is_file():
+            if f.is_file() and not f.is_symlink():
+                os.chmod(f, _with_umask(0o666))  # whatever the writer (safetensors writes 0600): what open() gives
                 with open(f, "rb") as fh:
                     os.fsync(fh.fileno())
+            elif f.is_dir() and not f.is_symlink():
+                os.chmod(f, _with_umask(0o777))
         if path.exists():
             old = path.with_name(f".{path.name}.old-{os.getpid()}.tmp")  # a temporary, as wellread.train.run knows
             os.replace(path, old)

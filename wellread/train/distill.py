@@ -49,7 +49,17 @@ from wellread.train.finetune import (
     load_labelled,
 )
 from wellread.train.loop import NOT_RESULT_SETTINGS, TrainConfig, field_defaults, use_bf16
-from wellread.train.run import Prepared, epoch_summary, finished_results, run, timing
+from wellread.train.run import (
+    RUN_FILES,
+    Prepared,
+    check_run_dir,
+    clear_run_dir,
+    epoch_summary,
+    finished_results,
+    remove_temporaries,
+    run,
+    timing,
+)
 
 SHARD_SIZE = 4096  # transfer examples per cached logits shard
 MAX_UNK_RATE = 0.05  # a vocabulary that maps more of the text than this to [UNK] cannot encode it
@@ -309,6 +319,7 @@ def label_transfer(teacher_path: str | Path, spec: TaskSpec, transfer: TransferS
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
     cache = Path(cache) if cache is not None else cache_dir() / "teacher-logits" / digest
     manifest_path = cache / "manifest.json"
+    remove_temporaries(cache, lambda name: name == "manifest.json" or name.startswith("logits-"))  # a killed run's
     if manifest_path.is_file():
         try:
             old = json.loads(manifest_path.read_text(encoding="utf-8"))
@@ -497,6 +508,7 @@ def distill(cfg: DistillConfig) -> dict:
         if done is not None:
             print(f"{out}: already finished; results below (pass --overwrite to redo)", file=sys.stderr)
             return done
+    check_run_dir(out, RUN_FILES | DISTILL_FILES)
     stage2 = None if cfg.overwrite else read_json_or_none(out / "distill.json")
     if stage2 is None or stage2.get("settings") != stage2_settings(cfg) or not (out / "model").is_dir():
         stage2 = run(cfg, stage2_settings(cfg), lambda: _prepare_distillation(cfg, spec), own=DISTILL_FILES,
@@ -509,6 +521,7 @@ def distill(cfg: DistillConfig) -> dict:
                     "final_model": str(out / "finetune" / "model"),
                     "train_seconds": stage2["train_seconds"] + ft["train_seconds"]}
     results["finished"] = True
+    clear_run_dir(out, RUN_FILES | DISTILL_FILES, everything=False)  # a killed run's temporaries
     atomic_write_json(out / "results.json", results)
     return results
 

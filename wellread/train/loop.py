@@ -249,19 +249,28 @@ def config_fingerprint(obj: Any) -> str:
 
 
 class MetricsLog:
-    """Append-only JSONL of metrics; on resume, lines after the checkpoint's step are dropped."""
+    """Append-only JSONL of metrics. A checkpoint records how many lines were written (``lines``); on
+    resume the log is cut back to those, so a line written after the checkpoint (and written again by
+    the resumed run) is never there twice, nor one cut short by a kill."""
 
     def __init__(self, path: Path, enabled: bool) -> None:
         self.path = path
         self.enabled = enabled
+        self.lines = 0
 
-    def truncate_after(self, step: int) -> None:
-        if not self.enabled or not self.path.exists():
+    def truncate(self, *, lines: int | None = None, after_step: float | None = None) -> None:
+        """Keep the first ``lines`` lines, or (a checkpoint that did not record them) those up to ``after_step``."""
+        if not self.enabled:  # another process writes the log; this one only counts
+            self.lines = lines or 0
             return
-        keep = [ln for ln in self.path.read_text(encoding="utf-8").splitlines() if _logged_at(ln) <= step]
-        atomic_write_text(self.path, "".join(k + "\n" for k in keep))
+        old = self.path.read_text(encoding="utf-8").splitlines() if self.path.exists() else []
+        keep = old[:lines] if lines is not None else [ln for ln in old if _logged_at(ln) <= after_step]
+        self.lines = len(keep)
+        if keep != old:
+            atomic_write_text(self.path, "".join(k + "\n" for k in keep))
 
     def write(self, record: dict) -> None:
+        self.lines += 1
         if not self.enabled:
             return
         with open(self.path, "a", encoding="utf-8") as f:
@@ -305,9 +314,9 @@ def save_checkpoint(path: Path, payload: dict) -> None:
         raise WellreadError(f"could not write the checkpoint ({e.strerror or e}); the previous one is intact", file=path) from None
 
 
-def load_checkpoint(path: Path) -> dict:
+def load_checkpoint(path: Path, *, mmap: bool = False) -> dict:
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as e:
         raise WellreadError(f"unreadable checkpoint ({e}); delete it to start over", file=path) from None
 
@@ -335,6 +344,37 @@ def train(objective: Objective, cfg: TrainConfig, run_dir: str | Path, *, finger
         return loop.run()
     finally:
         torch.set_num_threads(threads)
+
+
+def run_record(cfg: TrainConfig, fingerprint: dict, world: int | None = None) -> dict:
+    """What a checkpoint records of its run: the settings that change what is computed, the process count,
+    and the caller's fingerprint (model, data); a resumption must match it."""
+    world = int(os.environ.get("WORLD_SIZE", "1")) if world is None else world
+    return _plain({"train": dataclasses.asdict(cfg) | {k: None for k in (*NOT_RESULT_SETTINGS, "time_budget")},
+                   "world": world, **fingerprint})
+
+
+def check_resumable(ck: dict, record: dict, path: Path, defaults: dict) -> None:
+    """Refuse a checkpoint made for another run than ``record`` (naming the settings that changed)."""
+    if ck.get("fingerprint") == config_fingerprint(record):
+        return
+    if "settings" not in ck:  # made before checkpoints recorded their settings
+        changed, said = ["?"], "its settings were not recorded"
+    else:
+        changed = settings_changes(ck["settings"], record, defaults)
+        old, now = _flat(ck["settings"]), _flat(record)
+        said = ", ".join(f"{k}: {old.get(k, '(absent)')!r} then, {now.get(k, '(absent)')!r} now"
+                         for k in changed[:4]) + (f" and {len(changed) - 4} more" if len(changed) > 4 else "")
+    if changed:
+        raise WellreadError(f"this run directory holds a checkpoint made with other settings, model or data "
+                            f"({said}); use another --out (or delete the checkpoint to start over)", file=path)
+
+
+def check_checkpoint(run_dir: Path, cfg: TrainConfig, fingerprint: dict) -> None:
+    """Before a run writes anything: refuse ``run_dir``'s checkpoint if it is another run's."""
+    path = Path(run_dir) / CHECKPOINT
+    if path.is_file():
+        check_resumable(load_checkpoint(path, mmap=True), run_record(cfg, fingerprint), path, field_defaults(type(cfg)))
 
 
 class _Loop:
@@ -383,8 +423,7 @@ class _Loop:
         # the run's record, and its state: fresh, or from the checkpoint
         run_dir.mkdir(parents=True, exist_ok=True)
         self.ckpt_path = run_dir / CHECKPOINT
-        self.settings = _plain({"train": dataclasses.asdict(cfg) | {k: None for k in (*NOT_RESULT_SETTINGS, "time_budget")},
-                                "world": d.world, **fingerprint})
+        self.settings = run_record(cfg, fingerprint, d.world)
         self.fingerprint = config_fingerprint(self.settings)
         self.log = MetricsLog(run_dir / "metrics.jsonl", d.main)
         self.state = LoopState()
@@ -394,23 +433,12 @@ class _Loop:
             self._resume(load_checkpoint(self.ckpt_path))
         else:
             torch.manual_seed(cfg.seed + 1000 * d.rank)  # dropout streams differ per process, reproducibly
-            self.log.truncate_after(-1)
+            self.log.truncate(lines=0)
         self.last_checkpoint = self.state.elapsed
         self.window_tokens, self.window_t0 = 0, time.perf_counter()
 
     def _resume(self, ck: dict) -> None:
-        if ck.get("fingerprint") != self.fingerprint:
-            if "settings" not in ck:  # made before checkpoints recorded their settings
-                changed, said = ["?"], "its settings were not recorded"
-            else:
-                changed = settings_changes(ck["settings"], self.settings, field_defaults(type(self.cfg)))
-                old, now = _flat(ck["settings"]), _flat(self.settings)
-                said = ", ".join(f"{k}: {old.get(k, '(absent)')!r} then, {now.get(k, '(absent)')!r} now"
-                                 for k in changed[:4]) + (f" and {len(changed) - 4} more" if len(changed) > 4 else "")
-            if changed:
-                raise WellreadError(f"this run directory holds a checkpoint made with other settings, model or data "
-                                    f"({said}); use another --out (or delete the checkpoint to start over)",
-                                    file=self.ckpt_path)
+        check_resumable(ck, self.settings, self.ckpt_path, field_defaults(type(self.cfg)))
         self.model.load_state_dict(ck["model"])
         self.optimizer.load_state_dict(ck["optimizer"])
         self.state = LoopState(**ck["loop"])
@@ -418,7 +446,7 @@ class _Loop:
         self.window = dict(ck.get("window", {}))
         rng = ck["rng"][self.d.rank] if self.d.rank < len(ck["rng"]) else ck["rng"][0]
         _set_rng_state(rng)
-        self.log.truncate_after(self.state.step)
+        self.log.truncate(lines=ck.get("metrics_lines"), after_step=self.state.step)
         if self.d.main:
             print(f"resuming from step {self.state.step} (epoch {self.state.epoch})", file=sys.stderr)
 
@@ -596,7 +624,8 @@ class _Loop:
             save_checkpoint(self.ckpt_path, {"fingerprint": self.fingerprint, "settings": self.settings,
                                              "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                                              "loop": dataclasses.asdict(self.state), "rng": rngs,
-                                             "history": self.history, "window": self.window})
+                                             "history": self.history, "window": self.window,
+                                             "metrics_lines": self.log.lines})
 
 
 def _ckpt_step(path: Path) -> int | str:

@@ -29,7 +29,15 @@ from typing import Any
 from wellread.config import dump_yaml
 from wellread.errors import WellreadError
 from wellread.io import atomic_write_json, atomic_write_text, read_json
-from wellread.train.loop import CHECKPOINT, Objective, TrainResult, field_defaults, settings_changes, train
+from wellread.train.loop import (
+    CHECKPOINT,
+    Objective,
+    TrainResult,
+    check_checkpoint,
+    field_defaults,
+    settings_changes,
+    train,
+)
 
 RUN_FILES = frozenset({CHECKPOINT, "metrics.jsonl", "config.yaml", "results.json", "model", "train_state.json"})
 # what wellread's atomic writers name their temporaries: .NAME.XXXX.tmp (mkstemp, mkdtemp, the checkpoint's
@@ -78,6 +86,15 @@ def clear_run_dir(out: Path, own: frozenset[str], *, everything: bool) -> None:
             e.unlink(missing_ok=True)
 
 
+def remove_temporaries(out: Path, is_own: Callable[[str], bool]) -> None:
+    """Remove the temporaries a killed writer left in ``out`` of the files ``is_own`` says are this command's."""
+    if out.is_dir():
+        for e in out.iterdir():
+            name = temporary_of(e.name)
+            if name is not None and is_own(name):
+                shutil.rmtree(e) if e.is_dir() and not e.is_symlink() else e.unlink(missing_ok=True)
+
+
 def finished_results(out: Path, settings: dict, *, defaults: dict, results_file: str = "results.json") -> dict | None:
     """The results of this exact run when ``out`` holds it finished (a setting added to wellread since counts
     as unchanged while it holds its default), else None."""
@@ -121,6 +138,8 @@ def run(cfg: Any, settings: dict, prepare: Callable[[], Prepared], *, own: froze
             return done
     check_run_dir(out, own)
     prepared = prepare()  # may raise: nothing has been written
+    if not cfg.overwrite:
+        check_checkpoint(out, cfg, prepared.fingerprint)  # another run's checkpoint: refused before any write
     main = int(os.environ.get("RANK", "0")) == 0  # under torchrun, one process writes
     if main:
         clear_run_dir(out, own, everything=cfg.overwrite)
