@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from tokenizers import Tokenizer
 
-from wellread.config import field, to_dict
+from wellread.config import carry, field, to_dict
 from wellread.data.batching import Features, cached_encode
 from wellread.data.task_files import read_split
 from wellread.data.tasks import TaskSpec, get_task
@@ -469,10 +469,7 @@ def stage2_settings(cfg: DistillConfig) -> dict:
 
 def student_config(cfg: DistillConfig) -> FinetuneConfig:
     """The student as ``finetune`` builds it (same init rules: pre-trained encoder, new head)."""
-    return FinetuneConfig(model=cfg.student, task=cfg.task, data_dir=cfg.data_dir, out=cfg.out, epochs=cfg.epochs,
-                          max_length=cfg.max_length, random_init=cfg.random_init, vocab=cfg.vocab, new_head=True,
-                          dropout=cfg.dropout, seed=cfg.seed, lr=cfg.lr, batch_size=cfg.batch_size,
-                          max_steps=cfg.max_steps, time_budget=cfg.time_budget)
+    return carry(FinetuneConfig, cfg, model=cfg.student, new_head=True)
 
 
 def finetune_stage_config(cfg: DistillConfig) -> FinetuneConfig:
