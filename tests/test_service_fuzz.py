@@ -151,19 +151,55 @@ def test_a_batch_that_still_fails_is_retried_one_by_one_so_only_the_offender_fai
     assert (one, three, four) == ([{"score": 3.0}], [{"score": 5.0}], [{"score": 4.0}])
 
 
-def test_a_500_carries_no_exception_text_and_info_no_absolute_path(classifier):
-    from starlette.testclient import TestClient
+async def _asgi(app, requests: list[tuple[str, str, bytes]]) -> list[tuple[int, dict]]:
+    """Answers of the ASGI ``app`` to (method, path, body) requests, its lifespan started and stopped around them."""
+    startup: asyncio.Queue = asyncio.Queue()
+    startup.put_nowait({"type": "lifespan.startup"})
+    sent: list = []
 
+    async def lifespan_send(message):
+        sent.append(message["type"])
+
+    lifespan = asyncio.create_task(app({"type": "lifespan", "asgi": {"version": "3.0"}}, startup.get, lifespan_send))
+    while "lifespan.startup.complete" not in sent:
+        await asyncio.sleep(0.01)
+    answers = []
+    for method, path, body in requests:
+        got: dict = {"body": b""}
+
+        async def receive(body=body):
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(message, got=got):
+            if message["type"] == "http.response.start":
+                got["status"] = message["status"]
+            elif message["type"] == "http.response.body":
+                got["body"] += message.get("body", b"")
+
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "path": path,
+                 "raw_path": path.encode(), "query_string": b"", "root_path": "", "scheme": "http",
+                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+                 "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
+        try:
+            await app(scope, receive, send)
+        except Exception:  # noqa: BLE001 -- after a 500 is sent, Starlette re-raises for the server to log
+            pass
+        answers.append((got["status"], json.loads(got["body"])))
+    startup.put_nowait({"type": "lifespan.shutdown"})
+    await lifespan
+    return answers
+
+
+def test_a_500_carries_no_exception_text_and_info_no_absolute_path(classifier):
     from wellread.infer.serve import create_app
 
     class Broken(Predictor):
         def predict(self, a, b=None):
             raise RuntimeError(f"failed reading {classifier}/secret")
 
-    with TestClient(create_app(Broken(classifier)), raise_server_exceptions=False) as client:
-        r = client.post("/predict", json={"inputs": ["hello"]})
-        assert r.status_code == 500 and r.json() == {"error": "internal error"}
-        info = client.get("/info").json()
+    (status, answer), (_, info) = asyncio.run(_asgi(create_app(Broken(classifier)), [
+        ("POST", "/predict", b'{"inputs": ["hello"]}'), ("GET", "/info", b"")]))
+    assert status == 500 and answer == {"error": "internal error"}
     assert info["model"] == classifier.name
     assert str(classifier.parent) not in json.dumps(info)
 
@@ -171,8 +207,14 @@ def test_a_500_carries_no_exception_text_and_info_no_absolute_path(classifier):
 # --- the fuzz test -----------------------------------------------------------------------------------
 
 _text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=60)  # valid Unicode, no surrogates
-_json = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | _text,
-                     lambda c: st.lists(c, max_size=4) | st.dictionaries(_text, c, max_size=4), max_leaves=12)
+
+
+def _nested(children):
+    return st.lists(children, max_size=4) | st.dictionaries(_text, children, max_size=4)
+
+
+_json = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | _text, _nested,
+                     max_leaves=12)
 _surrogate = st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF)
 
 
