@@ -305,3 +305,15 @@ def test_fuzz_report(server):
     print(f"\nfuzz: {SERVED['valid']} valid and {SERVED['bad']} bad requests sent; the service answered "
           f"{info['served']['requests']} requests in {info['served']['model_calls']} model calls")
     assert proc.poll() is None and info["served"]["requests"] >= SERVED["valid"]
+
+
+def test_the_service_listens_on_loopback_unless_told_otherwise():
+    import inspect
+
+    from wellread import cli
+    from wellread.config import from_args
+    from wellread.infer.serve import serve
+
+    ns = cli.build_parser().parse_args(["serve", "--model", "some/model"])
+    assert from_args(cli.COMMANDS["serve"].config_class, ns).host == "127.0.0.1"
+    assert inspect.signature(serve).parameters["host"].default == "127.0.0.1"
