@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, data_path, write_glue_slice
+from tests.test_bad_values import _classifier
 
 KILLS: dict = {"survived": 0, "kinds": set()}  # quoted in docs/reliability.md
 TIMING = re.compile(r"seconds|per_s|elapsed|wall|shards_computed|shards_reused")  # how the run went, not what
@@ -73,21 +74,6 @@ def inputs(tmp_path_factory) -> Path:
                  shard_tokens=4000, show_progress=False)
     (root / "notes.txt").write_text("the user's own file\n", encoding="utf-8")
     return root
-
-
-def _classifier(out: Path, vocab: Path) -> Path:
-    import torch
-    from transformers import BertConfig, BertForSequenceClassification
-
-    from wellread.modeling.models import save_model
-    from wellread.tokenization import load_tokenizer
-
-    tok = load_tokenizer(vocab)
-    config = BertConfig(vocab_size=tok.get_vocab_size(), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=64, num_labels=2, id2label={0: "0", 1: "1"},
-                        label2id={"0": 0, "1": 1})
-    torch.manual_seed(0)
-    return save_model(BertForSequenceClassification(config).eval(), tok, out)
 
 
 def snapshot(root: Path, skip: tuple[str, ...] = ()) -> dict[str, str]:
