@@ -10,11 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -24,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import REPO
+from tests.test_infer import start_serve
 from wellread.infer.predictor import Predictor
 from wellread.infer.stream import JSON_A
 
@@ -63,32 +58,11 @@ def _http(method: str, url: str, body: bytes | None = None, headers: dict | None
         return e.code, json.loads(e.read())
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(classifier):
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "wellread", "serve", "--model", str(classifier), "--port", str(port), "--threads", "1",
-         "--max-body-bytes", str(MAX_BODY), "--max-inputs", str(MAX_INPUTS), "--max-text-chars", str(MAX_CHARS),
-         "--max-length", "64", "--log-level", "warning"],
-        cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if _http("GET", url + "/health", timeout=1)[0] == 200:
-                break
-        except (urllib.error.URLError, OSError):
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"the server did not start: {proc.communicate()[1][-2000:]}")
-        time.sleep(0.2)
+    url, proc = start_serve("--model", str(classifier), "--threads", "1", "--max-body-bytes", str(MAX_BODY),
+                            "--max-inputs", str(MAX_INPUTS), "--max-text-chars", str(MAX_CHARS), "--max-length", "64",
+                            "--log-level", "warning")
     yield url, proc
     proc.kill()
     proc.communicate()
