@@ -449,3 +449,88 @@ def test_generated_bad_model_directories_name_the_file(root, tmp_path_factory, d
 
 def test_report_counts():
     print(f"\nbad inputs tried: {TRIED['values']} generated settings, {TRIED['files']} generated files")
+
+
+# --- every setting of every command ------------------------------------------------------------------
+
+
+def _every_setting() -> list[tuple[str, type, str]]:
+    """(command, config class, setting) for every setting of every command, groups' settings included."""
+    import dataclasses
+
+    from wellread.config import _groups
+
+    def settings(cls):
+        groups = _groups(cls)
+        for f in dataclasses.fields(cls):
+            yield from settings(groups[f.name]) if f.name in groups else [(cls, f.name)]
+
+    return [(name, owner, field) for name, cmd in sorted(cli.COMMANDS.items())
+            for owner, field in settings(cmd.config_class)]
+
+
+def _wrong_value(tp) -> st.SearchStrategy:
+    """Values that are not of type ``tp`` (nor convertible by a strict reading)."""
+    import typing
+    from pathlib import Path
+
+    from wellread.config import _unwrap
+
+    inner, is_list = _unwrap(tp)
+    if len([a for a in typing.get_args(tp) if a is not type(None) and typing.get_origin(tp) is not list]) > 1:
+        return st.booleans() | st.lists(st.integers(), min_size=1, max_size=2)  # e.g. a duration: str | float
+    if is_list:
+        return st.integers() | st.dictionaries(st.text(max_size=3), st.integers(), min_size=1, max_size=2)
+    if inner is bool:
+        return st.sampled_from(["no", "yes", "true", "off"]) | st.integers(2, 9) | st.floats(allow_nan=False)
+    if inner is int:
+        return st.floats(allow_nan=False, allow_infinity=False).filter(lambda x: x != int(x)) | \
+            st.text(min_size=1, max_size=5) | st.lists(st.integers(), min_size=1, max_size=2)
+    if inner is float:
+        return st.sampled_from([float("nan"), float("inf")]) | st.text(min_size=1, max_size=5) | \
+            st.lists(st.floats(allow_nan=False), min_size=1, max_size=2) | st.booleans()
+    if inner is Path:
+        return st.integers() | st.lists(st.integers(), min_size=1, max_size=2) | st.booleans()
+    if typing.get_origin(inner) is typing.Literal:
+        return st.text(max_size=6).filter(lambda t: t not in typing.get_args(inner)) | st.integers()
+    return st.integers() | st.lists(st.integers(), min_size=1, max_size=2) | st.booleans()
+
+
+@pytest.mark.parametrize("command, owner, name", _every_setting(), ids=lambda x: getattr(x, "__name__", x))
+@settings(max_examples=5, deadline=None, derandomize=True)
+@given(data=st.data())
+def test_every_setting_of_every_command_refuses_a_value_of_the_wrong_type(command, owner, name, data):
+    import typing
+
+    from wellread.config import from_mapping
+    from wellread.errors import WellreadError
+
+    tp = typing.get_type_hints(owner)[name]
+    value = data.draw(_wrong_value(tp), label="value")
+    with pytest.raises(WellreadError) as e:
+        from_mapping(cli.COMMANDS[command].config_class, {name: value}, source="c.yaml")
+    assert str(e.value).startswith(f"c.yaml (field {name}): "), (command, e.value)
+    TRIED["values"] += 1
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(data=st.data())
+def test_every_bounded_setting_of_every_command_refuses_a_value_out_of_bounds(data):
+    import annotated_types
+
+    from wellread.config import field_bounds, from_mapping
+    from wellread.errors import WellreadError
+
+    bounded = [(c, o, n) for c, o, n in _every_setting()
+               if any(isinstance(b, (annotated_types.Ge, annotated_types.Gt)) for b in field_bounds(o, n))]
+    assert len(bounded) >= 20, "TrainConfig's numbers, threads, workers and batch sizes are bounded"
+    command, owner, name = data.draw(st.sampled_from(bounded), label="setting")
+    lower = next(b for b in field_bounds(owner, name) if isinstance(b, (annotated_types.Ge, annotated_types.Gt)))
+    bound = getattr(lower, "ge", getattr(lower, "gt", None))
+    below = bound - data.draw(st.integers(1, 1000)) if isinstance(lower, annotated_types.Ge) else \
+        bound - data.draw(st.integers(0, 1000))
+    with pytest.raises(WellreadError) as e:
+        from_mapping(cli.COMMANDS[command].config_class, {name: below}, flags={name})
+    assert str(e.value).startswith(f"--{name.replace('_', '-')}: should be greater than"), (command, e.value)
+    TRIED["values"] += 1
+

@@ -179,13 +179,18 @@ def load_yaml(path: str | Path) -> dict:
     return data
 
 
+def field_bounds(cls: type, name: str) -> list:
+    """The bounds (annotated_types Ge, Gt, Le, Lt) of field ``name`` of ``cls``; a field re-declared in a
+    subclass (to change its default or help) keeps the bounds of its base."""
+    return next((f.metadata["bounds"] for c in cls.__mro__ if dataclasses.is_dataclass(c)
+                 for f in dataclasses.fields(c) if f.name == name and f.metadata.get("bounds")), [])
+
+
 @functools.cache
 def _adapter(cls: type, name: str) -> pydantic.TypeAdapter:
     """A strict validator for field ``name`` of ``cls``: its type, with its bounds on the number inside."""
     tp = typing.get_type_hints(cls)[name]
-    # a field re-declared in a subclass (to change its default or help) keeps the bounds of its base
-    bounds = next((f.metadata["bounds"] for c in cls.__mro__ if dataclasses.is_dataclass(c)
-                   for f in dataclasses.fields(c) if f.name == name and f.metadata.get("bounds")), [])
+    bounds = field_bounds(cls, name)
     if bounds:
         inner, _ = _unwrap(tp)
         tp = Annotated[(inner, *bounds)]
