@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import re
 import shutil
 import sys
@@ -36,6 +35,7 @@ from wellread.train.loop import (
     check_checkpoint,
     field_defaults,
     settings_changes,
+    setup_distributed,
     train,
 )
 
@@ -140,17 +140,21 @@ def run(cfg: Any, settings: dict, prepare: Callable[[], Prepared], *, own: froze
     prepared = prepare()  # may raise: nothing has been written
     if not cfg.overwrite:
         check_checkpoint(out, cfg, prepared.fingerprint)  # another run's checkpoint: refused before any write
-    main = int(os.environ.get("RANK", "0")) == 0  # under torchrun, one process writes
-    if main:
+    d = setup_distributed()  # under torchrun, the main process writes; the others wait for it here
+    if d.main:
         clear_run_dir(out, own, everything=cfg.overwrite)
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "config.yaml", dump_yaml(cfg))
+    if d.world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()  # no process may read a checkpoint that --overwrite is about to remove
     t0 = time.perf_counter()
     with prepared.during():
         result = train(prepared.objective, cfg, out, fingerprint=prepared.fingerprint,
                        eval_each_epoch=prepared.eval_each_epoch)
     results = {"settings": settings, "finished": True} | prepared.results(result, time.perf_counter() - t0)
-    if main:
+    if d.main:
         prepared.save(out / "model")
         atomic_write_json(out / results_file, results)
     return results
