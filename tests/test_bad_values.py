@@ -334,9 +334,11 @@ def test_generated_bad_jsonl_lines_name_file_and_line(root, tmp_path_factory, da
                               max_size=6))
     lines = [json.dumps({"text": t}).encode() for t in good]
     k = data.draw(st.integers(1, len(lines) + 1))
-    kind = data.draw(st.sampled_from(["json", "field", "type", "surrogate", "bytes"]))
+    kind = data.draw(st.sampled_from(["json", "field", "type", "surrogate", "bytes", "deep", "long"]))
     bad = {"json": b'{"text": "unclosed', "field": b'{"txt": "typo"}', "type": b'{"text": 5}',
-           "surrogate": b'{"text": "a \\udc80 b"}', "bytes": b'{"text": "caf' + data.draw(_BAD_BYTES) + b'"}'}[kind]
+           "surrogate": b'{"text": "a \\udc80 b"}', "bytes": b'{"text": "caf' + data.draw(_BAD_BYTES) + b'"}',
+           "deep": b'{"text": "a", "id": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+           "long": b'{"text": "a", "id": ' + b"7" * 5000 + b"}"}[kind]
     lines.insert(k - 1, bad)
     (tmp / "in.jsonl").write_bytes(b"\n".join(lines) + b"\n")
     refused(tmp, ["predict", "--model", root / "clf", "--input", tmp / "in.jsonl", "--output", tmp / "out.jsonl", "--quiet"],

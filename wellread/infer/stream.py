@@ -176,6 +176,8 @@ def _jsonl(f: IO[str], path: str, text_a: str | None, text_b: str | None) -> Ite
             obj = json.loads(line)
         except json.JSONDecodeError as e:
             raise WellreadError(f"invalid JSON: {e.msg} (column {e.colno})", file=path, line=n) from None
+        except (RecursionError, ValueError):  # nested too deeply; an integer of over 4,300 digits
+            raise WellreadError("invalid JSON: nested too deeply or a number too long", file=path, line=n) from None
         try:
             a, b, ident = item_texts(obj, text_a, text_b)
         except ValueError as e:
