@@ -244,7 +244,7 @@ def _expected(reference: Predictor, items: list) -> list[dict]:
     return reference.predict(a, b)
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+@settings(max_examples=30, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                    HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(data=st.data())
 def test_fuzz_concurrent_valid_and_hostile_requests(server, reference, data):
