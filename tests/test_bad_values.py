@@ -147,6 +147,7 @@ def test_a_bad_flag_is_one_line_naming_it(root, flags, says):
     ("task: 5\n", "(field task): should be a valid string, got 5"),
     ("seed: [1, 2]\n", "(field seed): should be a valid integer, got [1, 2]"),
     ("lr: .nan\n", "(field lr): should be a finite number"),
+    ("time_budget: off\n", "(field time_budget): should be a valid string, got False (YAML reads an unquoted"),
     ("epochs: -1\n", "(field epochs): should be greater than 0"),
     ("data_dir: 7\n", "(field data_dir)"),
     ("lr_typo: 1\n", "unknown setting 'lr_typo'"),

@@ -233,7 +233,10 @@ def check_value(cls: type, name: str, value: Any, *, file: str | None = None, fl
         err = e.errors()[0]
         at = "".join(f"[{i}]" for i in err["loc"] if isinstance(i, int))
         msg = err["msg"].replace("Input should be", "should be").replace("instance of PosixPath", "path")
-        raise WellreadError(f"{at + ': ' if at else ''}{msg}, got {_describe(err.get('input', value))}",
+        hint = ""
+        if isinstance(value, bool) and not flag and bool not in (tp, *typing.get_args(tp)):
+            hint = " (YAML reads an unquoted on, off, yes or no as true or false: quote the word)"
+        raise WellreadError(f"{at + ': ' if at else ''}{msg}, got {_describe(err.get('input', value))}{hint}",
                             **where) from None
 
 
