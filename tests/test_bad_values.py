@@ -228,6 +228,11 @@ def test_a_missing_owner_slash_name_is_no_such_directory_not_a_download(root, tm
     args[args.index("--model") + 1] = "modles/tiny"  # a typo of a local path
     line = refused(tmp_path, args, "modles/tiny", "no such model directory", "hub:modles/tiny")
     assert "hub:" in line
+    from wellread.errors import WellreadError
+    from wellread.recipe.sources import resolve_teacher
+
+    with pytest.raises(WellreadError, match="no such model directory"):
+        resolve_teacher("modles/teacher")  # the recipe's --teacher too (the hub only with --source hub)
 
 
 # --- generated bad values ----------------------------------------------------------------------------
