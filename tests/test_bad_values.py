@@ -542,3 +542,11 @@ def test_every_bounded_setting_of_every_command_refuses_a_value_out_of_bounds(da
     assert str(e.value).startswith(f"--{name.replace('_', '-')}: should be greater than"), (command, e.value)
     TRIED["values"] += 1
 
+
+
+def test_raw_text_with_bytes_that_are_not_utf8_is_read_as_corpus_reads_it_and_says_so(tmp_path):
+    """Raw text (vocab train, corpus) is not a task file: an undecodable byte becomes U+FFFD, counted and said."""
+    (tmp_path / "t.txt").write_bytes(b"hello world, a fine day\ncaf\xe9 au lait\n" * 40)
+    rc, err = run(["vocab", "train", tmp_path / "t.txt", "--size", "120", "--out", tmp_path / "v", "--quiet"])
+    assert rc == 0, err
+    assert "note: 40 line(s) of the text hold bytes that are not UTF-8" in err

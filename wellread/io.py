@@ -163,8 +163,10 @@ class TextLines:
     (never a silent U+FFFD). A byte-order mark at the start is dropped. A context manager, iterable once.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, errors: str = "strict") -> None:
         self.path = path
+        self.errors = errors  # "replace": U+FFFD for what is not UTF-8, counted in ``replaced`` (lines)
+        self.replaced = 0
         self._raw: IO[bytes] = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
 
     def __enter__(self) -> TextLines:
@@ -183,22 +185,25 @@ class TextLines:
                 try:
                     line = raw.decode("utf-8")
                 except UnicodeDecodeError as e:
-                    raise WellreadError(f"not UTF-8 text: byte 0x{raw[e.start]:02x} at column {e.start + 1}",
-                                        file=self.path, line=n) from None
+                    if self.errors != "replace":
+                        raise WellreadError(f"not UTF-8 text: byte 0x{raw[e.start]:02x} at column {e.start + 1}",
+                                            file=self.path, line=n) from None
+                    line = raw.decode("utf-8", errors="replace")
+                    self.replaced += 1
                 yield line.removeprefix("\ufeff") if n == 1 else line
         except (OSError, EOFError) as e:  # a corrupt or truncated .gz
             raise WellreadError(f"unreadable ({e})", file=self.path, line=n + 1) from None
 
 
-def open_text(path: str | Path) -> TextLines:
+def open_text(path: str | Path, errors: str = "strict") -> TextLines:
     """Open a .txt or .gz file as UTF-8 text lines (``TextLines``: a byte that is not UTF-8 is an error
-    naming its file and line)."""
+    naming its file and line; with ``errors="replace"`` it becomes U+FFFD and the lines are counted)."""
     path = Path(path)
     if not path.exists():
         raise WellreadError("no such file", file=path)
     if path.is_dir():
         raise WellreadError("is a directory, expected a text file", file=path)
-    return TextLines(path)
+    return TextLines(path, errors)
 
 
 def model_directory(path: str | Path) -> Path:
