@@ -11,6 +11,7 @@ import torch
 from wellread.errors import WellreadError
 from wellread.train import loop
 from wellread.train.loop import TrainConfig, train
+from wellread.train.run import finished_results
 
 
 class ToyObjective:
@@ -217,6 +218,6 @@ def test_bf16_on_a_cpu_without_native_bf16_says_so(tmp_path, monkeypatch, capsys
 def test_a_finished_run_is_recognised_after_a_setting_was_added_at_its_default(tmp_path):
     (tmp_path / "results.json").write_text(json.dumps({"settings": {"lr": 0.01}, "score": 1.0}))
     defaults = {"lr": 1e-3, "dropout": None}
-    done = loop.open_run(tmp_path, {"lr": 0.01, "dropout": None}, overwrite=False, defaults=defaults)
+    done = finished_results(tmp_path, {"lr": 0.01, "dropout": None}, defaults=defaults)
     assert done is not None and done["score"] == 1.0
-    assert loop.open_run(tmp_path, {"lr": 0.01, "dropout": 0.2}, overwrite=False, defaults=defaults) is None
+    assert finished_results(tmp_path, {"lr": 0.01, "dropout": 0.2}, defaults=defaults) is None

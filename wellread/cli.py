@@ -97,7 +97,7 @@ class InitConfig:
     vocab: Path | None = field(None, help="vocab.txt, or a directory holding vocab.txt / tokenizer.json "
                                           "(default: the standard uncased BERT vocabulary, shipped with wellread)")
     out: Path = field(help="the model directory to write (HF layout)")
-    seed: int = field(0, help="random seed; the same seed gives the same weights bit for bit")
+    seed: int = field(0, ge=0, help="random seed; the same seed gives the same weights bit for bit")
     overwrite: bool = field(False, help="replace an existing output directory")
 
 
@@ -261,7 +261,7 @@ class CorpusConfig:
                                    "or .jsonl(.gz)", positional=True)
     vocab: Path = field(help="vocab.txt, tokenizer.json, or a model/vocab directory")
     out: Path = field(help="directory for the shards and manifest.json (a killed run resumes there)")
-    workers: int | None = field(None, help="encoding processes (default: CPU count, at most 8; 1 = in this process)")
+    workers: int | None = field(None, ge=1, help="encoding processes (default: CPU count, at most 8; 1 = in this process)")
     shard_tokens: int = field(1 << 22, help="tokens per shard (a shard closes at the first unit boundary past this)")
     doc_mode: str = field("auto", help="auto, line (a document a line) or blank (documents separated by blank "
                                        "lines); auto looks at each file's first 10,000 lines")
@@ -319,6 +319,10 @@ class EvaluateConfig:
     inputs: Inputs = group(Inputs, help="how inputs are cut (--max-length)")
     json: bool = field(False, help="print JSON instead of a report")
     out: Path | None = field(None, help="also write the result as JSON to this file")
+
+    def __post_init__(self) -> None:
+        if self.out is not None and self.out.is_dir():
+            raise WellreadError("is a directory, expected a file to write the result to", file=self.out)
 
 
 @command("evaluate", EvaluateConfig, "score a fine-tuned model on a task (GLUE metrics; HANS per heuristic)")
@@ -402,12 +406,12 @@ class PredictConfig:
     backend: str = field("torch", help="torch, onnx (fp32), onnx-int8, openvino (bf16 where the CPU has it), or auto "
                                        "(the fastest here, see `wellread env`); an ONNX file missing from --model is "
                                        "exported on the fly")
-    batch_size: int = field(64, help="inputs per model call (inputs are sorted by length into batches)")
+    batch_size: int = field(64, ge=1, help="inputs per model call (inputs are sorted by length into batches)")
     inputs: Inputs = group(Inputs, help="how inputs are cut (--max-length)")
     text_a: str | None = field(None, help="the column / field holding the (first) text")
     text_b: str | None = field(None, help="the column / field holding the second text of a pair")
     chunk_size: int = field(4096, help="inputs read, predicted and written at a time (memory stays constant)")
-    threads: int | None = field(None, help="CPU threads for the model (default: $OMP_NUM_THREADS, else all cores)")
+    threads: int | None = field(None, ge=1, help="CPU threads for the model (default: $OMP_NUM_THREADS, else all cores)")
     quiet: bool = field(False, help="no progress bar")
 
     def __post_init__(self) -> None:
@@ -470,7 +474,7 @@ class ServeConfig:
     max_inputs: int = field(256, help="most inputs in one request (413 above)")
     max_text_chars: int = field(10_000, help="longest input text, in characters (413 above)")
     inputs: Inputs = group(Inputs, help="how inputs are cut (--max-length)")
-    threads: int | None = field(None, help="CPU threads for the model (default: $OMP_NUM_THREADS, else all cores)")
+    threads: int | None = field(None, ge=1, help="CPU threads for the model (default: $OMP_NUM_THREADS, else all cores)")
     log_level: str = field("info", help="uvicorn's log level (critical, error, warning, info, debug)")
     access_log: bool = field(False, help="log every request")
 

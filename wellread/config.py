@@ -1,8 +1,14 @@
 """Typed configuration: one dataclass per command, settable from CLI flags and from a YAML file.
 
 Each field's ``metadata["help"]`` is its documentation; ``metadata["positional"]`` makes it a
-positional argument. Precedence: the dataclass default < the YAML file (``--config``) < a flag given
-on the command line. ``__post_init__`` checks values, raising ``WellreadError`` naming the field.
+positional argument; ``ge``/``gt``/``le``/``lt`` bound a number. Precedence: the dataclass default <
+the YAML file (``--config``) < a flag given on the command line.
+
+Every value, from YAML or a flag, is checked once against its field's type, strictly (pydantic's
+strict mode: ``2.5`` is not an int, ``'no'`` is not a bool, ``'1e-4'`` in quotes is not a number,
+NaN and infinities are no numbers at all) and against its bounds, before the command touches
+anything; a bad one is one ``WellreadError`` naming the file (YAML) or the flag. Then
+``__post_init__`` checks what involves several fields.
 
 A ``group`` field nests one config in another (composition): the group's settings are flags and YAML
 keys of their own at the top level, and ``to_dict`` lists them in the group's place, so nesting a group
@@ -13,11 +19,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
+import re
 import types
 import typing
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
+import annotated_types
+import pydantic
 import yaml
 
 from wellread.errors import WellreadError
@@ -25,10 +35,16 @@ from wellread.errors import WellreadError
 T = TypeVar("T")
 
 
+BOUNDS = {"ge": annotated_types.Ge, "gt": annotated_types.Gt, "le": annotated_types.Le, "lt": annotated_types.Lt}
+
+
 def field(default: Any = dataclasses.MISSING, *, help: str, positional: bool = False, short: str | None = None,
-          default_factory: Any = dataclasses.MISSING) -> Any:
-    """A dataclass field with its help text (and whether it is positional on the command line)."""
-    meta = {"help": help, "positional": positional, "short": short}
+          default_factory: Any = dataclasses.MISSING, ge: float | None = None, gt: float | None = None,
+          le: float | None = None, lt: float | None = None) -> Any:
+    """A dataclass field with its help text, whether it is positional on the command line, and bounds
+    on its value (``ge=1``: at least 1; checked for YAML and flags alike)."""
+    meta = {"help": help, "positional": positional, "short": short,
+            "bounds": [BOUNDS[k](v) for k, v in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt)) if v is not None]}
     if default_factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -64,7 +80,7 @@ def carry(cls: type[T], source: Any, **changes: Any) -> T:
     return from_mapping(cls, {k: v for k, v in to_dict(source).items() if k in names} | changes)
 
 
-def _nest(cls: type, values: dict, source: str | None) -> dict:
+def _nest(cls: type, values: dict, source: str | None, flags: set[str] = frozenset()) -> dict:
     """``values`` with each group's settings replaced by the group, built (and checked) by ``from_mapping``."""
     values = dict(values)
     for name, gcls in _groups(cls).items():
@@ -72,8 +88,8 @@ def _nest(cls: type, values: dict, source: str | None) -> dict:
             raise WellreadError(f"unknown setting {name!r} (known: {', '.join(sorted(setting_names(cls)))})",
                                 file=source, field=name)
         own = set(setting_names(gcls))
-        part = {k: values.pop(k) for k in list(values) if k.replace("-", "_") in own}
-        values[name] = from_mapping(gcls, part, source=source)
+        part = {k: values.pop(k) for k in list(values) if isinstance(k, str) and k.replace("-", "_") in own}
+        values[name] = from_mapping(gcls, part, source=source, flags=flags)
     return values
 
 
@@ -138,12 +154,22 @@ def _add_fields(parser: argparse.ArgumentParser, cls: type) -> None:
         parser.add_argument(*names, **kwargs)
 
 
+class _YamlLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading ``1e-4`` as the number YAML 1.2 says it is (1.1 wants ``1.0e-4``)."""
+
+
+_YamlLoader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+                                  list("-+0123456789"))
+
+
 def load_yaml(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise WellreadError("no such config file", file=path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = yaml.load(path.read_bytes().decode("utf-8"), Loader=_YamlLoader) or {}
+    except UnicodeDecodeError as e:
+        raise WellreadError(f"not UTF-8 text (byte {e.start})", file=path) from None
     except yaml.YAMLError as e:
         line = getattr(getattr(e, "problem_mark", None), "line", None)
         raise WellreadError(f"invalid YAML: {getattr(e, 'problem', e)}", file=path,
@@ -153,21 +179,81 @@ def load_yaml(path: str | Path) -> dict:
     return data
 
 
-def from_mapping(cls: type[T], values: dict, *, source: str | None = None) -> T:
-    """Build ``cls`` from a dict, refusing unknown keys and coercing types (Path, lists)."""
-    values = _nest(cls, values, source)
-    hints = typing.get_type_hints(cls)
+def field_bounds(cls: type, name: str) -> list:
+    """The bounds (annotated_types Ge, Gt, Le, Lt) of field ``name`` of ``cls``; a field re-declared in a
+    subclass (to change its default or help) keeps the bounds of its base."""
+    return next((f.metadata["bounds"] for c in cls.__mro__ if dataclasses.is_dataclass(c)
+                 for f in dataclasses.fields(c) if f.name == name and f.metadata.get("bounds")), [])
+
+
+@functools.cache
+def _adapter(cls: type, name: str) -> pydantic.TypeAdapter:
+    """A strict validator for field ``name`` of ``cls``: its type, with its bounds on the number inside."""
+    tp = typing.get_type_hints(cls)[name]
+    bounds = field_bounds(cls, name)
+    if bounds:
+        inner, _ = _unwrap(tp)
+        tp = Annotated[(inner, *bounds)]
+        if _is_optional(typing.get_type_hints(cls)[name]):
+            tp = tp | None
+    return pydantic.TypeAdapter(tp, config=pydantic.ConfigDict(strict=True, allow_inf_nan=False))
+
+
+def _is_optional(tp: Any) -> bool:
+    return typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in typing.get_args(tp)
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def check_value(cls: type, name: str, value: Any, *, file: str | None = None, flag: bool = False) -> Any:
+    """``value`` for field ``name`` of ``cls``, checked strictly against its type and bounds (paths: str -> Path).
+
+    A bad value is a WellreadError naming the flag (``flag``) or the file and field."""
+    tp, is_list = _unwrap(typing.get_type_hints(cls)[name])
+    where = {"field": f"--{name.replace('_', '-')}"} if flag else {"file": file, "field": name}
+    if is_list and isinstance(value, str) and not flag:  # a YAML "a,b,c" is the list a flag would give
+        value = [v.strip() for v in value.split(",") if v.strip()]
+        with_flag_types = _converter(tp)
+        try:
+            value = [with_flag_types(v) for v in value]
+        except (TypeError, ValueError):
+            raise WellreadError(f"expected a list of {getattr(tp, '__name__', tp)}, got {_describe(value)}",
+                                **where) from None
+    if tp is Path:
+        if is_list and isinstance(value, list):
+            value = [Path(v) if isinstance(v, str) and v else v for v in value]
+        elif isinstance(value, str) and value:
+            value = Path(value)
+    try:
+        return _adapter(cls, name).validate_python(value)
+    except pydantic.ValidationError as e:
+        err = e.errors()[0]
+        at = "".join(f"[{i}]" for i in err["loc"] if isinstance(i, int))
+        msg = err["msg"].replace("Input should be", "should be").replace("instance of PosixPath", "path")
+        hint = ""
+        if isinstance(value, bool) and not flag and bool not in (tp, *typing.get_args(tp)):
+            hint = " (YAML reads an unquoted on, off, yes or no as true or false: quote the word)"
+        raise WellreadError(f"{at + ': ' if at else ''}{msg}, got {_describe(err.get('input', value))}{hint}",
+                            **where) from None
+
+
+def from_mapping(cls: type[T], values: dict, *, source: str | None = None, flags: set[str] = frozenset()) -> T:
+    """Build ``cls`` from a dict, refusing unknown keys and checking every value strictly (``check_value``).
+
+    ``flags``: the names whose values came from the command line (named as flags in an error)."""
+    values = _nest(cls, values, source, flags)
+    groups = _groups(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in values.items():
-        name = key.replace("-", "_")
+        name = key.replace("-", "_") if isinstance(key, str) else key
         if name not in names:
-            raise WellreadError(f"unknown setting {key!r} (known: {', '.join(sorted(setting_names(cls)))})", file=source,
-                              field=key)
-        tp, is_list = _unwrap(hints[name])
-        if value is not None and tp is Path:
-            value = [Path(v) for v in value] if is_list else Path(value)
-        kwargs[name] = value
+            raise WellreadError(f"unknown setting {key!r} (known: {', '.join(sorted(setting_names(cls)))})",
+                                file=source, field=str(key))
+        kwargs[name] = value if name in groups else check_value(cls, name, value, file=source, flag=name in flags)
     required = [f.name for f in dataclasses.fields(cls)
                 if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
     missing = [n for n in required if n not in kwargs]
@@ -187,8 +273,9 @@ def from_args(cls: type[T], ns: argparse.Namespace) -> T:
     if config_file:
         values.update(load_yaml(config_file))
     names = set(setting_names(cls))
-    values.update({k: v for k, v in vars(ns).items() if k in names})
-    return from_mapping(cls, values, source=config_file)
+    given = {k: v for k, v in vars(ns).items() if k in names}
+    values.update(given)
+    return from_mapping(cls, values, source=config_file, flags=set(given))
 
 
 def _is_positional(cls: type, name: str) -> bool:

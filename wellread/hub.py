@@ -424,11 +424,19 @@ def fetch(name: str, *, source: str = "zip", cache: str | Path | None = None, of
     return [fetch_zip(m, sha256=sha256, **kw)]
 
 
+HUB_PREFIX = "hub:"
+
+
 def resolve_model(name_or_path: str | Path, *, source: str = "zip", cache: str | Path | None = None,
                   offline: bool | None = None, progress: bool = True) -> Path:
-    """A local model directory for what the user typed: a directory passes through; a known name,
-    hub id or zip URL comes from the cache, downloaded (and converted) first unless offline."""
-    path = Path(name_or_path).expanduser()
+    """A local model directory for what the user typed: a directory passes through; a miniature name
+    (tiny, L-2_H-128, ...) or zip URL comes from the cache, downloaded (and converted) first unless
+    offline. A hub id only when asked for: ``hub:owner/name``, or ``source="hub"`` (``--source hub``);
+    otherwise ``owner/name`` is a local path that does not exist, so a typo never downloads another's model."""
+    text = str(name_or_path)
+    if text.startswith(HUB_PREFIX):
+        return fetch(text[len(HUB_PREFIX):], source="hub", cache=cache, offline=offline, progress=progress)[0]
+    path = Path(text).expanduser()
     if path.is_dir():
         if (path / "config.json").is_file():
             return path
@@ -436,12 +444,14 @@ def resolve_model(name_or_path: str | Path, *, source: str = "zip", cache: str |
             raise WellreadError("a TensorFlow checkpoint, not a model directory: convert it first with "
                                 "`wellread convert DIR --out MODEL_DIR`", file=path)
         raise WellreadError("not a model directory: no config.json", file=path)
-    text = str(name_or_path)
     if path.suffix == ".zip" and path.is_file():
         raise WellreadError("a zip, not a model directory: convert it first with `wellread convert ZIP --out DIR`",
                             file=path)
-    if not re.match(r"https?://", text) and (text.startswith((".", "~", "/")) or text.count("/") > 1):
-        raise WellreadError("no such model directory", file=path)
+    if re.match(r"https?://", text) or zoo.is_known(text):
+        return fetch(text, source=source, cache=cache, offline=offline, progress=progress)[0]
+    if source != "hub" and (text.startswith((".", "~", "/")) or "/" in text or "\\" in text or path.exists()):
+        hint = f" (for the hub model {text}, write {HUB_PREFIX}{text})" if re.fullmatch(r"[\w.-]+/[\w.-]+", text) else ""
+        raise WellreadError(f"no such model directory{hint}", file=path)
     return fetch(text, source=source, cache=cache, offline=offline, progress=progress)[0]
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import gzip
-import io
 import json
 import os
 import shutil
@@ -33,6 +32,13 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _with_umask(mode: int) -> int:
+    """``mode`` less the process's umask (what open() and mkdir() would create)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mode & ~mask
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | Path, mode: str = "w", **kw) -> Iterator[IO]:
     """A file written under a temporary name beside ``path`` and renamed into place on success.
@@ -41,9 +47,12 @@ def atomic_open(path: str | Path, mode: str = "w", **kw) -> Iterator[IO]:
     is removed and the old file (if any) is left as it was.
     """
     path = Path(path)
+    if path.is_dir():
+        raise WellreadError("is a directory, expected a file to write", file=path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(fd, _with_umask(0o666))  # mkstemp makes 0600; the file gets the mode open() would give it
         with os.fdopen(fd, mode, **kw) as f:
             yield f
             f.flush()
@@ -125,13 +134,17 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
+        os.chmod(tmp, _with_umask(0o777))  # mkdtemp makes 0700; the directory gets the mode mkdir would give it
         yield tmp
         for f in tmp.rglob("*"):
-            if f.is_file():
+            if f.is_file() and not f.is_symlink():
+                os.chmod(f, _with_umask(0o666))  # whatever the writer (safetensors writes 0600): what open() gives
                 with open(f, "rb") as fh:
                     os.fsync(fh.fileno())
+            elif f.is_dir() and not f.is_symlink():
+                os.chmod(f, _with_umask(0o777))
         if path.exists():
-            old = path.with_name(f".{path.name}.old-{os.getpid()}")
+            old = path.with_name(f".{path.name}.old-{os.getpid()}.tmp")  # a temporary, as wellread.train.run knows
             os.replace(path, old)
             os.replace(tmp, path)
             shutil.rmtree(old, ignore_errors=True)
@@ -143,16 +156,54 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
         raise
 
 
-def open_text(path: str | Path) -> io.TextIOBase:
-    """Open a .txt or .gz file as UTF-8 text; undecodable bytes become U+FFFD instead of a crash."""
+class TextLines:
+    """The lines of a UTF-8 text file (.txt, or .gz), each ending as in the file ("\\n", "\\r\\n").
+
+    Decoding is strict: a byte that is not UTF-8 is a WellreadError naming the file, line and column
+    (never a silent U+FFFD). A byte-order mark at the start is dropped. A context manager, iterable once.
+    """
+
+    def __init__(self, path: Path, errors: str = "strict") -> None:
+        self.path = path
+        self.errors = errors  # "replace": U+FFFD for what is not UTF-8, counted in ``replaced`` (lines)
+        self.replaced = 0
+        self._raw: IO[bytes] = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+
+    def __enter__(self) -> TextLines:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._raw.close()
+
+    def __iter__(self) -> Iterator[str]:
+        n = 0
+        try:
+            for n, raw in enumerate(self._raw, 1):  # noqa: B007 (n names the line of a gzip error)
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    if self.errors != "replace":
+                        raise WellreadError(f"not UTF-8 text: byte 0x{raw[e.start]:02x} at column {e.start + 1}",
+                                            file=self.path, line=n) from None
+                    line = raw.decode("utf-8", errors="replace")
+                    self.replaced += 1
+                yield line.removeprefix("\ufeff") if n == 1 else line
+        except (OSError, EOFError) as e:  # a corrupt or truncated .gz
+            raise WellreadError(f"unreadable ({e})", file=self.path, line=n + 1) from None
+
+
+def open_text(path: str | Path, errors: str = "strict") -> TextLines:
+    """Open a .txt or .gz file as UTF-8 text lines (``TextLines``: a byte that is not UTF-8 is an error
+    naming its file and line; with ``errors="replace"`` it becomes U+FFFD and the lines are counted)."""
     path = Path(path)
     if not path.exists():
         raise WellreadError("no such file", file=path)
     if path.is_dir():
         raise WellreadError("is a directory, expected a text file", file=path)
-    if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="replace")
-    return open(path, encoding="utf-8", errors="replace")
+    return TextLines(path, errors)
 
 
 def model_directory(path: str | Path) -> Path:

@@ -8,6 +8,7 @@ mapped to [UNK]. Tests check it against transformers' pure-Python ``BertTokenize
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -33,7 +34,7 @@ def read_vocab(path: str | Path) -> list[str]:
         path = path / "vocab.txt"
     if not path.is_file():
         raise WellreadError("no vocab.txt here", file=path)
-    with open(path, encoding="utf-8") as f:
+    with open_text(path) as f:
         tokens = [line.rstrip("\n").rstrip("\r") for line in f]
     while tokens and tokens[-1] == "":  # a trailing blank line is not a token
         tokens.pop()
@@ -145,18 +146,28 @@ def write_tokenizer_files(tok: Tokenizer, out: str | Path, model_max_length: int
     atomic_write_json(out / "special_tokens_map.json", special)
 
 
-def _texts(files: Iterable[str | Path]) -> Iterator[str]:
+def _texts(files: Iterable[str | Path], replaced: list[int] | None = None) -> Iterator[str]:
+    """The non-empty lines of raw text files; bytes that are not UTF-8 become U+FFFD (as `wellread corpus`
+    reads them), the lines holding them counted in ``replaced[0]``."""
     for path in files:
-        with open_text(path) as f:
+        with open_text(path, errors="replace") as f:
             for line in f:
                 line = line.strip()
                 if line:
                     yield line
+            if replaced is not None:
+                replaced[0] += f.replaced
 
 
 def count_lines(files: Iterable[str | Path]) -> int:
-    """Non-empty lines in the files (used for the progress bar's total, and to refuse an empty corpus)."""
-    return sum(1 for _ in _texts(files))
+    """Non-empty lines in the files (used for the progress bar's total, and to refuse an empty corpus);
+    says how many held bytes that are not UTF-8."""
+    replaced = [0]
+    n = sum(1 for _ in _texts(files, replaced))
+    if replaced[0]:
+        print(f"note: {replaced[0]:,} line(s) of the text hold bytes that are not UTF-8; they are read as U+FFFD",
+              file=sys.stderr)
+    return n
 
 
 def train_vocab(

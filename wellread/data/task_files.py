@@ -15,6 +15,7 @@ from pathlib import Path
 from wellread.data import hf_glue
 from wellread.data.tasks import _BY_NAME, TASKS, Example, Layout, SplitData, TaskSpec, _norm, get_task
 from wellread.errors import WellreadError
+from wellread.io import open_text
 
 # --- finding the files ---------------------------------------------------------------------------
 
@@ -126,7 +127,7 @@ def _resolve(layout: Layout, header: list[str] | None, path: Path) -> dict[str, 
 def _read_rows(spec: TaskSpec, split: str, layout: Layout, path: Path) -> Iterator[tuple[int, Example | str]]:
     """Yield (line number, Example) for each row, or (line number, reason) for a row skipped."""
     labels = set(spec.labels or ())
-    with open(path, encoding="utf-8-sig", errors="replace", newline="\n") as f:
+    with open_text(path) as f:  # a byte that is not UTF-8 is an error naming its line
         header: list[str] | None = None
         n_cols = layout.n_columns
         cols: dict[str, int | None] = {}

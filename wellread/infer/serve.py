@@ -10,9 +10,13 @@ Concurrent requests are gathered into one model call: the first waiting request 
 ``max_wait_ms``; requests arriving in it (or already queued) join until ``max_batch`` inputs; the
 model then runs once in a worker thread while the event loop keeps accepting and queueing.
 
-Errors are JSON ``{"error": "..."}``: 400 bad JSON, 422 a body of the wrong shape, 413 a body, input
-count or text over the limits, 404/405 unknown routes. A bad request never stops the service; SIGTERM
-(or Ctrl-C) stops it cleanly: uvicorn stops accepting, finishes the requests in flight, then exits 0.
+Errors are JSON ``{"error": "..."}``: 400 bad JSON (or nested too deeply), 422 a body of the wrong
+shape or a text that is not Unicode (a lone surrogate), 413 a body, input count or text over the limits,
+404/405 unknown routes. Every input is validated in full before it joins a batch; should a model call
+still fail, its requests are retried one by one so that only the one that fails gets the error (a 500
+saying "internal error" and nothing of the exception, which goes to the log). A bad request never stops
+the service; SIGTERM (or Ctrl-C) stops it cleanly: uvicorn stops accepting, finishes the requests in
+flight, then exits 0.
 """
 
 from __future__ import annotations
@@ -20,11 +24,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from wellread.infer.stream import item_texts
+
+log = logging.getLogger("wellread.serve")
 
 
 @dataclass(frozen=True)
@@ -51,7 +59,9 @@ def parse_request(body: bytes, limits: Limits) -> tuple[list[str], list[str | No
     """The (texts_a, texts_b) of a /predict body, or RequestError (400, 413, 422)."""
     try:
         obj = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except RecursionError:
+        raise RequestError(400, "invalid JSON: nested too deeply") from None
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError, an integer of over 4,300 digits
         raise RequestError(400, f"invalid JSON: {e}") from None
     if isinstance(obj, dict) and "inputs" in obj:
         items = obj["inputs"]
@@ -135,23 +145,42 @@ class MicroBatcher:
                         break
                 group.append(item)
                 n += len(item[0])
-            texts_a = [a for g in group for a in g[0]]
-            texts_b = [b for g in group for b in g[1]]
-            try:
-                preds = await loop.run_in_executor(self._executor, self.predictor.predict, texts_a, texts_b)
-            except Exception as e:  # answer every waiting request; keep serving
-                for g in group:
-                    if not g[2].done():
-                        g[2].set_exception(e)
+            group = [g for g in group if not g[2].done()]  # a client that went away has a cancelled future
+            if not group:
                 continue
-            self.calls += 1
-            self.inputs += n
+            try:
+                preds = await self._call(loop, [a for g in group for a in g[0]], [b for g in group for b in g[1]])
+            except Exception as e:
+                if len(group) == 1:
+                    self._answer(group[0][2], exception=e)
+                    continue
+                # one request's input may have broken the batch: retry each alone, so only that one fails
+                for texts_a, texts_b, future, _ in group:
+                    try:
+                        self._answer(future, await self._call(loop, texts_a, texts_b))
+                    except Exception as e1:
+                        self._answer(future, exception=e1)
+                continue
             start = 0
             for a, _, future, _ in group:
-                if not future.done():  # a client that went away has a cancelled future
-                    future.set_result(preds[start:start + len(a)])
-                    self.requests += 1
+                self._answer(future, preds[start:start + len(a)])
                 start += len(a)
+
+    async def _call(self, loop, texts_a: list[str], texts_b: list[str | None]) -> list[dict]:
+        preds = await loop.run_in_executor(self._executor, self.predictor.predict, texts_a, texts_b)
+        self.calls += 1
+        self.inputs += len(texts_a)
+        return preds
+
+    def _answer(self, future: asyncio.Future, result: list[dict] | None = None, *,
+                exception: Exception | None = None) -> None:
+        if future.done():
+            return
+        if exception is not None:
+            future.set_exception(exception)
+        else:
+            future.set_result(result)
+            self.requests += 1
 
 
 async def _read_body(request, limit: int) -> bytes:
@@ -193,7 +222,9 @@ def create_app(predictor, limits: Limits = Limits()):
         return JSONResponse({"status": "ok"})
 
     async def info(request):
-        return JSONResponse({**predictor.describe(), "version": __version__, "limits": asdict(limits),
+        described = predictor.describe()
+        described["model"] = Path(described["model"]).name  # never the server's file layout
+        return JSONResponse({**described, "version": __version__, "limits": asdict(limits),
                              "served": {"requests": batcher.requests, "inputs": batcher.inputs,
                                         "model_calls": batcher.calls}})
 
@@ -201,7 +232,9 @@ def create_app(predictor, limits: Limits = Limits()):
         return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
 
     async def server_error(request, exc: Exception):
-        return JSONResponse({"error": f"internal error: {type(exc).__name__}: {exc}"}, status_code=500)
+        # the exception (and its text, which may hold paths or other clients' inputs) goes to the log only
+        log.error("internal error answering %s %s", request.method, request.url.path, exc_info=exc)
+        return JSONResponse({"error": "internal error"}, status_code=500)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):

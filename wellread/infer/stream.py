@@ -130,12 +130,22 @@ def _tsv(f: IO[str], path: str, text_a: str | None, text_b: str | None) -> Itera
         yield Record(n, fields[a], None if b is None else fields[b], None if id_col is None else fields[id_col])
 
 
+def _check_unicode(text: str, key: str) -> None:
+    """Refuse a string that is not Unicode text (JSON can carry lone surrogates, e.g. "\\ud800")."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(f"not valid Unicode text: a lone surrogate {text[e.start]!a} at character {e.start}",
+                         key) from None
+
+
 def item_texts(obj, text_a: str | None = None, text_b: str | None = None) -> tuple[str, str | None, object]:
     """(text_a, text_b, id) of one JSON input: a string, or an object with the text fields.
 
     Raises ``ValueError(message, field)`` when the item has no text or a text is not a string.
     """
     if isinstance(obj, str):
+        _check_unicode(obj, "text")
         return obj, None, None
     if not isinstance(obj, dict):
         raise ValueError(f"expected a JSON object or string, got {type(obj).__name__}", "text")
@@ -150,6 +160,8 @@ def item_texts(obj, text_a: str | None = None, text_b: str | None = None) -> tup
     for key, value in ((key_a, a), (key_b, b)):
         if key is not None and value is not None and not isinstance(value, str):
             raise ValueError(f"must be a string, not {type(value).__name__}", key)
+        if isinstance(value, str):
+            _check_unicode(value, key)
     if a is None:
         raise ValueError("must be a string, not null", key_a)
     ident = next((obj[k] for k in ID_COLUMNS if k in obj), None)
@@ -164,6 +176,8 @@ def _jsonl(f: IO[str], path: str, text_a: str | None, text_b: str | None) -> Ite
             obj = json.loads(line)
         except json.JSONDecodeError as e:
             raise WellreadError(f"invalid JSON: {e.msg} (column {e.colno})", file=path, line=n) from None
+        except (RecursionError, ValueError):  # nested too deeply; an integer of over 4,300 digits
+            raise WellreadError("invalid JSON: nested too deeply or a number too long", file=path, line=n) from None
         try:
             a, b, ident = item_texts(obj, text_a, text_b)
         except ValueError as e:

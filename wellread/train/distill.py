@@ -29,8 +29,7 @@ import torch
 import torch.nn.functional as F
 from tokenizers import Tokenizer
 
-from wellread import env
-from wellread.config import carry, dump_yaml, field, group, to_dict
+from wellread.config import carry, field, group, to_dict
 from wellread.data.batching import Features, Inputs, cached_encode
 from wellread.data.task_files import read_split
 from wellread.data.tasks import TaskSpec, get_task
@@ -49,7 +48,18 @@ from wellread.train.finetune import (
     finetune,
     load_labelled,
 )
-from wellread.train.loop import NOT_RESULT_SETTINGS, TrainConfig, field_defaults, open_run, train
+from wellread.train.loop import NOT_RESULT_SETTINGS, TrainConfig, field_defaults, use_bf16
+from wellread.train.run import (
+    RUN_FILES,
+    Prepared,
+    check_run_dir,
+    clear_run_dir,
+    epoch_summary,
+    finished_results,
+    remove_temporaries,
+    run,
+    timing,
+)
 
 SHARD_SIZE = 4096  # transfer examples per cached logits shard
 MAX_UNK_RATE = 0.05  # a vocabulary that maps more of the text than this to [UNK] cannot encode it
@@ -307,6 +317,7 @@ def label_transfer(teacher_path: str | Path, spec: TaskSpec, transfer: TransferS
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
     cache = Path(cache) if cache is not None else cache_dir() / "teacher-logits" / digest
     manifest_path = cache / "manifest.json"
+    remove_temporaries(cache, lambda name: name == "manifest.json" or name.startswith("logits-"))  # a killed run's
     if manifest_path.is_file():
         try:
             old = json.loads(manifest_path.read_text(encoding="utf-8"))
@@ -473,24 +484,30 @@ def prepare_labels(cfg: DistillConfig, transfer: TransferSet | None = None) -> T
     spec = get_task(cfg.task)
     transfer = transfer if transfer is not None else build_transfer(cfg, spec)
     tmax = cfg.teacher_max_length or cfg.inputs.max_length
-    bf16 = env.resolve_bf16(cfg.bf16, "cuda" if torch.cuda.is_available() else "cpu")
-    return label_transfer(cfg.teacher, spec, transfer, max_length=tmax, cache=cfg.cache, quiet=cfg.quiet, bf16=bf16)
+    return label_transfer(cfg.teacher, spec, transfer, max_length=tmax, cache=cfg.cache, quiet=cfg.quiet,
+                          bf16=use_bf16(cfg.bf16))
 
 
 def distill(cfg: DistillConfig) -> dict:
-    """Distil the teacher into the student (and fine-tune it after, with then_finetune); results.json's content."""
+    """Distil the teacher into the student (and fine-tune it after, with then_finetune); results.json's content.
+
+    Stage 2 (distillation) is a run of its own whose results are ``distill.json``; stage 3 a fine-tuning
+    run in ``RUN/finetune``; ``results.json`` is written when both are done."""
     spec = get_task(cfg.task)
     if spec.evaluate_with is not None:
         raise WellreadError(f"{spec.name} is evaluation-only; distil on {spec.evaluate_with} instead", field="task")
     out = Path(cfg.out)
     settings = run_settings(cfg)
-    done = open_run(out, settings, overwrite=cfg.overwrite, extra_files={"finetune", "distill.json"},
-                    defaults=field_defaults(type(cfg)))
-    if done is not None:
-        return done
-    stage2 = read_json_or_none(out / "distill.json")
+    if not cfg.overwrite:
+        done = finished_results(out, settings, defaults=field_defaults(type(cfg)))
+        if done is not None:
+            print(f"{out}: already finished; results below (pass --overwrite to redo)", file=sys.stderr)
+            return done
+    check_run_dir(out, RUN_FILES | DISTILL_FILES)
+    stage2 = None if cfg.overwrite else read_json_or_none(out / "distill.json")
     if stage2 is None or stage2.get("settings") != stage2_settings(cfg) or not (out / "model").is_dir():
-        stage2 = _distill_stage(cfg, spec, stage2_settings(cfg))
+        stage2 = run(cfg, stage2_settings(cfg), lambda: _prepare_distillation(cfg, spec), own=DISTILL_FILES,
+                     results_file="distill.json", reuse=False)
     results = dict(stage2) | {"settings": settings}
     if cfg.then_finetune:
         ft = finetune(finetune_stage_config(cfg))
@@ -499,12 +516,16 @@ def distill(cfg: DistillConfig) -> dict:
                     "final_model": str(out / "finetune" / "model"),
                     "train_seconds": stage2["train_seconds"] + ft["train_seconds"]}
     results["finished"] = True
+    clear_run_dir(out, RUN_FILES | DISTILL_FILES, everything=False)  # a killed run's temporaries
     atomic_write_json(out / "results.json", results)
     return results
 
 
-def _distill_stage(cfg: DistillConfig, spec: TaskSpec, settings: dict) -> dict:
-    out = Path(cfg.out)
+DISTILL_FILES = frozenset({"finetune", "distill.json", "results.json"})
+
+
+def _prepare_distillation(cfg: DistillConfig, spec: TaskSpec) -> Prepared:
+    """Stage 2's inputs: the transfer set, the teacher's labels (cached), the student, the dev sets."""
     transfer = build_transfer(cfg, spec)
     labels = prepare_labels(cfg, transfer)
     model, tok, source = build_model(student_config(cfg), spec)
@@ -513,34 +534,22 @@ def _distill_stage(cfg: DistillConfig, spec: TaskSpec, settings: dict) -> dict:
     feats = _encode_checked(tok, transfer, max_length, "student")
     train_set = LabelledSet("transfer", feats, transfer.gold, [])
     dev_sets = [load_labelled(spec, cfg.data_dir, s, tok, max_length) for s in spec.dev_splits]
-    bf16 = env.resolve_bf16(cfg.bf16, "cuda" if torch.cuda.is_available() else "cpu")
     objective = DistillObjective(model, spec, train_set, labels.logits, dev_sets, seed=cfg.seed, pad_id=pad_id,
-                                 temperature=cfg.temperature, alpha=cfg.alpha, bf16=bf16)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(dump_yaml(cfg), encoding="utf-8")
-    t0 = time.perf_counter()
-    with fast_cpu_dropout(model):
-        result = train(objective, cfg, out, fingerprint={"settings": settings, "transfer_examples": len(transfer),
-                                                           "teacher_cache": labels.cache.name}, eval_each_epoch=True)
-    wall = time.perf_counter() - t0
-    save_model(objective.model.cpu(), tok, out / "model", overwrite=True)
-    evals = [h for h in result.history if any("/" in k for k in h)]
-    main = f"{spec.dev_splits[0]}/{spec.main_metric}"
-    best = max(evals, key=lambda h: h.get(main, float("-inf"))) if evals else None
-    stage2 = {
-        "task": spec.name, "model": source, "teacher": str(cfg.teacher), "settings": settings,
-        "transfer_examples": len(transfer), "transfer_sources": transfer.sources,
-        "teacher_cache": str(labels.cache), "teacher_label_seconds": labels.seconds,
-        "teacher_shards_computed": labels.computed_shards, "teacher_shards_reused": labels.reused_shards,
-        "steps": result.state.step, "epochs_done": result.state.epoch, "stopped_by": result.stopped_by,
-        "dev": dict(result.final_eval), "main_metric": main, "history": evals,
-        "best_epoch": None if best is None else best["epoch"],
-        "best_dev": None if best is None else {k: v for k, v in best.items() if "/" in k},
-        "train_seconds": result.state.elapsed, "wall_seconds": wall,
-        "train_examples_per_s": result.state.step * cfg.batch_size / max(result.state.elapsed, 1e-9),
-    }
-    atomic_write_json(out / "distill.json", stage2)
-    return stage2
+                                 temperature=cfg.temperature, alpha=cfg.alpha, bf16=use_bf16(cfg.bf16))
+
+    def results(result, wall: float) -> dict:
+        return {"task": spec.name, "model": source, "teacher": str(cfg.teacher),
+                "transfer_examples": len(transfer), "transfer_sources": transfer.sources,
+                "teacher_cache": str(labels.cache), "teacher_label_seconds": labels.seconds,
+                "teacher_shards_computed": labels.computed_shards, "teacher_shards_reused": labels.reused_shards,
+                "epochs_done": result.state.epoch, "dev": dict(result.final_eval),
+                **epoch_summary(result, f"{spec.dev_splits[0]}/{spec.main_metric}"),
+                **timing(result, wall, cfg.batch_size)}
+
+    return Prepared(objective, {"settings": stage2_settings(cfg), "transfer_examples": len(transfer),
+                                "teacher_cache": labels.cache.name},
+                    save=lambda path: save_model(objective.model.cpu(), tok, path, overwrite=True),
+                    results=results, during=lambda: fast_cpu_dropout(model), eval_each_epoch=True)
 
 
 __all__ = ["DistillConfig", "distill", "prepare_labels", "label_transfer", "build_transfer", "distillation_loss",

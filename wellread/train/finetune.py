@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,20 +18,20 @@ import torch
 import torch.nn.functional as F
 from tokenizers import Tokenizer
 
-from wellread import env, hub
-from wellread.config import dump_yaml, field, group, to_dict
+from wellread import hub
+from wellread.config import field, group, to_dict
 from wellread.data.batching import Features, Inputs, bucketed_batches, cached_encode, collate
 from wellread.data.task_files import read_split
 from wellread.data.tasks import TaskSpec, get_task
 from wellread.errors import WellreadError
 from wellread.eval.metrics import compute_metrics
 from wellread.eval.predict import logits_to_predictions, predict_logits
-from wellread.io import atomic_write_json
 from wellread.modeling import zoo
 from wellread.modeling.dropout import fast_cpu_dropout
 from wellread.modeling.models import check_vocabulary, load_model, read_config, read_weights, save_model
 from wellread.tokenization import PAD, STANDARD_VOCAB, load_tokenizer
-from wellread.train.loop import NOT_RESULT_SETTINGS, TrainConfig, field_defaults, open_run, train
+from wellread.train.loop import NOT_RESULT_SETTINGS, TrainConfig, use_bf16
+from wellread.train.run import Prepared, epoch_summary, run, timing
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -231,41 +230,27 @@ def finetune(cfg: FinetuneConfig) -> dict:
     spec = get_task(cfg.task)
     if spec.evaluate_with is not None:
         raise WellreadError(f"{spec.name} is evaluation-only; fine-tune on {spec.evaluate_with} instead", field="task")
-    out = Path(cfg.out)
-    results_path = out / "results.json"
+
+    def prepare() -> Prepared:
+        model, tok, source = build_model(cfg, spec)
+        pad_id = tok.token_to_id(PAD)
+        max_length = min(cfg.inputs.max_length, model.config.max_position_embeddings)
+        if max_length < cfg.inputs.max_length:
+            print(f"the model has {max_length} positions: inputs are truncated to {max_length} tokens", file=sys.stderr)
+        train_set = load_labelled(spec, cfg.data_dir, cfg.train_split, tok, max_length)
+        dev_sets = [load_labelled(spec, cfg.data_dir, s, tok, max_length) for s in spec.dev_splits]
+        objective = ClassificationObjective(model, spec, train_set, dev_sets, seed=cfg.seed, pad_id=pad_id,
+                                            bf16=use_bf16(cfg.bf16))
+
+        def results(result, wall: float) -> dict:
+            return {"task": spec.name, "model": source, "train_examples": len(train_set.feats),
+                    "epochs_done": result.state.epoch, "dev": dict(result.final_eval),
+                    **epoch_summary(result, f"{spec.dev_splits[0]}/{spec.main_metric}"),
+                    **timing(result, wall, cfg.batch_size)}
+
+        return Prepared(objective, {"settings": settings, "train_examples": len(train_set.feats)},
+                        save=lambda path: save_model(objective.model.cpu(), tok, path, overwrite=True),
+                        results=results, during=lambda: fast_cpu_dropout(model), eval_each_epoch=True)
+
     settings = run_settings(cfg)
-    done = open_run(out, settings, overwrite=cfg.overwrite, defaults=field_defaults(type(cfg)))
-    if done is not None:
-        return done
-    model, tok, source = build_model(cfg, spec)
-    pad_id = tok.token_to_id(PAD)
-    max_length = min(cfg.inputs.max_length, model.config.max_position_embeddings)
-    if max_length < cfg.inputs.max_length:
-        print(f"the model has {max_length} positions: inputs are truncated to {max_length} tokens", file=sys.stderr)
-    train_set = load_labelled(spec, cfg.data_dir, cfg.train_split, tok, max_length)
-    dev_sets = [load_labelled(spec, cfg.data_dir, s, tok, max_length) for s in spec.dev_splits]
-    bf16 = env.resolve_bf16(cfg.bf16, "cuda" if torch.cuda.is_available() else "cpu")
-    objective = ClassificationObjective(model, spec, train_set, dev_sets, seed=cfg.seed, pad_id=pad_id, bf16=bf16)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(dump_yaml(cfg), encoding="utf-8")
-    t0 = time.perf_counter()
-    with fast_cpu_dropout(model):
-        result = train(objective, cfg, out, fingerprint={"settings": settings, "train_examples": len(train_set.feats)},
-                       eval_each_epoch=True)
-    wall = time.perf_counter() - t0
-    save_model(objective.model.cpu(), tok, out / "model", overwrite=True)
-    evals = [h for h in result.history if any("/" in k for k in h)]
-    main = f"{spec.dev_splits[0]}/{spec.main_metric}"
-    final = {k: v for k, v in result.final_eval.items()}
-    best = max(evals, key=lambda h: h.get(main, float("-inf"))) if evals else None
-    n_train = len(train_set.feats)
-    results = {
-        "task": spec.name, "model": source, "settings": settings, "finished": True,
-        "train_examples": n_train, "steps": result.state.step, "epochs_done": result.state.epoch,
-        "stopped_by": result.stopped_by, "dev": final, "main_metric": main, "history": evals,
-        "best_epoch": None if best is None else best["epoch"], "best_dev": None if best is None else {k: v for k, v in best.items() if "/" in k},
-        "train_seconds": result.state.elapsed, "wall_seconds": wall,
-        "train_examples_per_s": result.state.step * cfg.batch_size / max(result.state.elapsed, 1e-9),
-    }
-    atomic_write_json(results_path, results)
-    return results
+    return run(cfg, settings, prepare)

@@ -38,6 +38,7 @@ from wellread.report.grid_tables import model_label
 from wellread.train import distill, finetune
 from wellread.train.distill import DistillConfig, prepare_labels
 from wellread.train.finetune import FinetuneConfig, build_tokenizer, load_labelled
+from wellread.train.run import remove_temporaries
 
 PAPER_BATCH_SIZES = (8, 16, 32, 64, 128)
 PAPER_LEARNING_RATES = (3e-4, 1e-4, 5e-5, 3e-5)
@@ -334,12 +335,16 @@ def _prepare(cfg: GridConfig) -> dict:
     return labelling
 
 
+GRID_FILES = frozenset({"results.json", "best.json", "table.md"})
+
+
 def run_grid(cfg: GridConfig) -> dict:
     """Run every unfinished cell, then write results.json and best.json; returns the results (the table and
     heatmaps are ``wellread.report.grid_tables``'s, ``check_complete`` refuses a task without a finished cell)."""
     cfg = GridConfig(**_config_dict(cfg))  # absolute paths, as the workers see them (and record them)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
+    remove_temporaries(out, lambda name: name in GRID_FILES or name.endswith(".png"))  # of a killed grid
     labelling = _prepare(cfg)
     todo = [c for c in cells(cfg) if not cell_finished(cfg, c)]
     total = len(cells(cfg))

@@ -19,10 +19,9 @@ Mini, Small) from scratch at batch 128; use about 1e-4 for Medium and Base.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
-import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,20 +30,20 @@ import torch.nn.functional as F
 from tokenizers import Tokenizer
 
 from wellread import hub
-from wellread.config import dump_yaml, field, group, to_dict
+from wellread.config import field, group, to_dict
 from wellread.data.masking import create_instances_from_document, shuffle_context
 from wellread.data.pretraining import PretrainingDataset
 from wellread.data.shards import Corpus, load_corpus
 from wellread.errors import WellreadError
 from wellread.experiments.cpu_aids import CpuAids, Scaffold, start_random_model, training_instances
-from wellread.io import atomic_write_json
 from wellread.modeling import zoo
 from wellread.modeling.dropout import fast_cpu_dropout
 from wellread.modeling.heads import SparsePretrainer
 from wellread.modeling.models import check_vocabulary, init_model, load_model, save_model
 from wellread.report.plots import plot_pretraining
 from wellread.tokenization import MASK, STANDARD_VOCAB, load_tokenizer, vocab_hash
-from wellread.train.loop import NOT_RESULT_SETTINGS, TrainConfig, config_fingerprint, field_defaults, open_run, train
+from wellread.train.loop import NOT_RESULT_SETTINGS, TrainConfig, config_fingerprint
+from wellread.train.run import Prepared, run
 
 INDEX = "data_index.jsonl"
 INDEX_EVERY = 16  # micro-batches between recorded data positions
@@ -315,52 +314,48 @@ def build_model(cfg: PretrainConfig):
 
 def pretrain(cfg: PretrainConfig) -> dict:
     """Pre-train, evaluate on held-out documents, save the model; returns results.json's content."""
-    out = Path(cfg.out)
-    results_path = out / "results.json"
     settings = to_dict(cfg) | {k: None for k in (*NOT_RESULT_SETTINGS, "overwrite", "out", "time_budget")}
-    done = open_run(out, settings, overwrite=cfg.overwrite, extra_files={INDEX, "curves.png", "curves.png.tmp.png"},
-                    defaults=field_defaults(type(cfg)) | field_defaults(CpuAids))
-    if done is not None:
-        return done
-    net, tok, source = build_model(cfg)
-    corpus = load_corpus(cfg.data, expect_vocab_hash=vocab_hash(tok))
-    if corpus.vocab_size != net.config.vocab_size:
-        raise WellreadError(f"the shards' vocabulary has {corpus.vocab_size} tokens, the model "
-                            f"{net.config.vocab_size}", file=corpus.manifest.path)
-    if random_start(cfg):
-        start_random_model(net, cfg.aids, corpus, cfg.eval_documents)
-    out.mkdir(parents=True, exist_ok=True)
-    objective = PretrainObjective(net, corpus, tok, cfg, run_dir=out)
-    (out / "config.yaml").write_text(dump_yaml(cfg), encoding="utf-8")
-    t0 = time.perf_counter()
-    try:
-        with fast_cpu_dropout(net, attention=objective.scaffold is not None):
-            if objective.scaffold is not None and not hasattr(net.config, "_wellread_attention"):
-                raise WellreadError(f"needs the model's attention to be eager or sdpa, not "
-                                    f"{net.config._attn_implementation!r}", field="attention_scaffold")
-            result = train(objective, cfg, out, fingerprint={"settings": settings, "corpus": corpus.vocab_hash,
-                                                             "documents": corpus.num_documents,
-                                                             "tokens": corpus.num_tokens})
-    finally:
-        objective.model.scratch.clear()  # the loss's logits array (~300 MB at batch 128) is not kept past the run
-    wall = time.perf_counter() - t0
-    net = objective.model.net.cpu()
-    for p in net.parameters():
-        p.requires_grad_(True)
-    main_process = int(os.environ.get("RANK", "0")) == 0  # under torchrun, one process writes
-    if main_process:
-        save_model(net, tok, out / "model", overwrite=True)
-    s = result.state
-    results = {
-        "model": source, "settings": settings, "finished": True, "objective": cfg.objective,
-        "steps": s.step, "stopped_by": result.stopped_by, "eval": result.final_eval,
-        "history": [h for h in result.history], "tokens": s.tokens, "sequences": s.step * cfg.batch_size,
-        "train_seconds": s.elapsed, "wall_seconds": wall, "tokens_per_s": s.tokens / max(s.elapsed, 1e-9),
-    }
-    if main_process:
-        plot_pretraining(out, out / "curves.png", labels=[source])
-        atomic_write_json(results_path, results)
-    return results
+
+    def prepare() -> Prepared:
+        net, tok, source = build_model(cfg)
+        corpus = load_corpus(cfg.data, expect_vocab_hash=vocab_hash(tok))
+        if corpus.vocab_size != net.config.vocab_size:
+            raise WellreadError(f"the shards' vocabulary has {corpus.vocab_size} tokens, the model "
+                                f"{net.config.vocab_size}", file=corpus.manifest.path)
+        if random_start(cfg):
+            start_random_model(net, cfg.aids, corpus, cfg.eval_documents)
+        objective = PretrainObjective(net, corpus, tok, cfg, run_dir=Path(cfg.out))
+
+        @contextlib.contextmanager
+        def during():
+            try:
+                with fast_cpu_dropout(net, attention=objective.scaffold is not None):
+                    if objective.scaffold is not None and not hasattr(net.config, "_wellread_attention"):
+                        raise WellreadError(f"needs the model's attention to be eager or sdpa, not "
+                                            f"{net.config._attn_implementation!r}", field="attention_scaffold")
+                    yield
+            finally:
+                objective.model.scratch.clear()  # the loss's logits array (~300 MB at batch 128) is not kept
+
+        def save(path: Path) -> None:
+            trained = objective.model.net.cpu()
+            for p in trained.parameters():
+                p.requires_grad_(True)
+            save_model(trained, tok, path, overwrite=True)
+            plot_pretraining(path.parent, path.parent / "curves.png", labels=[source])
+
+        def results(result, wall: float) -> dict:
+            s = result.state
+            return {"model": source, "objective": cfg.objective, "steps": s.step, "stopped_by": result.stopped_by,
+                    "eval": result.final_eval, "history": list(result.history), "tokens": s.tokens,
+                    "sequences": s.step * cfg.batch_size, "train_seconds": s.elapsed, "wall_seconds": wall,
+                    "tokens_per_s": s.tokens / max(s.elapsed, 1e-9)}
+
+        return Prepared(objective, {"settings": settings, "corpus": corpus.vocab_hash,
+                                    "documents": corpus.num_documents, "tokens": corpus.num_tokens},
+                        save=save, results=results, during=during)
+
+    return run(cfg, settings, prepare, own=frozenset({INDEX, "curves.png", "curves.png.tmp.png"}))
 
 
 __all__ = ["PretrainConfig", "PretrainObjective", "pretrain", "build_model", "shard_batch"]
