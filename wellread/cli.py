@@ -292,19 +292,28 @@ def _pretrain(cfg) -> None:
 
 @dataclasses.dataclass(kw_only=True)
 class EvaluateConfig:
-    model: Path = field(help="a fine-tuned model directory (HF layout), or a fine-tuning run directory holding model/")
+    model: Path | None = field(None, help="a fine-tuned model directory (HF layout), or a fine-tuning run directory "
+                                          "holding model/ (squad, squad_v2: or none, with --predictions)")
     task: str = field(help="cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli, ax (its diagnostic-full.tsv) or "
-                           "hans; ax and hans are scored with a model trained for mnli")
+                           "hans; ax and hans are scored with a model trained for mnli; squad (v1.1) or squad_v2 "
+                           "(v2.0): the official EM/F1")
     data_dir: Path = field(help="the GLUE root (holding <Task>/), a task folder, or a Hugging Face datasets copy")
     split: str | None = field(None, help="one labelled split (default: dev; MNLI: both dev sets; HANS: its "
                                          "evaluation set; AX: diagnostic-full)")
     max_length: int = field(128, help="truncate inputs to this many tokens (as fine-tuning did)")
     json: bool = field(False, help="print JSON instead of a report")
     out: Path | None = field(None, help="also write the result as JSON to this file")
+    predictions: Path | None = field(None, help="squad, squad_v2: a predictions.json (id -> answer text) to score "
+                                                "as the official script does; with --model, where to write it "
+                                                "(nbest_predictions.json and null_odds.json beside it)")
+    null_odds: Path | None = field(None, help="squad_v2 with --predictions: the null odds per id (the official "
+                                              "--na-prob-file), for HasAns/NoAns at the best threshold")
 
     def __post_init__(self) -> None:
         if not 8 <= self.max_length <= 512:
             raise WellreadError("must be between 8 and 512", field="max_length")
+        if self.model is None and (self.predictions is None or self.task not in ("squad", "squad_v2")):
+            raise WellreadError("give --model (or, for squad/squad_v2, --predictions to score a file)", field="model")
 
 
 @command("evaluate", EvaluateConfig, "score a fine-tuned model on a task (GLUE metrics; HANS per heuristic)")
@@ -312,6 +321,10 @@ def _evaluate(cfg: EvaluateConfig) -> None:
     from wellread.eval import glue
     from wellread.io import atomic_write_json
 
+    if cfg.task in ("squad", "squad_v2"):
+        from wellread.eval.squad import evaluate_cli
+
+        return evaluate_cli(cfg)
     r = glue.evaluate_model(cfg.model, cfg.task, cfg.data_dir, cfg.split, max_length=cfg.max_length)
     if cfg.out is not None:
         atomic_write_json(cfg.out, r)

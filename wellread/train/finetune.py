@@ -35,7 +35,8 @@ from wellread.train.loop import NOT_RESULT_SETTINGS, TrainConfig, field_defaults
 @dataclasses.dataclass(kw_only=True)
 class FinetuneConfig(TrainConfig):
     model: str = field(help="a model directory (HF layout), or one of the 24 names with --random-init")
-    task: str = field(help="GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli")
+    task: str = field(help="GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli; or squad (v1.1), "
+                           "squad_v2 (v2.0): extractive question answering")
     data_dir: Path = field(help="the GLUE root (holding <TASK>/ folders), a task folder, or a HF datasets copy")
     out: Path = field(help="the run directory (model/, results.json, metrics.jsonl, checkpoint)")
     epochs: float | None = field(4.0, help="passes over the training data (the paper: 4)")
@@ -46,11 +47,24 @@ class FinetuneConfig(TrainConfig):
     train_split: str = field("train", help="the split to train on")
     dropout: float | None = field(None, help="override the model's dropout (hidden and attention)")
     overwrite: bool = field(False, help="start over in an existing run directory")
+    # extractive QA (squad, squad_v2): Google's run_squad windows
+    max_seq_length: int = field(384, help="QA: tokens per window, question included (Google: 384)")
+    doc_stride: int = field(128, help="QA: windows of a long context start this many tokens apart (Google: 128)")
+    max_query_length: int = field(64, help="QA: questions are cut to this many tokens (Google: 64)")
+    train_articles: int | None = field(None, help="QA without the official train file: train on the first N "
+                                                  "articles of the dev file, evaluate on the rest (a split by "
+                                                  "article; default: 80%% of the articles)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if not 8 <= self.max_length <= 512:
             raise WellreadError("must be between 8 and 512", field="max_length")
+        if not 16 <= self.max_seq_length <= 512:
+            raise WellreadError("must be between 16 and 512", field="max_seq_length")
+        if not 1 <= self.doc_stride <= self.max_seq_length:
+            raise WellreadError("must be between 1 and max_seq_length", field="doc_stride")
+        if not 1 <= self.max_query_length <= self.max_seq_length - 4:
+            raise WellreadError("must be between 1 and max_seq_length - 4", field="max_query_length")
 
 
 @dataclasses.dataclass
@@ -248,6 +262,12 @@ def build_model(cfg: FinetuneConfig, spec: TaskSpec):
 
 def finetune(cfg: FinetuneConfig) -> dict:
     """Fine-tune, evaluate on dev after each epoch, save the model; returns results.json's content."""
+    from wellread.data.squad import is_qa_task
+
+    if is_qa_task(cfg.task):
+        from wellread.train.qa import finetune_qa
+
+        return finetune_qa(cfg)
     spec = get_task(cfg.task)
     if spec.evaluate_with is not None:
         raise WellreadError(f"{spec.name} is evaluation-only; fine-tune on {spec.evaluate_with} instead", field="task")

@@ -1,0 +1,240 @@
+"""Extractive question answering (SQuAD v1.1 / v2.0): the span objective and ``finetune_qa``.
+
+The model is ``BertForQuestionAnswering`` (``qa_outputs``: hidden -> start, end logits), saved in the
+HF layout so ``transformers.pipeline("question-answering")`` loads it unchanged. Training windows come
+from ``wellread.data.squad.preprocess``; the loss is Google's: the mean of the cross-entropies of the
+start and end positions. Evaluation predicts every window of the held-out questions, post-processes
+them into answers and scores them with the official metrics.
+
+Without the official training file (``train-v1.1.json`` / ``train-v2.0.json`` beside the dev file),
+a run trains on the first ``--train-articles`` articles of the dev file and evaluates on the rest:
+a split **by article**, so no paragraph is on both sides. The split is recorded in results.json.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from wellread import modeling, zoo
+from wellread.data import squad
+from wellread.data.batching import bucketed_batches, collate
+from wellread.errors import WellreadError
+from wellread.eval.squad import squad_scores
+from wellread.infer.qa import predict_spans, write_predictions
+from wellread.io import atomic_write_json
+from wellread.tokenization import PAD, STANDARD_VOCAB, load_tokenizer
+
+PREDICTION_FILES = ("predictions.json", "nbest_predictions.json", "null_odds.json")
+
+
+def set_qa_head(config, task: str) -> None:
+    """Make ``config`` describe a span extractor (two outputs per token: start and end)."""
+    config.num_labels = 2
+    config.architectures = ["BertForQuestionAnswering"]
+    config.finetuning_task = task
+    config.id2label = {0: "LABEL_0", 1: "LABEL_1"}
+    config.label2id = {"LABEL_0": 0, "LABEL_1": 1}
+    config.problem_type = None
+
+
+def qa_from_pretrained(path: Path, task: str, *, seed: int, dropout: float | None = None):
+    """A ``BertForQuestionAnswering`` on the encoder of a model directory (strict: the encoder must load
+    completely); an existing ``qa_outputs`` head is kept, any other head is dropped."""
+    from transformers import BertForQuestionAnswering
+
+    config = modeling.read_config(path)
+    weights = modeling.read_weights(path)
+    set_qa_head(config, task)
+    if dropout is not None:
+        config.hidden_dropout_prob = config.attention_probs_dropout_prob = dropout
+    torch.manual_seed(seed)
+    model = BertForQuestionAnswering(config)
+    expected = model.state_dict()
+    state = modeling.align_prefix(weights, set(expected))
+    if not any(k.startswith("bert.") for k in state):  # a BertModel checkpoint without a head
+        state = {f"bert.{k}" if not k.startswith("qa_outputs.") else k: v for k, v in state.items()}
+    needed = [k for k in expected if k.startswith("bert.") and "pooler" not in k and not k.endswith("position_ids")]
+    missing = [k for k in needed if k not in state]
+    if missing:
+        raise WellreadError(f"the encoder is incomplete: missing {', '.join(missing[:3])}", file=path / "model.safetensors")
+    for k, v in state.items():
+        if k in expected and tuple(v.shape) != tuple(expected[k].shape):
+            raise WellreadError(f"tensor {k} has shape {tuple(v.shape)}, config.json implies {tuple(expected[k].shape)}",
+                                file=path / "model.safetensors", field=k)
+    model.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False)
+    return model
+
+
+def build_qa_model(cfg, task: str):
+    """(model, tokenizer, source) for ``cfg`` (a FinetuneConfig): a random miniature or a model directory."""
+    from transformers import BertForQuestionAnswering
+
+    from wellread.train.finetune import _model_path
+
+    if cfg.random_init:
+        mini = zoo.get(cfg.model)
+        tok = load_tokenizer(cfg.vocab or STANDARD_VOCAB)
+        config = mini.bert_config(vocab_size=tok.get_vocab_size(), pad_token_id=tok.token_to_id(PAD))
+        set_qa_head(config, task)
+        if cfg.dropout is not None:
+            config.hidden_dropout_prob = config.attention_probs_dropout_prob = cfg.dropout
+        torch.manual_seed(cfg.seed)
+        return BertForQuestionAnswering(config), tok, f"random {mini.name}"
+    path = _model_path(cfg.model)
+    model = qa_from_pretrained(path, task, seed=cfg.seed, dropout=cfg.dropout)
+    tok = load_tokenizer(path)
+    if tok.get_vocab_size() != model.config.vocab_size:
+        raise WellreadError(f"vocabulary has {tok.get_vocab_size()} tokens, the model {model.config.vocab_size}", file=path)
+    return model, tok, str(path)
+
+
+def span_loss(start_logits: torch.Tensor, end_logits: torch.Tensor, attention_mask: torch.Tensor,
+              start_positions: torch.Tensor, end_positions: torch.Tensor) -> torch.Tensor:
+    """Sum over the batch of ``(CE(start) + CE(end)) / 2`` (run_squad's loss), padding masked out."""
+    pad = attention_mask == 0
+    s = start_logits.float().masked_fill(pad, float("-inf"))
+    e = end_logits.float().masked_fill(pad, float("-inf"))
+    return (F.cross_entropy(s, start_positions, reduction="sum") + F.cross_entropy(e, end_positions, reduction="sum")) / 2
+
+
+class QAObjective:
+    """Span cross-entropy on length-bucketed batches of windows; the held-out questions scored officially."""
+
+    def __init__(self, model, train: squad.QAFeatures, test_examples: list[squad.QAExample], test: squad.QAFeatures,
+                 *, v2: bool, seed: int, pad_id: int, bf16: bool = False, name: str = "test") -> None:
+        self.model = model
+        self.train = train
+        self.test_examples = test_examples
+        self.test = test
+        self.v2 = v2
+        self.seed = seed
+        self.pad_id = pad_id
+        self.bf16 = bf16
+        self.name = name
+        self.last_predictions: squad.Predictions | None = None
+
+    def micro_batches_per_epoch(self, micro_batch: int, world: int) -> int:
+        return len(self.train) // micro_batch
+
+    def batches(self, epoch: int, start: int, micro_batch: int, rank: int, world: int) -> Iterator[dict]:
+        order = bucketed_batches(self.train.feats.lengths, micro_batch, self.seed, epoch)
+        share = micro_batch // world
+        for index in order[start:]:
+            part = index[rank * share:(rank + 1) * share]
+            batch = collate(self.train.feats, part, self.pad_id)
+            batch["start_positions"] = torch.from_numpy(self.train.start_positions[part])
+            batch["end_positions"] = torch.from_numpy(self.train.end_positions[part])
+            yield batch
+
+    def counts(self, batch: dict) -> dict[str, float]:
+        return {"examples": float(len(batch["start_positions"]))}
+
+    def tokens(self, batch: dict) -> int:
+        return int(batch["attention_mask"].sum())
+
+    def loss(self, model, batch: dict, totals: dict[str, float]):
+        device = next(model.parameters()).device
+        inputs = {k: batch[k].to(device) for k in ("input_ids", "token_type_ids", "attention_mask")}
+        out = model(**inputs)
+        sp, ep = batch["start_positions"].to(device), batch["end_positions"].to(device)
+        loss_sum = span_loss(out.start_logits, out.end_logits, inputs["attention_mask"], sp, ep)
+        hit = ((out.start_logits.argmax(-1) == sp) & (out.end_logits.argmax(-1) == ep)).sum()
+        return loss_sum / totals["examples"], {"span_correct": float(hit), "n": float(len(sp))}
+
+    def summarize(self, sums: dict[str, float]) -> dict[str, float]:
+        return {"train_span_accuracy": sums["span_correct"] / sums["n"]} if sums.get("n") else {}
+
+    def evaluate(self, model) -> dict[str, float]:
+        device = next(model.parameters()).device
+        starts, ends = predict_spans(model, self.test, pad_id=self.pad_id, device=device, bf16=self.bf16)
+        preds = squad.postprocess(self.test_examples, self.test, starts, ends, v2=self.v2)
+        self.last_predictions = preds
+        gold = {e.id: [a for a, _ in e.answers] for e in self.test_examples}
+        r = squad_scores(gold, preds.text, v2=self.v2, na_probs=preds.null_odds if self.v2 else None)
+        keys = ("exact_match", "f1") if not self.v2 else ("exact", "f1", "HasAns_f1", "NoAns_f1", "best_f1",
+                                                         "best_f1_thresh")
+        return {f"{self.name}/{k}": float(r[k]) for k in keys if k in r}
+
+
+def qa_data(cfg, task: str, *, quiet: bool = False):
+    """(train examples, test examples, file, description of the split) for a QA run."""
+    train_file = None
+    data_dir = Path(cfg.data_dir)
+    if data_dir.is_dir() and (data_dir / squad.TRAIN_FILES[task]).is_file() and cfg.train_articles is None:
+        train_file = squad.read_squad(data_dir / squad.TRAIN_FILES[task], task, quiet=quiet)
+    dev = squad.read_squad(squad.squad_path(task, data_dir), task, quiet=quiet)
+    if train_file is not None:
+        return train_file.examples, dev.examples, dev, {"kind": "official", "train": str(train_file.path),
+                                                        "test": str(dev.path)}
+    n_train = cfg.train_articles if cfg.train_articles is not None else round(0.8 * len(dev.titles))
+    train_a, test_a = squad.split_by_article(len(dev.titles), n_train)
+    split = {"kind": "by_article", "file": str(dev.path), "train_articles": len(train_a),
+             "test_articles": len(test_a), "first_test_article": dev.titles[test_a[0]]}
+    return dev.subset(train_a), dev.subset(test_a), dev, split
+
+
+def finetune_qa(cfg) -> dict:
+    """Fine-tune a span-extraction model on SQuAD; the run directory of ``finetune`` plus the prediction files."""
+    from wellread.config import dump_yaml
+    from wellread.train.dropout import fast_cpu_dropout
+    from wellread.train.finetune import run_settings
+    from wellread.train.loop import field_defaults, open_run, train
+
+    task = cfg.task
+    v2 = task == "squad_v2"
+    out = Path(cfg.out)
+    settings = run_settings(cfg)
+    done = open_run(out, settings, overwrite=cfg.overwrite, defaults=field_defaults(type(cfg)),
+                    extra_files=set(PREDICTION_FILES))
+    if done is not None:
+        return done
+    train_ex, test_ex, _, split = qa_data(cfg, task, quiet=cfg.quiet)
+    model, tok, source = build_qa_model(cfg, task)
+    max_len = min(cfg.max_seq_length, model.config.max_position_embeddings)
+    windows = {"max_seq_length": max_len, "doc_stride": cfg.doc_stride, "max_query_length": cfg.max_query_length}
+    train_f = squad.preprocess(tok, train_ex, training=True, **windows)
+    if train_f.unmapped:
+        print(f"{len(train_f.unmapped)} training question(s) have no answer that maps to word pieces (trained "
+              f"to [CLS]); first: {train_f.unmapped[0]}", file=sys.stderr)
+    test_f = squad.preprocess(tok, test_ex, **windows)
+    bf16 = bool(cfg.bf16) if cfg.bf16 is not None else torch.cuda.is_available()
+    objective = QAObjective(model, train_f, test_ex, test_f, v2=v2, seed=cfg.seed, pad_id=tok.token_to_id(PAD),
+                            bf16=bf16)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(dump_yaml(cfg), encoding="utf-8")
+    t0 = time.perf_counter()
+    with fast_cpu_dropout(model):
+        result = train(objective, cfg, out, fingerprint={"settings": settings, "train_windows": len(train_f)},
+                       eval_each_epoch=True)
+    wall = time.perf_counter() - t0
+    model = objective.model.cpu()
+    if objective.last_predictions is None:  # resumed after the last evaluation: predict again
+        objective.evaluate(model)
+    preds = objective.last_predictions
+    if v2:  # the null threshold chosen on the held-out questions (as the official best_f1_thresh)
+        model.config.null_score_diff_threshold = float(result.final_eval.get("test/best_f1_thresh", 0.0))
+    model.config.squad_windows = windows
+    modeling.save_model(model, tok, out / "model", overwrite=True)
+    write_predictions(out / "predictions.json", preds, v2=v2)
+    evals = [h for h in result.history if any("/" in k for k in h)]
+    main = "test/f1"
+    best = max(evals, key=lambda h: h.get(main, float("-inf"))) if evals else None
+    results = {
+        "task": task, "model": source, "settings": settings, "finished": True, "split": split,
+        "train_questions": len(train_ex), "train_examples": len(train_f), "test_questions": len(test_ex),
+        "test_windows": len(test_f), "unmapped_train_answers": len(train_f.unmapped),
+        "steps": result.state.step, "epochs_done": result.state.epoch, "stopped_by": result.stopped_by,
+        "dev": dict(result.final_eval), "main_metric": main, "history": evals,
+        "best_epoch": None if best is None else best["epoch"],
+        "best_dev": None if best is None else {k: v for k, v in best.items() if "/" in k},
+        "train_seconds": result.state.elapsed, "wall_seconds": wall,
+        "train_examples_per_s": result.state.step * cfg.batch_size / max(result.state.elapsed, 1e-9),
+    }
+    atomic_write_json(out / "results.json", results)
+    return results
