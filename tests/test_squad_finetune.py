@@ -111,5 +111,5 @@ def test_a_tiny_model_learns_its_training_questions(tmp_path):
     from wellread.eval.squad import squad_scores
 
     r = squad_scores({e.id: [a for a, _ in e.answers] for e in train_ex}, preds.text, v2=False)
-    assert r["f1"] > 20, r  # the untrained model scores about 1
+    assert r["f1"] > 20, r  # untrained (lr 1e-9): F1 3.3, EM 0
     assert np.mean([len(t) for t in preds.text.values()]) > 0

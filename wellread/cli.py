@@ -419,8 +419,16 @@ class PredictConfig:
 @command("predict", PredictConfig, "predict labels and probabilities (or scores) for a file of sentences or pairs")
 def _predict(cfg: PredictConfig) -> None:
     from wellread.infer.predictor import Predictor
+    from wellread.infer.qa import QAPredictor, is_qa_model, predict_qa_file
     from wellread.infer.stream import predict_file
 
+    if is_qa_model(cfg.model):  # (question, context) -> answer, score, character offsets
+        qa = QAPredictor(cfg.model, backend=cfg.backend, threads=cfg.threads)
+        r = predict_qa_file(qa, cfg.input, cfg.output, text_a=cfg.text_a, text_b=cfg.text_b, chunk_size=cfg.chunk_size)
+        if not cfg.quiet:
+            print(f"answered {r['inputs']:,} questions in {r['seconds']:.1f} s ({cfg.backend}) -> {cfg.output}",
+                  file=sys.stderr)
+        return
     predictor = Predictor(cfg.model, backend=cfg.backend, max_length=cfg.max_length, batch_size=cfg.batch_size,
                           threads=cfg.threads, quiet=cfg.quiet)
     r = predict_file(predictor, cfg.input, cfg.output, text_a=cfg.text_a, text_b=cfg.text_b,
@@ -448,7 +456,13 @@ class ExportConfig:
 @command("export", ExportConfig, "export a fine-tuned model to ONNX (and int8), checked against PyTorch")
 def _export(cfg: ExportConfig) -> None:
     from wellread.infer.onnx import describe_check, export_onnx
+    from wellread.infer.qa import export_qa_onnx, is_qa_model
 
+    if is_qa_model(cfg.model):
+        r = export_qa_onnx(cfg.model, cfg.out, int8=cfg.int8, opset=cfg.opset, overwrite=cfg.overwrite)
+        print(f"exported {r['model']} (question answering, opset {r['opset']}) -> {cfg.out}; checked against PyTorch:")
+        print(describe_check(r))
+        return
     r = export_onnx(cfg.model, cfg.out, int8=cfg.int8, opset=cfg.opset, max_length=cfg.max_length,
                     overwrite=cfg.overwrite)
     print(f"exported {r['model']} ({r['exporter']}, opset {r['opset']}, {r['graph']}) -> {cfg.out}; "
@@ -488,13 +502,18 @@ class ServeConfig:
 @command("serve", ServeConfig, "serve predictions over HTTP (JSON; micro-batching; /predict, /health, /info)")
 def _serve(cfg: ServeConfig) -> None:
     from wellread.infer.predictor import Predictor
+    from wellread.infer.qa import QAPredictor, QAService, is_qa_model
     from wellread.infer.serve import Limits, serve
 
-    predictor = Predictor(cfg.model, backend=cfg.backend, max_length=cfg.max_length, batch_size=cfg.batch_size,
-                          threads=cfg.threads)
+    if is_qa_model(cfg.model):  # POST /predict {"inputs": [{"question": .., "context": ..}]}
+        predictor = QAService(QAPredictor(cfg.model, backend=cfg.backend, threads=cfg.threads))
+    else:
+        predictor = Predictor(cfg.model, backend=cfg.backend, max_length=cfg.max_length, batch_size=cfg.batch_size,
+                              threads=cfg.threads)
     limits = Limits(max_body_bytes=cfg.max_body_bytes, max_inputs=cfg.max_inputs, max_text_chars=cfg.max_text_chars,
                     max_batch=cfg.batch_size, max_wait_ms=cfg.max_wait_ms)
-    print(f"serving {predictor.path} ({cfg.backend}, {', '.join(predictor.labels or ['score'])}) on "
+    what = "question answering" if isinstance(predictor, QAService) else ", ".join(predictor.labels or ["score"])
+    print(f"serving {predictor.path} ({cfg.backend}, {what}) on "
           f"http://{cfg.host}:{cfg.port}", file=sys.stderr)
     serve(predictor, host=cfg.host, port=cfg.port, limits=limits, log_level=cfg.log_level, access_log=cfg.access_log)
 

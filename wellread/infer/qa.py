@@ -10,6 +10,8 @@ ONNX Runtime files of ``wellread export`` (fp32, int8).
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +50,7 @@ def predict_spans(model: torch.nn.Module, qf: squad.QAFeatures, *, pad_id: int =
 
 def _torch_call(model, batch: dict, device, bf16: bool) -> tuple[np.ndarray, np.ndarray]:
     batch = {k: v.to(device) for k, v in batch.items()}
-    with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
+    with torch.inference_mode(), torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
         out = model(**batch)
     return out.start_logits.float().cpu().numpy(), out.end_logits.float().cpu().numpy()
 
@@ -209,3 +211,173 @@ def evaluate_qa_model(model: str | Path, task: str, data_dir: str | Path, *, spl
     if predictions_out is not None:
         write_predictions(Path(predictions_out), preds, v2=predictor.v2)
     return {"task": task, "model": str(predictor.path), "file": str(sf.path), "split": split or "all", **r}
+
+
+class QAService:
+    """``QAPredictor`` behind the interface ``wellread serve`` calls: ``predict(questions, contexts)``."""
+
+    labels = None
+
+    def __init__(self, predictor: QAPredictor) -> None:
+        self.qa = predictor
+        self.path = predictor.path
+
+    def predict(self, texts_a: list[str], texts_b: list[str | None]) -> list[dict]:
+        for i, b in enumerate(texts_b):
+            if b is None:
+                raise WellreadError(f"input {i + 1} has no context (give question and context)", field="context")
+        return self.qa.answer(list(zip(texts_a, texts_b)))
+
+    def describe(self) -> dict:
+        return {"model": str(self.path), "backend": self.qa.backend, "kind": "question-answering",
+                "version_2_with_negative": self.qa.v2, "null_threshold": self.qa.null_threshold, **self.qa.windows}
+
+
+def predict_qa_file(predictor: QAPredictor, input: str | Path, output: str | Path, *, text_a: str | None = None,
+                    text_b: str | None = None, chunk_size: int = 4096) -> dict:
+    """Answer every (question, context) of ``input`` into ``output``.
+
+    ``input``: a SQuAD JSON file (its questions, by id), or .jsonl / .tsv / stdin records with
+    ``question`` and ``context`` fields (or --text-a / --text-b). ``output``: .jsonl records
+    ({id, answer, score, start, end}), or .json: {id: answer}, the official predictions file.
+    """
+    import time
+
+    from wellread.infer.stream import atomic_output, read_records
+
+    t0 = time.perf_counter()
+    input, output = str(input), str(output)
+    rows: list[tuple[object, dict]] = []
+    if input.endswith(".json"):
+        sf = squad.read_squad(input, "squad_v2" if predictor.v2 else "squad")
+        preds = predictor.predictions(sf.examples)
+        for e in sf.examples:
+            best = next(x for x in preds.nbest[e.id] if x["text"] == preds.text[e.id])
+            rows.append((e.id, {"answer": preds.text[e.id], "score": best["probability"], "start": best["start"],
+                                "end": best["end"]}))
+    else:
+        batch: list = []
+        records = read_records(input, text_a=text_a or "question", text_b=text_b or "context")
+
+        def flush() -> None:
+            answers = QAService(predictor).predict([r.text_a for r in batch], [r.text_b for r in batch])
+            rows.extend((r.id, a) for r, a in zip(batch, answers))
+            batch.clear()
+
+        for r in records:
+            batch.append(r)
+            if len(batch) == chunk_size:
+                flush()
+        if batch:
+            flush()
+    with atomic_output(output) as f:
+        if output.endswith(".json"):
+            if any(i is None for i, _ in rows):
+                raise WellreadError("a .json output maps ids to answers: the inputs need an id field", field="output")
+            f.write(json.dumps({str(i): a["answer"] for i, a in rows}, ensure_ascii=False))
+        else:
+            for i, a in rows:
+                f.write(json.dumps(({"id": i} if i is not None else {}) | a, ensure_ascii=False) + "\n")
+    seconds = time.perf_counter() - t0
+    return {"inputs": len(rows), "seconds": seconds, "inputs_per_s": len(rows) / max(seconds, 1e-9)}
+
+
+# Built-in check inputs for the export: short and long contexts (one needing several windows).
+CHECK_QA = [
+    ("Which team won Super Bowl 50?", "Super Bowl 50 was an American football game. The Denver Broncos defeated the "
+     "Carolina Panthers 24-10 to earn their third Super Bowl title."),
+    ("Where is the treasure?", " ".join(["The old village has narrow streets, a market square and a church."] * 60)
+     + " The treasure is buried under the old oak tree by the river."),
+    ("When was the university founded?", "The university was founded in 1851 and admitted its first students two "
+     "years later; its library holds four million volumes."),
+    ("What colour is the sky?", "On a clear day the sky over the plains is a deep blue, turning orange at dusk."),
+    ("Who wrote the report?", "The committee, chaired by Dr. Ana Lima, published its report after the hearings."),
+]
+
+
+def export_qa_onnx(model_dir: str | Path, out: str | Path, *, int8: bool = False, opset: int = 17,
+                   overwrite: bool = False) -> dict:
+    """``wellread export`` for a QA model: model.onnx (start_logits, end_logits) and model.int8.onnx.
+
+    Checked against PyTorch on the built-in (question, context) pairs, all windows: an fp32 export
+    whose per-window start/end probabilities differ by more than 1e-4 is an error and nothing is
+    written; ``label_agreement`` is the share of questions given the same answer text.
+    """
+    import shutil
+    import warnings
+
+    import onnx
+
+    from wellread.infer.onnx import EXPORT_FILES, FP32_TOLERANCE, INT8_OPS, _quantize
+    from wellread.infer.predictor import INPUT_NAMES
+    from wellread.io import atomic_directory, atomic_write_json, check_output_dir
+    from wellread.tokenization import TOKENIZER_FILES
+
+    path = model_directory(model_dir)
+    out = check_output_dir(out, overwrite=overwrite, allowed=EXPORT_FILES)
+    reference = QAPredictor(path)
+    examples = [squad.QAExample(str(i), q, c, (), False, 0) for i, (q, c) in enumerate(CHECK_QA)]
+    qf = squad.preprocess(reference.tok, examples, **reference.windows)
+    example = collate(qf.feats, np.arange(min(3, len(qf))), reference.pad_id)
+
+    class StartEnd(torch.nn.Module):
+        def __init__(self, model) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids, attention_mask, token_type_ids):
+            o = self.model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+            return o.start_logits, o.end_logits
+
+    with atomic_directory(out) as tmp:
+        wrapper = StartEnd(reference.model).eval()
+        axes = {k: {0: "batch", 1: "sequence"} for k in (*INPUT_NAMES, *START_END)}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(wrapper, tuple(example[k] for k in INPUT_NAMES), str(tmp / "model.onnx"), dynamo=False,
+                              input_names=list(INPUT_NAMES), output_names=list(START_END), dynamic_axes=axes,
+                              opset_version=opset, do_constant_folding=True)
+        onnx.checker.check_model(str(tmp / "model.onnx"))
+        if int8:
+            _quantize(tmp / "model.onnx", tmp / "model.int8.onnx")
+        shutil.copy2(path / "config.json", tmp / "config.json")
+        for name in TOKENIZER_FILES:
+            if (path / name).is_file():
+                shutil.copy2(path / name, tmp / name)
+        ref_s, ref_e = _spans(reference._call, qf, reference.pad_id, 16384)
+        ref_answers = reference.predictions(examples).text
+        checks = {}
+        for backend in ("onnx", "onnx-int8") if int8 else ("onnx",):
+            other = QAPredictor(tmp, backend=backend)
+            s, e = _spans(other._call, qf, other.pad_id, 16384)
+            diff = max(_window_prob_diff(qf, ref_s, s), _window_prob_diff(qf, ref_e, e))
+            answers = other.predictions(examples).text
+            same = np.mean([answers[k] == ref_answers[k] for k in ref_answers])
+            checks[backend] = {"n": len(examples), "windows": len(qf), "max_abs_diff_probability": diff,
+                               "label_agreement": float(same)}
+        if checks["onnx"]["max_abs_diff_probability"] > FP32_TOLERANCE:
+            raise WellreadError(f"the ONNX export disagrees with PyTorch (max difference "
+                                f"{checks['onnx']['max_abs_diff_probability']:.2e} > {FP32_TOLERANCE:g}); nothing "
+                                "written", file=out)
+        files = {f.name: f.stat().st_size for f in sorted(tmp.iterdir())}
+        record = {"model": str(path), "task": "question-answering", "exporter": "torch.onnx.export (dynamo=False)",
+                  "opset": opset, "graph": "the transformers forward", "inputs": list(INPUT_NAMES),
+                  "outputs": list(START_END), "dynamic_axes": ["batch", "sequence"],
+                  "int8": {"method": "onnxruntime.quantization.quantize_dynamic", "weight_type": "QInt8",
+                           "op_types_to_quantize": INT8_OPS} if int8 else None,
+                  "check": {"reference": "PyTorch (the same weights)", **checks}, "files": files}
+        atomic_write_json(tmp / "export.json", record)
+    if int8 and checks["onnx-int8"]["label_agreement"] < 0.95:
+        print(f"note: the int8 model gives PyTorch's answer on only {checks['onnx-int8']['label_agreement']:.0%} of "
+              "the check questions", file=sys.stderr)
+    return record
+
+
+def _window_prob_diff(qf: squad.QAFeatures, a: np.ndarray, b: np.ndarray) -> float:
+    """Largest difference of the per-window softmax probabilities of two flat logit arrays."""
+    worst = 0.0
+    for f in range(len(qf)):
+        lo, hi = qf.feats.offsets[f], qf.feats.offsets[f + 1]
+        pa, pb = np.exp(a[lo:hi] - a[lo:hi].max()), np.exp(b[lo:hi] - b[lo:hi].max())
+        worst = max(worst, float(np.abs(pa / pa.sum() - pb / pb.sum()).max()))
+    return worst
