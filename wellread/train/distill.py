@@ -48,7 +48,8 @@ MAX_UNK_RATE = 0.05  # a vocabulary that maps more of the text than this to [UNK
 class DistillConfig(TrainConfig):
     teacher: str = field(help="the teacher: a sequence-classification model directory (HF layout) trained for the task")
     student: str = field(help="the student: a pre-trained model directory, or one of the 24 names with --random-init")
-    task: str = field(help="GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli")
+    task: str = field(help="GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli; squad or squad_v2 "
+                           "(the teacher's start/end logits per window)")
     data_dir: Path = field(help="the GLUE root (holding <TASK>/ folders), a task folder, or a HF datasets copy")
     out: Path = field(help="the run directory (model/, results.json, metrics.jsonl; finetune/ with --then-finetune)")
     transfer: list[Path] = field(default_factory=list, help="unlabelled transfer text: .txt/.tsv/.gz (one input a "
@@ -69,6 +70,12 @@ class DistillConfig(TrainConfig):
     vocab: Path | None = field(None, help="vocabulary for --random-init (default: the standard uncased BERT vocab)")
     dropout: float | None = field(None, help="override the student's dropout (hidden and attention)")
     overwrite: bool = field(False, help="start over in an existing run directory")
+    # extractive QA (squad, squad_v2): the student's windows and the split, as in finetune
+    max_seq_length: int = field(384, help="QA: tokens per window, question included (Google: 384)")
+    doc_stride: int = field(128, help="QA: windows of a long context start this many tokens apart (Google: 128)")
+    max_query_length: int = field(64, help="QA: questions are cut to this many tokens (Google: 64)")
+    train_articles: int | None = field(None, help="QA without the official train file: the first N articles of the "
+                                                  "dev file are the training questions, the rest are held out")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -481,6 +488,12 @@ def prepare_labels(cfg: DistillConfig, transfer: TransferSet | None = None) -> T
 
 def distill(cfg: DistillConfig) -> dict:
     """Distil the teacher into the student (and fine-tune it after, with then_finetune); results.json's content."""
+    from wellread.data.squad import is_qa_task
+
+    if is_qa_task(cfg.task):
+        from wellread.train.qa_distill import distill_qa
+
+        return distill_qa(cfg)
     spec = get_task(cfg.task)
     if spec.evaluate_with is not None:
         raise WellreadError(f"{spec.name} is evaluation-only; distil on {spec.evaluate_with} instead", field="task")

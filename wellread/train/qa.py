@@ -130,6 +130,7 @@ class QAObjective:
             batch = collate(self.train.feats, part, self.pad_id)
             batch["start_positions"] = torch.from_numpy(self.train.start_positions[part])
             batch["end_positions"] = torch.from_numpy(self.train.end_positions[part])
+            batch["index"] = part  # the windows' numbers (distillation looks up the teacher's logits)
             yield batch
 
     def counts(self, batch: dict) -> dict[str, float]:
