@@ -34,7 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cells", type=int, default=20)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    from wellread.data.tasks import get_task, read_split
+    from wellread.data.task_files import read_split
+    from wellread.data.tasks import get_task
     from wellread.train.distill import TransferSet, label_transfer
 
     spec = get_task("sst2")

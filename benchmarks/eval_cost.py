@@ -11,7 +11,7 @@ import time
 
 import torch
 
-from wellread.data.corpus import load_corpus
+from wellread.data.shards import load_corpus
 from wellread.train import pretrain as pt
 
 

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import torch
 
-from wellread.data.tasks import get_task, read_split
+from wellread.data.task_files import read_split
+from wellread.data.tasks import get_task
 from wellread.eval.metrics import compute_metrics
 from wellread.train.finetune import FinetuneConfig, finetune
 
@@ -98,10 +99,12 @@ def main() -> None:
         if a.model:  # a pre-trained model directory: both start from its encoder
             init = Path(a.model)
         else:  # both start from the very same random weights: a random Tiny saved by wellread
-            from wellread import modeling, tokenization, zoo
+            from wellread import tokenization
+            from wellread.modeling import zoo
+            from wellread.modeling.models import init_model, save_model
 
             tok = tokenization.load_tokenizer(tokenization.STANDARD_VOCAB)
-            init = modeling.save_model(modeling.init_model(zoo.get("tiny"), tok, seed=0), tok, tmp / "init")
+            init = save_model(init_model(zoo.get("tiny"), tok, seed=0), tok, tmp / "init")
         t0 = time.perf_counter()
         ours = finetune(FinetuneConfig(model=str(init), out=tmp / "ours", **common))
         ours_wall = time.perf_counter() - t0

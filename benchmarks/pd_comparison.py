@@ -27,8 +27,8 @@ import sys
 import time
 from pathlib import Path
 
-from wellread.eval.metrics import task_score
-from wellread.train.grid import GridConfig, cell_score, run_grid
+from wellread.eval.metrics import cell_score, task_score
+from wellread.train.grid import GridConfig, run_grid
 
 DEFAULTS = {  # task -> grid and distillation settings (see docs/distillation.md for why)
     "stsb": {"batch_sizes": "32", "learning_rates": "3e-4,1e-4", "augment": 2, "pd_epochs": 4},

@@ -13,7 +13,7 @@ import argparse
 import json
 from pathlib import Path
 
-from wellread.plots import read_metrics, save_png
+from wellread.report.plots import read_metrics, save_png
 
 
 def run_curve(run: Path) -> list[tuple[float, float, float, float | None]]:

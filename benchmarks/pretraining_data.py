@@ -49,8 +49,8 @@ def main() -> None:
 
         import torch
 
-        from wellread.data.corpus import load_corpus
         from wellread.data.pretraining import PretrainingDataset
+        from wellread.data.shards import load_corpus
         from wellread.tokenization import load_tokenizer
 
         torch.set_num_threads(1)

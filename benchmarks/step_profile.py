@@ -19,9 +19,9 @@ import torch
 
 
 def pretrain_steps(a):
-    from wellread.data.corpus import load_corpus
+    from wellread.data.shards import load_corpus
+    from wellread.modeling.dropout import use_fast_dropout
     from wellread.tokenization import vocab_hash
-    from wellread.train.dropout import use_fast_dropout
     from wellread.train.pretrain import PretrainConfig, PretrainObjective, build_model
 
     cfg = PretrainConfig(model=a.model, data=Path(a.data), out=Path("unused"), objective="mlm", batch_size=a.batch,
@@ -47,8 +47,8 @@ def pretrain_steps(a):
 
 def finetune_steps(a):
     from wellread.data.tasks import get_task
+    from wellread.modeling.dropout import use_fast_dropout
     from wellread.tokenization import PAD
-    from wellread.train.dropout import use_fast_dropout
     from wellread.train.finetune import ClassificationObjective, FinetuneConfig, build_model, load_labelled
     from wellread.train.loop import configure_optimizer
     from wellread.train.sparse_rows import RowSparseGrads
@@ -103,7 +103,7 @@ def ab(a, step, batches) -> None:
     against the whole layer (pre-training)."""
     import statistics
 
-    from wellread.train import dropout, pretrain
+    from wellread.modeling import dropout, heads
 
     current = dropout.keep_mask
     times: dict[str, list[float]] = {"wellread": [], "previous": []}
@@ -115,12 +115,12 @@ def ab(a, step, batches) -> None:
             dropout.FUSED_ATTENTION = name == "wellread"
             dropout.keep_mask = current if name == "wellread" else keep_mask_mt
         else:
-            pretrain.SPARSE_LAST_LAYER = name == "wellread"
+            heads.SPARSE_LAST_LAYER = name == "wellread"
         t = time.perf_counter()
         for b in batches[10:10 + a.steps]:
             step(b)
         times[name].append((time.perf_counter() - t) / a.steps * 1000)
-    dropout.FUSED_ATTENTION, dropout.keep_mask, pretrain.SPARSE_LAST_LAYER = True, current, True
+    dropout.FUSED_ATTENTION, dropout.keep_mask, heads.SPARSE_LAST_LAYER = True, current, True
     med = {k: statistics.median(v) for k, v in times.items()}
     for k, v in times.items():
         print(f"{k}: median {med[k]:.1f} ms/step over {len(v)} blocks of {a.steps} steps ({', '.join(f'{x:.0f}' for x in v)})")

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
-from wellread.data.tasks import read_split
+from wellread.data.task_files import read_split
 from wellread.tokenization import load_tokenizer
 
 

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from wellread.data.corpus import load_corpus
 from wellread.data.masking import shuffle_context
 from wellread.data.pretraining import PretrainingDataset, split_documents
+from wellread.data.shards import load_corpus
 from wellread.tokenization import load_tokenizer
 
 

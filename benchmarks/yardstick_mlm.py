@@ -49,8 +49,8 @@ def main() -> None:
     from transformers import BertForMaskedLM
     from transformers.utils import logging as hf_logging
 
-    from wellread import zoo
-    from wellread.data.corpus import load_corpus
+    from wellread.data.shards import load_corpus
+    from wellread.modeling import zoo
     from wellread.tokenization import vocab_hash
     from wellread.train.loop import lr_factor
     from wellread.train.pretrain import PretrainConfig, PretrainObjective, build_model

@@ -64,11 +64,12 @@ def tiny_test_vocab(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def small_model_dir(tmp_path_factory, std_vocab) -> Path:
     """A random BertForPreTraining (2 layers, H=32, 2 heads) on the standard vocab, saved as a model dir."""
-    from wellread import modeling, tokenization
+    from wellread import tokenization
+    from wellread.modeling.models import init_model, save_model
 
     tok = tokenization.load_tokenizer(std_vocab)
-    model = modeling.init_model("tiny", tok, seed=0, hidden_size=32, num_attention_heads=2, intermediate_size=64)
-    return modeling.save_model(model, tok, tmp_path_factory.mktemp("m") / "small")
+    model = init_model("tiny", tok, seed=0, hidden_size=32, num_attention_heads=2, intermediate_size=64)
+    return save_model(model, tok, tmp_path_factory.mktemp("m") / "small")
 
 
 # --- a toy recipe (tests/test_recipe.py, tests/test_report.py) -------------------------------------

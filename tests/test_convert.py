@@ -14,8 +14,10 @@ import numpy as np
 import pytest
 import torch
 
-from wellread import cli, convert, modeling
+from wellread import cli
 from wellread.errors import WellreadError
+from wellread.modeling import convert
+from wellread.modeling.models import load_model, read_weights
 
 FIXTURE = Path(__file__).parent / "fixtures" / "tf_bert"
 MAKER = Path(__file__).parent / "fixtures" / "make_tf_checkpoint.py"
@@ -83,7 +85,7 @@ def test_tf1_checkpoint_converts_to_the_source_models_outputs(converted):
     np.testing.assert_allclose(res.seq_relationship_logits[0].numpy(), expected("nsp_logits"), rtol=0, atol=1e-6)
     # The encoder alone through transformers' BertModel, and through our strict loader, agree too.
     base = BertModel.from_pretrained(out).eval()
-    ours = modeling.load_model(out, "base")
+    ours = load_model(out, "base")
     with torch.no_grad():
         for m in (base, ours):
             states = torch.stack(m(**fixture_inputs(), output_hidden_states=True).hidden_states)[:, 0]
@@ -178,11 +180,11 @@ def test_a_tensor_that_is_neither_weight_nor_optimizer_state_is_refused(tmp_path
 
 
 def test_converts_from_a_zip_also_with_a_top_folder(tmp_path: Path, converted):
-    ref = modeling.read_weights(converted[0])
+    ref = read_weights(converted[0])
     for i, folder in enumerate(("", "uncased_L-2_H-32_A-2/")):
         out = tmp_path / f"m{i}"
         convert.convert(make_zip(tmp_path / f"c{i}.zip", folder=folder), out)
-        got = modeling.read_weights(out)
+        got = read_weights(out)
         assert got.keys() == ref.keys() and all(torch.equal(got[k], ref[k]) for k in ref)
 
 

@@ -15,7 +15,9 @@ import numpy as np
 import pytest
 
 from tests.conftest import REPO, data_path
-from wellread.data.corpus import build_corpus, corpus_tokenizer, load_corpus, split_sentences
+from wellread.data.corpus import build_corpus, corpus_tokenizer
+from wellread.data.shards import load_corpus
+from wellread.data.text import split_sentences
 from wellread.errors import WellreadError
 from wellread.tokenization import load_tokenizer, vocab_hash
 

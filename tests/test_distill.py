@@ -11,9 +11,10 @@ import torch
 import torch.nn.functional as F
 
 from tests.conftest import write_glue_slice
-from wellread import cli, modeling
+from wellread import cli
 from wellread.data.tasks import get_task
 from wellread.errors import WellreadError
+from wellread.modeling.models import load_classifier, save_model
 from wellread.train import distill as D
 from wellread.train.distill import DistillConfig, distillation_loss
 
@@ -30,7 +31,7 @@ def _teacher(src, task: str, out, seed: int = 0):
     from wellread.train.finetune import classifier_from_pretrained
 
     model = classifier_from_pretrained(src, get_task(task), seed=seed, new_head=True)
-    modeling.save_model(model, load_tokenizer(src), out, overwrite=True)
+    save_model(model, load_tokenizer(src), out, overwrite=True)
     return out
 
 
@@ -176,7 +177,7 @@ def test_distillation_moves_the_student_towards_the_teacher(small_stsb_teacher, 
     before = classifier_from_pretrained(student_src, get_task("stsb"), seed=0)
     err0 = np.mean((predict_logits(before, feats)[:, 0] - labels.logits[:, 0]) ** 2)
     D.distill(cfg)
-    after = modeling.load_classifier(cfg.out / "model")
+    after = load_classifier(cfg.out / "model")
     err1 = np.mean((predict_logits(after, feats)[:, 0] - labels.logits[:, 0]) ** 2)
     assert err1 < 0.5 * err0
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from wellread import modeling
-from wellread.train.dropout import fast_dropout, keep_mask, restore, use_fast_dropout
+from wellread.modeling.dropout import fast_dropout, keep_mask, restore, use_fast_dropout
+from wellread.modeling.models import load_model
 
 
 def test_drop_rate_scaling_and_gradient():
@@ -37,7 +37,7 @@ def test_rate_for_other_probabilities(p):
 
 
 def test_bert_with_fast_dropout_equals_transformers_without_dropout(small_model_dir):
-    net = modeling.load_model(small_model_dir, "base")
+    net = load_model(small_model_dir, "base")
     ids = torch.tensor([[2, 5, 9, 11, 3, 0, 0], [2, 7, 8, 4, 6, 10, 3]])
     mask = (ids != 0).long()
     with torch.no_grad():
@@ -57,7 +57,7 @@ def test_bert_with_fast_dropout_equals_transformers_without_dropout(small_model_
 
 
 def test_training_attention_masks_padding_as_transformers_does(small_model_dir):
-    net = modeling.load_model(small_model_dir, "base", hidden_dropout_prob=1e-9, attention_probs_dropout_prob=1e-9)
+    net = load_model(small_model_dir, "base", hidden_dropout_prob=1e-9, attention_probs_dropout_prob=1e-9)
     ids = torch.tensor([[2, 5, 9, 11, 3, 0, 0], [2, 7, 8, 4, 6, 10, 3]])
     mask = (ids != 0).long()
     with torch.no_grad():
@@ -71,7 +71,7 @@ def test_training_attention_masks_padding_as_transformers_does(small_model_dir):
 @pytest.mark.parametrize("mask_kind", ["none", "bool", "additive"])
 def test_fused_attention_core_equals_the_eager_composition(mask_kind):
     """Same dropout mask (same seed), same output and gradients as softmax(q kᵀ s + mask) -> dropout -> v."""
-    from wellread.train.dropout import _AttentionCore
+    from wellread.modeling.dropout import _AttentionCore
 
     b, s, h, d, p = 4, 48, 3, 16, 0.1
     g = torch.Generator().manual_seed(0)
@@ -106,7 +106,7 @@ def test_fused_attention_core_equals_the_eager_composition(mask_kind):
 
 def test_bert_trains_the_same_with_the_fused_attention(small_model_dir, monkeypatch):
     """A training step of a BERT (padding in the batch) with the fused core equals one with the eager path."""
-    from wellread.train import dropout
+    from wellread.modeling import dropout
 
     ids = torch.randint(5, 1000, (8, 64), generator=torch.Generator().manual_seed(1))
     ids[3, 40:] = 0
@@ -114,7 +114,7 @@ def test_bert_trains_the_same_with_the_fused_attention(small_model_dir, monkeypa
     results = []
     for fused in (True, False):
         monkeypatch.setattr(dropout, "FUSED_ATTENTION", fused)
-        net = modeling.load_model(small_model_dir, "base")
+        net = load_model(small_model_dir, "base")
         use_fast_dropout(net)
         net.train()
         torch.manual_seed(0)
@@ -134,8 +134,8 @@ def test_training_attention_adds_the_pretraining_scaffold_per_head(fused, mask_k
     """With the scaffold's [heads, S, S] bias on the config, training attention is softmax(q kᵀ s + mask + bias)."""
     from types import SimpleNamespace
 
-    from wellread.train import dropout
-    from wellread.train.pretrain import attention_scaffold
+    from wellread.experiments.cpu_aids import attention_scaffold
+    from wellread.modeling import dropout
 
     monkeypatch.setattr(dropout, "FUSED_ATTENTION", fused)
     b, s, h, d, p = 3, 80, 2, 16, 0.1  # 38,400 scores: our dropout's masks (smaller ones use PyTorch's)
@@ -160,10 +160,10 @@ def test_training_attention_adds_the_pretraining_scaffold_per_head(fused, mask_k
 
 
 def test_with_a_gpu_only_the_scaffold_keeps_our_attention(small_model_dir, monkeypatch):
-    from wellread.train.dropout import FastDropout, fast_cpu_dropout
+    from wellread.modeling.dropout import FastDropout, fast_cpu_dropout
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    net = modeling.load_model(small_model_dir, "base")
+    net = load_model(small_model_dir, "base")
     with fast_cpu_dropout(net):
         assert not hasattr(net.config, "_wellread_attention")
     with fast_cpu_dropout(net, attention=True):

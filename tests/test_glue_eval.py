@@ -121,7 +121,9 @@ def make_model(out: Path, task: str, pairs, *, id2label: dict[int, str] | None =
     """A random classifier for ``task`` (head rescaled on ``pairs`` so its outputs spread), saved in the HF layout."""
     from transformers import AutoTokenizer, BertForSequenceClassification
 
-    from wellread import modeling, tokenization, zoo
+    from wellread import tokenization
+    from wellread.modeling import zoo
+    from wellread.modeling.models import save_model
     from wellread.train.finetune import set_task_head
 
     tok = tokenization.load_tokenizer(tokenization.STANDARD_VOCAB)
@@ -133,7 +135,7 @@ def make_model(out: Path, task: str, pairs, *, id2label: dict[int, str] | None =
         config.label2id = {v: k for k, v in id2label.items()}
     torch.manual_seed(seed)
     model = BertForSequenceClassification(config).eval()
-    modeling.save_model(model, tok, out)
+    save_model(model, tok, out)
     hf_tok = AutoTokenizer.from_pretrained(out)
     enc = hf_tok([p[0] for p in pairs], None if pairs[0][1] is None else [p[1] for p in pairs],
                  truncation=True, max_length=128, padding=True, return_tensors="pt")
@@ -144,7 +146,7 @@ def make_model(out: Path, task: str, pairs, *, id2label: dict[int, str] | None =
         target_mean, target_std = (2.5, 2.0) if config.num_labels == 1 else (0.0, 1.0)
         model.classifier.weight.mul_((target_std / std)[:, None])
         model.classifier.bias.copy_(target_mean + (model.classifier.bias - mean) * target_std / std)
-    return modeling.save_model(model, tok, out, overwrite=True)
+    return save_model(model, tok, out, overwrite=True)
 
 
 def split_pairs(path: Path, a: str, b: str | None) -> list[tuple[str, str | None]]:

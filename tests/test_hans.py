@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from wellread.data.tasks import Example, get_task, read_split
+from wellread.data.task_files import read_split
+from wellread.data.tasks import Example, get_task
 from wellread.errors import WellreadError
 from wellread.eval.hans import hans_report, to_two_way
 from wellread.eval.metrics import compute_metrics

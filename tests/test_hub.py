@@ -19,8 +19,10 @@ import numpy as np
 import pytest
 import torch
 
-from wellread import cli, convert, hub, modeling, zoo
+from wellread import cli, hub
 from wellread.errors import WellreadError
+from wellread.modeling import convert, zoo
+from wellread.modeling.models import load_model, read_weights
 
 FIXTURE = Path(__file__).parent / "fixtures" / "tf_bert"
 CKPT_FILES = ("bert_config.json", "vocab.txt", "bert_model.ckpt.index", "bert_model.ckpt.data-00000-of-00001")
@@ -106,7 +108,7 @@ def server(monkeypatch):
 
 def assert_is_fixture_model(path: Path) -> None:
     """The model directory holds the fixture's weights: it computes the source model's hidden states."""
-    model = modeling.load_model(path, "base")
+    model = load_model(path, "base")
     ids = torch.from_numpy(np.load(FIXTURE / "input_ids.npy")).long()
     types = torch.from_numpy(np.load(FIXTURE / "token_type_ids.npy")).long()
     with torch.no_grad():
@@ -239,7 +241,7 @@ def serve_hub(server, hf_dir: Path, hub_id: str, *, weights: str = "model.safete
         server.files[f"/{hub_id}/resolve/main/model.safetensors"] = (hf_dir / "model.safetensors").read_bytes()
     else:
         buf = io.BytesIO()
-        torch.save(modeling.read_weights(hf_dir), buf)
+        torch.save(read_weights(hf_dir), buf)
         server.files[f"/{hub_id}/resolve/main/pytorch_model.bin"] = buf.getvalue()
 
 

@@ -77,15 +77,15 @@ def stsb_model(sst2_model, tmp_path_factory) -> Path:
     import torch
     from transformers import BertForSequenceClassification
 
-    from wellread import modeling
     from wellread.data.tasks import get_task
+    from wellread.modeling.models import read_config, read_weights, save_model
     from wellread.tokenization import load_tokenizer
     from wellread.train.finetune import set_task_head
 
     src = sst2_model[0]
-    config = modeling.read_config(src)
+    config = read_config(src)
     set_task_head(config, get_task("stsb"))
-    state = modeling.read_weights(src)
+    state = read_weights(src)
     w, b = state.pop("classifier.weight"), state.pop("classifier.bias")
     model = BertForSequenceClassification(config)
     missing = model.load_state_dict(state, strict=False).missing_keys
@@ -93,7 +93,7 @@ def stsb_model(sst2_model, tmp_path_factory) -> Path:
     with torch.no_grad():
         model.classifier.weight.copy_((w[1] - w[0])[None])
         model.classifier.bias.copy_((b[1] - b[0])[None])
-    return modeling.save_model(model.eval(), load_tokenizer(src), tmp_path_factory.mktemp("stsb") / "model")
+    return save_model(model.eval(), load_tokenizer(src), tmp_path_factory.mktemp("stsb") / "model")
 
 
 @pytest.fixture(scope="session")

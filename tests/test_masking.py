@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tests.test_corpus import real_lines
-from wellread.data.corpus import build_corpus, load_corpus
+from wellread.data.corpus import build_corpus
 from wellread.data.masking import (
     MaskingCollator,
     continuation_table,
@@ -18,6 +18,7 @@ from wellread.data.masking import (
     truncate_seq_pair,
 )
 from wellread.data.pretraining import PretrainingDataset, StaticPretrainingDataset, make_instances, split_documents
+from wellread.data.shards import load_corpus
 from wellread.errors import WellreadError
 from wellread.tokenization import load_tokenizer, vocab_list
 

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from tests.conftest import data_path
-from wellread import modeling, tokenization
+from wellread import tokenization
 from wellread.errors import WellreadError
+from wellread.modeling import models
 
 
 def sst2_dev_sentences(n: int = 32) -> list[str]:
@@ -35,7 +36,7 @@ def _batch(tok, sentences):
 def test_our_loader_gives_transformers_hidden_states_on_real_minilm_weights(minilm_dir):
     from transformers import AutoModel
 
-    ours, tok = modeling.load_pretrained(minilm_dir)
+    ours, tok = models.load_pretrained(minilm_dir)
     ref = AutoModel.from_pretrained(minilm_dir).eval()
     batch = _batch(tok, sst2_dev_sentences())
     with torch.no_grad():
@@ -46,9 +47,9 @@ def test_our_loader_gives_transformers_hidden_states_on_real_minilm_weights(mini
 
 
 def test_saving_minilm_with_our_writer_and_reloading_is_exact(minilm_dir, tmp_path):
-    model, tok = modeling.load_pretrained(minilm_dir)
-    out = modeling.save_model(model, tok, tmp_path / "minilm")
-    again, tok2 = modeling.load_pretrained(out)
+    model, tok = models.load_pretrained(minilm_dir)
+    out = models.save_model(model, tok, tmp_path / "minilm")
+    again, tok2 = models.load_pretrained(out)
     a, b = model.state_dict(), again.state_dict()
     assert a.keys() == b.keys()
     for k in a:
@@ -59,7 +60,7 @@ def test_saving_minilm_with_our_writer_and_reloading_is_exact(minilm_dir, tmp_pa
 def test_init_writes_the_hf_layout_that_transformers_loads_without_missing_weights(std_tokenizer, tmp_path):
     from transformers import AutoModel, AutoModelForMaskedLM, AutoTokenizer, BertForPreTraining
 
-    out = modeling.save_model(modeling.init_model("tiny", std_tokenizer, seed=3), std_tokenizer, tmp_path / "tiny")
+    out = models.save_model(models.init_model("tiny", std_tokenizer, seed=3), std_tokenizer, tmp_path / "tiny")
     assert {p.name for p in out.iterdir()} >= {"config.json", "model.safetensors", "vocab.txt", "tokenizer.json",
                                                 "tokenizer_config.json", "special_tokens_map.json"}
     cfg = json.loads((out / "config.json").read_text())
@@ -76,7 +77,7 @@ def test_the_same_seed_gives_the_same_weights_bit_for_bit(tiny_test_vocab, tmp_p
     tok = tokenization.load_tokenizer(tiny_test_vocab)
     digests = []
     for i, seed in enumerate((7, 7, 8)):
-        out = modeling.save_model(modeling.init_model("L-2_H-128", tok, seed=seed), tok, tmp_path / f"m{i}")
+        out = models.save_model(models.init_model("L-2_H-128", tok, seed=seed), tok, tmp_path / f"m{i}")
         digests.append(hashlib.sha256((out / "model.safetensors").read_bytes()).hexdigest())
     assert digests[0] == digests[1] != digests[2]
 
@@ -85,29 +86,29 @@ def test_a_missing_or_mis_shaped_weight_is_an_error_not_a_random_init(tiny_test_
     from safetensors.torch import load_file, save_file
 
     tok = tokenization.load_tokenizer(tiny_test_vocab)
-    out = modeling.save_model(modeling.init_model("tiny", tok), tok, tmp_path / "m")
+    out = models.save_model(models.init_model("tiny", tok), tok, tmp_path / "m")
     state = load_file(out / "model.safetensors")
     dropped = {k: v for k, v in state.items() if "layer.1.output.dense.weight" not in k}
     save_file(dropped, out / "model.safetensors", metadata={"format": "pt"})
     with pytest.raises(WellreadError, match="missing.*layer.1.output.dense.weight"):
-        modeling.load_model(out)
+        models.load_model(out)
     state["bert.pooler.dense.weight"] = torch.zeros(128, 64)
     save_file(state, out / "model.safetensors", metadata={"format": "pt"})
     with pytest.raises(WellreadError, match=r"pooler.dense.weight has shape \(128, 64\)"):
-        modeling.load_model(out)
+        models.load_model(out)
 
 
 def test_a_failed_save_leaves_the_previous_model_untouched(tiny_test_vocab, tmp_path, monkeypatch):
     tok = tokenization.load_tokenizer(tiny_test_vocab)
-    out = modeling.save_model(modeling.init_model("tiny", tok, seed=1), tok, tmp_path / "m")
+    out = models.save_model(models.init_model("tiny", tok, seed=1), tok, tmp_path / "m")
     before = {p.name: p.read_bytes() for p in out.iterdir()}
 
     def boom(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(modeling, "write_tokenizer_files", boom)
+    monkeypatch.setattr(models, "write_tokenizer_files", boom)
     with pytest.raises(OSError):
-        modeling.save_model(modeling.init_model("tiny", tok, seed=2), tok, out, overwrite=True)
+        models.save_model(models.init_model("tiny", tok, seed=2), tok, out, overwrite=True)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert [p.name for p in tmp_path.iterdir()] == ["m"], "no temporary directory is left behind"
 
@@ -116,12 +117,12 @@ def test_an_output_directory_with_other_content_is_refused(tiny_test_vocab, tmp_
     tok = tokenization.load_tokenizer(tiny_test_vocab)
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(WellreadError, match="holds other content"):
-        modeling.save_model(modeling.init_model("tiny", tok), tok, tmp_path)
+        models.save_model(models.init_model("tiny", tok), tok, tmp_path)
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
 
 
 def test_sinusoidal_positions_are_the_transformer_table_at_bert_init_spread():
-    t = modeling.sinusoidal_positions(512, 128, 0.02)
+    t = models.sinusoidal_positions(512, 128, 0.02)
     assert t.shape == (512, 128) and t.dtype == torch.float32
     assert abs(t.std().item() - 0.02) < 1e-6
     assert t[0, 0].item() == 0.0 and t[0, 1].item() > 0
@@ -138,16 +139,16 @@ def test_sinusoidal_positions_are_the_transformer_table_at_bert_init_spread():
 def test_init_model_starts_position_embeddings_from_the_table_and_only_them(std_tokenizer, tmp_path):
     from transformers import BertForMaskedLM
 
-    plain = modeling.init_model("tiny", std_tokenizer, seed=4)
-    sin = modeling.init_model("tiny", std_tokenizer, seed=4, position_init="sinusoidal")
-    table = modeling.sinusoidal_positions(512, 128, plain.config.initializer_range)
+    plain = models.init_model("tiny", std_tokenizer, seed=4)
+    sin = models.init_model("tiny", std_tokenizer, seed=4, position_init="sinusoidal")
+    table = models.sinusoidal_positions(512, 128, plain.config.initializer_range)
     for (k, a), (_, b) in zip(plain.state_dict().items(), sin.state_dict().items()):
         if k.endswith("position_embeddings.weight"):
             assert torch.equal(b, table) and not torch.equal(a, b)
         else:
             assert torch.equal(a, b), k
-    out = modeling.save_model(sin, std_tokenizer, tmp_path / "m")
+    out = models.save_model(sin, std_tokenizer, tmp_path / "m")
     loaded = BertForMaskedLM.from_pretrained(out)
     assert torch.equal(loaded.bert.embeddings.position_embeddings.weight, table)
     with pytest.raises(WellreadError, match="sinusoidal"):
-        modeling.init_model("tiny", std_tokenizer, position_init="rope")
+        models.init_model("tiny", std_tokenizer, position_init="rope")

@@ -8,9 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from wellread import modeling, tokenization
-from wellread.data.corpus import build_corpus, load_corpus
+from wellread import tokenization
+from wellread.data.corpus import build_corpus
+from wellread.data.shards import load_corpus
 from wellread.errors import WellreadError
+from wellread.experiments import cpu_aids
+from wellread.modeling import heads
+from wellread.modeling.models import init_model, load_model
 from wellread.train import pretrain as pt
 from wellread.train.pretrain import PretrainConfig, PretrainObjective, pretrain
 
@@ -111,7 +115,7 @@ def test_short_run_writes_a_fill_mask_model_and_learns(small_model, shards, tmp_
 
     hf, info = BertForMaskedLM.from_pretrained(out / "model", output_loading_info=True)
     assert not info["missing_keys"], info
-    ours = modeling.load_model(out / "model", "pretraining")
+    ours = load_model(out / "model", "pretraining")
     torch.testing.assert_close(hf.cls.predictions.decoder.weight, ours.bert.embeddings.word_embeddings.weight)
     fill = pipeline("fill-mask", model=str(out / "model"))
     answers = fill("and god said , let there be [MASK] .")
@@ -133,7 +137,7 @@ def test_dropout_override_is_for_training_only(small_model, shards, tmp_path):
     pretrain(cfg(small_model, shards, out, dropout=0.0, max_steps=2, objective="mlm"))
     saved = json.loads((out / "model" / "config.json").read_text())
     assert saved["hidden_dropout_prob"] == saved["attention_probs_dropout_prob"] == 0.1
-    assert set(m.p for m in modeling.load_model(out / "model", "pretraining").modules()
+    assert set(m.p for m in load_model(out / "model", "pretraining").modules()
                if isinstance(m, torch.nn.Dropout)) == {0.1}
 
 
@@ -266,7 +270,7 @@ def test_masked_lm_loss_equals_cross_entropy(bf16):
         h, w, b = (t.clone().requires_grad_() for t in (h0, w0, b0))
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             if fused:
-                loss, hits = pt.MaskedLMLoss.apply(h, w, b, labels)
+                loss, hits = heads.MaskedLMLoss.apply(h, w, b, labels)
                 correct = hits.sum()
             else:
                 logits = torch.nn.functional.linear(h, w, b).float()
@@ -293,31 +297,31 @@ def test_masked_lm_loss_reuses_its_array_only_when_free():
         torch.nn.functional.cross_entropy(torch.nn.functional.linear(h, w, b), labels, reduction="sum").backward()
         want.append((h.grad, w.grad, b.grad))
     leaves = [[t.clone().requires_grad_() for t in (h0, w0, b0)] for _ in batches]
-    losses = [pt.MaskedLMLoss.apply(*leaf, labels)[0] for leaf, labels in zip(leaves, batches)]  # both alive
+    losses = [heads.MaskedLMLoss.apply(*leaf, labels)[0] for leaf, labels in zip(leaves, batches)]  # both alive
     for loss in reversed(losses):
         loss.backward()
     for leaf, grads in zip(leaves, want):
         for t, expected in zip(leaf, grads):
             torch.testing.assert_close(t.grad, expected, rtol=1e-5, atol=1e-5)
     h, w, b = leaves[0]
-    first = pt._SCRATCH.take(30, 3000, h.device)  # free again after the backward passes: the same array
-    assert first.data_ptr() == pt._SCRATCH.take(30, 3000, h.device).data_ptr()
+    first = heads._SCRATCH.take(30, 3000, h.device)  # free again after the backward passes: the same array
+    assert first.data_ptr() == heads._SCRATCH.take(30, 3000, h.device).data_ptr()
     with torch.no_grad():
-        loss, _ = pt.MaskedLMLoss.apply(h, w, b, batches[0])  # evaluation: borrows and returns it at once
+        loss, _ = heads.MaskedLMLoss.apply(h, w, b, batches[0])  # evaluation: borrows and returns it at once
     torch.testing.assert_close(loss, losses[0].detach())
-    assert pt._SCRATCH.take(30, 3000, h.device).data_ptr() == first.data_ptr()
+    assert heads._SCRATCH.take(30, 3000, h.device).data_ptr() == first.data_ptr()
     # a graph kept for a second backward after the array was lent again: autograd refuses, never wrong gradients
-    loss, _ = pt.MaskedLMLoss.apply(h, w, b, batches[0])
+    loss, _ = heads.MaskedLMLoss.apply(h, w, b, batches[0])
     loss.backward(retain_graph=True)
-    pt.MaskedLMLoss.apply(h, w, b, batches[1])
+    heads.MaskedLMLoss.apply(h, w, b, batches[1])
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         loss.backward()
 
 
 def test_unigram_output_bias_is_the_log_frequency_of_the_training_documents(shards, std_tokenizer):
-    from wellread.data.corpus import load_corpus
     from wellread.data.pretraining import split_documents
-    from wellread.train.pretrain import set_unigram_output_bias
+    from wellread.data.shards import load_corpus
+    from wellread.experiments.cpu_aids import set_unigram_output_bias
 
     corpus = load_corpus(shards)
     train_docs, held = split_documents(corpus.num_documents, 10)
@@ -326,7 +330,7 @@ def test_unigram_output_bias_is_the_log_frequency_of_the_training_documents(shar
         for i in corpus.document_ids(d).tolist():
             counts[i] += 1
     assert np.array_equal(corpus.token_counts(exclude=held), counts)
-    net = modeling.init_model("tiny", std_tokenizer, hidden_size=32, num_attention_heads=2, intermediate_size=64)
+    net = init_model("tiny", std_tokenizer, hidden_size=32, num_attention_heads=2, intermediate_size=64)
     set_unigram_output_bias(net, corpus, 10)
     bias = net.cls.predictions.bias.detach().double().numpy()
     expect = counts.copy()
@@ -359,7 +363,7 @@ def test_attention_scaffold_fades_and_stays_out_of_the_saved_model(small_model, 
     import json
 
     from wellread import cli
-    from wellread.train.dropout import SCAFFOLD_ATTR, fast_cpu_dropout
+    from wellread.modeling.dropout import SCAFFOLD_ATTR, fast_cpu_dropout
 
     c = cfg(small_model, shards, tmp_path / "o", objective="mlm", attention_scaffold=0.5)
     net, tok, _ = pt.build_model(c)
@@ -367,7 +371,7 @@ def test_attention_scaffold_fades_and_stays_out_of_the_saved_model(small_model, 
     obj.set_progress(0.0)
     full = getattr(net.config, SCAFFOLD_ATTR).clone()
     assert full[0, 3, 4] == -1.0 and full[1, 3, 5] == -1.0  # head h: -2^-h per place
-    first = pt.attention_scaffold(net.config, c.max_seq_length, heads=1)  # --scaffold-heads 1: head 0 only, head 1 free
+    first = cpu_aids.attention_scaffold(net.config, c.max_seq_length, heads=1)  # --scaffold-heads 1: head 0 only, head 1 free
     assert torch.equal(first[0], full[0]) and not first[1].any()
     ids = torch.randint(1000, 2000, (2, 32), generator=torch.Generator().manual_seed(0))
     with fast_cpu_dropout(net), torch.no_grad():  # the training forward sees the scaffold
@@ -443,9 +447,9 @@ def test_last_layer_on_the_wanted_rows_equals_the_full_layer(std_tokenizer, trai
     """The last layer run on a few rows (any order, sequences with padding, one sequence with none wanted)
     gives the full layer's output at those rows; in training with the attention scaffold too, and with a
     scaffold per sequence (copy pairs' alignment)."""
-    from wellread.train.dropout import SCAFFOLD_ATTR, fast_cpu_dropout
+    from wellread.modeling.dropout import SCAFFOLD_ATTR, fast_cpu_dropout
 
-    net = modeling.init_model("tiny", std_tokenizer, seed=0, hidden_size=64, num_attention_heads=4,
+    net = init_model("tiny", std_tokenizer, seed=0, hidden_size=64, num_attention_heads=4,
                               intermediate_size=128, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     g = torch.Generator().manual_seed(0)
     B, S = 4, 24
@@ -458,16 +462,16 @@ def test_last_layer_on_the_wanted_rows_equals_the_full_layer(std_tokenizer, trai
     with fast_cpu_dropout(net), torch.no_grad():
         net.train(bool(training))
         if training:
-            bias = pt.attention_scaffold(net.config, S, heads=3) * 0.7
+            bias = cpu_aids.attention_scaffold(net.config, S, heads=3) * 0.7
             if training == "per-sequence":
-                bias = bias[None] + pt.alignment_bias(torch.tensor([5, 0, 11, 2]), 4, S, 3.0)
+                bias = bias[None] + cpu_aids.alignment_bias(torch.tensor([5, 0, 11, 2]), 4, S, 3.0)
             setattr(net.config, SCAFFOLD_ATTR, bias)
         full = bert(input_ids=ids, attention_mask=mask).last_hidden_state.reshape(B * S, -1)[positions]
         hidden = bert.embeddings(input_ids=ids)
-        m = pt.create_bidirectional_mask(config=bert.config, inputs_embeds=hidden, attention_mask=mask)
+        m = heads.create_bidirectional_mask(config=bert.config, inputs_embeds=hidden, attention_mask=mask)
         for layer in bert.encoder.layer[:-1]:
             hidden = layer(hidden, m)
-        rows = pt.last_layer_rows(bert.encoder.layer[-1], hidden, mask, positions)
+        rows = heads.last_layer_rows(bert.encoder.layer[-1], hidden, mask, positions)
         if training:  # the scaffold matters here, so the rows must have taken their own places' penalty
             delattr(net.config, SCAFFOLD_ATTR)
             plain = bert(input_ids=ids, attention_mask=mask).last_hidden_state.reshape(B * S, -1)[positions]
@@ -495,7 +499,7 @@ def test_the_heads_last_layer_runs_on_the_masked_rows_only(small_model, shards, 
 
 
 def test_alignment_bias_raises_each_copy_tokens_twin_in_the_last_head():
-    bias = pt.alignment_bias(torch.tensor([3, 0, 1]), heads=2, length=9, value=5.0)
+    bias = cpu_aids.alignment_bias(torch.tensor([3, 0, 1]), heads=2, length=9, value=5.0)
     assert bias.shape == (3, 2, 9, 9) and not bias[:, 0].any() and not bias[1].any()
     # [CLS] a b c [SEP] a b c [SEP]: places 1-3 and 5-7 are twins
     twins = {(1, 5), (2, 6), (3, 7), (5, 1), (6, 2), (7, 3)}
@@ -511,7 +515,7 @@ def test_copy_pairs_train_with_the_alignment_scaffold_and_evaluate_as_every_run(
     import json
 
     from wellread import cli
-    from wellread.train.dropout import SCAFFOLD_ATTR
+    from wellread.modeling.dropout import SCAFFOLD_ATTR
 
     c = cfg(small_model, shards, tmp_path / "o", objective="mlm", attention_scaffold=0.5, copy_pairs=0.5)
     net, tok, _ = pt.build_model(c)
@@ -528,10 +532,10 @@ def test_copy_pairs_train_with_the_alignment_scaffold_and_evaluate_as_every_run(
     bias = seen[0]
     B, S = batch["input_ids"].shape
     assert bias.shape == (B, 2, S, S)
-    torch.testing.assert_close(bias[:, 0], (pt.attention_scaffold(net.config, S, heads=1)[0] * 0.5).expand(B, S, S))
+    torch.testing.assert_close(bias[:, 0], (cpu_aids.attention_scaffold(net.config, S, heads=1)[0] * 0.5).expand(B, S, S))
     i = int(batch["copy_length"].argmax())
     a = int(batch["copy_length"][i])
-    assert bias[i, 1, 1, a + 2] == pt.ALIGN_BIAS * 0.5 and bias[i, 1].count_nonzero() == 2 * a
+    assert bias[i, 1, 1, a + 2] == cpu_aids.ALIGN_BIAS * 0.5 and bias[i, 1].count_nonzero() == 2 * a
     assert not bias[batch["copy_length"] == 0, 1].any()
     held = next(iter(obj._eval_dataset(8)))
     assert "copy_length" not in held and not held["token_type_ids"].any()

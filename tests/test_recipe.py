@@ -41,7 +41,7 @@ def _rerun(root, out) -> str:
 def test_every_stage_leaves_a_run_directory_whose_models_load(toy_recipe):
     from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification, AutoTokenizer
 
-    from wellread.data.corpus import load_corpus
+    from wellread.data.shards import load_corpus
 
     root, out, stdout = toy_recipe
     markers = {p.stem: json.loads(p.read_text()) for p in (out / "stages").glob("*.json")}

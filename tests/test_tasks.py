@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from wellread.data.tasks import TASKS, Example, get_task, read_split, split_files
+from wellread.data.task_files import read_split, split_files
+from wellread.data.tasks import TASKS, Example, get_task
 from wellread.errors import WellreadError
 
 DATA = Path(os.environ.get("WELLREAD_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))

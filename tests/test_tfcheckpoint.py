@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from wellread import tfcheckpoint
 from wellread.errors import WellreadError
-from wellread.tfcheckpoint import CheckpointReader, list_variables, mask_crc, masked_crc32c, parse_proto
+from wellread.modeling import tfcheckpoint
+from wellread.modeling.tfcheckpoint import CheckpointReader, list_variables, mask_crc, masked_crc32c, parse_proto
 
 FIXTURE = Path(__file__).parent / "fixtures" / "tf_bert"
 INDEX = "bert_model.ckpt.index"

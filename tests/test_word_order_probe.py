@@ -8,10 +8,10 @@ from pathlib import Path
 
 import torch
 
-from wellread import modeling
-from wellread.data.corpus import load_corpus
 from wellread.data.masking import shuffle_context
 from wellread.data.pretraining import PretrainingDataset
+from wellread.data.shards import load_corpus
+from wellread.modeling.models import init_model, save_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,13 +57,13 @@ def test_probe_sees_no_order_in_a_model_without_positions_and_some_in_one_with(t
     unigram = torch.log(torch.full((corpus.vocab_size,), 1.0 / corpus.vocab_size))
     kw = dict(hidden_size=32, num_attention_heads=2, intermediate_size=64, hidden_dropout_prob=0.0,
               attention_probs_dropout_prob=0.0)
-    with_pos = modeling.init_model("tiny", std_tokenizer, seed=0, initializer_range=0.5, **kw)
-    without = modeling.init_model("tiny", std_tokenizer, seed=0, initializer_range=0.5, **kw)
+    with_pos = init_model("tiny", std_tokenizer, seed=0, initializer_range=0.5, **kw)
+    without = init_model("tiny", std_tokenizer, seed=0, initializer_range=0.5, **kw)
     with torch.no_grad():
         without.bert.embeddings.position_embeddings.weight.zero_()
     results = {}
     for name, net in (("with", with_pos), ("without", without)):
-        results[name] = probe.probe(modeling.save_model(net, std_tokenizer, tmp_path / name), batches,
+        results[name] = probe.probe(save_model(net, std_tokenizer, tmp_path / name), batches,
                                     corpus.special_ids, unigram)
     blind = results["without"]
     assert abs(blind["order shuffled"]["loss"] - blind["as is"]["loss"]) < 1e-4
@@ -80,7 +80,7 @@ def test_twin_attention_is_one_for_uniform_attention_and_counts_only_twins_in_b(
     spec = importlib.util.spec_from_file_location("stsb_overlap", ROOT / "benchmarks" / "stsb_overlap.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    net = modeling.init_model("tiny", std_tokenizer, seed=0, hidden_size=64, num_attention_heads=2, intermediate_size=128)
+    net = init_model("tiny", std_tokenizer, seed=0, hidden_size=64, num_attention_heads=2, intermediate_size=128)
     with torch.no_grad():
         for layer in net.bert.encoder.layer:
             for lin in (layer.attention.self.query, layer.attention.self.key):
@@ -90,7 +90,7 @@ def test_twin_attention_is_one_for_uniform_attention_and_counts_only_twins_in_b(
     b = ["a man plays the guitar .", "a dog sat on a log ."]
     from transformers import BertModel
 
-    path = modeling.save_model(net, std_tokenizer, tmp_path / "u")
+    path = save_model(net, std_tokenizer, tmp_path / "u")
     model = BertModel.from_pretrained(path, add_pooling_layer=False, attn_implementation="eager").eval()
     uniform = mod.twin_attention(model, std_tokenizer, a, b)
     assert uniform.shape == (2, 2)

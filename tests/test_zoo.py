@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from wellread import zoo
 from wellread.errors import WellreadError
+from wellread.modeling import zoo
 
 
 def test_there_are_24_miniatures_with_the_papers_shapes():

@@ -51,7 +51,7 @@ class ModelsConfig:
 
 @command("models", ModelsConfig, "list the 24 BERT miniatures (sizes, parameters, hub ids)")
 def _models(cfg: ModelsConfig) -> None:
-    from wellread import zoo
+    from wellread.modeling import zoo
 
     rows = zoo.table()
     if cfg.json:
@@ -87,12 +87,14 @@ class InitConfig:
 
 @command("init", InitConfig, "write a randomly initialised miniature in the Hugging Face layout")
 def _init(cfg: InitConfig) -> None:
-    from wellread import modeling, tokenization, zoo
+    from wellread import tokenization
+    from wellread.modeling import zoo
+    from wellread.modeling.models import init_model, save_model
 
     mini = zoo.get(cfg.model)
     tok = tokenization.load_tokenizer(cfg.vocab or tokenization.STANDARD_VOCAB)
-    model = modeling.init_model(mini, tok, seed=cfg.seed)
-    out = modeling.save_model(model, tok, cfg.out, overwrite=cfg.overwrite)
+    model = init_model(mini, tok, seed=cfg.seed)
+    out = save_model(model, tok, cfg.out, overwrite=cfg.overwrite)
     n = sum(p.numel() for p in model.bert.parameters())
     print(f"wrote {mini.name}{f' ({mini.alias})' if mini.alias else ''}: {n:,} encoder parameters, "
           f"vocab {tok.get_vocab_size():,} -> {out}")
@@ -222,7 +224,7 @@ class ConvertConfig:
 
 @command("convert", ConvertConfig, "convert a Google BERT TensorFlow checkpoint to the HF layout (no TensorFlow)")
 def _convert(cfg: ConvertConfig) -> None:
-    from wellread import convert
+    from wellread.modeling import convert
 
     r = convert.convert(cfg.checkpoint, cfg.out, vocab=cfg.vocab, overwrite=cfg.overwrite, check=cfg.check,
                         check_text=cfg.text)
@@ -367,9 +369,12 @@ def _grid_config():
 
 @command("grid", _grid_config, "the paper's grid (batch 8..128 x lr 3e-4..3e-5, 4 epochs) per task, best on dev")
 def _grid(cfg) -> None:
-    from wellread.train.grid import run_grid
+    from wellread.report.grid_tables import write_grid_report
+    from wellread.train.grid import check_complete, label, run_grid
 
     r = run_grid(cfg)
+    write_grid_report(r, cfg.out, label(cfg))
+    check_complete(r, cfg.out)
     for task, t in r["tasks"].items():
         b = t["best"]
         print(f"{task}: best bs{b['batch_size']} lr{b['lr']:g} dev {100 * b['score']:.1f} "

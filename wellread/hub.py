@@ -33,9 +33,9 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
-from wellread import zoo
 from wellread.errors import WellreadError
 from wellread.io import atomic_directory, atomic_write_json
+from wellread.modeling import zoo
 
 DEFAULT_CACHE = Path("~/.cache/wellread")
 HF_BASE = "https://huggingface.co"
@@ -256,7 +256,7 @@ def _warn(msg: str) -> None:
 
 
 def _convert_zip(zip_path: Path, url: str, out: Path, expect: zoo.Miniature | None) -> Path:
-    from wellread import convert
+    from wellread.modeling import convert
 
     _check_zip(zip_path, url)
     convert.convert(zip_path, out, overwrite=True)
@@ -289,7 +289,7 @@ def fetch_all_zip(*, cache: str | Path | None = None, offline: bool | None = Non
                   timeout: float = 30.0, sha256: str | None = None) -> list[Path]:
     """All 24 from ``all_bert_models.zip``: each checkpoint in it (also inside nested zips) is
     converted into ``models/<google name>`` by the sizes in its bert_config.json."""
-    from wellread import convert
+    from wellread.modeling import convert
 
     root = cache_dir(cache)
     outs = [root / "models" / m.google_name for m in zoo.MINIATURES]
@@ -326,7 +326,8 @@ def fetch_hub(hub_id: str, *, cache: str | Path | None = None, offline: bool | N
               timeout: float = 30.0) -> Path:
     """A hub model (config.json, model.safetensors or pytorch_model.bin, vocab.txt) assembled into
     ``hub/<owner--name>`` in the HF layout with safetensors weights, checked by a strict load."""
-    from wellread import modeling, tokenization
+    from wellread import tokenization
+    from wellread.modeling.models import load_model
 
     if not re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", hub_id) or ".." in hub_id:
         raise WellreadError(f"not a hub id: {hub_id!r} (expected owner/name)", field="model")
@@ -379,7 +380,7 @@ def fetch_hub(hub_id: str, *, cache: str | Path | None = None, offline: bool | N
         else:
             _bin_to_safetensors(weights, tmp / "model.safetensors")
         tokenization.write_tokenizer_files(tok, tmp)
-        model = modeling.load_model(tmp, "base")  # strict: every encoder weight present, shapes right
+        model = load_model(tmp, "base")  # strict: every encoder weight present, shapes right
         if model.config.vocab_size != tok.get_vocab_size(with_added_tokens=True):
             raise WellreadError(f"vocab.txt has {tok.get_vocab_size()} tokens but config.json says "
                                 f"{model.config.vocab_size}", file=vocab)

@@ -32,7 +32,7 @@ from wellread.tokenization import CLS, MASK, PAD, SEP, vocab_list
 
 
 class Documents(Protocol):
-    """What instance creation needs from a corpus (``wellread.data.corpus.Corpus`` is one)."""
+    """What instance creation needs from a corpus (``wellread.data.shards.Corpus`` is one)."""
 
     special_ids: dict[str, int]
 

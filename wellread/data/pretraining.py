@@ -32,7 +32,6 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 
-from wellread.data.corpus import Corpus
 from wellread.data.masking import (
     Instance,
     MaskingCollator,
@@ -40,6 +39,7 @@ from wellread.data.masking import (
     create_instances_from_document,
     create_masked_lm_predictions,
 )
+from wellread.data.shards import Corpus
 from wellread.errors import WellreadError
 from wellread.io import atomic_write_json
 from wellread.tokenization import MASK, vocab_hash

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from wellread.data.tasks import SplitData, get_task, read_split, split_files
+from wellread.data.task_files import read_split, split_files
+from wellread.data.tasks import SplitData, get_task
 
 PERCENTILES = (50, 90, 95, 99)
 

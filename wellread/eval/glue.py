@@ -23,14 +23,16 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer
 
-from wellread import modeling
 from wellread.data.batching import cached_encode
-from wellread.data.tasks import TASKS, Example, TaskSpec, get_task, read_split, split_files
+from wellread.data.task_files import read_split, split_files
+from wellread.data.tasks import TASKS, Example, TaskSpec, get_task
 from wellread.errors import WellreadError
 from wellread.eval.hans import hans_report
 from wellread.eval.metrics import compute_metrics
 from wellread.eval.predict import logits_to_predictions, predict_logits
 from wellread.io import atomic_directory, check_output_dir, model_directory, read_json
+from wellread.modeling.models import load_classifier as load_weights_strictly
+from wellread.modeling.models import read_config
 from wellread.tokenization import PAD, load_tokenizer
 
 SUBMISSION_ZIP = "submission.zip"
@@ -95,9 +97,9 @@ def load_classifier(model_dir: str | Path, task: str | TaskSpec) -> Classifier:
     must match the embeddings.
     """
     path = resolve_model_dir(model_dir)
-    config = modeling.read_config(path)
+    config = read_config(path)
     labels = output_labels(config, task, path)
-    model = modeling.load_classifier(path)
+    model = load_weights_strictly(path)
     tok = load_tokenizer(path)
     if tok.get_vocab_size(with_added_tokens=True) != config.vocab_size:
         raise WellreadError(f"vocabulary has {tok.get_vocab_size()} tokens but the model has {config.vocab_size} "
@@ -295,7 +297,7 @@ def predict_glue(models: Mapping[str, str | Path], data_dir: str | Path, out: st
     # Refuse a wrong model before any prediction is made (config.json only: cheap).
     for task, d in plan.items():
         plan[task] = resolve_model_dir(d)
-        output_labels(modeling.read_config(plan[task]), task, plan[task])
+        output_labels(read_config(plan[task]), task, plan[task])
     files: dict[str, bytes] = {}
     written: dict[str, dict] = {}
     skipped: dict[str, str] = {}

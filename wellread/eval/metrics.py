@@ -228,3 +228,28 @@ PRAJJWAL1_MNLI_DEV: dict[str, dict[str, float]] = {
     "small": {"mnli-m": 72.1, "mnli-mm": 73.8},
     "medium": {"mnli-m": 75.9, "mnli-mm": 77.0},
 }
+
+
+def cell_score(task: str, dev: dict) -> float:
+    """The selection score of a cell: the task's GLUE metric (averaged over metrics and dev splits)."""
+    spec = get_task(task)
+    scores = []
+    for split in spec.dev_splits:
+        scores.append(task_score(spec, {m: dev[f"{split}/{m}"] for m in spec.metrics}))
+    return sum(scores) / len(scores)
+
+
+def best_glue_columns(tasks: dict) -> dict[str, dict[str, float]]:
+    """Best cells' dev metrics as glue_score columns (MNLI split into matched / mismatched)."""
+    cols: dict[str, dict[str, float]] = {}
+    for task, t in tasks.items():
+        if t["best"] is None:
+            continue
+        spec = get_task(task)
+        dev = t["best"]["dev"]
+        if task == "mnli":
+            for split, col in zip(spec.dev_splits, ("mnli-m", "mnli-mm")):
+                cols[col] = {m: dev[f"{split}/{m}"] for m in spec.metrics}
+        else:
+            cols[task] = {m: dev[f"{spec.dev_splits[0]}/{m}"] for m in spec.metrics}
+    return cols

@@ -80,13 +80,13 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 def load_torch_classifier(path: Path):
     """A ``BertForSequenceClassification`` loaded strictly: every tensor present with its shape."""
-    from wellread import modeling
+    from wellread.modeling.models import load_classifier
 
     weights = path / "model.safetensors"
     if not weights.is_file() and not (path / "pytorch_model.bin").is_file():
         raise WellreadError("no model.safetensors here (an export directory holds ONNX only: use --backend onnx "
                             "or onnx-int8, or the fine-tuned model directory)", file=path)
-    return modeling.load_classifier(path)
+    return load_classifier(path)
 
 
 def ort_session(model: str | Path | bytes, threads: int):

@@ -334,7 +334,8 @@ def calibrate(student: str, teacher: Path | None, tasks: list[str], data_dir: Pa
     import torch
 
     from wellread.data.batching import encode_pairs
-    from wellread.data.tasks import get_task, read_split
+    from wellread.data.task_files import read_split
+    from wellread.data.tasks import get_task
     from wellread.tokenization import PAD, load_tokenizer
     from wellread.train.finetune import FinetuneConfig, _targets, build_model, classifier_from_pretrained
 

@@ -144,7 +144,7 @@ class RecipeConfig:
             raise WellreadError(f"unknown arm(s) {', '.join(unknown)} (known: {', '.join(ARMS)})", field="arms")
         if self.published is False and "published" in self.arms:
             raise WellreadError("the arm 'published' needs the published weights; drop --no-published", field="arms")
-        from wellread import zoo
+        from wellread.modeling import zoo
 
         for s in self.students:
             zoo.get(s)  # an unknown name is refused here, with a suggestion

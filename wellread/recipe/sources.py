@@ -7,7 +7,8 @@ import os
 import shutil
 from pathlib import Path
 
-from wellread.data.tasks import get_task, split_files
+from wellread.data.task_files import split_files
+from wellread.data.tasks import get_task
 from wellread.errors import WellreadError
 from wellread.io import atomic_write_text
 from wellread.recipe.config import RecipeConfig, default_data_root, sibling_data_dir
@@ -89,7 +90,8 @@ def find_sources(cfg: RecipeConfig) -> Sources:
     published = {}
     if cfg.published or (cfg.published is None and (cfg.source == "hub" or "published" in cfg.arms)) \
             or (cfg.pretrains and not text):
-        from wellread import hub, zoo
+        from wellread import hub
+        from wellread.modeling import zoo
 
         published = {s: hub.resolve_model(zoo.get(s).google_hub_id, source="hub", progress=not cfg.quiet)
                      for s in cfg.students}

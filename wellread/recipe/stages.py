@@ -8,7 +8,8 @@ import time
 from pathlib import Path
 
 from wellread.config import to_dict
-from wellread.data.tasks import get_task, read_split
+from wellread.data.task_files import read_split
+from wellread.data.tasks import get_task
 from wellread.io import atomic_write_json, atomic_write_text
 from wellread.recipe import budget as B
 from wellread.recipe.config import RecipeConfig, config_yaml
@@ -161,10 +162,13 @@ class Recipe:
 
     def grid_stage(self, name: str, gc, *, after: list[str], estimate_s: float | None, after_run=None) -> dict:
         """A ``wellread grid`` as a stage: OUT/<name>/ (results.json, best.json, table.md, heatmaps)."""
-        from wellread.train.grid import run_grid
+        from wellread.report.grid_tables import write_grid_report
+        from wellread.train.grid import check_complete, label, run_grid
 
         def run() -> dict:
             r = run_grid(gc)
+            write_grid_report(r, Path(gc.out), label(gc))
+            check_complete(r, Path(gc.out))
             if after_run is not None:
                 after_run(r)
             return {t: {k: v["best"][k] for k in ("batch_size", "lr", "score")} for t, v in r["tasks"].items()}
@@ -236,7 +240,7 @@ class Recipe:
             import torch
 
             from wellread.eval.glue import evaluate_model
-            from wellread.train.grid import cell_score
+            from wellread.eval.metrics import cell_score
 
             torch.set_num_threads(self.cfg.threads or os.cpu_count() or 1)  # a one-worker grid leaves it at 1
             rows = []

@@ -173,8 +173,8 @@ def pd_section(col: Collection, out: Path, figures: list[Path]) -> str:
 # --- learning curves ------------------------------------------------------------------------------------
 
 def curves_section(col: Collection, out: Path, figures: list[Path]) -> str:
-    from wellread.plots import plot_pretraining
     from wellread.report.figures import plot_curves
+    from wellread.report.plots import plot_pretraining
 
     lines = ["## Learning curves", ""]
     pre = [r for r in col.runs if r.kind == "pretrain" and (r.path / "metrics.jsonl").is_file()]
@@ -207,7 +207,7 @@ def curves_section(col: Collection, out: Path, figures: list[Path]) -> str:
 # --- grids --------------------------------------------------------------------------------------------
 
 def grids_section(col: Collection, out: Path, figures: list[Path]) -> str:
-    from wellread.train.grid import heatmaps
+    from wellread.report.grid_tables import heatmaps
 
     lines = ["## Grids", ""]
     for r in col.runs:

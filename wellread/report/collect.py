@@ -86,7 +86,7 @@ def arm_label(arm: str, student: str | None, several_students: bool, teacher: st
 
 def _size_of(model: str | Path | None) -> str | None:
     """The miniature a model is (its alias, e.g. tiny), from a name or a model directory's config.json."""
-    from wellread import zoo
+    from wellread.modeling import zoo
 
     if model is None:
         return None
@@ -107,7 +107,7 @@ def _size_of(model: str | Path | None) -> str | None:
 
 
 def _score(task: str, dev: dict) -> float:
-    from wellread.train.grid import cell_score
+    from wellread.eval.metrics import cell_score
 
     return cell_score(task, dev)
 
@@ -121,7 +121,7 @@ def distill_grids(path: Path, results: dict) -> list[tuple[str | None, dict]]:
         return [(None, results)]
     if not settings.get("then_finetune"):
         return [("pd", results)]
-    from wellread.train.grid import cell_score
+    from wellread.eval.metrics import cell_score
 
     tasks = {}
     for task, t in results["tasks"].items():

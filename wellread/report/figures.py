@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from wellread.plots import read_metrics, save_png
+from wellread.report.plots import read_metrics, save_png
 
 
 def _pyplot():

@@ -29,14 +29,15 @@ import torch
 import torch.nn.functional as F
 from tokenizers import Tokenizer
 
-from wellread import modeling
 from wellread.config import field, to_dict
 from wellread.data.batching import Features, cache_dir, cached_encode
-from wellread.data.tasks import TaskSpec, get_task, read_split
+from wellread.data.task_files import read_split
+from wellread.data.tasks import TaskSpec, get_task
 from wellread.errors import WellreadError
 from wellread.io import atomic_write_bytes, atomic_write_json, read_json_or_none
+from wellread.modeling.dropout import fast_cpu_dropout
+from wellread.modeling.models import load_classifier, read_config, save_model
 from wellread.tokenization import PAD, UNK, load_tokenizer
-from wellread.train.dropout import fast_cpu_dropout
 from wellread.train.finetune import ClassificationObjective, FinetuneConfig, LabelledSet, build_model, load_labelled
 from wellread.train.loop import NOT_RESULT_SETTINGS, TrainConfig, field_defaults, open_run, train
 
@@ -273,7 +274,7 @@ def teacher_directory(path: str | Path, spec: TaskSpec) -> tuple[Path, int]:
         from wellread import hub
 
         path = hub.resolve_model(str(path))
-    cfg = modeling.read_config(path)
+    cfg = read_config(path)
     labels = [str(cfg.id2label[i]) for i in sorted(cfg.id2label)] if getattr(cfg, "id2label", None) else []
     if spec.is_regression:
         ok = cfg.num_labels == 1 and getattr(cfg, "problem_type", None) in (None, "regression")
@@ -349,7 +350,7 @@ def label_transfer(teacher_path: str | Path, spec: TaskSpec, transfer: TransferS
                     arr = None
             if arr is None:
                 if model is None:
-                    model, tok = modeling.load_classifier(path), load_tokenizer(path)
+                    model, tok = load_classifier(path), load_tokenizer(path)
                     feats = _encode_checked(tok, transfer, max_length, "teacher")
                 arr = _predict_range(model, feats, lo, hi, tok.token_to_id(PAD), bf16)
                 import io
@@ -542,7 +543,7 @@ def _distill_stage(cfg: DistillConfig, spec: TaskSpec, settings: dict) -> dict:
         result = train(objective, cfg, out, fingerprint={"settings": settings, "transfer_examples": len(transfer),
                                                            "teacher_cache": labels.cache.name}, eval_each_epoch=True)
     wall = time.perf_counter() - t0
-    modeling.save_model(objective.model.cpu(), tok, out / "model", overwrite=True)
+    save_model(objective.model.cpu(), tok, out / "model", overwrite=True)
     evals = [h for h in result.history if any("/" in k for k in h)]
     main = f"{spec.dev_splits[0]}/{spec.main_metric}"
     best = max(evals, key=lambda h: h.get(main, float("-inf"))) if evals else None

@@ -19,16 +19,18 @@ import torch
 import torch.nn.functional as F
 from tokenizers import Tokenizer
 
-from wellread import modeling, zoo
 from wellread.config import field, to_dict
 from wellread.data.batching import Features, bucketed_batches, cached_encode, collate
-from wellread.data.tasks import TaskSpec, get_task, read_split
+from wellread.data.task_files import read_split
+from wellread.data.tasks import TaskSpec, get_task
 from wellread.errors import WellreadError
 from wellread.eval.metrics import compute_metrics
 from wellread.eval.predict import logits_to_predictions, predict_logits
 from wellread.io import atomic_write_json
+from wellread.modeling import zoo
+from wellread.modeling.dropout import fast_cpu_dropout
+from wellread.modeling.models import align_prefix, read_config, read_weights, save_model
 from wellread.tokenization import PAD, STANDARD_VOCAB, load_tokenizer
-from wellread.train.dropout import fast_cpu_dropout
 from wellread.train.loop import NOT_RESULT_SETTINGS, TrainConfig, field_defaults, open_run, train
 
 
@@ -186,9 +188,9 @@ def classifier_from_pretrained(path: Path, spec: TaskSpec, *, seed: int, new_hea
     """
     from transformers import BertForSequenceClassification
 
-    config = modeling.read_config(path)
+    config = read_config(path)
     old_labels = [config.id2label[i] for i in sorted(config.id2label)] if getattr(config, "id2label", None) else []
-    weights = modeling.read_weights(path)
+    weights = read_weights(path)
     has_head = any(k.startswith("classifier.") for k in weights)
     same_head = has_head and (
         (spec.is_regression and getattr(config, "problem_type", None) == "regression" and config.num_labels == 1)
@@ -202,7 +204,7 @@ def classifier_from_pretrained(path: Path, spec: TaskSpec, *, seed: int, new_hea
     torch.manual_seed(seed)
     model = BertForSequenceClassification(config)
     expected = model.state_dict()
-    state = modeling.align_prefix(weights, set(expected))
+    state = align_prefix(weights, set(expected))
     if not same_head:
         state = {k: v for k, v in state.items() if not k.startswith("classifier.")}
     needed = [k for k in expected if k.startswith("bert.") and "pooler" not in k and not k.endswith("position_ids")]
@@ -295,7 +297,7 @@ def finetune(cfg: FinetuneConfig) -> dict:
         result = train(objective, cfg, out, fingerprint={"settings": settings, "train_examples": len(train_set.feats)},
                        eval_each_epoch=True)
     wall = time.perf_counter() - t0
-    modeling.save_model(objective.model.cpu(), tok, out / "model", overwrite=True)
+    save_model(objective.model.cpu(), tok, out / "model", overwrite=True)
     evals = [h for h in result.history if any("/" in k for k in h)]
     main = f"{spec.dev_splits[0]}/{spec.main_metric}"
     final = {k: v for k, v in result.final_eval.items()}

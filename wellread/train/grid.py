@@ -31,14 +31,12 @@ from pathlib import Path
 from wellread.config import field, to_dict
 from wellread.data.tasks import get_task
 from wellread.errors import WellreadError
-from wellread.eval.metrics import PAPER_GLUE_TEST, glue_score, task_score
-from wellread.io import atomic_write_json, atomic_write_text
+from wellread.eval.metrics import best_glue_columns, cell_score, glue_score
+from wellread.io import atomic_write_json
+from wellread.report.grid_tables import model_label
 
 PAPER_BATCH_SIZES = (8, 16, 32, 64, 128)
 PAPER_LEARNING_RATES = (3e-4, 1e-4, 5e-5, 3e-5)
-# The paper's GLUE table: (column, task, metric names shown as "a/b").
-COLUMNS = (("CoLA", "cola"), ("SST-2", "sst2"), ("MRPC", "mrpc"), ("STS-B", "stsb"), ("QQP", "qqp"),
-           ("MNLI-m", "mnli"), ("MNLI-mm", "mnli"), ("QNLI", "qnli"), ("RTE", "rte"), ("WNLI", "wnli"))
 
 
 def _numbers(text: str, what: str, kind: type) -> tuple:
@@ -279,15 +277,6 @@ def _run_ray(cfg: GridConfig, todo: Sequence[Cell], workers: int) -> Iterator[di
                    "seconds": r.metrics.get("seconds")}
 
 
-def cell_score(task: str, dev: dict) -> float:
-    """The selection score of a cell: the task's GLUE metric (averaged over metrics and dev splits)."""
-    spec = get_task(task)
-    scores = []
-    for split in spec.dev_splits:
-        scores.append(task_score(spec, {m: dev[f"{split}/{m}"] for m in spec.metrics}))
-    return sum(scores) / len(scores)
-
-
 def collect(cfg: GridConfig) -> dict:
     """results.json's content from the cells' run directories."""
     tasks: dict[str, dict] = {}
@@ -310,141 +299,12 @@ def collect(cfg: GridConfig) -> dict:
         tasks[task] = {"cells": rows, "best": best, "finished": len(done), "total": len(rows)}
     out = {"model": cfg.model, "random_init": cfg.random_init, "settings": to_dict(cfg) | {"quiet": None},
            "tasks": tasks}
-    per_task = _best_metrics(tasks)
+    per_task = best_glue_columns(tasks)
     try:
         out["glue_score"] = 100 * glue_score(per_task)
     except WellreadError:
         out["glue_score"] = None  # not all nine tasks were run
     return out
-
-
-def _best_metrics(tasks: dict) -> dict[str, dict[str, float]]:
-    """Best cells' dev metrics as glue_score columns (MNLI split into matched / mismatched)."""
-    cols: dict[str, dict[str, float]] = {}
-    for task, t in tasks.items():
-        if t["best"] is None:
-            continue
-        spec = get_task(task)
-        dev = t["best"]["dev"]
-        if task == "mnli":
-            for split, col in zip(spec.dev_splits, ("mnli-m", "mnli-mm")):
-                cols[col] = {m: dev[f"{split}/{m}"] for m in spec.metrics}
-        else:
-            cols[task] = {m: dev[f"{spec.dev_splits[0]}/{m}"] for m in spec.metrics}
-    return cols
-
-
-def _cell_text(task: str, metrics: dict[str, float] | None, scale: float = 100.0) -> str:
-    if metrics is None:
-        return "–"
-    spec = get_task(task)
-    return "/".join(f"{scale * metrics[m]:.1f}" for m in spec.metrics)
-
-
-def markdown_table(results: dict, label: str) -> str:
-    """The paper's GLUE table layout (dev here), the published test row of the same size, and per-task grids."""
-    cols = _best_metrics(results["tasks"])
-    head = "| Model | Score | " + " | ".join(c for c, _ in COLUMNS) + " |"
-    lines = [head, "|" + "---|" * (len(COLUMNS) + 2)]
-
-    def row(name: str, score, values: dict, scale: float) -> str:
-        cells_ = []
-        for col, task in COLUMNS:
-            key = {"MNLI-m": "mnli-m", "MNLI-mm": "mnli-mm"}.get(col, task)
-            cells_.append(_cell_text(task, values.get(key), scale))
-        s = "–" if score is None else f"{score:.1f}"
-        return f"| {name} | {s} | " + " | ".join(cells_) + " |"
-
-    lines.append(row(label + " (dev)", results.get("glue_score"), cols, 100.0))
-    size = _paper_size(results["model"])
-    if size is not None:
-        paper = PAPER_GLUE_TEST[size]
-        lines.append(row(f"{size.capitalize()}, Turc et al. (test)", paper["score"], paper, 1.0))
-    lines.append("")
-    lines.append("Metrics: CoLA MCC; MRPC and QQP F1/accuracy; STS-B Pearson/Spearman; the others accuracy. "
-                 "Score: the GLUE score, when all nine tasks were run.")
-    for task, t in results["tasks"].items():
-        lines += ["", f"### {task}: dev score by batch size × learning rate "
-                      f"({t['finished']}/{t['total']} cells finished)", ""]
-        lrs = sorted({r["lr"] for r in t["cells"]}, reverse=True)
-        bss = sorted({r["batch_size"] for r in t["cells"]})
-        lines.append("| batch \\ lr | " + " | ".join(f"{lr:g}" for lr in lrs) + " |")
-        lines.append("|" + "---|" * (len(lrs) + 1))
-        by = {(r["batch_size"], r["lr"]): r for r in t["cells"]}
-        for b in bss:
-            vals = []
-            for lr in lrs:
-                r = by.get((b, lr))
-                v = "–" if r is None or r["status"] != "finished" else f"{100 * r['score']:.1f}"
-                if r is not None and t["best"] is not None and r is t["best"]:
-                    v = f"**{v}**"
-                vals.append(v)
-            lines.append(f"| {b} | " + " | ".join(vals) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def model_label(model: str) -> str:
-    """A short name for a model: a run directory's name rather than its ``model/`` folder."""
-    p = Path(model)
-    return p.parent.name if p.name == "model" and p.parent.name else p.name
-
-
-def _paper_size(model: str) -> str | None:
-    from wellread import zoo
-
-    name = model
-    if Path(model).is_dir():  # a model directory: its size from config.json
-        try:
-            c = json.loads((Path(model) / "config.json").read_text(encoding="utf-8"))
-            name = f"L-{c['num_hidden_layers']}_H-{c['hidden_size']}"
-        except (OSError, ValueError, KeyError):
-            return None
-    if not zoo.is_known(name):
-        return None
-    m = zoo.get(name)
-    return m.alias if m.alias in PAPER_GLUE_TEST else None
-
-
-def heatmaps(results: dict, out: Path) -> list[Path]:
-    """One PNG per task: batch size × learning rate, colour = dev score, the best cell outlined."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    from wellread.plots import save_png
-
-    written = []
-    for task, t in results["tasks"].items():
-        lrs = sorted({r["lr"] for r in t["cells"]}, reverse=True)
-        bss = sorted({r["batch_size"] for r in t["cells"]})
-        grid = np.full((len(bss), len(lrs)), np.nan)
-        for r in t["cells"]:
-            if r["status"] == "finished":
-                grid[bss.index(r["batch_size"]), lrs.index(r["lr"])] = 100 * r["score"]
-        fig, ax = plt.subplots(figsize=(1.2 * len(lrs) + 2, 0.6 * len(bss) + 1.6))
-        im = ax.imshow(grid, cmap="viridis", aspect="auto")
-        ax.set_xticks(range(len(lrs)), [f"{lr:g}" for lr in lrs])
-        ax.set_yticks(range(len(bss)), [str(b) for b in bss])
-        ax.set_xlabel("learning rate")
-        ax.set_ylabel("batch size")
-        spec = get_task(task)
-        source = model_label(results["model"]) + (", random init" if results.get("random_init") else "")
-        ax.set_title(f"{task} dev {'/'.join(spec.metrics)} ({source})")
-        for i in range(len(bss)):
-            for j in range(len(lrs)):
-                if not np.isnan(grid[i, j]):
-                    ax.text(j, i, f"{grid[i, j]:.1f}", ha="center", va="center",
-                            color="white" if grid[i, j] < np.nanmean(grid) else "black", fontsize=9)
-        if t["best"] is not None:
-            i, j = bss.index(t["best"]["batch_size"]), lrs.index(t["best"]["lr"])
-            ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2))
-        fig.colorbar(im, ax=ax)
-        fig.tight_layout()
-        written.append(save_png(fig, out / f"heatmap-{task}.png"))
-        plt.close(fig)
-    return written
 
 
 def _prune_models(cfg: GridConfig, results: dict) -> None:
@@ -489,7 +349,8 @@ def _prepare(cfg: GridConfig) -> dict:
 
 
 def run_grid(cfg: GridConfig) -> dict:
-    """Run every unfinished cell, then write results.json, best.json, table.md and the heatmaps."""
+    """Run every unfinished cell, then write results.json and best.json; returns the results (the table and
+    heatmaps are ``wellread.report.grid_tables``'s, ``check_complete`` refuses a task without a finished cell)."""
     cfg = GridConfig(**_config_dict(cfg))  # absolute paths, as the workers see them (and record them)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -526,17 +387,24 @@ def run_grid(cfg: GridConfig) -> dict:
                    "score": t["best"]["score"], "dev": t["best"]["dev"]}
             for task, t in results["tasks"].items() if t["best"] is not None}
     atomic_write_json(out / "best.json", best)
-    label = model_label(cfg.model) + (" (random init)" if cfg.random_init else "")
-    if cfg.objective == "distill":
-        label += ", PD" + (" + fine-tuning" if cfg.then_finetune else "")
-    atomic_write_text(out / "table.md", markdown_table(results, label))
-    heatmaps(results, out)
     _prune_models(cfg, results)
-    missing = [t for t, v in results["tasks"].items() if v["best"] is None]
-    if missing:
-        raise WellreadError(f"no cell finished for {', '.join(missing)}; see {out / 'logs'}", file=out)
     return results
 
 
-__all__ = ["GridConfig", "Cell", "cells", "run_grid", "collect", "cell_score", "markdown_table", "heatmaps",
+def label(cfg: GridConfig) -> str:
+    """What the grid's table calls the model."""
+    text = model_label(cfg.model) + (" (random init)" if cfg.random_init else "")
+    if cfg.objective == "distill":
+        text += ", PD" + (" + fine-tuning" if cfg.then_finetune else "")
+    return text
+
+
+def check_complete(results: dict, out: Path) -> None:
+    """Refuse a grid in which some task has no finished cell."""
+    missing = [t for t, v in results["tasks"].items() if v["best"] is None]
+    if missing:
+        raise WellreadError(f"no cell finished for {', '.join(missing)}; see {Path(out) / 'logs'}", file=out)
+
+
+__all__ = ["GridConfig", "Cell", "cells", "run_grid", "collect", "label", "check_complete",
            "PAPER_BATCH_SIZES", "PAPER_LEARNING_RATES"]

@@ -6,12 +6,7 @@ shard directory (``wellread corpus``), trains with the one loop, evaluates MLM l
 (and NSP accuracy) on held-out documents, and writes ``RUN/model`` (HF layout; loads as
 ``BertForMaskedLM`` and in ``pipeline("fill-mask")``) and ``RUN/results.json``.
 
-The MLM head runs on the masked positions only: the encoder's hidden states are gathered at
-``masked_positions`` (flat indices into batch × length) and only those rows go through
-``cls.predictions`` (the transform and the tied decoder), so the vocabulary projection costs
-~20 rows per sequence instead of 128. The last encoder layer runs on those rows too (its keys and
-values from every position): nothing else of it reaches the loss. The loss is the same as HF's full
-model and head with labels -100 elsewhere (tests/test_pretrain.py checks loss and gradients).
+The MLM head runs on the masked positions only (``wellread.modeling.heads``).
 
 Resume: the data is endless, so the loop asks for ``batches(0, start, ...)`` with ``start`` the
 micro-batches consumed so far. The dataset position after ``start`` batches is a pure function of
@@ -28,30 +23,35 @@ import dataclasses
 import json
 import os
 import time
-import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from tokenizers import Tokenizer
-from transformers.masking_utils import create_bidirectional_mask
 
-from wellread import modeling, zoo
 from wellread.config import field, to_dict
-from wellread.data.corpus import Corpus, load_corpus
 from wellread.data.masking import shuffle_context
-from wellread.data.pretraining import PretrainingDataset, split_documents
+from wellread.data.pretraining import PretrainingDataset
+from wellread.data.shards import Corpus, load_corpus
 from wellread.errors import WellreadError
+from wellread.experiments.cpu_aids import (
+    ALIGN_BIAS,
+    OUTPUT_BIASES,
+    alignment_bias,
+    attention_scaffold,
+    set_unigram_output_bias,
+)
 from wellread.io import atomic_write_json
+from wellread.modeling import zoo
+from wellread.modeling.dropout import SCAFFOLD_ATTR, fast_cpu_dropout
+from wellread.modeling.heads import _SCRATCH, SparsePretrainer
+from wellread.modeling.models import POSITION_INITS, init_model, load_model, save_model
 from wellread.tokenization import MASK, STANDARD_VOCAB, load_tokenizer, vocab_hash
-from wellread.train.dropout import SCAFFOLD_ATTR, eager_attention, fast_cpu_dropout, with_bias
 from wellread.train.loop import NOT_RESULT_SETTINGS, TrainConfig, config_fingerprint, field_defaults, open_run, train
 
 INDEX = "data_index.jsonl"
 INDEX_EVERY = 16  # micro-batches between recorded data positions
-OUTPUT_BIASES = ("zero", "unigram")
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -101,8 +101,8 @@ class PretrainConfig(TrainConfig):
             raise WellreadError(f"must be mlm or mlm+nsp, not {self.objective!r}", field="objective")
         if self.masking not in ("wordpiece", "whole-word"):
             raise WellreadError(f"must be wordpiece or whole-word, not {self.masking!r}", field="masking")
-        if self.position_init not in modeling.POSITION_INITS:
-            raise WellreadError(f"must be one of {', '.join(modeling.POSITION_INITS)}, not {self.position_init!r}",
+        if self.position_init not in POSITION_INITS:
+            raise WellreadError(f"must be one of {', '.join(POSITION_INITS)}, not {self.position_init!r}",
                                 field="position_init")
         if self.output_bias not in OUTPUT_BIASES:
             raise WellreadError(f"must be one of {', '.join(OUTPUT_BIASES)}, not {self.output_bias!r}",
@@ -137,214 +137,6 @@ class PretrainConfig(TrainConfig):
         return self.objective == "mlm+nsp"
 
 
-class _Scratch:
-    """One reusable (rows × vocabulary) fp32 array per device and width, for ``MaskedLMLoss`` on CPU.
-
-    The logits of Tiny's masked rows are ~75 MB a step: freshly allocated, glibc maps them anew each time
-    (anything over 32 MB) and the first write pays a page fault per 4 KB, which costs as long as the
-    projection itself. The array is lent to one forward pass and returned by its backward; while it is
-    out (two forward passes before a backward, or a graph dropped without one and still alive), a call
-    gets a fresh array, so sharing can never mix two batches' gradients. A graph kept for a second
-    backward (``retain_graph=True``) after its array was lent again is refused by autograd's own check of
-    saved tensors ("modified by an inplace operation"), never answered with another batch's gradient.
-    """
-
-    def __init__(self) -> None:
-        self._arrays: dict[tuple[str, int], list] = {}  # (device, columns) -> [array, weakref to borrower or None]
-
-    def take(self, rows: int, cols: int, device: torch.device, borrower=None) -> torch.Tensor:
-        if device.type != "cpu":
-            return torch.empty(rows, cols, device=device)
-        key = (str(device), cols)
-        entry = self._arrays.get(key)
-        if entry is not None and entry[1] is not None and entry[1]() is not None:
-            return torch.empty(rows, cols, device=device)  # lent out
-        if entry is None or entry[0].size(0) < rows:
-            entry = self._arrays[key] = [torch.empty(rows + rows // 4, cols, device=device), None]
-        entry[1] = weakref.ref(borrower) if borrower is not None else None
-        return entry[0][:rows]
-
-    def clear(self) -> None:
-        self._arrays.clear()
-
-    def give_back(self, array: torch.Tensor) -> None:
-        entry = self._arrays.get((str(array.device), array.size(1)))
-        if entry is not None and entry[0].data_ptr() == array.data_ptr():
-            entry[1] = None
-
-
-_SCRATCH = _Scratch()
-
-
-class MaskedLMLoss(torch.autograd.Function):
-    """Cross-entropy of the vocabulary projection, summed over rows, with its gradient made in one go.
-
-    ``forward(h, weight, bias, labels)`` writes the logits ``h @ weight.T + bias`` of the masked rows
-    into a reused array (``_Scratch``), takes each row's maximum and the target's logit, and turns the
-    array into the softmax in place with PyTorch's row-wise kernel (a row, 120 KB for 30,522 words, stays
-    in cache through its passes); the gradient ``softmax - onehot`` is then kept for ``backward``.
-    The loss of a row is ``max - log(p_max) - target`` (``p_max``, the largest probability, is at
-    least 1 / vocabulary, so nothing underflows); a row is right when its target's logit is the maximum
-    (``argmax`` on CPU is ~7× slower than ``amax``; a tie for the maximum counts as right, which only
-    an exact float tie can tell apart from ``argmax``). ``F.cross_entropy`` makes the log-softmax, then on
-    backward a zeroed one-hot gradient, then the softmax gradient, each over a fresh (masked rows ×
-    30,522) array: for Tiny those passes cost as much as the projection itself. Returns (loss summed over
-    rows, a bool per row: whether its prediction is right).
-
-    Under bf16 autocast the two products run in bf16 and everything else in fp32 (as
-    ``F.cross_entropy(logits.float())`` on autocast logits), and rightness is ``argmax``'s (bf16 logits
-    tie often). The same loss and gradients as ``F.cross_entropy(h @ weight.T + bias, labels,
-    reduction="sum")`` (tests/test_pretrain.py).
-    """
-
-    @staticmethod
-    def forward(ctx, h, weight, bias, labels):
-        kind = h.device.type
-        mm_dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else h.dtype
-        grads = any(ctx.needs_input_grad[:3])
-        rows, cols = h.size(0), weight.size(0)
-        with torch.autocast(h.device.type, enabled=False):
-            if mm_dtype == torch.float32 and h.dtype == weight.dtype == bias.dtype == torch.float32:
-                logits = _SCRATCH.take(rows, cols, h.device, ctx if grads else None)
-                torch.addmm(bias, h, weight.t(), out=logits)
-                top = logits.amax(dim=1)
-                target = logits.gather(1, labels[:, None]).squeeze(1)
-                hits = target == top
-            else:
-                low = torch.addmm(bias.to(mm_dtype), h.to(mm_dtype), weight.to(mm_dtype).t())
-                logits = _SCRATCH.take(rows, cols, h.device, ctx if grads else None).copy_(low)
-                del low
-                top, pred = logits.max(dim=1)
-                target = logits.gather(1, labels[:, None]).squeeze(1)
-                hits = pred == labels
-            torch.ops.aten._softmax.out(logits, 1, False, out=logits)  # in place, row by row
-            loss = (top - logits.amax(dim=1).log() - target).sum()
-            if grads:
-                logits[torch.arange(rows, device=labels.device), labels] -= 1.0
-                ctx.save_for_backward(logits, h, weight)
-                ctx.mm_dtype = mm_dtype
-            else:
-                _SCRATCH.give_back(logits)
-        ctx.mark_non_differentiable(hits)
-        return loss, hits
-
-    @staticmethod
-    def backward(ctx, grad_loss, _grad_hits):
-        grad, h, weight = ctx.saved_tensors
-        mm = ctx.mm_dtype
-        with torch.autocast(grad.device.type, enabled=False):
-            g = grad.to(mm)
-            scale = grad_loss.float()
-            grad_h = grad_w = grad_b = None
-            if ctx.needs_input_grad[0]:
-                grad_h = (g @ weight.to(mm)).float().mul_(scale).to(h.dtype)
-            if ctx.needs_input_grad[1] and g.dtype == weight.dtype == torch.float32 and g.device.type == "cpu":
-                grad_w = torch.addmm(weight, g.t(), h, beta=0, alpha=scale.item())  # the scale in the product
-            elif ctx.needs_input_grad[1]:
-                grad_w = (g.t() @ h.to(mm)).float().mul_(scale).to(weight.dtype)
-            if ctx.needs_input_grad[2]:
-                grad_b = grad.sum(dim=0).mul_(scale)
-            del g
-        _SCRATCH.give_back(grad)
-        return grad_h, grad_w, grad_b, None
-
-
-SPARSE_LAST_LAYER = True  # False: the last encoder layer over every position, as HF runs it (to compare)
-
-
-class SparsePretrainer(torch.nn.Module):
-    """``BertForPreTraining`` with the MLM head applied to the masked positions only.
-
-    The last encoder layer runs on the rows the heads read too (the masked positions, and ``[CLS]`` for
-    NSP): its keys and values come from every position, but its queries, attention output and
-    feed-forward layer only from those ~15% of rows, whose outputs are all that the loss sees. For Tiny
-    that is most of a layer of two; the result is the same (tests/test_pretrain.py compares loss and
-    gradients with HF's full model).
-
-    Returns (MLM loss summed over the masked rows, a bool per masked row: predicted right, NSP logits
-    or None). Its parameters are the wrapped model's (prefixed ``net.``), so a data-parallel wrapper
-    around it sees the whole forward pass, the loss's vocabulary projection included.
-    """
-
-    def __init__(self, net) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, input_ids, token_type_ids, attention_mask, masked_positions, masked_labels, nsp: bool = True):
-        bert = self.net.bert
-        if SPARSE_LAST_LAYER and _plain_encoder(bert):
-            B, S = input_ids.shape
-            wanted = masked_positions
-            if nsp:  # [CLS] of every sequence, for the pooler
-                wanted = torch.cat([masked_positions, torch.arange(B, device=input_ids.device) * S])
-            hidden = bert.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
-            mask = create_bidirectional_mask(config=bert.config, inputs_embeds=hidden, attention_mask=attention_mask)
-            *lower, last = bert.encoder.layer
-            for layer in lower:
-                hidden = layer(hidden, mask)
-            out = last_layer_rows(last, hidden, attention_mask, wanted)
-            rows = out[:len(masked_positions)]
-            pooled = bert.pooler(out[len(masked_positions):, None]) if nsp else None
-        else:
-            hidden, pooled = bert(input_ids=input_ids, token_type_ids=token_type_ids, attention_mask=attention_mask,
-                                  return_dict=False)[:2]
-            rows = hidden.reshape(-1, hidden.size(-1)).index_select(0, masked_positions)
-        head = self.net.cls.predictions
-        rows = head.transform(rows)
-        mlm_sum, hits = MaskedLMLoss.apply(rows, head.decoder.weight, head.decoder.bias, masked_labels)
-        nsp_logits = self.net.cls.seq_relationship(pooled) if nsp else None
-        return mlm_sum, hits, nsp_logits
-
-
-def _plain_encoder(bert) -> bool:
-    """A BERT encoder whose last layer ``last_layer_rows`` can run: self-attention only, no chunking."""
-    layers = getattr(getattr(bert, "encoder", None), "layer", None)
-    c = bert.config
-    return (bool(layers) and not c.is_decoder and not c.add_cross_attention and not c.chunk_size_feed_forward
-            and hasattr(layers[-1], "feed_forward_chunk") and bert.pooler is not None)
-
-
-def last_layer_rows(layer, hidden: torch.Tensor, attention_mask: torch.Tensor | None,
-                    positions: torch.Tensor) -> torch.Tensor:
-    """A ``BertLayer``'s output at ``positions`` (flat indices into batch × length, any order) only.
-
-    Each sequence's wanted rows are gathered into a [batch, most wanted, hidden] block (short ones
-    padded with their first row, dropped at the end); they attend to the keys and values of every
-    position of their sequence, as in the full layer. In training the attention scaffold's rows for
-    those positions are added, as ``wellread.train.dropout.attention`` adds them to the full layer.
-    """
-    B, S, H = hidden.shape
-    n = len(positions)
-    row = torch.div(positions, S, rounding_mode="floor")
-    counts = torch.bincount(row, minlength=B)
-    width = max(int(counts.max()), 1) if n else 1
-    order = torch.argsort(row, stable=True)
-    starts = torch.cumsum(counts, 0) - counts
-    slot = torch.empty_like(positions)
-    slot[order] = torch.arange(n, device=positions.device) - starts[row[order]]
-    sel = (torch.arange(B, device=positions.device) * S)[:, None].repeat(1, width)
-    sel[row, slot] = positions
-    xq = hidden.reshape(B * S, H).index_select(0, sel.view(-1)).view(B, width, H)
-
-    attn = layer.attention.self
-    heads, d = attn.num_attention_heads, attn.attention_head_size
-    q = attn.query(xq).view(B, width, heads, d).transpose(1, 2)
-    k = attn.key(hidden).view(B, S, heads, d).transpose(1, 2)
-    v = attn.value(hidden).view(B, S, heads, d).transpose(1, 2)
-    mask = None if attention_mask is None else attention_mask.bool()[:, None, None, :]
-    bias = getattr(attn.config, SCAFFOLD_ATTR, None) if layer.training else None
-    if bias is not None:  # bias[(batch,) h, query place, key place]: the rows of the wanted places
-        if bias.dim() == 4:
-            rows = bias[torch.arange(B, device=sel.device)[:, None], :, sel % S, :S].transpose(1, 2)
-        else:
-            rows = bias[:, sel % S, :S].transpose(0, 1)
-        mask = with_bias(mask, rows.to(q.dtype))
-    context, _ = eager_attention(q, k, v, mask, attn.scaling, attn.dropout.p, layer.training)
-    context = context.reshape(B, width, H)
-    out = layer.feed_forward_chunk(layer.attention.output(context, xq))
-    return out.reshape(B * width, H).index_select(0, row * width + slot)
-
-
 def shard_batch(batch: dict[str, torch.Tensor], rank: int, world: int) -> dict[str, torch.Tensor]:
     """Process ``rank``'s rows of a batch, with its masked positions re-based to those rows."""
     if world == 1:
@@ -361,36 +153,6 @@ def shard_batch(batch: dict[str, torch.Tensor], rank: int, world: int) -> dict[s
         if k in batch:
             out[k] = batch[k][lo:hi]
     return out
-
-
-ALIGN_BIAS = 5.0  # the alignment scaffold's raise of a token's score for its twin, at full strength
-
-
-def alignment_bias(copy_length: torch.Tensor, heads: int, length: int, value: float) -> torch.Tensor:
-    """[batch, heads, length, length]: in the last head, ``value`` where a token of a copy pair
-    ``[CLS] A [SEP] A [SEP]`` (``copy_length`` = len(A), 0 for other sequences) attends to its twin in the
-    other segment (place p of A and place p + len(A) + 1, both ways); 0 everywhere else."""
-    B = len(copy_length)
-    pos = torch.arange(length, device=copy_length.device)[None, :]
-    a = copy_length[:, None]
-    in_a = (pos >= 1) & (pos <= a) & (a > 0)
-    in_b = (pos >= a + 2) & (pos <= 2 * a + 1) & (a > 0)
-    twin = torch.where(in_a, pos + a + 1, pos - a - 1).clamp(0, length - 1)
-    last = torch.zeros(B, length, length, device=copy_length.device)
-    last.scatter_(2, twin[:, :, None], ((in_a | in_b).float() * value)[:, :, None])
-    out = torch.zeros(B, heads, length, length, device=copy_length.device)
-    out[:, -1] = last
-    return out
-
-
-def attention_scaffold(config, length: int, heads: int = 0) -> torch.Tensor:
-    """[heads, length, length]: head h's score for attending j places away is lowered by 2^-h · |j| (ALiBi's
-    shape, steeper: head 0 sees mostly its neighbours, the last heads almost everything); with ``heads`` > 0
-    only the first ``heads`` heads of each layer get it, the others none."""
-    n = config.num_attention_heads
-    slopes = torch.tensor([2.0 ** -h if not heads or h < heads else 0.0 for h in range(n)])
-    pos = torch.arange(length, dtype=torch.float32)
-    return -slopes[:, None, None] * (pos[None, :] - pos[:, None]).abs()[None]
 
 
 class PretrainObjective:
@@ -628,7 +390,7 @@ def build_model(cfg: PretrainConfig):
     path = Path(cfg.model).expanduser()
     if not path.is_dir() and zoo.is_known(cfg.model):
         tok = load_tokenizer(cfg.vocab or STANDARD_VOCAB)
-        net = modeling.init_model(cfg.model, tok, seed=cfg.seed, position_init=cfg.position_init)
+        net = init_model(cfg.model, tok, seed=cfg.seed, position_init=cfg.position_init)
         return _training_dropout(net, cfg.dropout), tok, f"random {zoo.get(cfg.model).name}"
     if cfg.vocab is not None:
         raise WellreadError("--vocab is for a random start; a model directory brings its own vocabulary", field="vocab")
@@ -640,28 +402,11 @@ def build_model(cfg: PretrainConfig):
         from wellread import hub
 
         path = hub.resolve_model(cfg.model)
-    net = _training_dropout(modeling.load_model(path, "pretraining"), cfg.dropout)
+    net = _training_dropout(load_model(path, "pretraining"), cfg.dropout)
     tok = load_tokenizer(path)
     if tok.get_vocab_size(with_added_tokens=True) != net.config.vocab_size:
         raise WellreadError(f"vocabulary has {tok.get_vocab_size()} tokens, the model {net.config.vocab_size}", file=path)
     return net, tok, str(path)
-
-
-def set_unigram_output_bias(net, corpus: Corpus, eval_documents: int) -> None:
-    """Start the MLM output bias at the log frequency of each token in the training documents.
-
-    Before it reads any context, the best an MLM can do is the unigram; BERT's zero bias leaves that to
-    be learnt, and with tied embeddings it is learnt partly by growing the word embeddings, which then
-    drown the position embeddings under the embeddings' LayerNorm. Started here, the unigram is in place
-    at step 0 (add-½ counts; special tokens, never a label, get the smallest). Held-out documents are
-    not counted.
-    """
-    _, held = split_documents(corpus.num_documents, eval_documents)
-    counts = corpus.token_counts(exclude=held).astype(np.float64)
-    counts[list(corpus.special_ids.values())] = 0.0
-    counts += 0.5
-    with torch.no_grad():
-        net.cls.predictions.bias.copy_(torch.from_numpy(np.log(counts / counts.sum())))
 
 
 def pretrain(cfg: PretrainConfig) -> dict:
@@ -703,7 +448,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
         p.requires_grad_(True)
     main_process = int(os.environ.get("RANK", "0")) == 0  # under torchrun, one process writes
     if main_process:
-        modeling.save_model(net, tok, out / "model", overwrite=True)
+        save_model(net, tok, out / "model", overwrite=True)
     s = result.state
     results = {
         "model": source, "settings": settings, "finished": True, "objective": cfg.objective,
@@ -712,11 +457,11 @@ def pretrain(cfg: PretrainConfig) -> dict:
         "train_seconds": s.elapsed, "wall_seconds": wall, "tokens_per_s": s.tokens / max(s.elapsed, 1e-9),
     }
     if main_process:
-        from wellread.plots import plot_pretraining
+        from wellread.report.plots import plot_pretraining
 
         plot_pretraining(out, out / "curves.png", labels=[source])
         atomic_write_json(results_path, results)
     return results
 
 
-__all__ = ["PretrainConfig", "PretrainObjective", "SparsePretrainer", "MaskedLMLoss", "pretrain", "build_model", "shard_batch"]
+__all__ = ["PretrainConfig", "PretrainObjective", "pretrain", "build_model", "shard_batch"]

@@ -12,9 +12,9 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer
 
-from wellread import zoo
 from wellread.errors import WellreadError
 from wellread.io import atomic_directory, check_output_dir, read_json
+from wellread.modeling import zoo
 from wellread.tokenization import PAD, TOKENIZER_FILES, load_tokenizer, write_tokenizer_files
 
 MODEL_FILES = ("config.json", "model.safetensors", "generation_config.json")

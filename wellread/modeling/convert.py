@@ -1,6 +1,6 @@
 """Google's BERT TensorFlow checkpoints -> the Hugging Face layout, without TensorFlow.
 
-Reads the tensor bundle with ``wellread.tfcheckpoint``, maps Google's TF1 names (and the TF2 Model
+Reads the tensor bundle with ``wellread.modeling.tfcheckpoint``, maps Google's TF1 names (and the TF2 Model
 Garden's object-based names) to ``BertForPreTraining``'s, skips optimizer state, checks every shape
 against bert_config.json, and writes the model with ``modeling.save_model``. The written directory
 is read back and compared tensor by tensor, so what is on disk is exactly what was in the checkpoint.
@@ -23,7 +23,7 @@ import numpy as np
 
 from wellread.errors import WellreadError
 from wellread.io import read_json
-from wellread.tfcheckpoint import CheckpointReader, find_prefix
+from wellread.modeling.tfcheckpoint import CheckpointReader, find_prefix
 
 CHECK_TEXT = "the quick brown fox jumps over the lazy dog"
 
@@ -376,7 +376,8 @@ def convert(source: str | Path, out: str | Path, *, vocab: str | Path | None = N
     vocab_size. After writing, the directory is read back and each tensor compared with the source.
     ``check`` also runs a forward pass on ``check_text`` and returns per-layer hidden-state norms.
     """
-    from wellread import modeling, tokenization
+    from wellread import tokenization
+    from wellread.modeling.models import save_model
 
     with checkpoint_dir(source) as ckpt:
         vocab_path = Path(vocab) if vocab is not None else ckpt / "vocab.txt"
@@ -390,7 +391,7 @@ def convert(source: str | Path, out: str | Path, *, vocab: str | Path | None = N
                             f"{conv.config.vocab_size}", file=vocab_path, field="vocab_size")
     conv.config.pad_token_id = tok.token_to_id(tokenization.PAD)
     model = build_model(conv)
-    out = modeling.save_model(model, tok, out, overwrite=overwrite)
+    out = save_model(model, tok, out, overwrite=overwrite)
     verify_written(out, conv)
     result = ConvertResult(Path(out), conv.naming, type(model).__name__, len(conv.tensors), conv.heads, conv.skipped,
                            dropped=conv.dropped)
@@ -401,7 +402,7 @@ def convert(source: str | Path, out: str | Path, *, vocab: str | Path | None = N
 
 def verify_written(out: Path, conv: Conversion) -> None:
     """Read the written weights back and require them equal to the checkpoint's, bit for bit."""
-    from wellread.modeling import read_weights
+    from wellread.modeling.models import read_weights
 
     written = read_weights(out)
     prefixed = any(k.startswith("bert.") for k in written)
@@ -416,9 +417,10 @@ def check_model(model_dir: str | Path, text: str = CHECK_TEXT, pair: str | None 
     embeddings and after each layer. Non-finite values are an error (a broken conversion)."""
     import torch
 
-    from wellread import modeling, tokenization
+    from wellread import tokenization
+    from wellread.modeling.models import load_model
 
-    model = modeling.load_model(model_dir, "base")
+    model = load_model(model_dir, "base")
     tok = tokenization.load_tokenizer(model_dir)
     enc = tok.encode(text, pair)
     ids = torch.tensor([enc.ids])
