@@ -121,12 +121,12 @@ def main() -> None:
         tmp = Path(tmp)
         data = subset(a.train_articles, a.max_questions, tmp / "squad")
         os.environ["WELLREAD_CACHE"] = str(tmp / "cache")
-        from wellread import modeling
+        from wellread.modeling.models import save_model
         from wellread.train.qa import build_qa_model
 
         init_cfg = FinetuneConfig(model="tiny", random_init=True, task="squad", data_dir=data, out=tmp / "x", epochs=1)
         model, tok, _ = build_qa_model(init_cfg, "squad")
-        init = modeling.save_model(model, tok, tmp / "init")
+        init = save_model(model, tok, tmp / "init")
         common = dict(task="squad", data_dir=data, batch_size=a.batch_size, lr=a.lr, epochs=a.epochs, seed=a.seed,
                       train_articles=a.train_articles, quiet=True)
         t0 = time.perf_counter()

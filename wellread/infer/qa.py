@@ -134,23 +134,13 @@ class QAPredictor:
 
 def load_qa_model(path: Path):
     """A ``BertForQuestionAnswering`` loaded strictly: every tensor present with its shape."""
-    from transformers import BertForQuestionAnswering
+    from wellread.modeling.models import load_model
 
-    from wellread import modeling
-
-    model = BertForQuestionAnswering(modeling.read_config(path))
-    expected = model.state_dict()
-    state = modeling.align_prefix(modeling.read_weights(path), set(expected))
-    missing = [k for k in expected if k not in state and not k.endswith("position_ids")]
-    if missing:
-        raise WellreadError(f"incomplete question-answering model: missing {', '.join(missing[:3])}",
-                            file=path / "model.safetensors")
-    try:
-        model.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False)
-    except RuntimeError as e:
-        raise WellreadError(f"weights do not fit config.json: {str(e).splitlines()[-1].strip()}",
-                            file=path / "model.safetensors") from None
-    return model.eval()
+    weights = Path(path) / "model.safetensors"
+    if not weights.is_file() and not (Path(path) / "pytorch_model.bin").is_file():
+        raise WellreadError("no model.safetensors here (an export directory holds ONNX only: use --backend onnx "
+                            "or onnx-int8, or the fine-tuned model directory)", file=path)
+    return load_model(path, "qa")
 
 
 def _onnx_session(path: Path, backend: str, threads: int | None):

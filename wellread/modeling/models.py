@@ -140,13 +140,15 @@ def align_prefix(state: dict[str, torch.Tensor], expected: set[str]) -> dict[str
 def load_model(path: str | Path, kind: str = "base", **config_overrides):
     """Load a model directory strictly into a transformers BERT class.
 
-    ``kind``: ``base`` (BertModel), ``pretraining`` (BertForPreTraining), ``mlm`` (BertForMaskedLM).
+    ``kind``: ``base`` (BertModel), ``pretraining`` (BertForPreTraining), ``mlm`` (BertForMaskedLM),
+    ``qa`` (BertForQuestionAnswering: span extraction, SQuAD).
     Every learned tensor the class needs must be present with the right shape; weights the class
     does not use (e.g. heads when loading the encoder) are ignored, as transformers does.
     """
     import transformers
 
-    classes = {"base": "BertModel", "pretraining": "BertForPreTraining", "mlm": "BertForMaskedLM"}
+    classes = {"base": "BertModel", "pretraining": "BertForPreTraining", "mlm": "BertForMaskedLM",
+               "qa": "BertForQuestionAnswering"}
     if kind not in classes:
         raise ValueError(f"kind must be one of {sorted(classes)}")
     path = Path(path)

@@ -21,13 +21,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from wellread import modeling, zoo
 from wellread.data import squad
 from wellread.data.batching import bucketed_batches, collate
 from wellread.errors import WellreadError
 from wellread.eval.squad import squad_scores
 from wellread.infer.qa import predict_spans, write_predictions
 from wellread.io import atomic_write_json
+from wellread.modeling import zoo
+from wellread.modeling.models import align_prefix, read_config, read_weights, save_model
 from wellread.tokenization import PAD, STANDARD_VOCAB, load_tokenizer
 
 PREDICTION_FILES = ("predictions.json", "nbest_predictions.json", "null_odds.json")
@@ -48,15 +49,15 @@ def qa_from_pretrained(path: Path, task: str, *, seed: int, dropout: float | Non
     completely); an existing ``qa_outputs`` head is kept, any other head is dropped."""
     from transformers import BertForQuestionAnswering
 
-    config = modeling.read_config(path)
-    weights = modeling.read_weights(path)
+    config = read_config(path)
+    weights = read_weights(path)
     set_qa_head(config, task)
     if dropout is not None:
         config.hidden_dropout_prob = config.attention_probs_dropout_prob = dropout
     torch.manual_seed(seed)
     model = BertForQuestionAnswering(config)
     expected = model.state_dict()
-    state = modeling.align_prefix(weights, set(expected))
+    state = align_prefix(weights, set(expected))
     if not any(k.startswith("bert.") for k in state):  # a BertModel checkpoint without a head
         state = {f"bert.{k}" if not k.startswith("qa_outputs.") else k: v for k, v in state.items()}
     needed = [k for k in expected if k.startswith("bert.") and "pooler" not in k and not k.endswith("position_ids")]
@@ -183,7 +184,7 @@ def qa_data(cfg, task: str, *, quiet: bool = False):
 def finetune_qa(cfg) -> dict:
     """Fine-tune a span-extraction model on SQuAD; the run directory of ``finetune`` plus the prediction files."""
     from wellread.config import dump_yaml
-    from wellread.train.dropout import fast_cpu_dropout
+    from wellread.modeling.dropout import fast_cpu_dropout
     from wellread.train.finetune import run_settings
     from wellread.train.loop import field_defaults, open_run, train
 
@@ -221,7 +222,7 @@ def finetune_qa(cfg) -> dict:
     if v2:  # the null threshold chosen on the held-out questions (as the official best_f1_thresh)
         model.config.null_score_diff_threshold = float(result.final_eval.get("test/best_f1_thresh", 0.0))
     model.config.squad_windows = windows
-    modeling.save_model(model, tok, out / "model", overwrite=True)
+    save_model(model, tok, out / "model", overwrite=True)
     write_predictions(out / "predictions.json", preds, v2=v2)
     evals = [h for h in result.history if any("/" in k for k in h)]
     main = "test/f1"

@@ -27,12 +27,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from wellread import modeling
 from wellread.data import squad
 from wellread.data.batching import cache_dir
 from wellread.errors import WellreadError
 from wellread.infer.qa import load_qa_model, predict_spans, write_predictions
 from wellread.io import atomic_write_bytes, atomic_write_json, model_directory
+from wellread.modeling.models import save_model
 from wellread.tokenization import PAD, load_tokenizer, vocab_hash
 from wellread.train.qa import QAObjective, build_qa_model, qa_data, span_loss
 
@@ -156,8 +156,8 @@ def _finetune_config(cfg):
 def distill_qa(cfg) -> dict:
     """``wellread distill --task squad|squad_v2``: results.json's content (RUN/model, predictions files)."""
     from wellread.config import dump_yaml
+    from wellread.modeling.dropout import fast_cpu_dropout
     from wellread.train.distill import run_settings
-    from wellread.train.dropout import fast_cpu_dropout
     from wellread.train.loop import field_defaults, open_run, train
     from wellread.train.qa import PREDICTION_FILES
 
@@ -208,7 +208,7 @@ def distill_qa(cfg) -> dict:
     if v2:
         model.config.null_score_diff_threshold = float(result.final_eval.get("test/best_f1_thresh", 0.0))
     model.config.squad_windows = windows
-    modeling.save_model(model, tok, out / "model", overwrite=True)
+    save_model(model, tok, out / "model", overwrite=True)
     write_predictions(out / "predictions.json", objective.last_predictions, v2=v2)
     evals = [h for h in result.history if any("/" in k for k in h)]
     results = {
