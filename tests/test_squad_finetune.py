@@ -113,3 +113,18 @@ def test_a_tiny_model_learns_its_training_questions(tmp_path):
     r = squad_scores({e.id: [a for a, _ in e.answers] for e in train_ex}, preds.text, v2=False)
     assert r["f1"] > 20, r  # untrained (lr 1e-9): F1 3.3, EM 0
     assert np.mean([len(t) for t in preds.text.values()]) > 0
+
+
+@needs_squad
+def test_grid_over_squad_picks_the_best_cell_by_held_out_f1(tmp_path):
+    from wellread.train.grid import GridConfig, run_grid
+
+    data = _slice(data_path("squad", "dev-v1.1.json"), tmp_path / "dev-v1.1.json", articles=3, paragraphs=1)
+    r = run_grid(GridConfig(model="tiny", random_init=True, tasks="squad", data_dir=tmp_path, out=tmp_path / "grid",
+                            batch_sizes="8", learning_rates="1e-3,1e-5", epochs=1, workers=1, quiet=True))
+    t = r["tasks"]["squad"]
+    assert t["finished"] == 2 and not r["failures"] and r["glue_score"] is None
+    for cell in t["cells"]:
+        run = json.loads((tmp_path / "grid" / cell["run"] / "results.json").read_text())
+        assert cell["score"] == pytest.approx(run["dev"]["test/f1"] / 100) and run["split"]["train_articles"] == 2
+    assert t["best"]["score"] == max(c["score"] for c in t["cells"])

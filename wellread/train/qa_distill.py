@@ -153,6 +153,40 @@ def _finetune_config(cfg):
                           max_query_length=cfg.max_query_length, quiet=cfg.quiet, threads=cfg.threads)
 
 
+def _transfer_windows(cfg) -> dict:
+    """The student (model, tokenizer), the transfer questions cut into its windows, and the held-out questions."""
+    student_cfg = _finetune_config(cfg)
+    train_ex, test_ex, _, split = qa_data(student_cfg, cfg.task, quiet=cfg.quiet)
+    transfer = list(train_ex) if cfg.transfer_from_task else []
+    sources = {"training questions": len(transfer)} if transfer else {}
+    for path in cfg.transfer:
+        extra = read_qa_transfer(path)
+        transfer += extra
+        sources[str(path)] = len(extra)
+    if not transfer:
+        raise WellreadError("the transfer set is empty", field="transfer")
+    model, tok, source = build_qa_model(student_cfg, cfg.task)
+    teacher_path = model_directory(cfg.teacher) if Path(cfg.teacher).exists() else Path(cfg.teacher)
+    if vocab_hash(load_tokenizer(teacher_path)) != vocab_hash(tok):
+        raise WellreadError("the teacher's vocabulary differs from the student's; QA distillation needs one "
+                            "vocabulary (the windows must be the same tokens)", field="teacher")
+    windows = {"max_seq_length": min(cfg.max_seq_length, model.config.max_position_embeddings),
+               "doc_stride": cfg.doc_stride, "max_query_length": cfg.max_query_length}
+    return {"transfer": transfer, "sources": sources, "split": split, "test_ex": test_ex, "model": model, "tok": tok,
+            "source": source, "windows": windows,
+            "train_f": squad.preprocess(tok, transfer, training=True, **windows)}
+
+
+def prepare_qa_labels(cfg) -> dict:
+    """Have the teacher label the transfer windows, or read its cache: what a grid does once per task."""
+    t0 = time.perf_counter()
+    d = _transfer_windows(cfg)
+    bf16 = bool(cfg.bf16) if cfg.bf16 is not None else torch.cuda.is_available()
+    _, _, file, reused = teacher_spans(cfg.teacher, d["train_f"], cache=cfg.cache, bf16=bf16, quiet=cfg.quiet)
+    return {"cache": str(file), "examples": len(d["train_f"]), "seconds": time.perf_counter() - t0,
+            "shards_computed": int(not reused), "shards_reused": int(reused)}
+
+
 def distill_qa(cfg) -> dict:
     """``wellread distill --task squad|squad_v2``: results.json's content (RUN/model, predictions files)."""
     from wellread.config import dump_yaml
@@ -168,25 +202,9 @@ def distill_qa(cfg) -> dict:
                     extra_files={"finetune", *PREDICTION_FILES})
     if done is not None:
         return done
-    student_cfg = _finetune_config(cfg)
-    train_ex, test_ex, _, split = qa_data(student_cfg, task, quiet=cfg.quiet)
-    transfer = list(train_ex) if cfg.transfer_from_task else []
-    sources = {"training questions": len(transfer)} if transfer else {}
-    for path in cfg.transfer:
-        extra = read_qa_transfer(path)
-        transfer += extra
-        sources[str(path)] = len(extra)
-    if not transfer:
-        raise WellreadError("the transfer set is empty", field="transfer")
-    model, tok, source = build_qa_model(student_cfg, task)
-    teacher_path = model_directory(cfg.teacher) if Path(cfg.teacher).exists() else Path(cfg.teacher)
-    if vocab_hash(load_tokenizer(teacher_path)) != vocab_hash(tok):
-        raise WellreadError("the teacher's vocabulary differs from the student's; QA distillation needs one "
-                            "vocabulary (the windows must be the same tokens)", field="teacher")
-    windows = {"max_seq_length": min(cfg.max_seq_length, model.config.max_position_embeddings),
-               "doc_stride": cfg.doc_stride, "max_query_length": cfg.max_query_length}
-    train_f = squad.preprocess(tok, transfer, training=True, **windows)
-    test_f = squad.preprocess(tok, test_ex, **windows)
+    d = _transfer_windows(cfg)
+    transfer, train_f, test_ex, model, tok = d["transfer"], d["train_f"], d["test_ex"], d["model"], d["tok"]
+    test_f = squad.preprocess(tok, test_ex, **d["windows"])
     bf16 = bool(cfg.bf16) if cfg.bf16 is not None else torch.cuda.is_available()
     t0 = time.perf_counter()
     t_start, t_end, cache_file, reused = teacher_spans(cfg.teacher, train_f, cache=cfg.cache, bf16=bf16, quiet=cfg.quiet)
@@ -207,13 +225,13 @@ def distill_qa(cfg) -> dict:
         objective.evaluate(model)
     if v2:
         model.config.null_score_diff_threshold = float(result.final_eval.get("test/best_f1_thresh", 0.0))
-    model.config.squad_windows = windows
+    model.config.squad_windows = d["windows"]
     save_model(model, tok, out / "model", overwrite=True)
     write_predictions(out / "predictions.json", objective.last_predictions, v2=v2)
     evals = [h for h in result.history if any("/" in k for k in h)]
     results = {
-        "task": task, "model": source, "teacher": str(cfg.teacher), "settings": settings, "split": split,
-        "transfer_examples": len(transfer), "transfer_windows": len(train_f), "transfer_sources": sources,
+        "task": task, "model": d["source"], "teacher": str(cfg.teacher), "settings": settings, "split": d["split"],
+        "transfer_examples": len(transfer), "transfer_windows": len(train_f), "transfer_sources": d["sources"],
         "teacher_cache": str(cache_file), "teacher_cache_reused": reused, "teacher_label_seconds": label_seconds,
         "test_questions": len(test_ex), "steps": result.state.step, "epochs_done": result.state.epoch,
         "stopped_by": result.stopped_by, "dev": dict(result.final_eval), "main_metric": "test/f1", "history": evals,
