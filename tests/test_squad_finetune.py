@@ -119,7 +119,7 @@ def test_a_tiny_model_learns_its_training_questions(tmp_path):
 def test_grid_over_squad_picks_the_best_cell_by_held_out_f1(tmp_path):
     from wellread.train.grid import GridConfig, run_grid
 
-    data = _slice(data_path("squad", "dev-v1.1.json"), tmp_path / "dev-v1.1.json", articles=3, paragraphs=1)
+    _slice(data_path("squad", "dev-v1.1.json"), tmp_path / "dev-v1.1.json", articles=3, paragraphs=1)
     r = run_grid(GridConfig(model="tiny", random_init=True, tasks="squad", data_dir=tmp_path, out=tmp_path / "grid",
                             batch_sizes="8", learning_rates="1e-3,1e-5", epochs=1, workers=1, quiet=True))
     t = r["tasks"]["squad"]
