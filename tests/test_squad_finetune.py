@@ -128,3 +128,12 @@ def test_grid_over_squad_picks_the_best_cell_by_held_out_f1(tmp_path):
         run = json.loads((tmp_path / "grid" / cell["run"] / "results.json").read_text())
         assert cell["score"] == pytest.approx(run["dev"]["test/f1"] / 100) and run["split"]["train_articles"] == 2
     assert t["best"]["score"] == max(c["score"] for c in t["cells"])
+
+
+@needs_squad
+def test_report_takes_a_qa_run(v1_run, tmp_path):
+    from wellread.report import write_report
+
+    _, run, _ = v1_run
+    files = write_report([run], tmp_path / "report")
+    assert (tmp_path / "report" / "curves-squad.png") in files
