@@ -399,14 +399,12 @@ def _post(url: str, obj) -> tuple[int, dict]:
     return _http("POST", url + "/predict", json.dumps(obj).encode())
 
 
-@pytest.fixture(scope="module")
-def server(sst2_export):
-    """`wellread serve` (ONNX fp32) in a subprocess on a loopback port, with small limits."""
+def start_server(*args: str) -> tuple[str, subprocess.Popen]:
+    """`wellread serve ARGS` in a subprocess on a free loopback port, once /health answers: (url, process)."""
     port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "wellread", "serve", "--model", str(sst2_export[0]), "--backend", "onnx", "--port",
-         str(port), "--max-body-bytes", "20000", "--max-inputs", "32", "--max-text-chars", "2000"],
-        cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "wellread", "serve", *args, "--port", str(port)],
+                            cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:
@@ -419,6 +417,14 @@ def server(sst2_export):
             proc.kill()
             pytest.fail(f"the server did not start: {proc.communicate()[1][-2000:]}")
         time.sleep(0.2)
+    return url, proc
+
+
+@pytest.fixture(scope="module")
+def server(sst2_export):
+    """`wellread serve` (ONNX fp32) in a subprocess on a loopback port, with small limits."""
+    url, proc = start_server("--model", str(sst2_export[0]), "--backend", "onnx", "--max-body-bytes", "20000",
+                             "--max-inputs", "32", "--max-text-chars", "2000")
     yield url, proc
     if proc.poll() is None:
         proc.kill()

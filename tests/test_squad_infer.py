@@ -6,13 +6,11 @@ import json
 import os
 import subprocess
 import sys
-import time
-import urllib.error
 
 import pytest
 
 from tests.conftest import REPO, data_path
-from tests.test_infer import _free_port, _http, _post
+from tests.test_infer import _http, _post, start_server
 from tests.test_squad_finetune import _slice
 from wellread.errors import WellreadError
 from wellread.infer.qa import QAPredictor
@@ -83,21 +81,8 @@ def test_export_int8_is_checked_and_answers_like_pytorch(qa_run, tmp_path):
 @needs_squad
 def test_serve_answers_question_context_pairs(qa_run):
     run, _ = qa_run
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "wellread", "serve", "--model", str(run), "--port", str(port)],
-                            cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
+    url, proc = start_server("--model", str(run))
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if _http("GET", url + "/health", timeout=1)[0] == 200:
-                    break
-            except (urllib.error.URLError, OSError):
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.2)
         status, body = _post(url, {"inputs": [{"question": "Who won?", "context": CONTEXT}]})
         assert status == 200
         got = body["predictions"][0]

@@ -20,7 +20,6 @@ the null score (the smallest [CLS] start+end over the windows): the question is 
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from tokenizers import Tokenizer
 
 from wellread.data.batching import Features
 from wellread.errors import WellreadError
+from wellread.io import read_json
 
 QA_TASKS = ("squad", "squad_v2")
 DEV_FILES = {"squad": "dev-v1.1.json", "squad_v2": "dev-v2.0.json"}
@@ -103,12 +103,7 @@ def read_squad(path: str | Path, task: str, *, quiet: bool = False) -> SquadFile
     but skipped in training.
     """
     path = Path(path)
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise WellreadError("no such file", file=path) from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise WellreadError(f"not valid JSON: {e}", file=path) from None
+    raw = read_json(path)
     articles = _need(raw, "data", list, "the top-level object", path)
     v2_fields = 0
     unanswerable: str | None = None

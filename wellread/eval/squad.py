@@ -16,7 +16,6 @@ Scores are percentages (0-100), as the official scripts print them.
 from __future__ import annotations
 
 import collections
-import json
 import re
 import string
 from collections.abc import Mapping
@@ -136,13 +135,9 @@ def squad_scores(gold: Mapping[str, list[str]], preds: Mapping[str, str], *, v2:
 
 def read_predictions(path: str | Path, *, what: str = "predictions") -> dict:
     """A JSON object id -> answer text (or id -> number for null odds), as the official scripts read."""
-    path = Path(path)
-    if not path.is_file():
-        raise WellreadError("no such file", file=path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise WellreadError(f"not valid JSON: {e}", file=path) from None
+    from wellread.io import read_json
+
+    data = read_json(path)
     if not isinstance(data, dict):
         raise WellreadError(f"{what} must be a JSON object mapping question id -> "
                             f"{'answer text' if what == 'predictions' else 'a number'}", file=path)

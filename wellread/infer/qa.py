@@ -293,16 +293,11 @@ def export_qa_onnx(model_dir: str | Path, out: str | Path, *, int8: bool = False
     whose per-window start/end probabilities differ by more than 1e-4 is an error and nothing is
     written; ``label_agreement`` is the share of questions given the same answer text.
     """
-    import shutil
     import warnings
 
-    import onnx
-
-    from wellread.infer.onnx import EXPORT_FILES, FP32_TOLERANCE, INT8_OPS, _quantize
+    from wellread.infer.onnx import EXPORT_FILES, FP32_TOLERANCE, INT8_OPS, finish_files
     from wellread.infer.predictor import INPUT_NAMES
     from wellread.io import atomic_directory, atomic_write_json, check_output_dir
-    from wellread.tokenization import TOKENIZER_FILES
-
     path = model_directory(model_dir)
     out = check_output_dir(out, overwrite=overwrite, allowed=EXPORT_FILES)
     reference = QAPredictor(path)
@@ -327,13 +322,7 @@ def export_qa_onnx(model_dir: str | Path, out: str | Path, *, int8: bool = False
             torch.onnx.export(wrapper, tuple(example[k] for k in INPUT_NAMES), str(tmp / "model.onnx"), dynamo=False,
                               input_names=list(INPUT_NAMES), output_names=list(START_END), dynamic_axes=axes,
                               opset_version=opset, do_constant_folding=True)
-        onnx.checker.check_model(str(tmp / "model.onnx"))
-        if int8:
-            _quantize(tmp / "model.onnx", tmp / "model.int8.onnx")
-        shutil.copy2(path / "config.json", tmp / "config.json")
-        for name in TOKENIZER_FILES:
-            if (path / name).is_file():
-                shutil.copy2(path / name, tmp / name)
+        finish_files(tmp, path, out, int8=int8)
         ref_s, ref_e = _spans(reference._call, qf, reference.pad_id, 16384)
         ref_answers = reference.predictions(examples).text
         checks = {}

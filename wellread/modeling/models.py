@@ -137,6 +137,27 @@ def align_prefix(state: dict[str, torch.Tensor], expected: set[str]) -> dict[str
     return state
 
 
+def load_encoder(model, state: dict[str, torch.Tensor], path: str | Path):
+    """Load a checkpoint's encoder (and whatever else of ``state`` fits) into ``model``, a BERT with a head.
+
+    The encoder must load completely: a missing or mis-shaped tensor is an error. A pooler that is
+    absent (e.g. in an MLM-only checkpoint) keeps its initial values; so does any head not in ``state``.
+    """
+    path = Path(path)
+    expected = model.state_dict()
+    state = align_prefix(state, set(expected))
+    needed = [k for k in expected if k.startswith("bert.") and "pooler" not in k and not k.endswith("position_ids")]
+    missing = [k for k in needed if k not in state]
+    if missing:
+        raise WellreadError(f"the encoder is incomplete: missing {', '.join(missing[:3])}", file=path / "model.safetensors")
+    for k, v in state.items():
+        if k in expected and tuple(v.shape) != tuple(expected[k].shape):
+            raise WellreadError(f"tensor {k} has shape {tuple(v.shape)}, config.json implies {tuple(expected[k].shape)}",
+                                file=path / "model.safetensors", field=k)
+    model.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False)
+    return model
+
+
 def load_model(path: str | Path, kind: str = "base", **config_overrides):
     """Load a model directory strictly into a transformers BERT class.
 

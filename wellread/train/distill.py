@@ -38,7 +38,14 @@ from wellread.io import atomic_write_bytes, atomic_write_json, read_json_or_none
 from wellread.modeling.dropout import fast_cpu_dropout
 from wellread.modeling.models import load_classifier, read_config, save_model
 from wellread.tokenization import PAD, UNK, load_tokenizer
-from wellread.train.finetune import ClassificationObjective, FinetuneConfig, LabelledSet, build_model, load_labelled
+from wellread.train.finetune import (
+    ClassificationObjective,
+    FinetuneConfig,
+    LabelledSet,
+    build_model,
+    load_labelled,
+    training_record,
+)
 from wellread.train.loop import NOT_RESULT_SETTINGS, TrainConfig, field_defaults, open_run, train
 
 SHARD_SIZE = 4096  # transfer examples per cached logits shard
@@ -544,20 +551,12 @@ def _distill_stage(cfg: DistillConfig, spec: TaskSpec, settings: dict) -> dict:
                                                            "teacher_cache": labels.cache.name}, eval_each_epoch=True)
     wall = time.perf_counter() - t0
     save_model(objective.model.cpu(), tok, out / "model", overwrite=True)
-    evals = [h for h in result.history if any("/" in k for k in h)]
-    main = f"{spec.dev_splits[0]}/{spec.main_metric}"
-    best = max(evals, key=lambda h: h.get(main, float("-inf"))) if evals else None
     stage2 = {
         "task": spec.name, "model": source, "teacher": str(cfg.teacher), "settings": settings,
         "transfer_examples": len(transfer), "transfer_sources": transfer.sources,
         "teacher_cache": str(labels.cache), "teacher_label_seconds": labels.seconds,
         "teacher_shards_computed": labels.computed_shards, "teacher_shards_reused": labels.reused_shards,
-        "steps": result.state.step, "epochs_done": result.state.epoch, "stopped_by": result.stopped_by,
-        "dev": dict(result.final_eval), "main_metric": main, "history": evals,
-        "best_epoch": None if best is None else best["epoch"],
-        "best_dev": None if best is None else {k: v for k, v in best.items() if "/" in k},
-        "train_seconds": result.state.elapsed, "wall_seconds": wall,
-        "train_examples_per_s": result.state.step * cfg.batch_size / max(result.state.elapsed, 1e-9),
+        **training_record(result, f"{spec.dev_splits[0]}/{spec.main_metric}", cfg.batch_size, wall),
     }
     atomic_write_json(out / "distill.json", stage2)
     return stage2

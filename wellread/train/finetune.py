@@ -29,7 +29,7 @@ from wellread.eval.predict import logits_to_predictions, predict_logits
 from wellread.io import atomic_write_json
 from wellread.modeling import zoo
 from wellread.modeling.dropout import fast_cpu_dropout
-from wellread.modeling.models import align_prefix, read_config, read_weights, save_model
+from wellread.modeling.models import load_encoder, read_config, read_weights, save_model
 from wellread.tokenization import PAD, STANDARD_VOCAB, load_tokenizer
 from wellread.train.loop import NOT_RESULT_SETTINGS, TrainConfig, field_defaults, open_run, train
 
@@ -203,20 +203,9 @@ def classifier_from_pretrained(path: Path, spec: TaskSpec, *, seed: int, new_hea
     _set_dropout(config, dropout)
     torch.manual_seed(seed)
     model = BertForSequenceClassification(config)
-    expected = model.state_dict()
-    state = align_prefix(weights, set(expected))
     if not same_head:
-        state = {k: v for k, v in state.items() if not k.startswith("classifier.")}
-    needed = [k for k in expected if k.startswith("bert.") and "pooler" not in k and not k.endswith("position_ids")]
-    missing = [k for k in needed if k not in state]
-    if missing:
-        raise WellreadError(f"the encoder is incomplete: missing {', '.join(missing[:3])}", file=path / "model.safetensors")
-    for k, v in state.items():
-        if k in expected and tuple(v.shape) != tuple(expected[k].shape):
-            raise WellreadError(f"tensor {k} has shape {tuple(v.shape)}, config.json implies {tuple(expected[k].shape)}",
-                                file=path / "model.safetensors", field=k)
-    model.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False)
-    return model
+        weights = {k: v for k, v in weights.items() if not k.startswith("classifier.")}
+    return load_encoder(model, weights, path)
 
 
 def run_settings(cfg: FinetuneConfig) -> dict:
@@ -298,18 +287,23 @@ def finetune(cfg: FinetuneConfig) -> dict:
                        eval_each_epoch=True)
     wall = time.perf_counter() - t0
     save_model(objective.model.cpu(), tok, out / "model", overwrite=True)
-    evals = [h for h in result.history if any("/" in k for k in h)]
-    main = f"{spec.dev_splits[0]}/{spec.main_metric}"
-    final = {k: v for k, v in result.final_eval.items()}
-    best = max(evals, key=lambda h: h.get(main, float("-inf"))) if evals else None
-    n_train = len(train_set.feats)
-    results = {
-        "task": spec.name, "model": source, "settings": settings, "finished": True,
-        "train_examples": n_train, "steps": result.state.step, "epochs_done": result.state.epoch,
-        "stopped_by": result.stopped_by, "dev": final, "main_metric": main, "history": evals,
-        "best_epoch": None if best is None else best["epoch"], "best_dev": None if best is None else {k: v for k, v in best.items() if "/" in k},
-        "train_seconds": result.state.elapsed, "wall_seconds": wall,
-        "train_examples_per_s": result.state.step * cfg.batch_size / max(result.state.elapsed, 1e-9),
-    }
+    results = {"task": spec.name, "model": source, "settings": settings, "finished": True,
+               "train_examples": len(train_set.feats),
+               **training_record(result, f"{spec.dev_splits[0]}/{spec.main_metric}", cfg.batch_size, wall)}
     atomic_write_json(results_path, results)
     return results
+
+
+def training_record(result, main: str, batch_size: int, wall: float) -> dict:
+    """What results.json says of a training run: steps, how it stopped, the final and best dev scores
+    (best by ``main``, over the evaluations after each epoch), the history and the timings."""
+    evals = [h for h in result.history if any("/" in k for k in h)]
+    best = max(evals, key=lambda h: h.get(main, float("-inf"))) if evals else None
+    return {
+        "steps": result.state.step, "epochs_done": result.state.epoch, "stopped_by": result.stopped_by,
+        "dev": dict(result.final_eval), "main_metric": main, "history": evals,
+        "best_epoch": None if best is None else best["epoch"],
+        "best_dev": None if best is None else {k: v for k, v in best.items() if "/" in k},
+        "train_seconds": result.state.elapsed, "wall_seconds": wall,
+        "train_examples_per_s": result.state.step * batch_size / max(result.state.elapsed, 1e-9),
+    }

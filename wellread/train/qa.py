@@ -28,7 +28,7 @@ from wellread.eval.squad import squad_scores
 from wellread.infer.qa import predict_spans, write_predictions
 from wellread.io import atomic_write_json
 from wellread.modeling import zoo
-from wellread.modeling.models import align_prefix, read_config, read_weights, save_model
+from wellread.modeling.models import load_encoder, read_config, read_weights, save_model
 from wellread.tokenization import PAD, STANDARD_VOCAB, load_tokenizer
 
 PREDICTION_FILES = ("predictions.json", "nbest_predictions.json", "null_odds.json")
@@ -55,21 +55,7 @@ def qa_from_pretrained(path: Path, task: str, *, seed: int, dropout: float | Non
     if dropout is not None:
         config.hidden_dropout_prob = config.attention_probs_dropout_prob = dropout
     torch.manual_seed(seed)
-    model = BertForQuestionAnswering(config)
-    expected = model.state_dict()
-    state = align_prefix(weights, set(expected))
-    if not any(k.startswith("bert.") for k in state):  # a BertModel checkpoint without a head
-        state = {f"bert.{k}" if not k.startswith("qa_outputs.") else k: v for k, v in state.items()}
-    needed = [k for k in expected if k.startswith("bert.") and "pooler" not in k and not k.endswith("position_ids")]
-    missing = [k for k in needed if k not in state]
-    if missing:
-        raise WellreadError(f"the encoder is incomplete: missing {', '.join(missing[:3])}", file=path / "model.safetensors")
-    for k, v in state.items():
-        if k in expected and tuple(v.shape) != tuple(expected[k].shape):
-            raise WellreadError(f"tensor {k} has shape {tuple(v.shape)}, config.json implies {tuple(expected[k].shape)}",
-                                file=path / "model.safetensors", field=k)
-    model.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False)
-    return model
+    return load_encoder(BertForQuestionAnswering(config), weights, path)
 
 
 def build_qa_model(cfg, task: str):
@@ -185,7 +171,7 @@ def finetune_qa(cfg) -> dict:
     """Fine-tune a span-extraction model on SQuAD; the run directory of ``finetune`` plus the prediction files."""
     from wellread.config import dump_yaml
     from wellread.modeling.dropout import fast_cpu_dropout
-    from wellread.train.finetune import run_settings
+    from wellread.train.finetune import run_settings, training_record
     from wellread.train.loop import field_defaults, open_run, train
 
     task = cfg.task
@@ -224,19 +210,11 @@ def finetune_qa(cfg) -> dict:
     model.config.squad_windows = windows
     save_model(model, tok, out / "model", overwrite=True)
     write_predictions(out / "predictions.json", preds, v2=v2)
-    evals = [h for h in result.history if any("/" in k for k in h)]
-    main = "test/f1"
-    best = max(evals, key=lambda h: h.get(main, float("-inf"))) if evals else None
     results = {
         "task": task, "model": source, "settings": settings, "finished": True, "split": split,
         "train_questions": len(train_ex), "train_examples": len(train_f), "test_questions": len(test_ex),
         "test_windows": len(test_f), "unmapped_train_answers": len(train_f.unmapped),
-        "steps": result.state.step, "epochs_done": result.state.epoch, "stopped_by": result.stopped_by,
-        "dev": dict(result.final_eval), "main_metric": main, "history": evals,
-        "best_epoch": None if best is None else best["epoch"],
-        "best_dev": None if best is None else {k: v for k, v in best.items() if "/" in k},
-        "train_seconds": result.state.elapsed, "wall_seconds": wall,
-        "train_examples_per_s": result.state.step * cfg.batch_size / max(result.state.elapsed, 1e-9),
+        **training_record(result, "test/f1", cfg.batch_size, wall),
     }
     atomic_write_json(out / "results.json", results)
     return results

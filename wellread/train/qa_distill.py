@@ -192,6 +192,7 @@ def distill_qa(cfg) -> dict:
     from wellread.config import dump_yaml
     from wellread.modeling.dropout import fast_cpu_dropout
     from wellread.train.distill import run_settings
+    from wellread.train.finetune import training_record
     from wellread.train.loop import field_defaults, open_run, train
     from wellread.train.qa import PREDICTION_FILES
 
@@ -228,15 +229,11 @@ def distill_qa(cfg) -> dict:
     model.config.squad_windows = d["windows"]
     save_model(model, tok, out / "model", overwrite=True)
     write_predictions(out / "predictions.json", objective.last_predictions, v2=v2)
-    evals = [h for h in result.history if any("/" in k for k in h)]
     results = {
         "task": task, "model": d["source"], "teacher": str(cfg.teacher), "settings": settings, "split": d["split"],
         "transfer_examples": len(transfer), "transfer_windows": len(train_f), "transfer_sources": d["sources"],
         "teacher_cache": str(cache_file), "teacher_cache_reused": reused, "teacher_label_seconds": label_seconds,
-        "test_questions": len(test_ex), "steps": result.state.step, "epochs_done": result.state.epoch,
-        "stopped_by": result.stopped_by, "dev": dict(result.final_eval), "main_metric": "test/f1", "history": evals,
-        "train_seconds": result.state.elapsed, "wall_seconds": wall,
-        "train_examples_per_s": result.state.step * cfg.batch_size / max(result.state.elapsed, 1e-9),
+        "test_questions": len(test_ex), **training_record(result, "test/f1", cfg.batch_size, wall),
     }
     if cfg.then_finetune:
         from wellread.train.qa import finetune_qa
