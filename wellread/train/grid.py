@@ -28,13 +28,16 @@ import traceback
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from wellread.config import field, to_dict
+from wellread.config import carry, field, to_dict
 from wellread.data.squad import is_qa_task
 from wellread.data.tasks import get_task
 from wellread.errors import WellreadError
 from wellread.eval.metrics import best_glue_columns, cell_score, glue_score
 from wellread.io import atomic_write_json
 from wellread.report.grid_tables import model_label
+from wellread.train import distill, finetune
+from wellread.train.distill import DistillConfig, prepare_labels
+from wellread.train.finetune import FinetuneConfig, build_tokenizer, load_labelled
 
 PAPER_BATCH_SIZES = (8, 16, 32, 64, 128)
 PAPER_LEARNING_RATES = (3e-4, 1e-4, 5e-5, 3e-5)
@@ -151,23 +154,13 @@ def cells(cfg: GridConfig) -> list[Cell]:
 
 
 def finetune_config(cfg: GridConfig, cell: Cell):
-    """The run config of a cell: a ``FinetuneConfig``, or a ``DistillConfig`` with --objective distill."""
+    """The run config of a cell: a ``FinetuneConfig``, or a ``DistillConfig`` with --objective distill; every
+    setting the grid shares with it by name, and the cell's own."""
+    cell_settings = dict(task=cell.task, out=cell.run_dir(cfg.out), lr=cell.lr, batch_size=cell.batch_size, quiet=True)
     if cfg.objective == "distill":
-        from wellread.train.distill import DistillConfig
-
-        return DistillConfig(teacher=cfg.teacher_for(cell.task), student=cfg.model, task=cell.task,
-                             data_dir=cfg.data_dir, out=cell.run_dir(cfg.out), transfer=list(cfg.transfer),
-                             augment=cfg.augment, temperature=cfg.temperature, alpha=cfg.alpha,
-                             then_finetune=cfg.then_finetune, lr=cell.lr, batch_size=cell.batch_size,
-                             epochs=cfg.distill_epochs or cfg.epochs, finetune_epochs=cfg.epochs, max_length=cfg.max_length, warmup=cfg.warmup,
-                             random_init=cfg.random_init, vocab=cfg.vocab, seed=cfg.seed, max_steps=cfg.max_steps,
-                             threads=cfg.threads, quiet=True)
-    from wellread.train.finetune import FinetuneConfig
-
-    return FinetuneConfig(model=cfg.model, task=cell.task, data_dir=cfg.data_dir, out=cell.run_dir(cfg.out),
-                          lr=cell.lr, batch_size=cell.batch_size, epochs=cfg.epochs, max_length=cfg.max_length,
-                          warmup=cfg.warmup, random_init=cfg.random_init, vocab=cfg.vocab, seed=cfg.seed,
-                          max_steps=cfg.max_steps, threads=cfg.threads, quiet=True)
+        return carry(DistillConfig, cfg, **cell_settings, teacher=cfg.teacher_for(cell.task), student=cfg.model,
+                     epochs=cfg.distill_epochs or cfg.epochs, finetune_epochs=cfg.epochs)
+    return carry(FinetuneConfig, cfg, **cell_settings)
 
 
 def _read_results(run_dir: Path) -> dict | None:
@@ -186,11 +179,7 @@ def cell_finished(cfg: GridConfig, cell: Cell) -> bool:
 
 def _run_module(cfg: GridConfig):
     if cfg.objective == "distill":
-        from wellread.train import distill
-
         return distill
-    from wellread.train import finetune
-
     return finetune
 
 
@@ -336,8 +325,6 @@ def _prepare(cfg: GridConfig) -> dict:
     With --objective distill the teacher labels each task's transfer set here, once: every cell then
     reads the cached logits. Returns what the teacher labelling cost, per task.
     """
-    from wellread.train.finetune import build_tokenizer, load_labelled
-
     tok = build_tokenizer(cfg.model, random_init=cfg.random_init, vocab=cfg.vocab)
     labelling = {}
     for task in cfg.task_list:
@@ -356,8 +343,6 @@ def _prepare(cfg: GridConfig) -> dict:
             c.quiet = cfg.quiet
             labelling[task] = prepare_qa_labels(c)
         elif cfg.objective == "distill":
-            from wellread.train.distill import prepare_labels
-
             c = finetune_config(cfg, Cell(task, cfg.batch_list[0], cfg.lr_list[0]))
             c.quiet = cfg.quiet
             lab = prepare_labels(c)

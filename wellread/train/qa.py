@@ -23,12 +23,11 @@ import torch.nn.functional as F
 
 from wellread.data import squad
 from wellread.data.batching import bucketed_batches, collate
-from wellread.errors import WellreadError
 from wellread.eval.squad import squad_scores
 from wellread.infer.qa import predict_spans, write_predictions
 from wellread.io import atomic_write_json
 from wellread.modeling import zoo
-from wellread.modeling.models import load_encoder, read_config, read_weights, save_model
+from wellread.modeling.models import check_vocabulary, load_model, read_config, read_weights, save_model
 from wellread.tokenization import PAD, STANDARD_VOCAB, load_tokenizer
 
 PREDICTION_FILES = ("predictions.json", "nbest_predictions.json", "null_odds.json")
@@ -45,17 +44,14 @@ def set_qa_head(config, task: str) -> None:
 
 
 def qa_from_pretrained(path: Path, task: str, *, seed: int, dropout: float | None = None):
-    """A ``BertForQuestionAnswering`` on the encoder of a model directory (strict: the encoder must load
-    completely); an existing ``qa_outputs`` head is kept, any other head is dropped."""
-    from transformers import BertForQuestionAnswering
-
+    """A ``BertForQuestionAnswering`` on the encoder of a model directory (``load_model``'s strict check);
+    an existing ``qa_outputs`` head is kept, otherwise it starts random (any other head is ignored)."""
     config = read_config(path)
-    weights = read_weights(path)
+    has_head = any(k.startswith("qa_outputs.") for k in read_weights(path))
     set_qa_head(config, task)
     if dropout is not None:
         config.hidden_dropout_prob = config.attention_probs_dropout_prob = dropout
-    torch.manual_seed(seed)
-    return load_encoder(BertForQuestionAnswering(config), weights, path)
+    return load_model(path, "qa", config=config, fresh=() if has_head else ("qa_outputs.",), seed=seed).train()
 
 
 def build_qa_model(cfg, task: str):
@@ -76,8 +72,7 @@ def build_qa_model(cfg, task: str):
     path = _model_path(cfg.model)
     model = qa_from_pretrained(path, task, seed=cfg.seed, dropout=cfg.dropout)
     tok = load_tokenizer(path)
-    if tok.get_vocab_size() != model.config.vocab_size:
-        raise WellreadError(f"vocabulary has {tok.get_vocab_size()} tokens, the model {model.config.vocab_size}", file=path)
+    check_vocabulary(tok, model.config.vocab_size, path)
     return model, tok, str(path)
 
 

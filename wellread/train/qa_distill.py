@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 
 from wellread.data import squad
-from wellread.data.batching import cache_dir
 from wellread.errors import WellreadError
+from wellread.hub import cache_dir
 from wellread.infer.qa import load_qa_model, predict_spans, write_predictions
 from wellread.io import atomic_write_bytes, atomic_write_json, model_directory
 from wellread.modeling.models import save_model
@@ -143,14 +143,10 @@ class QADistillObjective(QAObjective):
 
 def _finetune_config(cfg):
     """The student as ``finetune`` builds it (and the split and windows it uses)."""
+    from wellread.config import carry
     from wellread.train.finetune import FinetuneConfig
 
-    return FinetuneConfig(model=cfg.student, task=cfg.task, data_dir=cfg.data_dir, out=cfg.out,
-                          epochs=cfg.epochs, random_init=cfg.random_init, vocab=cfg.vocab, dropout=cfg.dropout,
-                          seed=cfg.seed, lr=cfg.lr, batch_size=cfg.batch_size, max_steps=cfg.max_steps,
-                          time_budget=cfg.time_budget, train_articles=cfg.train_articles,
-                          max_seq_length=cfg.max_seq_length, doc_stride=cfg.doc_stride,
-                          max_query_length=cfg.max_query_length, quiet=cfg.quiet, threads=cfg.threads)
+    return carry(FinetuneConfig, cfg, model=cfg.student)
 
 
 def _transfer_windows(cfg) -> dict:
