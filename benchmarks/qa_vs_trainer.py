@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from wellread.data import squad
+from wellread.data.squad import QASettings
 from wellread.eval.squad import squad_scores
 from wellread.infer.qa import QAPredictor
 from wellread.train.finetune import FinetuneConfig, finetune
@@ -128,7 +129,7 @@ def main() -> None:
         model, tok, _ = build_qa_model(init_cfg, "squad")
         init = save_model(model, tok, tmp / "init")
         common = dict(task="squad", data_dir=data, batch_size=a.batch_size, lr=a.lr, epochs=a.epochs, seed=a.seed,
-                      train_articles=a.train_articles, quiet=True)
+                      qa=QASettings(train_articles=a.train_articles), quiet=True)
         t0 = time.perf_counter()
         ours = finetune(FinetuneConfig(model=str(init), out=tmp / "ours", **common))
         ours_wall = time.perf_counter() - t0

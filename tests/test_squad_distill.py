@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from tests.conftest import REPO, data_path
 from tests.test_squad_finetune import _slice
+from wellread.data.squad import QASettings
 from wellread.train.distill import DistillConfig, distill
 from wellread.train.finetune import FinetuneConfig, finetune
 from wellread.train.qa_distill import qa_distillation_loss
@@ -43,7 +44,7 @@ def teacher(tmp_path_factory):
     root = tmp_path_factory.mktemp("qa_teacher")
     data = _slice(data_path("squad", "dev-v1.1.json"), root / "dev-v1.1.json", articles=2, paragraphs=2)
     finetune(FinetuneConfig(model="mini", random_init=True, task="squad", data_dir=data, out=root / "teacher",
-                            train_articles=1, batch_size=8, max_steps=3, quiet=True))
+                            qa=QASettings(train_articles=1), batch_size=8, max_steps=3, quiet=True))
     return root / "teacher", data
 
 
@@ -54,7 +55,7 @@ def test_distill_caches_the_teachers_logits_once_and_adds_transfer_pairs(teacher
 
     def cfg(out, **kw):
         return DistillConfig(teacher=str(run), student="tiny", random_init=True, task="squad", data_dir=data, out=out,
-                             train_articles=1, batch_size=8, max_steps=3, cache=tmp_path / "cache",
+                             qa=QASettings(train_articles=1), batch_size=8, max_steps=3, cache=tmp_path / "cache",
                              transfer=[tmp_path / "t.jsonl"], quiet=True, **kw)
 
     first = distill(cfg(tmp_path / "a"))

@@ -13,6 +13,7 @@ import torch
 
 from tests.conftest import REPO, data_path
 from wellread.data import squad
+from wellread.data.squad import QASettings
 from wellread.infer.qa import QAPredictor
 from wellread.train.finetune import FinetuneConfig, finetune
 
@@ -31,7 +32,7 @@ def v1_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("squad")
     data = _slice(data_path("squad", "dev-v1.1.json"), root / "dev-v1.1.json")
     cfg = FinetuneConfig(model="tiny", random_init=True, task="squad", data_dir=root, out=root / "run",
-                         train_articles=2, batch_size=8, max_steps=4, lr=1e-3, quiet=True)
+                         qa=QASettings(train_articles=2), batch_size=8, max_steps=4, lr=1e-3, quiet=True)
     return finetune(cfg), root / "run", data
 
 
@@ -87,7 +88,7 @@ def test_evaluate_the_model_on_the_held_out_articles_gives_the_runs_scores(v1_ru
 def test_a_v2_run_writes_null_odds_and_records_the_threshold(tmp_path):
     data = _slice(data_path("squad", "dev-v2.0.json"), tmp_path / "dev-v2.0.json", paragraphs=2)
     cfg = FinetuneConfig(model="tiny", random_init=True, task="squad_v2", data_dir=data, out=tmp_path / "run",
-                         train_articles=2, batch_size=8, max_steps=2, quiet=True)
+                         qa=QASettings(train_articles=2), batch_size=8, max_steps=2, quiet=True)
     r = finetune(cfg)
     assert {"test/HasAns_f1", "test/NoAns_f1", "test/best_f1", "test/best_f1_thresh"} <= set(r["dev"])
     odds = json.loads((tmp_path / "run" / "null_odds.json").read_text())
@@ -102,7 +103,7 @@ def test_a_tiny_model_learns_its_training_questions(tmp_path):
     """Not a stub: 4 epochs (28 steps) on one article's 3 paragraphs lift the span F1 on those questions."""
     data = _slice(data_path("squad", "dev-v1.1.json"), tmp_path / "dev-v1.1.json", articles=2, paragraphs=2)
     run = tmp_path / "run"
-    cfg = FinetuneConfig(model="tiny", random_init=True, task="squad", data_dir=data, out=run, train_articles=1,
+    cfg = FinetuneConfig(model="tiny", random_init=True, task="squad", data_dir=data, out=run, qa=QASettings(train_articles=1),
                          batch_size=8, epochs=4, lr=3e-3, warmup=0.0, dropout=0.0, quiet=True)
     finetune(cfg)
     sf = squad.read_squad(data, "squad")

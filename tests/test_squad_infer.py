@@ -12,6 +12,7 @@ import pytest
 from tests.conftest import REPO, data_path
 from tests.test_infer import _http, _post, start_server
 from tests.test_squad_finetune import _slice
+from wellread.data.squad import QASettings
 from wellread.errors import WellreadError
 from wellread.infer.qa import QAPredictor
 from wellread.train.finetune import FinetuneConfig, finetune
@@ -25,7 +26,7 @@ def qa_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("qa")
     data = _slice(data_path("squad", "dev-v1.1.json"), root / "dev-v1.1.json", articles=2, paragraphs=2)
     finetune(FinetuneConfig(model="tiny", random_init=True, task="squad", data_dir=data, out=root / "run",
-                            train_articles=1, batch_size=8, lr=3e-3, quiet=True))
+                            qa=QASettings(train_articles=1), batch_size=8, lr=3e-3, quiet=True))
     return root / "run", data
 
 

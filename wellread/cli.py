@@ -15,7 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from wellread import __version__
-from wellread.config import add_arguments, field, from_args
+from wellread.config import add_arguments, field, from_args, group
+from wellread.data.batching import Inputs
 from wellread.errors import WellreadError
 
 
@@ -302,7 +303,7 @@ class EvaluateConfig:
     data_dir: Path = field(help="the GLUE root (holding <Task>/), a task folder, or a Hugging Face datasets copy")
     split: str | None = field(None, help="one labelled split (default: dev; MNLI: both dev sets; HANS: its "
                                          "evaluation set; AX: diagnostic-full)")
-    max_length: int = field(128, help="truncate inputs to this many tokens (as fine-tuning did)")
+    inputs: Inputs = group(Inputs, help="how inputs are cut (--max-length)")
     json: bool = field(False, help="print JSON instead of a report")
     out: Path | None = field(None, help="also write the result as JSON to this file")
     predictions: Path | None = field(None, help="squad, squad_v2: a predictions.json (id -> answer text) to score "
@@ -312,8 +313,6 @@ class EvaluateConfig:
                                               "--na-prob-file), for HasAns/NoAns at the best threshold")
 
     def __post_init__(self) -> None:
-        if not 8 <= self.max_length <= 512:
-            raise WellreadError("must be between 8 and 512", field="max_length")
         if self.model is None and (self.predictions is None or self.task not in ("squad", "squad_v2")):
             raise WellreadError("give --model (or, for squad/squad_v2, --predictions to score a file)", field="model")
 
@@ -324,10 +323,10 @@ def _evaluate(cfg: EvaluateConfig) -> None:
     from wellread.io import atomic_write_json
 
     if cfg.task in ("squad", "squad_v2"):
-        from wellread.eval.squad import evaluate_cli
+        from wellread.infer.qa import evaluate_command
 
-        return evaluate_cli(cfg)
-    r = glue.evaluate_model(cfg.model, cfg.task, cfg.data_dir, cfg.split, max_length=cfg.max_length)
+        return evaluate_command(cfg)
+    r = glue.evaluate_model(cfg.model, cfg.task, cfg.data_dir, cfg.split, max_length=cfg.inputs.max_length)
     if cfg.out is not None:
         atomic_write_json(cfg.out, r)
     print(json.dumps(r, indent=2) if cfg.json else glue.format_evaluation(r))
@@ -340,21 +339,19 @@ class PredictGlueConfig:
                                    "task -> model directory; AX is predicted with the MNLI model")
     data_dir: Path = field(help="the GLUE root (holding <Task>/test.tsv ...), or a Hugging Face datasets copy")
     out: Path = field(help="directory to write: the leaderboard .tsv files, submission.zip, predictions.json")
-    max_length: int = field(128, help="truncate inputs to this many tokens (as fine-tuning did)")
+    inputs: Inputs = group(Inputs, help="how inputs are cut (--max-length)")
     overwrite: bool = field(False, help="replace an output directory that holds other files")
 
     def __post_init__(self) -> None:
         if isinstance(self.models, str):  # one string from a YAML file
             self.models = [self.models]
-        if not 8 <= self.max_length <= 512:
-            raise WellreadError("must be between 8 and 512", field="max_length")
 
 
 @command("predict-glue", PredictGlueConfig, "write GLUE leaderboard files (index, prediction) and a zip of them")
 def _predict_glue(cfg: PredictGlueConfig) -> None:
     from wellread.eval import glue
 
-    r = glue.predict_glue(glue.parse_models(cfg.models), cfg.data_dir, cfg.out, max_length=cfg.max_length,
+    r = glue.predict_glue(glue.parse_models(cfg.models), cfg.data_dir, cfg.out, max_length=cfg.inputs.max_length,
                           overwrite=cfg.overwrite)
     print(glue.format_submission(r))
 
@@ -405,7 +402,7 @@ class PredictConfig:
     backend: str = field("torch", help="torch, onnx (fp32) or onnx-int8 (an ONNX file missing from --model is "
                                        "exported on the fly)")
     batch_size: int = field(64, help="inputs per model call (inputs are sorted by length into batches)")
-    max_length: int = field(128, help="truncate inputs to this many tokens")
+    inputs: Inputs = group(Inputs, help="how inputs are cut (--max-length)")
     text_a: str | None = field(None, help="the column / field holding the (first) text")
     text_b: str | None = field(None, help="the column / field holding the second text of a pair")
     chunk_size: int = field(4096, help="inputs read, predicted and written at a time (memory stays constant)")
@@ -417,8 +414,6 @@ class PredictConfig:
         for name in ("batch_size", "chunk_size"):
             if getattr(self, name) < 1:
                 raise WellreadError("must be at least 1", field=name)
-        if not 8 <= self.max_length <= 512:
-            raise WellreadError("must be between 8 and 512", field="max_length")
 
 
 @command("predict", PredictConfig, "predict labels and probabilities (or scores) for a file of sentences or pairs")
@@ -434,7 +429,7 @@ def _predict(cfg: PredictConfig) -> None:
             print(f"answered {r['inputs']:,} questions in {r['seconds']:.1f} s ({cfg.backend}) -> {cfg.output}",
                   file=sys.stderr)
         return
-    predictor = open_predictor(cfg.model, backend=cfg.backend, max_length=cfg.max_length, batch_size=cfg.batch_size,
+    predictor = open_predictor(cfg.model, backend=cfg.backend, max_length=cfg.inputs.max_length, batch_size=cfg.batch_size,
                                threads=cfg.threads, quiet=cfg.quiet)
     r = predict_file(predictor, cfg.input, cfg.output, text_a=cfg.text_a, text_b=cfg.text_b,
                      chunk_size=cfg.chunk_size, progress=not cfg.quiet)
@@ -486,7 +481,7 @@ class ServeConfig:
     max_body_bytes: int = field(1 << 20, help="largest request body (413 above)")
     max_inputs: int = field(256, help="most inputs in one request (413 above)")
     max_text_chars: int = field(10_000, help="longest input text, in characters (413 above)")
-    max_length: int = field(128, help="truncate inputs to this many tokens")
+    inputs: Inputs = group(Inputs, help="how inputs are cut (--max-length)")
     threads: int | None = field(None, help="CPU threads for the model (default: $OMP_NUM_THREADS, else all cores)")
     log_level: str = field("info", help="uvicorn's log level (critical, error, warning, info, debug)")
     access_log: bool = field(False, help="log every request")
@@ -500,8 +495,6 @@ class ServeConfig:
                 raise WellreadError("must be at least 1", field=name)
         if self.max_wait_ms < 0:
             raise WellreadError("must not be negative", field="max_wait_ms")
-        if not 8 <= self.max_length <= 512:
-            raise WellreadError("must be between 8 and 512", field="max_length")
 
 
 @command("serve", ServeConfig, "serve predictions over HTTP (JSON; micro-batching; /predict, /health, /info)")
@@ -513,7 +506,7 @@ def _serve(cfg: ServeConfig) -> None:
     if is_qa_model(cfg.model):  # POST /predict {"inputs": [{"question": .., "context": ..}]}
         predictor = QAService(QAPredictor(cfg.model, backend=cfg.backend, threads=cfg.threads))
     else:
-        predictor = open_predictor(cfg.model, backend=cfg.backend, max_length=cfg.max_length,
+        predictor = open_predictor(cfg.model, backend=cfg.backend, max_length=cfg.inputs.max_length,
                                    batch_size=cfg.batch_size, threads=cfg.threads)
     limits = Limits(max_body_bytes=cfg.max_body_bytes, max_inputs=cfg.max_inputs, max_text_chars=cfg.max_text_chars,
                     max_batch=cfg.batch_size, max_wait_ms=cfg.max_wait_ms)

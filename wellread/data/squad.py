@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
+from wellread.config import field
 from wellread.data.batching import Features
 from wellread.errors import WellreadError
 from wellread.io import read_json
@@ -33,6 +34,32 @@ from wellread.io import read_json
 QA_TASKS = ("squad", "squad_v2")
 DEV_FILES = {"squad": "dev-v1.1.json", "squad_v2": "dev-v2.0.json"}
 TRAIN_FILES = {"squad": "train-v1.1.json", "squad_v2": "train-v2.0.json"}
+
+
+@dataclasses.dataclass(kw_only=True)
+class QASettings:
+    """Extractive QA: Google's run_squad windows, and the split by article used without a training file
+    (the ``qa`` group of finetune and distill)."""
+
+    max_seq_length: int = field(384, help="QA: tokens per window, question included (Google: 384)")
+    doc_stride: int = field(128, help="QA: windows of a long context start this many tokens apart (Google: 128)")
+    max_query_length: int = field(64, help="QA: questions are cut to this many tokens (Google: 64)")
+    train_articles: int | None = field(None, help="QA without the official train file: train on the first N "
+                                                  "articles of the dev file, evaluate on the rest (a split by "
+                                                  "article; default: 80%% of the articles)")
+
+    def __post_init__(self) -> None:
+        if not 16 <= self.max_seq_length <= 512:
+            raise WellreadError("must be between 16 and 512", field="max_seq_length")
+        if not 1 <= self.doc_stride <= self.max_seq_length:
+            raise WellreadError("must be between 1 and max_seq_length", field="doc_stride")
+        if not 1 <= self.max_query_length <= self.max_seq_length - 4:
+            raise WellreadError("must be between 1 and max_seq_length - 4", field="max_query_length")
+
+    def windows(self, max_positions: int = 512) -> dict:
+        """The keyword arguments of ``preprocess`` (the window cut to the model's positions)."""
+        return {"max_seq_length": min(self.max_seq_length, max_positions), "doc_stride": self.doc_stride,
+                "max_query_length": self.max_query_length}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -170,19 +170,3 @@ def score_file(task: str, data_dir: str | Path, predictions: str | Path, *, null
     r = squad_scores(sf.gold(), preds, v2=task == "squad_v2", na_probs=odds)
     return {"task": task, "file": str(sf.path), "predictions": str(predictions), **r}
 
-
-def evaluate_cli(cfg) -> None:
-    """``wellread evaluate --task squad|squad_v2``: score --predictions, or a model's predictions."""
-    import json as _json
-
-    from wellread.io import atomic_write_json
-
-    if cfg.model is None:
-        r = score_file(cfg.task, cfg.data_dir, cfg.predictions, null_odds=cfg.null_odds)
-    else:
-        from wellread.infer.qa import evaluate_qa_model
-
-        r = evaluate_qa_model(cfg.model, cfg.task, cfg.data_dir, split=cfg.split, predictions_out=cfg.predictions)
-    if cfg.out is not None:
-        atomic_write_json(cfg.out, r)
-    print(_json.dumps(r, indent=2) if cfg.json else format_scores(r, task=cfg.task))

@@ -360,3 +360,17 @@ def _window_prob_diff(qf: squad.QAFeatures, a: np.ndarray, b: np.ndarray) -> flo
         pa, pb = np.exp(a[lo:hi] - a[lo:hi].max()), np.exp(b[lo:hi] - b[lo:hi].max())
         worst = max(worst, float(np.abs(pa / pa.sum() - pb / pb.sum()).max()))
     return worst
+
+
+def evaluate_command(cfg) -> None:
+    """``wellread evaluate --task squad|squad_v2``: score --predictions, or a model's predictions."""
+    from wellread.eval.squad import format_scores, score_file
+    from wellread.io import atomic_write_json
+
+    if cfg.model is None:
+        r = score_file(cfg.task, cfg.data_dir, cfg.predictions, null_odds=cfg.null_odds)
+    else:
+        r = evaluate_qa_model(cfg.model, cfg.task, cfg.data_dir, split=cfg.split, predictions_out=cfg.predictions)
+    if cfg.out is not None:
+        atomic_write_json(cfg.out, r)
+    print(json.dumps(r, indent=2) if cfg.json else format_scores(r, task=cfg.task))

@@ -29,8 +29,9 @@ import torch
 import torch.nn.functional as F
 from tokenizers import Tokenizer
 
-from wellread.config import carry, dump_yaml, field, to_dict
-from wellread.data.batching import Features, cached_encode
+from wellread.config import carry, dump_yaml, field, group, to_dict
+from wellread.data.batching import Features, Inputs, cached_encode
+from wellread.data.squad import QASettings, is_qa_task
 from wellread.data.task_files import read_split
 from wellread.data.tasks import TaskSpec, get_task
 from wellread.errors import WellreadError
@@ -47,9 +48,9 @@ from wellread.train.finetune import (
     build_model,
     finetune,
     load_labelled,
-    training_record,
 )
 from wellread.train.loop import NOT_RESULT_SETTINGS, TrainConfig, field_defaults, open_run, train
+from wellread.train.results import training_record
 
 SHARD_SIZE = 4096  # transfer examples per cached logits shard
 MAX_UNK_RATE = 0.05  # a vocabulary that maps more of the text than this to [UNK] cannot encode it
@@ -76,17 +77,13 @@ class DistillConfig(TrainConfig):
                                           "wellread cache, shared by every run with the same teacher and transfer set)")
     teacher_max_length: int | None = field(None, help="the teacher's max length (default: --max-length)")
     epochs: float | None = field(4.0, help="passes over the transfer set")
-    max_length: int = field(128, help="truncate the student's inputs to this many tokens (the paper: 128)")
+    inputs: Inputs = group(Inputs, help="how inputs are cut (--max-length)")
     random_init: bool = field(False, help="the student is a randomly initialised miniature (for comparisons)")
     vocab: Path | None = field(None, help="vocabulary for --random-init (default: the standard uncased BERT vocab)")
     dropout: float | None = field(None, help="override the student's dropout (hidden and attention)")
     overwrite: bool = field(False, help="start over in an existing run directory")
-    # extractive QA (squad, squad_v2): the student's windows and the split, as in finetune
-    max_seq_length: int = field(384, help="QA: tokens per window, question included (Google: 384)")
-    doc_stride: int = field(128, help="QA: windows of a long context start this many tokens apart (Google: 128)")
-    max_query_length: int = field(64, help="QA: questions are cut to this many tokens (Google: 64)")
-    train_articles: int | None = field(None, help="QA without the official train file: the first N articles of the "
-                                                  "dev file are the training questions, the rest are held out")
+    qa: QASettings = group(QASettings, help="extractive QA (squad, squad_v2): the student's windows and the split "
+                                           "by article, as in finetune")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -98,8 +95,6 @@ class DistillConfig(TrainConfig):
             raise WellreadError("must be >= 0", field="augment")
         if not self.transfer and not self.transfer_from_task:
             raise WellreadError("no transfer data: give --transfer FILES or keep --transfer-from-task", field="transfer")
-        if not 8 <= self.max_length <= 512:
-            raise WellreadError("must be between 8 and 512", field="max_length")
 
 
 # --- the transfer set ----------------------------------------------------------------------------
@@ -474,26 +469,24 @@ def finetune_stage_config(cfg: DistillConfig) -> FinetuneConfig:
     common = {k: getattr(cfg, k) for k in keep}
     common["epochs"] = cfg.finetune_epochs if cfg.finetune_epochs is not None else cfg.epochs
     return FinetuneConfig(**common, model=str(Path(cfg.out) / "model"), task=cfg.task, data_dir=cfg.data_dir,
-                          out=Path(cfg.out) / "finetune", max_length=cfg.max_length, dropout=cfg.dropout)
+                          out=Path(cfg.out) / "finetune", inputs=cfg.inputs, dropout=cfg.dropout)
 
 
 def prepare_labels(cfg: DistillConfig, transfer: TransferSet | None = None) -> TeacherLabels:
     """Have the teacher label the transfer set (built here unless given), or read the cache: what a grid does once."""
     spec = get_task(cfg.task)
     transfer = transfer if transfer is not None else build_transfer(cfg, spec)
-    tmax = cfg.teacher_max_length or cfg.max_length
+    tmax = cfg.teacher_max_length or cfg.inputs.max_length
     bf16 = bool(cfg.bf16) if cfg.bf16 is not None else torch.cuda.is_available()
     return label_transfer(cfg.teacher, spec, transfer, max_length=tmax, cache=cfg.cache, quiet=cfg.quiet, bf16=bf16)
 
 
 def distill(cfg: DistillConfig) -> dict:
     """Distil the teacher into the student (and fine-tune it after, with then_finetune); results.json's content."""
-    from wellread.data.squad import is_qa_task
-
     if is_qa_task(cfg.task):
         from wellread.train.qa_distill import distill_qa
 
-        return distill_qa(cfg)
+        return distill_qa(cfg, run_settings(cfg))
     spec = get_task(cfg.task)
     if spec.evaluate_with is not None:
         raise WellreadError(f"{spec.name} is evaluation-only; distil on {spec.evaluate_with} instead", field="task")
@@ -524,7 +517,7 @@ def _distill_stage(cfg: DistillConfig, spec: TaskSpec, settings: dict) -> dict:
     labels = prepare_labels(cfg, transfer)
     model, tok, source = build_model(student_config(cfg), spec)
     pad_id = tok.token_to_id(PAD)
-    max_length = min(cfg.max_length, model.config.max_position_embeddings)
+    max_length = min(cfg.inputs.max_length, model.config.max_position_embeddings)
     feats = _encode_checked(tok, transfer, max_length, "student")
     train_set = LabelledSet("transfer", feats, transfer.gold, [])
     dev_sets = [load_labelled(spec, cfg.data_dir, s, tok, max_length) for s in spec.dev_splits]

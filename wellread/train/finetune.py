@@ -20,8 +20,9 @@ import torch.nn.functional as F
 from tokenizers import Tokenizer
 
 from wellread import hub
-from wellread.config import dump_yaml, field, to_dict
-from wellread.data.batching import Features, bucketed_batches, cached_encode, collate
+from wellread.config import dump_yaml, field, group, to_dict
+from wellread.data.batching import Features, Inputs, bucketed_batches, cached_encode, collate
+from wellread.data.squad import QASettings, is_qa_task
 from wellread.data.task_files import read_split
 from wellread.data.tasks import TaskSpec, get_task
 from wellread.errors import WellreadError
@@ -33,6 +34,8 @@ from wellread.modeling.dropout import fast_cpu_dropout
 from wellread.modeling.models import check_vocabulary, load_model, read_config, read_weights, save_model
 from wellread.tokenization import PAD, STANDARD_VOCAB, load_tokenizer
 from wellread.train.loop import NOT_RESULT_SETTINGS, TrainConfig, field_defaults, open_run, train
+from wellread.train.qa import finetune_qa
+from wellread.train.results import training_record
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -43,31 +46,14 @@ class FinetuneConfig(TrainConfig):
     data_dir: Path = field(help="the GLUE root (holding <TASK>/ folders), a task folder, or a HF datasets copy")
     out: Path = field(help="the run directory (model/, results.json, metrics.jsonl, checkpoint)")
     epochs: float | None = field(4.0, help="passes over the training data (the paper: 4)")
-    max_length: int = field(128, help="truncate inputs to this many tokens (the paper: 128)")
+    inputs: Inputs = group(Inputs, help="how inputs are cut (--max-length)")
     random_init: bool = field(False, help="start from a randomly initialised miniature instead of pre-trained weights")
     vocab: Path | None = field(None, help="vocabulary for --random-init (default: the standard uncased BERT vocab)")
     new_head: bool = field(False, help="replace a classifier trained for other labels instead of refusing")
     train_split: str = field("train", help="the split to train on")
     dropout: float | None = field(None, help="override the model's dropout (hidden and attention)")
     overwrite: bool = field(False, help="start over in an existing run directory")
-    # extractive QA (squad, squad_v2): Google's run_squad windows
-    max_seq_length: int = field(384, help="QA: tokens per window, question included (Google: 384)")
-    doc_stride: int = field(128, help="QA: windows of a long context start this many tokens apart (Google: 128)")
-    max_query_length: int = field(64, help="QA: questions are cut to this many tokens (Google: 64)")
-    train_articles: int | None = field(None, help="QA without the official train file: train on the first N "
-                                                  "articles of the dev file, evaluate on the rest (a split by "
-                                                  "article; default: 80%% of the articles)")
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if not 8 <= self.max_length <= 512:
-            raise WellreadError("must be between 8 and 512", field="max_length")
-        if not 16 <= self.max_seq_length <= 512:
-            raise WellreadError("must be between 16 and 512", field="max_seq_length")
-        if not 1 <= self.doc_stride <= self.max_seq_length:
-            raise WellreadError("must be between 1 and max_seq_length", field="doc_stride")
-        if not 1 <= self.max_query_length <= self.max_seq_length - 4:
-            raise WellreadError("must be between 1 and max_seq_length - 4", field="max_query_length")
+    qa: QASettings = group(QASettings, help="extractive QA (squad, squad_v2): windows and the split by article")
 
 
 @dataclasses.dataclass
@@ -246,12 +232,8 @@ def build_model(cfg: FinetuneConfig, spec: TaskSpec):
 
 def finetune(cfg: FinetuneConfig) -> dict:
     """Fine-tune, evaluate on dev after each epoch, save the model; returns results.json's content."""
-    from wellread.data.squad import is_qa_task
-
     if is_qa_task(cfg.task):
-        from wellread.train.qa import finetune_qa
-
-        return finetune_qa(cfg)
+        return finetune_qa(cfg, run_settings(cfg))
     spec = get_task(cfg.task)
     if spec.evaluate_with is not None:
         raise WellreadError(f"{spec.name} is evaluation-only; fine-tune on {spec.evaluate_with} instead", field="task")
@@ -263,8 +245,8 @@ def finetune(cfg: FinetuneConfig) -> dict:
         return done
     model, tok, source = build_model(cfg, spec)
     pad_id = tok.token_to_id(PAD)
-    max_length = min(cfg.max_length, model.config.max_position_embeddings)
-    if max_length < cfg.max_length:
+    max_length = min(cfg.inputs.max_length, model.config.max_position_embeddings)
+    if max_length < cfg.inputs.max_length:
         print(f"the model has {max_length} positions: inputs are truncated to {max_length} tokens", file=sys.stderr)
     train_set = load_labelled(spec, cfg.data_dir, cfg.train_split, tok, max_length)
     dev_sets = [load_labelled(spec, cfg.data_dir, s, tok, max_length) for s in spec.dev_splits]
@@ -284,17 +266,3 @@ def finetune(cfg: FinetuneConfig) -> dict:
     atomic_write_json(results_path, results)
     return results
 
-
-def training_record(result, main: str, batch_size: int, wall: float) -> dict:
-    """What results.json says of a training run: steps, how it stopped, the final and best dev scores
-    (best by ``main``, over the evaluations after each epoch), the history and the timings."""
-    evals = [h for h in result.history if any("/" in k for k in h)]
-    best = max(evals, key=lambda h: h.get(main, float("-inf"))) if evals else None
-    return {
-        "steps": result.state.step, "epochs_done": result.state.epoch, "stopped_by": result.stopped_by,
-        "dev": dict(result.final_eval), "main_metric": main, "history": evals,
-        "best_epoch": None if best is None else best["epoch"],
-        "best_dev": None if best is None else {k: v for k, v in best.items() if "/" in k},
-        "train_seconds": result.state.elapsed, "wall_seconds": wall,
-        "train_examples_per_s": result.state.step * batch_size / max(result.state.elapsed, 1e-9),
-    }

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from wellread import hub
 from wellread.data import squad
 from wellread.data.batching import bucketed_batches, collate
 from wellread.eval.squad import squad_scores
@@ -29,6 +30,7 @@ from wellread.io import atomic_write_json
 from wellread.modeling import zoo
 from wellread.modeling.models import check_vocabulary, load_model, read_config, read_weights, save_model
 from wellread.tokenization import PAD, STANDARD_VOCAB, load_tokenizer
+from wellread.train.results import training_record
 
 PREDICTION_FILES = ("predictions.json", "nbest_predictions.json", "null_odds.json")
 
@@ -58,8 +60,6 @@ def build_qa_model(cfg, task: str):
     """(model, tokenizer, source) for ``cfg`` (a FinetuneConfig): a random miniature or a model directory."""
     from transformers import BertForQuestionAnswering
 
-    from wellread.train.finetune import _model_path
-
     if cfg.random_init:
         mini = zoo.get(cfg.model)
         tok = load_tokenizer(cfg.vocab or STANDARD_VOCAB)
@@ -69,7 +69,7 @@ def build_qa_model(cfg, task: str):
             config.hidden_dropout_prob = config.attention_probs_dropout_prob = cfg.dropout
         torch.manual_seed(cfg.seed)
         return BertForQuestionAnswering(config), tok, f"random {mini.name}"
-    path = _model_path(cfg.model)
+    path = Path(cfg.model) if Path(cfg.model).is_dir() else hub.resolve_model(cfg.model)
     model = qa_from_pretrained(path, task, seed=cfg.seed, dropout=cfg.dropout)
     tok = load_tokenizer(path)
     check_vocabulary(tok, model.config.vocab_size, path)
@@ -149,38 +149,36 @@ def qa_data(cfg, task: str, *, quiet: bool = False):
     """(train examples, test examples, file, description of the split) for a QA run."""
     train_file = None
     data_dir = Path(cfg.data_dir)
-    if data_dir.is_dir() and (data_dir / squad.TRAIN_FILES[task]).is_file() and cfg.train_articles is None:
+    if data_dir.is_dir() and (data_dir / squad.TRAIN_FILES[task]).is_file() and cfg.qa.train_articles is None:
         train_file = squad.read_squad(data_dir / squad.TRAIN_FILES[task], task, quiet=quiet)
     dev = squad.read_squad(squad.squad_path(task, data_dir), task, quiet=quiet)
     if train_file is not None:
         return train_file.examples, dev.examples, dev, {"kind": "official", "train": str(train_file.path),
                                                         "test": str(dev.path)}
-    n_train = cfg.train_articles if cfg.train_articles is not None else round(0.8 * len(dev.titles))
+    n_train = cfg.qa.train_articles if cfg.qa.train_articles is not None else round(0.8 * len(dev.titles))
     train_a, test_a = squad.split_by_article(len(dev.titles), n_train)
     split = {"kind": "by_article", "file": str(dev.path), "train_articles": len(train_a),
              "test_articles": len(test_a), "first_test_article": dev.titles[test_a[0]]}
     return dev.subset(train_a), dev.subset(test_a), dev, split
 
 
-def finetune_qa(cfg) -> dict:
-    """Fine-tune a span-extraction model on SQuAD; the run directory of ``finetune`` plus the prediction files."""
+def finetune_qa(cfg, settings: dict) -> dict:
+    """Fine-tune a span-extraction model on SQuAD (``cfg`` a FinetuneConfig, ``settings`` what defines the run):
+    the run directory of ``finetune`` plus the prediction files."""
     from wellread.config import dump_yaml
     from wellread.modeling.dropout import fast_cpu_dropout
-    from wellread.train.finetune import run_settings, training_record
     from wellread.train.loop import field_defaults, open_run, train
 
     task = cfg.task
     v2 = task == "squad_v2"
     out = Path(cfg.out)
-    settings = run_settings(cfg)
     done = open_run(out, settings, overwrite=cfg.overwrite, defaults=field_defaults(type(cfg)),
                     extra_files=set(PREDICTION_FILES))
     if done is not None:
         return done
     train_ex, test_ex, _, split = qa_data(cfg, task, quiet=cfg.quiet)
     model, tok, source = build_qa_model(cfg, task)
-    max_len = min(cfg.max_seq_length, model.config.max_position_embeddings)
-    windows = {"max_seq_length": max_len, "doc_stride": cfg.doc_stride, "max_query_length": cfg.max_query_length}
+    windows = cfg.qa.windows(model.config.max_position_embeddings)
     train_f = squad.preprocess(tok, train_ex, training=True, **windows)
     if train_f.unmapped:
         print(f"{len(train_f.unmapped)} training question(s) have no answer that maps to word pieces (trained "

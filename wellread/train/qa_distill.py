@@ -27,14 +27,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from wellread.config import carry, dump_yaml
 from wellread.data import squad
 from wellread.errors import WellreadError
-from wellread.hub import cache_dir
+from wellread.hub import cache_dir, sha256_file
 from wellread.infer.qa import load_qa_model, predict_spans, write_predictions
 from wellread.io import atomic_write_bytes, atomic_write_json, model_directory
+from wellread.modeling.dropout import fast_cpu_dropout
 from wellread.modeling.models import save_model
 from wellread.tokenization import PAD, load_tokenizer, vocab_hash
-from wellread.train.qa import QAObjective, build_qa_model, qa_data, span_loss
+from wellread.train.finetune import FinetuneConfig, run_settings
+from wellread.train.loop import field_defaults, open_run, train
+from wellread.train.qa import PREDICTION_FILES, QAObjective, build_qa_model, finetune_qa, qa_data, span_loss
+from wellread.train.results import training_record
 
 
 def read_qa_transfer(path: Path) -> list[squad.QAExample]:
@@ -77,10 +82,8 @@ def qa_distillation_loss(s_start: torch.Tensor, s_end: torch.Tensor, t_start: to
 def teacher_spans(teacher: str | Path, qf: squad.QAFeatures, *, cache: Path | None = None, bf16: bool = False,
                   quiet: bool = False) -> tuple[np.ndarray, np.ndarray, Path, bool]:
     """The teacher's (start, end) logits for every token of ``qf``, from the cache or computed once and cached."""
-    from wellread.train.distill import teacher_fingerprint
-
     path = model_directory(teacher)
-    h = hashlib.sha256(teacher_fingerprint(path).encode())
+    h = hashlib.sha256(f"{sha256_file(path / 'config.json')}|{sha256_file(path / 'model.safetensors')}".encode())
     for arr in (qf.feats.ids, qf.feats.type_ids, qf.feats.offsets):
         h.update(np.ascontiguousarray(arr).tobytes())
     file = (Path(cache) if cache is not None else cache_dir() / "qa-teacher-logits") / f"{h.hexdigest()[:24]}.npz"
@@ -143,9 +146,6 @@ class QADistillObjective(QAObjective):
 
 def _finetune_config(cfg):
     """The student as ``finetune`` builds it (and the split and windows it uses)."""
-    from wellread.config import carry
-    from wellread.train.finetune import FinetuneConfig
-
     return carry(FinetuneConfig, cfg, model=cfg.student)
 
 
@@ -166,8 +166,7 @@ def _transfer_windows(cfg) -> dict:
     if vocab_hash(load_tokenizer(teacher_path)) != vocab_hash(tok):
         raise WellreadError("the teacher's vocabulary differs from the student's; QA distillation needs one "
                             "vocabulary (the windows must be the same tokens)", field="teacher")
-    windows = {"max_seq_length": min(cfg.max_seq_length, model.config.max_position_embeddings),
-               "doc_stride": cfg.doc_stride, "max_query_length": cfg.max_query_length}
+    windows = cfg.qa.windows(model.config.max_position_embeddings)
     return {"transfer": transfer, "sources": sources, "split": split, "test_ex": test_ex, "model": model, "tok": tok,
             "source": source, "windows": windows,
             "train_f": squad.preprocess(tok, transfer, training=True, **windows)}
@@ -183,18 +182,11 @@ def prepare_qa_labels(cfg) -> dict:
             "shards_computed": int(not reused), "shards_reused": int(reused)}
 
 
-def distill_qa(cfg) -> dict:
-    """``wellread distill --task squad|squad_v2``: results.json's content (RUN/model, predictions files)."""
-    from wellread.config import dump_yaml
-    from wellread.modeling.dropout import fast_cpu_dropout
-    from wellread.train.distill import run_settings
-    from wellread.train.finetune import training_record
-    from wellread.train.loop import field_defaults, open_run, train
-    from wellread.train.qa import PREDICTION_FILES
-
+def distill_qa(cfg, settings: dict) -> dict:
+    """``wellread distill --task squad|squad_v2`` (``cfg`` a DistillConfig, ``settings`` what defines the run):
+    results.json's content (RUN/model, predictions files)."""
     task, v2 = cfg.task, cfg.task == "squad_v2"
     out = Path(cfg.out)
-    settings = run_settings(cfg)
     done = open_run(out, settings, overwrite=cfg.overwrite, defaults=field_defaults(type(cfg)),
                     extra_files={"finetune", *PREDICTION_FILES})
     if done is not None:
@@ -232,10 +224,9 @@ def distill_qa(cfg) -> dict:
         "test_questions": len(test_ex), **training_record(result, "test/f1", cfg.batch_size, wall),
     }
     if cfg.then_finetune:
-        from wellread.train.qa import finetune_qa
-
         epochs = cfg.finetune_epochs if cfg.finetune_epochs is not None else cfg.epochs
-        ft = finetune_qa(_stage3(cfg, out, epochs))
+        stage3 = _stage3(cfg, out, epochs)
+        ft = finetune_qa(stage3, run_settings(stage3))
         results |= {"distill_dev": results["dev"], "dev": ft["dev"], "final_model": str(out / "finetune" / "model"),
                     "finetune": {k: ft[k] for k in ("dev", "steps", "train_seconds", "history")},
                     "train_seconds": results["train_seconds"] + ft["train_seconds"]}
