@@ -310,17 +310,26 @@ def _pretrain(cfg) -> None:
 
 @dataclasses.dataclass(kw_only=True)
 class EvaluateConfig:
-    model: Path = field(help="a fine-tuned model directory (HF layout), or a fine-tuning run directory holding model/")
+    model: Path | None = field(None, help="a fine-tuned model directory (HF layout), or a fine-tuning run directory "
+                                          "holding model/ (squad, squad_v2: or none, with --predictions)")
     task: str = field(help="cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli, ax (its diagnostic-full.tsv) or "
-                           "hans; ax and hans are scored with a model trained for mnli")
+                           "hans; ax and hans are scored with a model trained for mnli; squad (v1.1) or squad_v2 "
+                           "(v2.0): the official EM/F1")
     data_dir: Path = field(help="the GLUE root (holding <Task>/), a task folder, or a Hugging Face datasets copy")
     split: str | None = field(None, help="one labelled split (default: dev; MNLI: both dev sets; HANS: its "
                                          "evaluation set; AX: diagnostic-full)")
     inputs: Inputs = group(Inputs, help="how inputs are cut (--max-length)")
     json: bool = field(False, help="print JSON instead of a report")
     out: Path | None = field(None, help="also write the result as JSON to this file")
+    predictions: Path | None = field(None, help="squad, squad_v2: a predictions.json (id -> answer text) to score "
+                                                "as the official script does; with --model, where to write it "
+                                                "(nbest_predictions.json and null_odds.json beside it)")
+    null_odds: Path | None = field(None, help="squad_v2 with --predictions: the null odds per id (the official "
+                                              "--na-prob-file), for HasAns/NoAns at the best threshold")
 
     def __post_init__(self) -> None:
+        if self.model is None and (self.predictions is None or self.task not in ("squad", "squad_v2")):
+            raise WellreadError("give --model (or, for squad/squad_v2, --predictions to score a file)", field="model")
         if self.out is not None and self.out.is_dir():
             raise WellreadError("is a directory, expected a file to write the result to", file=self.out)
 
@@ -330,6 +339,10 @@ def _evaluate(cfg: EvaluateConfig) -> None:
     from wellread.eval import glue
     from wellread.io import atomic_write_json
 
+    if cfg.task in ("squad", "squad_v2"):
+        from wellread.infer.qa import evaluate_command
+
+        return evaluate_command(cfg)
     r = glue.evaluate_model(cfg.model, cfg.task, cfg.data_dir, cfg.split, max_length=cfg.inputs.max_length)
     if cfg.out is not None:
         atomic_write_json(cfg.out, r)
@@ -424,8 +437,16 @@ class PredictConfig:
 @command("predict", PredictConfig, "predict labels and probabilities (or scores) for a file of sentences or pairs")
 def _predict(cfg: PredictConfig) -> None:
     from wellread.infer.loading import open_predictor
+    from wellread.infer.qa import QAPredictor, is_qa_model, predict_qa_file
     from wellread.infer.stream import predict_file
 
+    if is_qa_model(cfg.model):  # (question, context) -> answer, score, character offsets
+        qa = QAPredictor(cfg.model, backend=cfg.backend, threads=cfg.threads)
+        r = predict_qa_file(qa, cfg.input, cfg.output, text_a=cfg.text_a, text_b=cfg.text_b, chunk_size=cfg.chunk_size)
+        if not cfg.quiet:
+            print(f"answered {r['inputs']:,} questions in {r['seconds']:.1f} s ({cfg.backend}) -> {cfg.output}",
+                  file=sys.stderr)
+        return
     predictor = open_predictor(cfg.model, backend=cfg.backend, max_length=cfg.inputs.max_length, batch_size=cfg.batch_size,
                                threads=cfg.threads, quiet=cfg.quiet)
     r = predict_file(predictor, cfg.input, cfg.output, text_a=cfg.text_a, text_b=cfg.text_b,
@@ -453,7 +474,13 @@ class ExportConfig:
 @command("export", ExportConfig, "export a fine-tuned model to ONNX (and int8), checked against PyTorch")
 def _export(cfg: ExportConfig) -> None:
     from wellread.infer.onnx import describe_check, export_onnx
+    from wellread.infer.qa import export_qa_onnx, is_qa_model
 
+    if is_qa_model(cfg.model):
+        r = export_qa_onnx(cfg.model, cfg.out, int8=cfg.int8, opset=cfg.opset, overwrite=cfg.overwrite)
+        print(f"exported {r['model']} (question answering, opset {r['opset']}) -> {cfg.out}; checked against PyTorch:")
+        print(describe_check(r))
+        return
     r = export_onnx(cfg.model, cfg.out, int8=cfg.int8, opset=cfg.opset, max_length=cfg.max_length,
                     overwrite=cfg.overwrite)
     print(f"exported {r['model']} ({r['exporter']}, opset {r['opset']}, {r['graph']}) -> {cfg.out}; "
@@ -492,13 +519,19 @@ class ServeConfig:
 @command("serve", ServeConfig, "serve predictions over HTTP (JSON; micro-batching; /predict, /health, /info)")
 def _serve(cfg: ServeConfig) -> None:
     from wellread.infer.loading import open_predictor
+    from wellread.infer.qa import QAPredictor, QAService, is_qa_model
     from wellread.infer.serve import Limits, serve
 
-    predictor = open_predictor(cfg.model, backend=cfg.backend, max_length=cfg.inputs.max_length, batch_size=cfg.batch_size,
-                               threads=cfg.threads)
+    if is_qa_model(cfg.model):  # POST /predict {"inputs": [{"question": .., "context": ..}]}
+        predictor = QAService(QAPredictor(cfg.model, backend=cfg.backend, threads=cfg.threads))
+    else:
+        predictor = open_predictor(cfg.model, backend=cfg.backend, max_length=cfg.inputs.max_length,
+                                   batch_size=cfg.batch_size, threads=cfg.threads)
     limits = Limits(max_body_bytes=cfg.max_body_bytes, max_inputs=cfg.max_inputs, max_text_chars=cfg.max_text_chars,
                     max_batch=cfg.batch_size, max_wait_ms=cfg.max_wait_ms)
-    print(f"serving {predictor.path} ({predictor.backend}, {', '.join(predictor.labels or ['score'])}) on "
+    qa = isinstance(predictor, QAService)
+    what = "question answering" if qa else ", ".join(predictor.labels or ["score"])
+    print(f"serving {predictor.path} ({predictor.qa.backend if qa else predictor.backend}, {what}) on "
           f"http://{cfg.host}:{cfg.port}", file=sys.stderr)
     serve(predictor, host=cfg.host, port=cfg.port, limits=limits, log_level=cfg.log_level, access_log=cfg.access_log)
 

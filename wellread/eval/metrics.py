@@ -230,7 +230,10 @@ PRAJJWAL1_MNLI_DEV: dict[str, dict[str, float]] = {
 
 
 def cell_score(task: str, dev: dict) -> float:
-    """The selection score of a cell: the task's GLUE metric (averaged over metrics and dev splits)."""
+    """The selection score of a cell: the task's GLUE metric (averaged over metrics and dev splits);
+    for extractive QA (squad, squad_v2) the official F1 on the held-out questions, as a fraction."""
+    if task in ("squad", "squad_v2"):
+        return dev["test/f1"] / 100
     spec = get_task(task)
     scores = []
     for split in spec.dev_splits:
@@ -242,7 +245,7 @@ def best_glue_columns(tasks: dict) -> dict[str, dict[str, float]]:
     """Best cells' dev metrics as glue_score columns (MNLI split into matched / mismatched)."""
     cols: dict[str, dict[str, float]] = {}
     for task, t in tasks.items():
-        if t["best"] is None:
+        if t["best"] is None or task in ("squad", "squad_v2"):  # not GLUE columns
             continue
         spec = get_task(task)
         dev = t["best"]["dev"]

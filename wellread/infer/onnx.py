@@ -176,6 +176,22 @@ def _quantize(src: Path, dst: Path) -> None:
         logging.disable(logging.NOTSET)
 
 
+def finish_files(tmp: Path, model_dir: Path, out: Path, *, int8: bool) -> None:
+    """Check ``tmp/model.onnx``, quantise it to model.int8.onnx when asked, copy config and tokenizer beside it."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(tmp / "model.onnx"))
+    except onnx.checker.ValidationError as e:
+        raise WellreadError(f"the exported graph is not valid ONNX: {e}", file=out / "model.onnx") from None
+    if int8:
+        _quantize(tmp / "model.onnx", tmp / "model.int8.onnx")
+    shutil.copy2(model_dir / "config.json", tmp / "config.json")
+    for name in TOKENIZER_FILES:
+        if (model_dir / name).is_file():
+            shutil.copy2(model_dir / name, tmp / name)
+
+
 def compare(reference: Predictor, other: Predictor, texts_a: list[str], texts_b: list[str | None]) -> dict:
     """How far ``other``'s outputs are from ``reference``'s: probabilities (or scores) and labels."""
     ref, out = reference.logits(texts_a, texts_b), other.logits(texts_a, texts_b)
@@ -210,16 +226,7 @@ def export_onnx(model_dir: str | Path, out: str | Path, *, int8: bool = False, o
     _, example = reference.batches(reference.encode(texts_a[:3], texts_b[:3]))[0]
     with atomic_directory(out) as tmp:
         graph = _export_graph(model, example, tmp / "model.onnx", opset)
-        try:
-            onnx.checker.check_model(str(tmp / "model.onnx"))
-        except onnx.checker.ValidationError as e:
-            raise WellreadError(f"the exported graph is not valid ONNX: {e}", file=out / "model.onnx") from None
-        if int8:
-            _quantize(tmp / "model.onnx", tmp / "model.int8.onnx")
-        shutil.copy2(path / "config.json", tmp / "config.json")
-        for name in TOKENIZER_FILES:
-            if (path / name).is_file():
-                shutil.copy2(path / name, tmp / name)
+        finish_files(tmp, path, out, int8=int8)
         checks = {}
         # OpenVINO runs model.onnx itself (in bf16 where the CPU has it): checked too where it is installed
         for backend in ("onnx", *(("onnx-int8",) if int8 else ()), *(("openvino",) if env.have("openvino") else ())):

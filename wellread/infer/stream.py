@@ -41,8 +41,8 @@ PAIR_COLUMNS = (("sentence1", "sentence2"), ("text_a", "text_b"), ("question1", 
                 ("#1 string", "#2 string"), ("question", "sentence"))
 SINGLE_COLUMNS = ("sentence", "text")
 ID_COLUMNS = ("id", "idx", "index")
-JSON_A = ("text_a", "text", "sentence1", "sentence")
-JSON_B = ("text_b", "sentence2")
+JSON_A = ("text_a", "text", "sentence1", "sentence", "question")  # question/context: extractive QA
+JSON_B = ("text_b", "sentence2", "context")
 DECIMALS = 6
 
 

@@ -114,7 +114,7 @@ def align_prefix(state: dict[str, torch.Tensor], expected: set[str]) -> dict[str
 
 
 CLASSES = {"base": "BertModel", "pretraining": "BertForPreTraining", "mlm": "BertForMaskedLM",
-           "classifier": "BertForSequenceClassification"}
+           "classifier": "BertForSequenceClassification", "qa": "BertForQuestionAnswering"}
 
 
 def load_model(path: str | Path, kind: str = "base", *, config=None, optional: tuple[str, ...] = (),
@@ -122,7 +122,8 @@ def load_model(path: str | Path, kind: str = "base", *, config=None, optional: t
     """Load a model directory strictly into a transformers BERT class: the one loader of the package.
 
     ``kind``: ``base`` (BertModel), ``pretraining`` (BertForPreTraining), ``mlm`` (BertForMaskedLM),
-    ``classifier`` (BertForSequenceClassification). Every learned tensor the class needs must be present
+    ``classifier`` (BertForSequenceClassification), ``qa`` (BertForQuestionAnswering: span extraction).
+    Every learned tensor the class needs must be present
     with the right shape, except those under a prefix in ``optional`` (started at random when absent) or
     in ``fresh`` (never read from the file: a new head). Weights the class does not use (e.g. heads when
     loading the encoder) are ignored, as transformers does. ``config``: the config to build (default:

@@ -20,7 +20,11 @@ def _pyplot():
 
 def plot_curves(task: str, runs: list[tuple[str, Path]], out: Path) -> Path | None:
     """Training loss against steps and the dev score after each epoch, one line per (label, run)."""
-    spec = get_task(task)
+    if task in ("squad", "squad_v2"):  # extractive QA: the official F1 (already in %) on the held-out questions
+        keys, scale, metric = ["test/f1"], 1.0, "F1"
+    else:
+        spec = get_task(task)
+        keys, scale, metric = [f"{s}/{m}" for s in spec.dev_splits for m in spec.metrics], 100.0, "/".join(spec.metrics)
     plt = _pyplot()
     fig, (ax_loss, ax_dev) = plt.subplots(1, 2, figsize=(11, 4))
     drawn = False
@@ -32,9 +36,8 @@ def plot_curves(task: str, runs: list[tuple[str, Path]], out: Path) -> Path | No
         history = (read_json_or_none(run / "results.json") or {}).get("history") or []
         points = []
         for h in history:
-            keys = [f"{s}/{m}" for s in spec.dev_splits for m in spec.metrics]
             if all(k in h for k in keys):
-                points.append((h.get("epoch", 0), 100 * sum(h[k] for k in keys) / len(keys)))
+                points.append((h.get("epoch", 0), scale * sum(h[k] for k in keys) / len(keys)))
         if points:
             ax_dev.plot([p[0] for p in points], [p[1] for p in points], "o-", label=label)
             drawn = True
@@ -45,7 +48,7 @@ def plot_curves(task: str, runs: list[tuple[str, Path]], out: Path) -> Path | No
     ax_loss.set_ylabel("training loss")
     ax_loss.set_title(f"{task}: training loss (the best cell of each arm)")
     ax_dev.set_xlabel("epoch")
-    ax_dev.set_ylabel(f"dev {'/'.join(spec.metrics)} (%)")
+    ax_dev.set_ylabel(f"dev {metric} (%)")
     ax_dev.set_title(f"{task}: dev score after each epoch")
     for ax in (ax_loss, ax_dev):
         ax.grid(alpha=0.3)

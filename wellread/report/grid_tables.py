@@ -114,9 +114,9 @@ def heatmaps(results: dict, out: Path) -> list[Path]:
         ax.set_yticks(range(len(bss)), [str(b) for b in bss])
         ax.set_xlabel("learning rate")
         ax.set_ylabel("batch size")
-        spec = get_task(task)
+        metrics = "F1 (held-out questions)" if task in ("squad", "squad_v2") else "/".join(get_task(task).metrics)
         source = model_label(results["model"]) + (", random init" if results.get("random_init") else "")
-        ax.set_title(f"{task} dev {'/'.join(spec.metrics)} ({source})")
+        ax.set_title(f"{task} dev {metrics} ({source})")
         for i in range(len(bss)):
             for j in range(len(lrs)):
                 if not np.isnan(grid[i, j]):

@@ -31,6 +31,7 @@ from tokenizers import Tokenizer
 
 from wellread.config import carry, field, group, to_dict
 from wellread.data.batching import Features, Inputs, cached_encode
+from wellread.data.squad import QASettings, is_qa_task
 from wellread.data.task_files import read_split
 from wellread.data.tasks import TaskSpec, get_task
 from wellread.errors import WellreadError
@@ -69,7 +70,8 @@ MAX_UNK_RATE = 0.05  # a vocabulary that maps more of the text than this to [UNK
 class DistillConfig(TrainConfig):
     teacher: str = field(help="the teacher: a sequence-classification model directory (HF layout) trained for the task")
     student: str = field(help="the student: a pre-trained model directory, or one of the 24 names with --random-init")
-    task: str = field(help="GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli")
+    task: str = field(help="GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli; squad or squad_v2 "
+                           "(the teacher's start/end logits per window)")
     data_dir: Path = field(help="the GLUE root (holding <TASK>/ folders), a task folder, or a HF datasets copy")
     out: Path = field(help="the run directory (model/, results.json, metrics.jsonl; finetune/ with --then-finetune)")
     transfer: list[Path] = field(default_factory=list, help="unlabelled transfer text: .txt/.tsv/.gz (one input a "
@@ -90,6 +92,8 @@ class DistillConfig(TrainConfig):
     vocab: Path | None = field(None, help="vocabulary for --random-init (default: the standard uncased BERT vocab)")
     dropout: float | None = field(None, help="override the student's dropout (hidden and attention)")
     overwrite: bool = field(False, help="start over in an existing run directory")
+    qa: QASettings = group(QASettings, help="extractive QA (squad, squad_v2): the student's windows and the split "
+                                           "by article, as in finetune")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -493,6 +497,10 @@ def distill(cfg: DistillConfig) -> dict:
 
     Stage 2 (distillation) is a run of its own whose results are ``distill.json``; stage 3 a fine-tuning
     run in ``RUN/finetune``; ``results.json`` is written when both are done."""
+    if is_qa_task(cfg.task):
+        from wellread.train.qa_distill import distill_qa  # the QA modules load only for a QA task
+
+        return distill_qa(cfg, run_settings(cfg))
     spec = get_task(cfg.task)
     if spec.evaluate_with is not None:
         raise WellreadError(f"{spec.name} is evaluation-only; distil on {spec.evaluate_with} instead", field="task")

@@ -21,6 +21,7 @@ from tokenizers import Tokenizer
 from wellread import hub
 from wellread.config import field, group, to_dict
 from wellread.data.batching import Features, Inputs, bucketed_batches, cached_encode, collate
+from wellread.data.squad import QASettings, is_qa_task
 from wellread.data.task_files import read_split
 from wellread.data.tasks import TaskSpec, get_task
 from wellread.errors import WellreadError
@@ -31,13 +32,15 @@ from wellread.modeling.dropout import fast_cpu_dropout
 from wellread.modeling.models import check_vocabulary, load_model, read_config, read_weights, save_model
 from wellread.tokenization import PAD, STANDARD_VOCAB, load_tokenizer
 from wellread.train.loop import NOT_RESULT_SETTINGS, TrainConfig, use_bf16
+from wellread.train.qa import finetune_qa
 from wellread.train.run import Prepared, epoch_summary, run, timing
 
 
 @dataclasses.dataclass(kw_only=True)
 class FinetuneConfig(TrainConfig):
     model: str = field(help="a model directory (HF layout), or one of the 24 names with --random-init")
-    task: str = field(help="GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli")
+    task: str = field(help="GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli; or squad (v1.1), "
+                           "squad_v2 (v2.0): extractive question answering")
     data_dir: Path = field(help="the GLUE root (holding <TASK>/ folders), a task folder, or a HF datasets copy")
     out: Path = field(help="the run directory (model/, results.json, metrics.jsonl, checkpoint)")
     epochs: float | None = field(4.0, help="passes over the training data (the paper: 4)")
@@ -48,7 +51,7 @@ class FinetuneConfig(TrainConfig):
     train_split: str = field("train", help="the split to train on")
     dropout: float | None = field(None, help="override the model's dropout (hidden and attention)")
     overwrite: bool = field(False, help="start over in an existing run directory")
-
+    qa: QASettings = group(QASettings, help="extractive QA (squad, squad_v2): windows and the split by article")
 
 
 @dataclasses.dataclass
@@ -227,6 +230,8 @@ def build_model(cfg: FinetuneConfig, spec: TaskSpec):
 
 def finetune(cfg: FinetuneConfig) -> dict:
     """Fine-tune, evaluate on dev after each epoch, save the model; returns results.json's content."""
+    if is_qa_task(cfg.task):
+        return finetune_qa(cfg, run_settings(cfg))
     spec = get_task(cfg.task)
     if spec.evaluate_with is not None:
         raise WellreadError(f"{spec.name} is evaluation-only; fine-tune on {spec.evaluate_with} instead", field="task")

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from wellread.config import carry, field, group, to_dict
 from wellread.data.batching import Inputs
+from wellread.data.squad import is_qa_task
 from wellread.data.tasks import get_task
 from wellread.errors import WellreadError
 from wellread.eval.metrics import best_glue_columns, cell_score, glue_score
@@ -58,7 +59,8 @@ def _numbers(text: str, what: str, kind: type) -> tuple:
 class GridConfig:
     model: str = field(help="a model directory (HF layout), a hub id or miniature name, or with --random-init "
                             "one of the 24 miniatures")
-    tasks: str = field(help="comma-separated GLUE tasks, e.g. rte,stsb,cola,sst2")
+    tasks: str = field(help="comma-separated GLUE tasks, e.g. rte,stsb,cola,sst2; or squad / squad_v2 (extractive "
+                            "QA: without the official train file, the by-article split of finetune --task squad)")
     data_dir: Path = field(help="the GLUE root (holding <TASK>/ folders) or a HF datasets copy")
     out: Path = field(help="the grid directory: a run directory per cell, results.json, best.json, table.md, PNGs")
     batch_sizes: str = field(",".join(map(str, PAPER_BATCH_SIZES)), help="batch sizes of the grid (the paper's)")
@@ -89,11 +91,11 @@ class GridConfig:
     quiet: bool = field(False, help="no progress bar")
 
     def __post_init__(self) -> None:
-        self.task_list = [get_task(t).name for t in str(self.tasks).split(",") if t.strip()]
+        self.task_list = [_task_name(t) for t in str(self.tasks).split(",") if t.strip()]
         if not self.task_list:
             raise WellreadError("no task given", field="tasks")
         for t in self.task_list:
-            if get_task(t).evaluate_with is not None:
+            if not is_qa_task(t) and get_task(t).evaluate_with is not None:
                 raise WellreadError(f"{t} is evaluation-only; it has no grid", field="tasks")
         self.batch_list = _numbers(self.batch_sizes, "batch_sizes", int)
         self.lr_list = _numbers(self.learning_rates, "learning_rates", float)
@@ -123,10 +125,15 @@ class GridConfig:
             name, sep, path = part.partition("=")
             if not sep or not path:
                 raise WellreadError(f"expected TASK=DIR, not {part!r}", field="teacher")
-            pairs[get_task(name.strip()).name] = path.strip()
+            pairs[_task_name(name)] = path.strip()
         if task not in pairs:
             raise WellreadError(f"no teacher given for {task}", field="teacher")
         return pairs[task]
+
+
+def _task_name(text: str) -> str:
+    """A GLUE task's canonical name, or squad / squad_v2 (extractive QA, scored by F1 on held-out questions)."""
+    return text.strip() if is_qa_task(text.strip()) else get_task(text.strip()).name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -323,10 +330,21 @@ def _prepare(cfg: GridConfig) -> dict:
     tok = build_tokenizer(cfg.model, random_init=cfg.random_init, vocab=cfg.vocab)
     labelling = {}
     for task in cfg.task_list:
-        spec = get_task(task)
-        for split in ("train", *spec.dev_splits):
-            load_labelled(spec, cfg.data_dir, split, tok, cfg.inputs.max_length)
-        if cfg.objective == "distill":
+        if is_qa_task(task):  # read and check the SQuAD file once (the windows are cheap to remake per cell)
+            from wellread.train.qa import qa_data
+
+            qa_data(finetune_config(cfg, Cell(task, cfg.batch_list[0], cfg.lr_list[0])), task, quiet=cfg.quiet)
+        else:
+            spec = get_task(task)
+            for split in ("train", *spec.dev_splits):
+                load_labelled(spec, cfg.data_dir, split, tok, cfg.inputs.max_length)
+        if cfg.objective == "distill" and is_qa_task(task):
+            from wellread.train.qa_distill import prepare_qa_labels
+
+            c = finetune_config(cfg, Cell(task, cfg.batch_list[0], cfg.lr_list[0]))
+            c.quiet = cfg.quiet
+            labelling[task] = prepare_qa_labels(c)
+        elif cfg.objective == "distill":
             c = finetune_config(cfg, Cell(task, cfg.batch_list[0], cfg.lr_list[0]))
             c.quiet = cfg.quiet
             lab = prepare_labels(c)

@@ -1,0 +1,94 @@
+"""QA inference: `wellread predict` / `export --int8` / `serve` for (question, context) pairs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO, data_path
+from tests.test_infer import _http, _post, start_serve
+from tests.test_squad_finetune import _slice
+from wellread.data.squad import QASettings
+from wellread.errors import WellreadError
+from wellread.infer.qa import QAPredictor
+from wellread.train.finetune import FinetuneConfig, finetune
+
+needs_squad = pytest.mark.skipif(not data_path("squad", "dev-v1.1.json").is_file(), reason="no SQuAD data")
+CONTEXT = "Super Bowl 50 was played in 2016. The Denver Broncos defeated the Carolina Panthers 24-10."
+
+
+@pytest.fixture(scope="module")
+def qa_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("qa")
+    data = _slice(data_path("squad", "dev-v1.1.json"), root / "dev-v1.1.json", articles=2, paragraphs=2)
+    finetune(FinetuneConfig(model="tiny", random_init=True, task="squad", data_dir=data, out=root / "run",
+                            qa=QASettings(train_articles=1), batch_size=8, lr=3e-3, quiet=True))
+    return root / "run", data
+
+
+def _wellread(*args):
+    return subprocess.run([sys.executable, "-m", "wellread", *args], cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+@needs_squad
+def test_answers_carry_the_text_at_their_character_offsets(qa_run):
+    run, _ = qa_run
+    long_context = " ".join(["The village square is quiet in winter."] * 150) + " " + CONTEXT
+    out = QAPredictor(run).answer([("Who won?", CONTEXT), ("Who won?", long_context)])
+    for row, ctx in zip(out, (CONTEXT, long_context)):
+        assert row["answer"] == ctx[row["start"]:row["end"]] and 0 < row["score"] <= 1
+    with pytest.raises(WellreadError, match="context is empty"):
+        QAPredictor(run).answer([("Who won?", "  ")])
+
+
+@needs_squad
+def test_predict_writes_records_and_the_official_predictions_file(qa_run, tmp_path):
+    run, data = qa_run
+    (tmp_path / "in.jsonl").write_text(json.dumps({"id": "x", "question": "Who won?", "context": CONTEXT}) + "\n")
+    p = _wellread("predict", "--model", str(run), "--input", str(tmp_path / "in.jsonl"), "--output",
+                  str(tmp_path / "out.jsonl"), "--quiet")
+    assert p.returncode == 0, p.stderr
+    row = json.loads((tmp_path / "out.jsonl").read_text())
+    assert row["id"] == "x" and row["answer"] == CONTEXT[row["start"]:row["end"]]
+    p = _wellread("predict", "--model", str(run), "--input", str(data), "--output", str(tmp_path / "p.json"), "--quiet")
+    assert p.returncode == 0, p.stderr
+    p = _wellread("evaluate", "--task", "squad", "--data-dir", str(data), "--predictions", str(tmp_path / "p.json"),
+                  "--json")
+    assert p.returncode == 0 and json.loads(p.stdout)["missing"] == 0
+    (tmp_path / "bad.jsonl").write_text(json.dumps({"question": "Who won?"}) + "\n")
+    p = _wellread("predict", "--model", str(run), "--input", str(tmp_path / "bad.jsonl"), "--output", "-")
+    assert p.returncode == 1 and "Traceback" not in p.stderr and "context" in p.stderr
+
+
+@needs_squad
+def test_export_int8_is_checked_and_answers_like_pytorch(qa_run, tmp_path):
+    run, data = qa_run
+    p = _wellread("export", "--model", str(run), "--out", str(tmp_path / "exp"), "--int8")
+    assert p.returncode == 0, p.stderr
+    record = json.loads((tmp_path / "exp" / "export.json").read_text())
+    assert record["check"]["onnx"]["max_abs_diff_probability"] < 1e-4
+    assert record["check"]["onnx"]["label_agreement"] == 1.0 and "onnx-int8" in record["check"]
+    torch_answers = QAPredictor(run).answer([("Who won?", CONTEXT)])
+    onnx_answers = QAPredictor(tmp_path / "exp", backend="onnx").answer([("Who won?", CONTEXT)])
+    assert onnx_answers[0]["answer"] == torch_answers[0]["answer"]
+    assert onnx_answers[0]["score"] == pytest.approx(torch_answers[0]["score"], abs=1e-4)
+
+
+@needs_squad
+def test_serve_answers_question_context_pairs(qa_run):
+    run, _ = qa_run
+    url, proc = start_serve("--model", str(run))
+    try:
+        status, body = _post(url, {"inputs": [{"question": "Who won?", "context": CONTEXT}]})
+        assert status == 200
+        got = body["predictions"][0]
+        assert got == pytest.approx(QAPredictor(run).answer([("Who won?", CONTEXT)])[0])
+        assert _http("GET", url + "/info")[1]["kind"] == "question-answering"
+    finally:
+        proc.kill()
+        proc.communicate()
