@@ -106,29 +106,3 @@ def test_last_layer_on_the_wanted_rows_equals_the_full_layer(std_tokenizer, trai
             plain = bert(input_ids=ids, attention_mask=mask).last_hidden_state.reshape(B * S, -1)[positions]
             assert (plain - full).abs().max() > 1e-3
     torch.testing.assert_close(rows, full, atol=1e-5, rtol=1e-5)
-
-
-def test_masked_lm_loss_stays_fp32_on_a_cpu_under_bf16_autocast():
-    """On a CPU the vocabulary projection is no faster in bf16, and converting its arrays costs: it stays fp32."""
-    g = torch.Generator().manual_seed(1)
-    h0, w0, b0 = torch.randn(40, 16, generator=g), torch.randn(500, 16, generator=g) * 0.3, torch.randn(500, generator=g)
-    labels = torch.randint(0, 500, (40,), generator=g)
-    out = []
-    for bf16 in (False, True):
-        h, w, b = (t.clone().requires_grad_() for t in (h0, w0, b0))
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss, hits = heads.MaskedLMLoss.apply(h, w, b, labels)
-        loss.backward()
-        out.append((loss.detach(), hits, h.grad, w.grad, b.grad))
-    for a, b in zip(*out):
-        torch.testing.assert_close(a, b, rtol=0, atol=0)
-    # bf16 rows (what the autocast encoder hands over) get a bf16 gradient, computed in fp32
-    h = h0.bfloat16().requires_grad_()
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        loss, _ = heads.MaskedLMLoss.apply(h, w0, b0, labels)
-    loss.backward()
-    assert h.grad.dtype == torch.bfloat16
-    ref = h0.bfloat16().float().requires_grad_()
-    heads.MaskedLMLoss.apply(ref, w0, b0, labels)[0].backward()
-    torch.testing.assert_close(loss, heads.MaskedLMLoss.apply(h0.bfloat16().float(), w0, b0, labels)[0], rtol=0, atol=0)
-    torch.testing.assert_close(h.grad, ref.grad.bfloat16(), rtol=0, atol=0)

@@ -71,9 +71,10 @@ class MaskedLMLoss(torch.autograd.Function):
     30,522) array: for Tiny those passes cost as much as the projection itself. Returns (loss summed over
     rows, a bool per row: whether its prediction is right).
 
-    Under bf16 autocast on a GPU the two products run in bf16 and everything else in fp32 (as
+    Under bf16 autocast the two products run in bf16 and everything else in fp32 (as
     ``F.cross_entropy(logits.float())`` on autocast logits), and rightness is ``argmax``'s (bf16 logits
-    tie often); on a CPU they stay fp32 (see ``forward``). The same loss and gradients as
+    tie often). (Keeping them fp32 on a CPU saves the bf16 copies of the rows x vocabulary arrays but
+    measured slower on the Intel AMX kind at 2 threads: 125 against 116 ms a Tiny step.) The same loss and gradients as
     ``F.cross_entropy(h @ weight.T + bias, labels, reduction="sum")`` (tests/test_heads.py).
     """
 
@@ -81,14 +82,7 @@ class MaskedLMLoss(torch.autograd.Function):
     def forward(ctx, h, weight, bias, labels, scratch=None):
         scratch = scratch if scratch is not None else Scratch()
         kind = h.device.type
-        # On a CPU the projection stays fp32 under autocast: with K = hidden size (128 for Tiny) bf16 is no
-        # faster there even on AMX, and converting the (rows x vocabulary) logits and their gradient to and
-        # from bf16 cost ~20% of a Tiny step (benchmarks/step_profile.py --bf16 --profile --shapes).
-        low_precision = torch.is_autocast_enabled(kind) and kind != "cpu"
-        ctx.h_dtype = h.dtype
-        if kind == "cpu" and weight.dtype == torch.float32:
-            h = h.float()  # bf16 rows from the autocast encoder: the fp32 path (a rows x hidden copy only)
-        mm_dtype = torch.get_autocast_dtype(kind) if low_precision else h.dtype
+        mm_dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else h.dtype
         grads = any(ctx.needs_input_grad[:3])
         rows, cols = h.size(0), weight.size(0)
         with torch.autocast(h.device.type, enabled=False):
@@ -126,7 +120,7 @@ class MaskedLMLoss(torch.autograd.Function):
             scale = grad_loss.float()
             grad_h = grad_w = grad_b = None
             if ctx.needs_input_grad[0]:
-                grad_h = (g @ weight.to(mm)).float().mul_(scale).to(ctx.h_dtype)
+                grad_h = (g @ weight.to(mm)).float().mul_(scale).to(h.dtype)
             if ctx.needs_input_grad[1] and g.dtype == weight.dtype == torch.float32 and g.device.type == "cpu":
                 grad_w = torch.addmm(weight, g.t(), h, beta=0, alpha=scale.item())  # the scale in the product
             elif ctx.needs_input_grad[1]:
