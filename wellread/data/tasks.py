@@ -13,6 +13,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from wellread.errors import WellreadError
 
@@ -90,6 +91,8 @@ class TaskSpec:
     positive_label: str | None = None  # the class F1 is computed for
     evaluate_with: str | None = None  # the task whose model predicts this one (AX, HANS: "mnli")
     hf: HFSpec | None = None
+    report_metrics: tuple[str, ...] = ()  # computed and shown beside ``metrics`` but not selected on
+    source: Any = field(default=None, compare=False)  # a task file's reader (own_task.OwnTask); None: built in
 
     @property
     def is_regression(self) -> bool:
@@ -262,9 +265,13 @@ for _t in TASKS.values():
 
 
 def get_task(name: str | TaskSpec) -> TaskSpec:
-    """The task for a name, any case and punctuation ("SST-2", "sst2", "STS-B", "MNLI-mm", "AX")."""
+    """The task for a name, any case and punctuation ("SST-2", "sst2", "STS-B", "MNLI-mm", "AX"), or a task file."""
     if isinstance(name, TaskSpec):
         return name
+    from wellread.data import own_task  # it builds TaskSpecs, so it imports this module
+
+    if own_task.is_task_file(name):
+        return own_task.load_task_file(name)
     key = _norm(name)
     if key in _BY_NAME:
         return TASKS[_BY_NAME[key]]
