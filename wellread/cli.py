@@ -148,15 +148,17 @@ def _vocab_encode(cfg: VocabEncodeConfig) -> None:
 
 @dataclasses.dataclass(kw_only=True)
 class DataStatsConfig:
-    task: str = field(help="cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli, ax or hans")
-    data_dir: Path = field(help="the GLUE root (holding <Task>/), a task folder, or a Hugging Face datasets copy")
+    task: str = field(help="cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli, ax, hans, or a task file (tickets.yaml: your own data, see docs/own-task.md)")
+    data_dir: Path | None = field(None, help="the GLUE root (holding <Task>/), a task folder, or a Hugging Face "
+                                             "datasets copy (not needed for a task file)")
     vocab: Path | None = field(None, help="vocab.txt or a model directory: lengths in WordPiece tokens "
                                           "(default: whitespace words)")
     max_length: int = field(128, help="with --vocab, count the examples longer than this")
     json: bool = field(False, help="print JSON (one object per split)")
 
 
-@command("data stats", DataStatsConfig, "per split: examples read, rows skipped and why, labels, lengths")
+@command("data stats", DataStatsConfig, "per split: examples read, rows skipped and why, labels, lengths, repeated "
+                                       "texts and overlap between splits")
 def _data_stats(cfg: DataStatsConfig) -> None:
     from wellread.data import stats
 
@@ -296,13 +298,16 @@ def _pretrain(cfg) -> None:
 class EvaluateConfig:
     model: Path = field(help="a fine-tuned model directory (HF layout), or a fine-tuning run directory holding model/")
     task: str = field(help="cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli, ax (its diagnostic-full.tsv) or "
-                           "hans; ax and hans are scored with a model trained for mnli")
-    data_dir: Path = field(help="the GLUE root (holding <Task>/), a task folder, or a Hugging Face datasets copy")
+                           "hans (ax and hans are scored with a model trained for mnli), or a task file (tickets.yaml)")
+    data_dir: Path | None = field(None, help="the GLUE root (holding <Task>/), a task folder, or a Hugging Face "
+                                             "datasets copy (not needed for a task file)")
     split: str | None = field(None, help="one labelled split (default: dev; MNLI: both dev sets; HANS: its "
                                          "evaluation set; AX: diagnostic-full)")
     max_length: int = field(128, help="truncate inputs to this many tokens (as fine-tuning did)")
     json: bool = field(False, help="print JSON instead of a report")
     out: Path | None = field(None, help="also write the result as JSON to this file")
+    plots: Path | None = field(None, help="write each split's confusion matrix (or, for regression, its error plot) "
+                                          "as PNG into this directory")
 
     def __post_init__(self) -> None:
         if not 8 <= self.max_length <= 512:
@@ -314,7 +319,7 @@ def _evaluate(cfg: EvaluateConfig) -> None:
     from wellread.eval import glue
     from wellread.io import atomic_write_json
 
-    r = glue.evaluate_model(cfg.model, cfg.task, cfg.data_dir, cfg.split, max_length=cfg.max_length)
+    r = glue.evaluate_model(cfg.model, cfg.task, cfg.data_dir, cfg.split, max_length=cfg.max_length, plots=cfg.plots)
     if cfg.out is not None:
         atomic_write_json(cfg.out, r)
     print(json.dumps(r, indent=2) if cfg.json else glue.format_evaluation(r))
@@ -356,6 +361,7 @@ def _grid_config():
 
 @command("grid", _grid_config, "the paper's grid (batch 8..128 x lr 3e-4..3e-5, 4 epochs) per task, best on dev")
 def _grid(cfg) -> None:
+    from wellread.data.tasks import get_task
     from wellread.report.grid_tables import write_grid_report
     from wellread.train.grid import check_complete, label, run_grid
 
@@ -364,7 +370,7 @@ def _grid(cfg) -> None:
     check_complete(r, cfg.out)
     for task, t in r["tasks"].items():
         b = t["best"]
-        print(f"{task}: best bs{b['batch_size']} lr{b['lr']:g} dev {100 * b['score']:.1f} "
+        print(f"{get_task(task).name}: best bs{b['batch_size']} lr{b['lr']:g} dev {100 * b['score']:.1f} "
               f"({t['finished']}/{t['total']} cells)")
     if r.get("glue_score") is not None:
         print(f"GLUE score (dev): {r['glue_score']:.1f}")

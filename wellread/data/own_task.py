@@ -348,7 +348,7 @@ def _to_items(rows: _Rows, split: str, tf: TaskFile, keep: Callable[[dict], bool
 
 def _read_splits(tf: TaskFile, base: Path, notes: dict[str, str]) -> dict[str, _Split]:
     if tf.file is not None:
-        path = base / tf.file
+        path = (base / tf.file).resolve()
         rows = read_rows(path, tf)
         _need(rows, [tf.split_column], "split_column")
         assert tf.splits is not None
@@ -365,7 +365,7 @@ def _read_splits(tf: TaskFile, base: Path, notes: dict[str, str]) -> dict[str, _
             notes["unassigned"] = (f"{sum(other.values())} rows in no split ({tf.split_column} = "
                                    f"{', '.join(sorted(other))})")
         return out
-    return {s: _to_items(read_rows(base / p, tf), s, tf) for s in SPLITS if (p := getattr(tf, s)) is not None}
+    return {s: _to_items(read_rows((base / p).resolve(), tf), s, tf) for s in SPLITS if (p := getattr(tf, s)) is not None}
 
 
 def _natural(labels) -> list[str]:

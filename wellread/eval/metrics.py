@@ -278,6 +278,8 @@ def best_glue_columns(tasks: dict) -> dict[str, dict[str, float]]:
         if t["best"] is None:
             continue
         spec = get_task(task)
+        if spec.source is not None:
+            continue  # a task file: not a GLUE column
         dev = t["best"]["dev"]
         if task == "mnli":
             for split, col in zip(spec.dev_splits, ("mnli-m", "mnli-mm")):

@@ -53,7 +53,7 @@ def markdown_table(results: dict, label: str) -> str:
     lines.append("Metrics: CoLA MCC; MRPC and QQP F1/accuracy; STS-B Pearson/Spearman; the others accuracy. "
                  "Score: the GLUE score, when all nine tasks were run.")
     for task, t in results["tasks"].items():
-        lines += ["", f"### {task}: dev score by batch size × learning rate "
+        lines += ["", f"### {get_task(task).name}: dev score by batch size × learning rate "
                       f"({t['finished']}/{t['total']} cells finished)", ""]
         lrs = sorted({r["lr"] for r in t["cells"]}, reverse=True)
         bss = sorted({r["batch_size"] for r in t["cells"]})
@@ -116,7 +116,7 @@ def heatmaps(results: dict, out: Path) -> list[Path]:
         ax.set_ylabel("batch size")
         spec = get_task(task)
         source = model_label(results["model"]) + (", random init" if results.get("random_init") else "")
-        ax.set_title(f"{task} dev {'/'.join(spec.metrics)} ({source})")
+        ax.set_title(f"{spec.name} dev {'/'.join(spec.metrics)} ({source})")
         for i in range(len(bss)):
             for j in range(len(lrs)):
                 if not np.isnan(grid[i, j]):
@@ -127,6 +127,6 @@ def heatmaps(results: dict, out: Path) -> list[Path]:
             ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2))
         fig.colorbar(im, ax=ax)
         fig.tight_layout()
-        written.append(save_png(fig, out / f"heatmap-{task}.png"))
+        written.append(save_png(fig, out / f"heatmap-{spec.name}.png"))
         plt.close(fig)
     return written

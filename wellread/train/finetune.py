@@ -37,8 +37,9 @@ from wellread.train.loop import NOT_RESULT_SETTINGS, TrainConfig, field_defaults
 @dataclasses.dataclass(kw_only=True)
 class FinetuneConfig(TrainConfig):
     model: str = field(help="a model directory (HF layout), or one of the 24 names with --random-init")
-    task: str = field(help="GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli")
-    data_dir: Path = field(help="the GLUE root (holding <TASK>/ folders), a task folder, or a HF datasets copy")
+    task: str = field(help="GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli, or a task file (tickets.yaml: your own data, see docs/own-task.md)")
+    data_dir: Path | None = field(None, help="the GLUE root (holding <TASK>/ folders), a task folder, or a HF datasets "
+                                             "copy (not needed for a task file)")
     out: Path = field(help="the run directory (model/, results.json, metrics.jsonl, checkpoint)")
     epochs: float | None = field(4.0, help="passes over the training data (the paper: 4)")
     max_length: int = field(128, help="truncate inputs to this many tokens (the paper: 128)")
@@ -71,7 +72,7 @@ def _targets(spec: TaskSpec, examples) -> tuple[np.ndarray, list]:
     return np.asarray([l2i[r] for r in refs], dtype=np.int64), refs
 
 
-def load_labelled(spec: TaskSpec, data_dir: Path, split: str, tok: Tokenizer, max_length: int) -> LabelledSet:
+def load_labelled(spec: TaskSpec, data_dir: Path | None, split: str, tok: Tokenizer, max_length: int) -> LabelledSet:
     data = read_split(spec, data_dir, split)
     if data.skipped:
         print(f"{data.path}: skipped {len(data.skipped)} malformed rows (first at line {data.skipped[0][0]}: "

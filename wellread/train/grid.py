@@ -29,6 +29,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from wellread.config import field, to_dict
+from wellread.data.own_task import task_ref
 from wellread.data.tasks import get_task
 from wellread.errors import WellreadError
 from wellread.eval.metrics import best_glue_columns, cell_score, glue_score
@@ -53,8 +54,9 @@ def _numbers(text: str, what: str, kind: type) -> tuple:
 class GridConfig:
     model: str = field(help="a model directory (HF layout), a hub id or miniature name, or with --random-init "
                             "one of the 24 miniatures")
-    tasks: str = field(help="comma-separated GLUE tasks, e.g. rte,stsb,cola,sst2")
-    data_dir: Path = field(help="the GLUE root (holding <TASK>/ folders) or a HF datasets copy")
+    tasks: str = field(help="comma-separated GLUE tasks, e.g. rte,stsb,cola,sst2, and/or task files (tickets.yaml)")
+    data_dir: Path | None = field(None, help="the GLUE root (holding <TASK>/ folders) or a HF datasets copy "
+                                             "(not needed for task files)")
     out: Path = field(help="the grid directory: a run directory per cell, results.json, best.json, table.md, PNGs")
     batch_sizes: str = field(",".join(map(str, PAPER_BATCH_SIZES)), help="batch sizes of the grid (the paper's)")
     learning_rates: str = field(",".join(map(str, PAPER_LEARNING_RATES)), help="learning rates of the grid (the paper's)")
@@ -84,7 +86,8 @@ class GridConfig:
     quiet: bool = field(False, help="no progress bar")
 
     def __post_init__(self) -> None:
-        self.task_list = [get_task(t).name for t in str(self.tasks).split(",") if t.strip()]
+        # a built-in task by its name, a task file by its absolute path (workers may run elsewhere)
+        self.task_list = [task_ref(get_task(t.strip())) for t in str(self.tasks).split(",") if t.strip()]
         if not self.task_list:
             raise WellreadError("no task given", field="tasks")
         for t in self.task_list:
@@ -119,6 +122,7 @@ class GridConfig:
             if not sep or not path:
                 raise WellreadError(f"expected TASK=DIR, not {part!r}", field="teacher")
             pairs[get_task(name.strip()).name] = path.strip()
+        task = get_task(task).name
         if task not in pairs:
             raise WellreadError(f"no teacher given for {task}", field="teacher")
         return pairs[task]
@@ -134,8 +138,12 @@ class Cell:
     def name(self) -> str:
         return f"bs{self.batch_size}_lr{self.lr:g}"
 
+    @property
+    def task_name(self) -> str:
+        return get_task(self.task).name
+
     def run_dir(self, grid: Path) -> Path:
-        return grid / self.task / self.name
+        return grid / self.task_name / self.name
 
 
 def cells(cfg: GridConfig) -> list[Cell]:
@@ -194,7 +202,7 @@ def run_cell(cfg_dict: dict, cell: tuple[str, int, float]) -> dict:
     log_dir = Path(cfg.out) / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    with open(log_dir / f"{c.task}-{c.name}.log", "a", encoding="utf-8") as log:
+    with open(log_dir / f"{c.task_name}-{c.name}.log", "a", encoding="utf-8") as log:
         stdout, stderr = sys.stdout, sys.stderr
         sys.stdout = sys.stderr = log
         try:
