@@ -517,6 +517,9 @@ def _distill(cfg) -> None:
         line += "; after fine-tuning; distilled only: " + ", ".join(f"{k} {v:.4f}" for k, v in r["distill_dev"].items())
     final = r.get("final_model") or str(cfg.out / "model")
     print(line + f") -> {final}")
+    for path, c in (r.get("transfer_files") or {}).items():
+        print(f"  {path}: {c['read']:,} lines read, {c['skipped']:,} skipped (blank), {c['inputs']:,} inputs "
+              f"labelled by the teacher", file=sys.stderr)
 
 
 # --- wellread recipe / report --------------------------------------------------------------------

@@ -96,6 +96,7 @@ class TransferSet:
     texts_b: list[str | None]
     gold: np.ndarray  # int64 label ids, or float32 scores with NaN for none
     sources: dict[str, int]  # where the inputs came from, and how many
+    files: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)  # file -> lines read, skipped, inputs
 
     def __len__(self) -> int:
         return len(self.texts_a)
@@ -112,9 +113,17 @@ def _open_text(path: Path):
     return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8")
 
 
-def read_transfer_file(path: Path, pairs: bool) -> Iterator[tuple[str, str | None]]:
-    """(text_a, text_b) from a transfer file; a malformed line is one error naming file, line and field."""
+def read_transfer_file(path: Path, pairs: bool, fields: tuple[str, str | None] | None = None,
+                       counts: dict[str, int] | None = None) -> Iterator[tuple[str, str | None]]:
+    """(text_a, text_b) from a transfer file, streamed; a malformed line is one error naming file, line and field.
+
+    JSON lines take ``fields`` (a task file's text / text_pair names) first, then text or text_a/text_b.
+    ``counts`` receives the lines ``read``, the blank lines ``skipped`` and the ``inputs`` given.
+    """
     path = Path(path)
+    counts = counts if counts is not None else {}
+    counts.update(read=0, skipped=0, inputs=0)
+    fa, fb = fields or (None, None)
     if not path.is_file():
         raise WellreadError("no such transfer file", file=path)
     name = path.name[:-3] if path.name.endswith(".gz") else path.name
@@ -122,8 +131,10 @@ def read_transfer_file(path: Path, pairs: bool) -> Iterator[tuple[str, str | Non
     try:
         with _open_text(path) as f:
             for lineno, line in enumerate(f, 1):
+                counts["read"] += 1
                 line = line.rstrip("\n").rstrip("\r")
                 if not line.strip():
+                    counts["skipped"] += 1
                     continue
                 if is_json:
                     try:
@@ -132,8 +143,8 @@ def read_transfer_file(path: Path, pairs: bool) -> Iterator[tuple[str, str | Non
                         raise WellreadError(f"not JSON ({e.msg})", file=path, line=lineno) from None
                     if not isinstance(row, dict):
                         raise WellreadError("expected a JSON object", file=path, line=lineno)
-                    a = row.get("text_a", row.get("sentence1", row.get("text", row.get("sentence"))))
-                    b = row.get("text_b", row.get("sentence2"))
+                    a = row.get(fa) if fa in row else row.get("text_a", row.get("sentence1", row.get("text", row.get("sentence"))))
+                    b = row.get(fb) if fb in row else row.get("text_b", row.get("sentence2"))
                     if not isinstance(a, str) or not a.strip():
                         raise WellreadError("no text (expected text, or text_a/text_b)", file=path, line=lineno,
                                             field="text")
@@ -149,6 +160,7 @@ def read_transfer_file(path: Path, pairs: bool) -> Iterator[tuple[str, str | Non
                 if not pairs and b is not None:
                     raise WellreadError("the task takes single sentences but this line has a pair", file=path,
                                         line=lineno, field="text_b")
+                counts["inputs"] += 1
                 yield a, b
     except UnicodeDecodeError as e:
         raise WellreadError(f"not UTF-8 text ({e.reason})", file=path) from None
@@ -213,17 +225,23 @@ def build_transfer(cfg: DistillConfig, spec: TaskSpec) -> TransferSet:
         texts_b += db
         gold += [none] * len(da)
         sources[f"derived from {spec.name} train ({cfg.augment} per example)"] = len(da)
+    files: dict[str, dict[str, int]] = {}
+    own = getattr(spec.source, "spec_file", None)  # a task file: its JSON field names
     for path in cfg.transfer:
         n0 = len(texts_a)
-        for a, b in read_transfer_file(path, pairs):
+        counts: dict[str, int] = {}
+        for a, b in read_transfer_file(path, pairs, (own.text, own.text_pair) if own else None, counts):
             texts_a.append(a)
             texts_b.append(b)
             gold.append(none)
         sources[str(path)] = len(texts_a) - n0
+        files[str(path)] = counts
+        if not counts["inputs"]:
+            raise WellreadError("no inputs in this transfer file", file=path)
     if not texts_a:
         raise WellreadError("the transfer set is empty", field="transfer")
     dtype = np.float32 if spec.is_regression else np.int64
-    return TransferSet(texts_a, texts_b, np.asarray(gold, dtype=dtype), sources)
+    return TransferSet(texts_a, texts_b, np.asarray(gold, dtype=dtype), sources, files)
 
 
 def check_vocabulary(tok: Tokenizer, feats: Features, who: str, texts: Sequence[str]) -> float:
@@ -537,7 +555,7 @@ def _distill_stage(cfg: DistillConfig, spec: TaskSpec, settings: dict) -> dict:
     best = max(evals, key=lambda h: h.get(main, float("-inf"))) if evals else None
     stage2 = {
         "task": spec.name, "model": source, "teacher": str(cfg.teacher), "settings": settings,
-        "transfer_examples": len(transfer), "transfer_sources": transfer.sources,
+        "transfer_examples": len(transfer), "transfer_sources": transfer.sources, "transfer_files": transfer.files,
         "teacher_cache": str(labels.cache), "teacher_label_seconds": labels.seconds,
         "teacher_shards_computed": labels.computed_shards, "teacher_shards_reused": labels.reused_shards,
         "steps": result.state.step, "epochs_done": result.state.epoch, "stopped_by": result.stopped_by,
