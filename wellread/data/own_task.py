@@ -32,6 +32,7 @@ is empty are skipped and counted (``wellread data stats`` lists them).
 
 from __future__ import annotations
 
+import codecs
 import csv
 import gzip
 import io
@@ -179,8 +180,9 @@ def _text_of(path: Path) -> str:
             data = gzip.decompress(data)
     except (OSError, EOFError, zlib.error) as e:
         raise WellreadError(f"cannot read: {e}", file=path) from None
+    data = data.removeprefix(codecs.BOM_UTF8)
     try:
-        return data.decode("utf-8-sig")
+        return data.decode("utf-8")
     except UnicodeDecodeError as e:
         line = data[:e.start].count(b"\n") + 1
         raise WellreadError(f"not UTF-8 text (byte 0x{data[e.start]:02x}); re-save the file as UTF-8",
