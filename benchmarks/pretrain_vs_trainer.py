@@ -36,7 +36,6 @@ import torch
 from wellread.data.corpus import build_corpus
 from wellread.data.shards import load_corpus
 from wellread.modeling import zoo
-from wellread.modeling.heads import SPARSE_LAST_LAYER
 from wellread.tokenization import STANDARD_VOCAB
 from wellread.train.loop import native_bf16
 from wellread.train.pretrain import PretrainConfig, pretrain
@@ -133,9 +132,9 @@ def run_ours(name: str, corpus_dir: Path, batch: int, steps: int, warm: int, lr:
     secs = sum((r["tokens"] - p) / r["tokens_per_s"] for p, r in zip(before, timed))
     n_tok = timed[-1]["tokens"] - before[0]
     # Google's masking scores round(0.15 × 128) = 19 positions of a full 128-token sequence (at most 20)
-    # (the last encoder layer runs on those rows only too: wellread.modeling.heads.SPARSE_LAST_LAYER)
+    # (the last encoder layer runs on those rows only too: SparsePretrainer(sparse_last_layer=True), pretrain's)
     return {"tokens_per_s": n_tok / secs, "steps_timed": len(timed), "scored_fraction": 19 / 128,
-            "last_layer_fraction": 19 / 128 if SPARSE_LAST_LAYER else 1.0}
+            "last_layer_fraction": 19 / 128}
 
 
 def main() -> None:

@@ -64,9 +64,9 @@ def main() -> None:
     sentences = [r[0] for r in rows]
     expected = None
     if args.model is not None:
-        from wellread.infer.predictor import Predictor
+        from wellread.infer.loading import open_predictor
 
-        offline = Predictor(args.model, backend=args.backend, threads=args.threads, quiet=True)
+        offline = open_predictor(args.model, backend=args.backend, threads=args.threads, quiet=True)
         expected = [p["label"] for p in offline.predict(sentences)]
         del offline
 

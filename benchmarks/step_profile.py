@@ -28,8 +28,7 @@ def pretrain_steps(a):
                          max_steps=1)
     net, tok, _ = build_model(cfg)
     obj = PretrainObjective(net, load_corpus(cfg.data, expect_vocab_hash=vocab_hash(tok)), tok, cfg)
-    if not a.plain:
-        use_fast_dropout(net)
+    a.saved = use_fast_dropout(net) if not a.plain else None
     model = obj.model
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-3, fused=True)
@@ -58,8 +57,8 @@ def finetune_steps(a):
                          batch_size=a.batch)
     model, tok, _ = build_model(cfg, spec)
     rows = None
+    a.saved = use_fast_dropout(model) if not a.plain else None
     if not a.plain:
-        use_fast_dropout(model)
         rows = RowSparseGrads(model)
     train = load_labelled(spec, cfg.data_dir, "train", tok, 128)
     obj = ClassificationObjective(model, spec, train, [], seed=0, pad_id=tok.token_to_id(PAD))
@@ -95,7 +94,7 @@ def keep_mask_mt(shape, p, device="cpu"):
     return keep[:n].view(shape)
 
 
-def ab(a, step, batches) -> None:
+def ab(a, model, step, batches) -> None:
     """Interleaved blocks, so the machine's drift hits both the same: median ms/step of each.
 
     ``--ab-of attention``: wellread's fused attention and SFC64 dropout masks against the eager attention and
@@ -103,7 +102,14 @@ def ab(a, step, batches) -> None:
     against the whole layer (pre-training)."""
     import statistics
 
-    from wellread.modeling import dropout, heads
+    from wellread.modeling import dropout
+
+    net = getattr(model, "net", model)  # pre-training's SparsePretrainer wraps the BERT
+
+    def attention(fused: bool) -> None:
+        if a.saved is not None:
+            dropout.restore(a.saved)
+        a.saved = dropout.use_fast_dropout(net, fused_attention=fused)
 
     current = dropout.keep_mask
     times: dict[str, list[float]] = {"wellread": [], "previous": []}
@@ -112,15 +118,19 @@ def ab(a, step, batches) -> None:
     for i in range(2 * a.ab):
         name = "wellread" if i % 2 == 0 else "previous"
         if a.ab_of == "attention":
-            dropout.FUSED_ATTENTION = name == "wellread"
+            attention(fused=name == "wellread")
             dropout.keep_mask = current if name == "wellread" else keep_mask_mt
         else:
-            heads.SPARSE_LAST_LAYER = name == "wellread"
+            model.sparse_last_layer = name == "wellread"
         t = time.perf_counter()
         for b in batches[10:10 + a.steps]:
             step(b)
         times[name].append((time.perf_counter() - t) / a.steps * 1000)
-    dropout.FUSED_ATTENTION, dropout.keep_mask, heads.SPARSE_LAST_LAYER = True, current, True
+    dropout.keep_mask = current
+    if a.ab_of == "attention":
+        attention(fused=True)
+    else:
+        model.sparse_last_layer = True
     med = {k: statistics.median(v) for k, v in times.items()}
     for k, v in times.items():
         print(f"{k}: median {med[k]:.1f} ms/step over {len(v)} blocks of {a.steps} steps ({', '.join(f'{x:.0f}' for x in v)})")
@@ -152,7 +162,7 @@ def main() -> None:
     model.train()
     batches = [next(it) for _ in range(a.steps + 30)]
     if a.ab:
-        return ab(a, step, batches)
+        return ab(a, model, step, batches)
     for b in batches[:10]:
         step(b)
     t, n = time.perf_counter(), 0

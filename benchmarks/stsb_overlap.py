@@ -19,21 +19,13 @@ import torch
 from scipy.stats import spearmanr
 
 from wellread.data.task_files import read_split
+from wellread.eval.probes import padded, twin_attention
 from wellread.tokenization import load_tokenizer
 
 
 def read_dev(glue: Path) -> tuple[list[str], list[str], np.ndarray]:
     dev = read_split("stsb", glue, "dev").examples
     return [e.text_a for e in dev], [e.text_b for e in dev], np.array([float(e.label) for e in dev])
-
-
-def padded(enc) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """input ids, token types and attention mask of a batch of encodings, padded with 0 to the longest."""
-    width = max(len(e.ids) for e in enc)
-    pad = [width - len(e.ids) for e in enc]
-    return (torch.tensor([e.ids + [0] * p for e, p in zip(enc, pad)]),
-            torch.tensor([e.type_ids + [0] * p for e, p in zip(enc, pad)]),
-            torch.tensor([[1] * len(e.ids) + [0] * p for e, p in zip(enc, pad)]))
 
 
 def mean_pooled(model, tok, texts: list[str], layer: int) -> torch.Tensor:
@@ -65,38 +57,6 @@ def nsp_log_odds(path: Path, tok, a: list[str], b: list[str]) -> np.ndarray | No
             logits = model(input_ids=ids, token_type_ids=types, attention_mask=mask).seq_relationship_logits
         out.append((logits[:, 0] - logits[:, 1]).numpy())  # index 0 is IsNext in BERT
     return np.concatenate(out)
-
-
-def twin_share(att: torch.Tensor, ids: torch.Tensor, types: torch.Tensor, mask: torch.Tensor,
-               sep_id: int) -> tuple[torch.Tensor, int]:
-    """For attention ``att`` [batch, layers, heads, S, S] over padded pairs: the summed (over tokens of A that also
-    occur in B) attention to their occurrences in B as a multiple of uniform attention, [layers, heads], and
-    the number of such tokens."""
-    last = mask.sum(1, keepdim=True) - 1
-    place = torch.arange(ids.size(1))[None]
-    inner = (mask > 0) & (place > 0) & (place != last) & (ids != sep_id)
-    in_a, in_b = inner & (types == 0), inner & (types == 1)
-    twin = (ids[:, :, None] == ids[:, None, :]) & in_a[:, :, None] & in_b[:, None, :]  # [batch, S, S]
-    has = twin.any(-1)
-    uniform = twin.sum(-1) / mask.sum(1, keepdim=True)  # the twins' share under uniform attention
-    got = (att * twin[:, None, None].to(att.dtype)).sum(-1)  # [batch, layers, heads, S]
-    ratio = got / uniform[:, None, None].clamp(min=1e-9)
-    return (ratio * has[:, None, None]).sum((0, 3)), int(has.sum())
-
-
-def twin_attention(model, tok, a: list[str], b: list[str]) -> np.ndarray:
-    """[layers, heads]: the attention from each token of A that also occurs in B to its occurrences in B, as a
-    multiple of what uniform attention over the pair would give them, averaged over such tokens of all pairs.
-    ``model``: a ``BertModel`` with eager attention (the one that can return attention weights)."""
-    total, rows = 0.0, 0
-    for i in range(0, len(a), 64):
-        ids, types, mask = padded(tok.encode_batch(list(zip(a[i:i + 64], b[i:i + 64]))))
-        with torch.no_grad():
-            att = torch.stack(model(input_ids=ids, token_type_ids=types, attention_mask=mask,
-                                    output_attentions=True).attentions, 1)  # [batch, layers, heads, S, S]
-        got, n = twin_share(att, ids, types, mask, tok.token_to_id("[SEP]"))
-        total, rows = total + got, rows + n
-    return (total / max(rows, 1)).numpy()
 
 
 def main() -> None:

@@ -104,18 +104,15 @@ def test_fused_attention_core_equals_the_eager_composition(mask_kind):
         torch.testing.assert_close(a, w.grad, atol=1e-5, rtol=1e-5)
 
 
-def test_bert_trains_the_same_with_the_fused_attention(small_model_dir, monkeypatch):
+def test_bert_trains_the_same_with_the_fused_attention(small_model_dir):
     """A training step of a BERT (padding in the batch) with the fused core equals one with the eager path."""
-    from wellread.modeling import dropout
-
     ids = torch.randint(5, 1000, (8, 64), generator=torch.Generator().manual_seed(1))
     ids[3, 40:] = 0
     ids[6, 9:] = 0
     results = []
     for fused in (True, False):
-        monkeypatch.setattr(dropout, "FUSED_ATTENTION", fused)
         net = load_model(small_model_dir, "base")
-        use_fast_dropout(net)
+        use_fast_dropout(net, fused_attention=fused)
         net.train()
         torch.manual_seed(0)
         out = net(input_ids=ids, attention_mask=(ids != 0).long()).last_hidden_state
@@ -130,14 +127,14 @@ def test_bert_trains_the_same_with_the_fused_attention(small_model_dir, monkeypa
 
 @pytest.mark.parametrize("fused", [True, False])
 @pytest.mark.parametrize("mask_kind", ["none", "bool", "additive"])
-def test_training_attention_adds_the_pretraining_scaffold_per_head(fused, mask_kind, monkeypatch):
-    """With the scaffold's [heads, S, S] bias on the config, training attention is softmax(q kᵀ s + mask + bias)."""
+def test_training_attention_adds_the_pretraining_scaffold_per_head(fused, mask_kind):
+    """Given the scaffold's [heads, S, S] bias, training attention is softmax(q kᵀ s + mask + bias); evaluation
+    leaves it out."""
     from types import SimpleNamespace
 
     from wellread.experiments.cpu_aids import attention_scaffold
     from wellread.modeling import dropout
 
-    monkeypatch.setattr(dropout, "FUSED_ATTENTION", fused)
     b, s, h, d, p = 3, 80, 2, 16, 0.1  # 38,400 scores: our dropout's masks (smaller ones use PyTorch's)
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(b, s, h * d, generator=g).view(b, s, h, d).transpose(1, 2) for _ in range(3))
@@ -147,16 +144,19 @@ def test_training_attention_adds_the_pretraining_scaffold_per_head(fused, mask_k
     bias = attention_scaffold(SimpleNamespace(num_attention_heads=h), 128)
     assert bias[0, 10, 11] == -1.0 and bias[1, 10, 13] == -1.5 and bias[0, 7, 7] == 0.0
     module = SimpleNamespace(training=True, config=SimpleNamespace(_wellread_attention="eager"))
-    setattr(module.config, dropout.SCAFFOLD_ATTR, bias * 0.5)
 
     torch.manual_seed(5)
-    out, _ = dropout.attention(module, q, k, v, mask, dropout=p)
+    out, _ = dropout.attention(module, q, k, v, mask, dropout=p, attention_bias=bias * 0.5, fused=fused)
     torch.manual_seed(5)
     scores = torch.matmul(q, k.transpose(2, 3)) * d ** -0.5 + 0.5 * bias[:, :s, :s]
     if mask is not None:
         scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min) if mask.dtype == torch.bool else scores + mask
     want = torch.matmul(scores.softmax(-1) * keep_mask((b, h, s, s), p) / (1 - p), v).transpose(1, 2)
     torch.testing.assert_close(out, want, atol=1e-5, rtol=1e-5)
+    module.training = False
+    plain, _ = dropout.attention(module, q, k, v, mask, attention_bias=bias * 0.5, fused=fused)
+    evaluated, _ = dropout.attention(module, q, k, v, mask, fused=fused)
+    torch.testing.assert_close(plain, evaluated, atol=0, rtol=0)
 
 
 def test_with_a_gpu_only_the_scaffold_keeps_our_attention(small_model_dir, monkeypatch):

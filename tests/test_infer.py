@@ -27,6 +27,8 @@ import pytest
 
 from tests.conftest import REPO, data_path
 from wellread import cli
+from wellread.errors import WellreadError
+from wellread.infer.loading import open_predictor
 from wellread.infer.predictor import Predictor
 
 # --- real models, trained once per session ---------------------------------------------------------
@@ -184,7 +186,9 @@ def test_the_cls_only_graph_computes_what_the_transformers_forward_computes(stsb
 
 def test_an_onnx_backend_exports_on_the_fly_when_the_file_is_missing(sst2_model, sst2_dev, capsys):
     sentences = sst2_dev[0][:100]
-    got = Predictor(sst2_model[0], backend="onnx").probabilities(sentences)
+    with pytest.raises(WellreadError, match="no model.onnx here: run `wellread export`"):
+        Predictor(sst2_model[0], backend="onnx")
+    got = open_predictor(sst2_model[0], backend="onnx").probabilities(sentences)
     assert "exporting it now" in capsys.readouterr().err
     ref = Predictor(sst2_model[0], backend="torch").probabilities(sentences)
     assert np.abs(got - ref).max() < 1e-4

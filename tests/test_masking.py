@@ -17,9 +17,10 @@ from wellread.data.masking import (
     create_masked_lm_predictions,
     truncate_seq_pair,
 )
-from wellread.data.pretraining import PretrainingDataset, StaticPretrainingDataset, make_instances, split_documents
+from wellread.data.pretraining import PretrainingDataset, split_documents
 from wellread.data.shards import load_corpus
 from wellread.errors import WellreadError
+from wellread.experiments.cpu_aids import CopyPairs
 from wellread.tokenization import load_tokenizer, vocab_list
 
 CLS, SEP, PAD, MASK = 101, 102, 0, 103
@@ -347,19 +348,24 @@ def test_held_out_documents_never_reach_training_and_eval_batches_are_fixed(corp
     assert sum(len(b["next_sentence_label"]) for b in one) == len(ev.block_instances(0, 0))
 
 
-def test_static_masking_writes_googles_instances_and_reads_them_resumably(corpus, std_tokenizer, tmp_path):
-    out = make_instances(corpus, tmp_path / "static", dupe_factor=2, max_predictions_per_seq=20, whole_word=True,
-                         tokenizer=std_tokenizer, eval_documents=20, seed=5)
-    ds = StaticPretrainingDataset(out, batch_size=64, seed=1, expect_vocab_hash=corpus.vocab_hash)
-    assert ds.n > 2 * 300
-    got = batches(ds, 5)
+def test_whole_word_batches_have_googles_form_and_resume_across_an_epoch(corpus, std_tokenizer):
+    """Batches of the dynamic dataset (whole words, NSP, length pools): [CLS] first, no special token as a
+    label, most predictions shown as [MASK], at most max_predictions_per_seq a row, NSP labels 0/1; a
+    position saved in one epoch resumes bit for bit into the next, and ``position_after`` finds it by
+    counting instances alone."""
+    kw = dict(batch_size=64, eval_documents=20, seed=1, max_predictions_per_seq=20, whole_word=True,
+              tokenizer=std_tokenizer, block_documents=100, pool_batches=4)
+    ds = PretrainingDataset(corpus, **kw)
+    it = iter(ds)
+    got = [next(it) for _ in range(5)]
     state = ds.state_dict()
-    n_more = ds.n // 64 + 2
-    more = batches(ds, n_more)  # crosses into the next epoch
+    per_epoch = sum(len(ds.block_instances(0, b)) for b in range(corpus.num_documents // 100 + 1)) // 64
+    more = [next(it) for _ in range(per_epoch + 2)]  # crosses into the next epoch
     assert ds.state_dict()["epoch"] == 1
-    ds2 = StaticPretrainingDataset(out, batch_size=64, seed=1)
-    ds2.load_state_dict(state)
-    assert all(same(a, b) for a, b in zip(more, batches(ds2, n_more)))
+    again = PretrainingDataset(corpus, **kw)
+    assert again.position_after(again.state_dict(), 5 + per_epoch + 2) == ds.state_dict()
+    again.load_state_dict(state)
+    assert all(same(a, b) for a, b in zip(more, batches(again, per_epoch + 2)))
     for b in got:
         shown = b["input_ids"].reshape(-1)[b["masked_positions"]]
         assert (b["input_ids"][:, 0] == CLS).all()
@@ -368,8 +374,6 @@ def test_static_masking_writes_googles_instances_and_reads_them_resumably(corpus
         width = b["input_ids"].shape[1]
         assert torch.bincount(b["masked_positions"] // width).max() <= 20
         assert set(b["next_sentence_label"].tolist()) <= {0, 1}
-    with pytest.raises(WellreadError, match="instances were made with vocab"):
-        StaticPretrainingDataset(out, batch_size=4, expect_vocab_hash="0" * 16)
 
 
 def test_a_model_vocab_other_than_the_shards_is_refused(corpus, tiny_test_vocab):
@@ -383,7 +387,7 @@ def test_copy_pairs_are_real_next_pairs_and_copies_of_a_in_the_asked_share(corpu
     which rows are copies and A's length there."""
     rng = random.Random(0)
     made = [x for d in range(corpus.num_documents)
-            for x in create_instances_from_document(corpus, d, 128, 0.1, False, rng, copies=0.3)]
+            for x in CopyPairs(0.3)(corpus, d, 128, 0.1, False, rng)]
     pairs = [x for x in made if x.b_start < len(x.tokens)]
     assert len(pairs) > 0.97 * len(made) and len(made) > 1000
     assert abs(np.mean([x.copy for x in pairs]) - 0.3) < 0.04
@@ -404,6 +408,8 @@ def test_copy_pairs_are_real_next_pairs_and_copies_of_a_in_the_asked_share(corpu
     want = [x.b_start - 2 if x.copy else 0 for x in made[:64]]
     assert batch["copy_length"].tolist() == want and any(want)
     with pytest.raises(ValueError, match="next-sentence"):
-        create_instances_from_document(corpus, 0, 128, 0.1, True, rng, copies=0.5)
+        CopyPairs(0.5)(corpus, 0, 128, 0.1, True, rng)
     with pytest.raises(WellreadError, match="copy"):
-        PretrainingDataset(corpus, batch_size=8, nsp=True, copies=0.5)
+        CopyPairs(0.5, nsp=True)
+    ds = PretrainingDataset(corpus, batch_size=8, nsp=False, instances=CopyPairs(0.3), pool_batches=1)
+    assert any("copy_length" in b for b in batches(ds, 4))

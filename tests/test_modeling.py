@@ -121,34 +121,3 @@ def test_an_output_directory_with_other_content_is_refused(tiny_test_vocab, tmp_
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
 
 
-def test_sinusoidal_positions_are_the_transformer_table_at_bert_init_spread():
-    t = models.sinusoidal_positions(512, 128, 0.02)
-    assert t.shape == (512, 128) and t.dtype == torch.float32
-    assert abs(t.std().item() - 0.02) < 1e-6
-    assert t[0, 0].item() == 0.0 and t[0, 1].item() > 0
-    i = 20
-    omega = 10000.0 ** (-2 * i / 128)
-    assert t[5, 2 * i].item() == pytest.approx(t[0, 1].item() * torch.sin(torch.tensor(5 * omega, dtype=torch.float64)).item(), rel=1e-5)
-    # the dot product of two rows depends on their distance only: what makes "attend to the next word" one thing to learn
-    g = t.double() @ t.double().T
-    for d in (1, 3, 10):
-        assert g[10, 10 + d].item() == pytest.approx(g[300, 300 + d].item(), rel=1e-5)
-    assert g[10, 11] > g[10, 13] > g[10, 20]
-
-
-def test_init_model_starts_position_embeddings_from_the_table_and_only_them(std_tokenizer, tmp_path):
-    from transformers import BertForMaskedLM
-
-    plain = models.init_model("tiny", std_tokenizer, seed=4)
-    sin = models.init_model("tiny", std_tokenizer, seed=4, position_init="sinusoidal")
-    table = models.sinusoidal_positions(512, 128, plain.config.initializer_range)
-    for (k, a), (_, b) in zip(plain.state_dict().items(), sin.state_dict().items()):
-        if k.endswith("position_embeddings.weight"):
-            assert torch.equal(b, table) and not torch.equal(a, b)
-        else:
-            assert torch.equal(a, b), k
-    out = models.save_model(sin, std_tokenizer, tmp_path / "m")
-    loaded = BertForMaskedLM.from_pretrained(out)
-    assert torch.equal(loaded.bert.embeddings.position_embeddings.weight, table)
-    with pytest.raises(WellreadError, match="sinusoidal"):
-        models.init_model("tiny", std_tokenizer, position_init="rope")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import itertools
 
-import numpy as np
 import pytest
 import torch
 
 from wellread import tokenization
+from wellread.config import from_mapping
 from wellread.data.corpus import build_corpus
 from wellread.data.shards import load_corpus
 from wellread.errors import WellreadError
@@ -25,10 +25,11 @@ def small_model(small_model_dir):
 
 
 def cfg(model, data, out, **kw) -> PretrainConfig:
+    """A small run's config; the CPU aids' settings go into their group, as the command line puts them."""
     base = dict(model=str(model), data=data, out=out, batch_size=16, max_seq_length=64, max_steps=30, lr=2e-3,
                 warmup=0.1, eval_documents=10, eval_batches=4, eval_batch_size=16, checkpoint_every=10,
                 eval_every=None, log_every=5, quiet=True)
-    return PretrainConfig(**(base | kw))
+    return from_mapping(PretrainConfig, base | kw)
 
 
 @pytest.mark.parametrize("objective", ["mlm+nsp", "mlm"])
@@ -92,8 +93,8 @@ def test_position_arithmetic_equals_iterating(small_model, shards, tmp_path):
         states.append(ds.state_dict())
     assert states[-1]["epoch"] >= 1, "the walk must cross an epoch boundary to be tested"
     for n in (1, 7, 33, 64, 120):
-        assert obj.advance(ds, start, n) == states[n - 1]
-    assert obj.advance(ds, states[9], 50) == states[59]
+        assert ds.position_after(start, n) == states[n - 1]
+    assert ds.position_after(states[9], 50) == states[59]
 
 
 def test_short_run_writes_a_fill_mask_model_and_learns(small_model, shards, tmp_path):
@@ -296,50 +297,27 @@ def test_masked_lm_loss_reuses_its_array_only_when_free():
         h, w, b = (t.clone().requires_grad_() for t in (h0, w0, b0))
         torch.nn.functional.cross_entropy(torch.nn.functional.linear(h, w, b), labels, reduction="sum").backward()
         want.append((h.grad, w.grad, b.grad))
+    scratch = heads.Scratch()  # a SparsePretrainer's own
     leaves = [[t.clone().requires_grad_() for t in (h0, w0, b0)] for _ in batches]
-    losses = [heads.MaskedLMLoss.apply(*leaf, labels)[0] for leaf, labels in zip(leaves, batches)]  # both alive
+    losses = [heads.MaskedLMLoss.apply(*leaf, labels, scratch)[0] for leaf, labels in zip(leaves, batches)]  # both alive
     for loss in reversed(losses):
         loss.backward()
     for leaf, grads in zip(leaves, want):
         for t, expected in zip(leaf, grads):
             torch.testing.assert_close(t.grad, expected, rtol=1e-5, atol=1e-5)
     h, w, b = leaves[0]
-    first = heads._SCRATCH.take(30, 3000, h.device)  # free again after the backward passes: the same array
-    assert first.data_ptr() == heads._SCRATCH.take(30, 3000, h.device).data_ptr()
+    first = scratch.take(30, 3000, h.device)  # free again after the backward passes: the same array
+    assert first.data_ptr() == scratch.take(30, 3000, h.device).data_ptr()
     with torch.no_grad():
-        loss, _ = heads.MaskedLMLoss.apply(h, w, b, batches[0])  # evaluation: borrows and returns it at once
+        loss, _ = heads.MaskedLMLoss.apply(h, w, b, batches[0], scratch)  # evaluation: borrows and returns it at once
     torch.testing.assert_close(loss, losses[0].detach())
-    assert heads._SCRATCH.take(30, 3000, h.device).data_ptr() == first.data_ptr()
+    assert scratch.take(30, 3000, h.device).data_ptr() == first.data_ptr()
     # a graph kept for a second backward after the array was lent again: autograd refuses, never wrong gradients
-    loss, _ = heads.MaskedLMLoss.apply(h, w, b, batches[0])
+    loss, _ = heads.MaskedLMLoss.apply(h, w, b, batches[0], scratch)
     loss.backward(retain_graph=True)
-    heads.MaskedLMLoss.apply(h, w, b, batches[1])
+    heads.MaskedLMLoss.apply(h, w, b, batches[1], scratch)
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         loss.backward()
-
-
-def test_unigram_output_bias_is_the_log_frequency_of_the_training_documents(shards, std_tokenizer):
-    from wellread.data.pretraining import split_documents
-    from wellread.data.shards import load_corpus
-    from wellread.experiments.cpu_aids import set_unigram_output_bias
-
-    corpus = load_corpus(shards)
-    train_docs, held = split_documents(corpus.num_documents, 10)
-    counts = np.zeros(corpus.vocab_size)
-    for d in train_docs.tolist():
-        for i in corpus.document_ids(d).tolist():
-            counts[i] += 1
-    assert np.array_equal(corpus.token_counts(exclude=held), counts)
-    net = init_model("tiny", std_tokenizer, hidden_size=32, num_attention_heads=2, intermediate_size=64)
-    set_unigram_output_bias(net, corpus, 10)
-    bias = net.cls.predictions.bias.detach().double().numpy()
-    expect = counts.copy()
-    expect[list(corpus.special_ids.values())] = 0
-    expect = np.log((expect + 0.5) / (expect + 0.5).sum())
-    assert np.allclose(bias, expect, atol=1e-5)
-    assert net.cls.predictions.decoder.bias is net.cls.predictions.bias  # tied: the sparse head reads this one
-    the = std_tokenizer.token_to_id("the")
-    assert bias[the] > bias[std_tokenizer.token_to_id("[MASK]")] and bias.argmax() in (the, std_tokenizer.token_to_id("."), std_tokenizer.token_to_id(","))
 
 
 def test_cli_random_start_with_sinusoidal_positions_and_unigram_bias(shards, tmp_path, capsys):
@@ -363,13 +341,13 @@ def test_attention_scaffold_fades_and_stays_out_of_the_saved_model(small_model, 
     import json
 
     from wellread import cli
-    from wellread.modeling.dropout import SCAFFOLD_ATTR, fast_cpu_dropout
+    from wellread.modeling.dropout import fast_cpu_dropout
 
     c = cfg(small_model, shards, tmp_path / "o", objective="mlm", attention_scaffold=0.5)
     net, tok, _ = pt.build_model(c)
     obj = PretrainObjective(net, load_corpus(shards), tok, c)
     obj.set_progress(0.0)
-    full = getattr(net.config, SCAFFOLD_ATTR).clone()
+    full = obj.scaffold.bias({}).clone()
     assert full[0, 3, 4] == -1.0 and full[1, 3, 5] == -1.0  # head h: -2^-h per place
     first = cpu_aids.attention_scaffold(net.config, c.max_seq_length, heads=1)  # --scaffold-heads 1: head 0 only, head 1 free
     assert torch.equal(first[0], full[0]) and not first[1].any()
@@ -377,16 +355,16 @@ def test_attention_scaffold_fades_and_stays_out_of_the_saved_model(small_model, 
     with fast_cpu_dropout(net), torch.no_grad():  # the training forward sees the scaffold
         net.train()
         torch.manual_seed(0)
-        with_it = net.bert(input_ids=ids).last_hidden_state
+        with_it = net.bert(input_ids=ids, attention_bias=obj.scaffold.bias({})).last_hidden_state
         obj.set_progress(0.5)
         torch.manual_seed(0)
         without = net.bert(input_ids=ids).last_hidden_state
         obj.set_progress(0.0)
     assert (with_it - without).abs().max() > 1e-3
     obj.set_progress(0.25)
-    torch.testing.assert_close(getattr(net.config, SCAFFOLD_ATTR), 0.5 * full)
+    torch.testing.assert_close(obj.scaffold.bias({}), 0.5 * full)
     obj.set_progress(0.5)
-    assert not hasattr(net.config, SCAFFOLD_ATTR)
+    assert obj.scaffold.bias({}) is None
 
     out = tmp_path / "run"
     rc = cli.main(["pretrain", "--model", str(small_model), "--data", str(shards), "--out", str(out), "--objective",
@@ -394,7 +372,7 @@ def test_attention_scaffold_fades_and_stays_out_of_the_saved_model(small_model, 
                    "--max-seq-length", "32", "--eval-documents", "10", "--eval-batches", "1", "--quiet"])
     assert rc == 0, capsys.readouterr().err
     assert json.loads((out / "results.json").read_text())["settings"]["attention_scaffold"] == 0.9
-    assert SCAFFOLD_ATTR not in (out / "model" / "config.json").read_text()
+    assert "wellread" not in (out / "model" / "config.json").read_text()
     with pytest.raises(WellreadError, match="attention_scaffold"):
         cfg(small_model, shards, tmp_path, attention_scaffold=1.5)
     with pytest.raises(WellreadError, match="scaffold_heads"):
@@ -447,7 +425,7 @@ def test_last_layer_on_the_wanted_rows_equals_the_full_layer(std_tokenizer, trai
     """The last layer run on a few rows (any order, sequences with padding, one sequence with none wanted)
     gives the full layer's output at those rows; in training with the attention scaffold too, and with a
     scaffold per sequence (copy pairs' alignment)."""
-    from wellread.modeling.dropout import SCAFFOLD_ATTR, fast_cpu_dropout
+    from wellread.modeling.dropout import fast_cpu_dropout
 
     net = init_model("tiny", std_tokenizer, seed=0, hidden_size=64, num_attention_heads=4,
                               intermediate_size=128, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
@@ -461,19 +439,19 @@ def test_last_layer_on_the_wanted_rows_equals_the_full_layer(std_tokenizer, trai
     bert = net.bert
     with fast_cpu_dropout(net), torch.no_grad():
         net.train(bool(training))
+        bias = None
         if training:
             bias = cpu_aids.attention_scaffold(net.config, S, heads=3) * 0.7
             if training == "per-sequence":
                 bias = bias[None] + cpu_aids.alignment_bias(torch.tensor([5, 0, 11, 2]), 4, S, 3.0)
-            setattr(net.config, SCAFFOLD_ATTR, bias)
-        full = bert(input_ids=ids, attention_mask=mask).last_hidden_state.reshape(B * S, -1)[positions]
+        extra = {} if bias is None else {"attention_bias": bias}
+        full = bert(input_ids=ids, attention_mask=mask, **extra).last_hidden_state.reshape(B * S, -1)[positions]
         hidden = bert.embeddings(input_ids=ids)
         m = heads.create_bidirectional_mask(config=bert.config, inputs_embeds=hidden, attention_mask=mask)
         for layer in bert.encoder.layer[:-1]:
-            hidden = layer(hidden, m)
-        rows = heads.last_layer_rows(bert.encoder.layer[-1], hidden, mask, positions)
+            hidden = layer(hidden, m, **extra)
+        rows = heads.last_layer_rows(bert.encoder.layer[-1], hidden, mask, positions, bias)
         if training:  # the scaffold matters here, so the rows must have taken their own places' penalty
-            delattr(net.config, SCAFFOLD_ATTR)
             plain = bert(input_ids=ids, attention_mask=mask).last_hidden_state.reshape(B * S, -1)[positions]
             assert (plain - full).abs().max() > 1e-3
     torch.testing.assert_close(rows, full, atol=1e-5, rtol=1e-5)
@@ -498,15 +476,6 @@ def test_the_heads_last_layer_runs_on_the_masked_rows_only(small_model, shards, 
     assert seen[-1] < B * S / 2
 
 
-def test_alignment_bias_raises_each_copy_tokens_twin_in_the_last_head():
-    bias = cpu_aids.alignment_bias(torch.tensor([3, 0, 1]), heads=2, length=9, value=5.0)
-    assert bias.shape == (3, 2, 9, 9) and not bias[:, 0].any() and not bias[1].any()
-    # [CLS] a b c [SEP] a b c [SEP]: places 1-3 and 5-7 are twins
-    twins = {(1, 5), (2, 6), (3, 7), (5, 1), (6, 2), (7, 3)}
-    assert {tuple(ij) for ij in bias[0, 1].nonzero().tolist()} == twins and (bias[0, 1].sum() == 30)
-    assert {tuple(ij) for ij in bias[2, 1].nonzero().tolist()} == {(1, 3), (3, 1)}  # [CLS] a [SEP] a [SEP]
-
-
 def test_copy_pairs_train_with_the_alignment_scaffold_and_evaluate_as_every_run(small_model, shards, tmp_path, capsys):
     """--copy-pairs: training batches are pairs, some copies, and while the scaffold lasts the last head's
     score for each copy token's twin is raised (the other heads keep the distance penalty, the last none);
@@ -515,7 +484,6 @@ def test_copy_pairs_train_with_the_alignment_scaffold_and_evaluate_as_every_run(
     import json
 
     from wellread import cli
-    from wellread.modeling.dropout import SCAFFOLD_ATTR
 
     c = cfg(small_model, shards, tmp_path / "o", objective="mlm", attention_scaffold=0.5, copy_pairs=0.5)
     net, tok, _ = pt.build_model(c)
@@ -525,7 +493,7 @@ def test_copy_pairs_train_with_the_alignment_scaffold_and_evaluate_as_every_run(
     assert (batch["token_type_ids"].sum(1) > 0).all()
     seen = []
     hook = net.bert.encoder.layer[0].attention.self.register_forward_pre_hook(
-        lambda m, a: seen.append(getattr(net.config, SCAFFOLD_ATTR).clone()))
+        lambda m, a, kw: seen.append(kw["attention_bias"].clone()), with_kwargs=True)
     net.train()
     obj.loss(obj.model, batch, obj.counts(batch))
     hook.remove()
@@ -549,4 +517,4 @@ def test_copy_pairs_train_with_the_alignment_scaffold_and_evaluate_as_every_run(
                    "8", "--max-seq-length", "32", "--eval-documents", "10", "--eval-batches", "1", "--quiet"])
     assert rc == 0, capsys.readouterr().err
     assert json.loads((out / "results.json").read_text())["settings"]["copy_pairs"] == 0.5
-    assert SCAFFOLD_ATTR not in (out / "model" / "config.json").read_text()
+    assert "wellread" not in (out / "model" / "config.json").read_text()

@@ -416,11 +416,11 @@ class PredictConfig:
 
 @command("predict", PredictConfig, "predict labels and probabilities (or scores) for a file of sentences or pairs")
 def _predict(cfg: PredictConfig) -> None:
-    from wellread.infer.predictor import Predictor
+    from wellread.infer.loading import open_predictor
     from wellread.infer.stream import predict_file
 
-    predictor = Predictor(cfg.model, backend=cfg.backend, max_length=cfg.max_length, batch_size=cfg.batch_size,
-                          threads=cfg.threads, quiet=cfg.quiet)
+    predictor = open_predictor(cfg.model, backend=cfg.backend, max_length=cfg.max_length, batch_size=cfg.batch_size,
+                               threads=cfg.threads, quiet=cfg.quiet)
     r = predict_file(predictor, cfg.input, cfg.output, text_a=cfg.text_a, text_b=cfg.text_b,
                      chunk_size=cfg.chunk_size, progress=not cfg.quiet)
     if not cfg.quiet:
@@ -485,11 +485,11 @@ class ServeConfig:
 
 @command("serve", ServeConfig, "serve predictions over HTTP (JSON; micro-batching; /predict, /health, /info)")
 def _serve(cfg: ServeConfig) -> None:
-    from wellread.infer.predictor import Predictor
+    from wellread.infer.loading import open_predictor
     from wellread.infer.serve import Limits, serve
 
-    predictor = Predictor(cfg.model, backend=cfg.backend, max_length=cfg.max_length, batch_size=cfg.batch_size,
-                          threads=cfg.threads)
+    predictor = open_predictor(cfg.model, backend=cfg.backend, max_length=cfg.max_length, batch_size=cfg.batch_size,
+                               threads=cfg.threads)
     limits = Limits(max_body_bytes=cfg.max_body_bytes, max_inputs=cfg.max_inputs, max_text_chars=cfg.max_text_chars,
                     max_batch=cfg.batch_size, max_wait_ms=cfg.max_wait_ms)
     print(f"serving {predictor.path} ({cfg.backend}, {', '.join(predictor.labels or ['score'])}) on "
@@ -533,8 +533,8 @@ def _recipe_config():
 @command("recipe", _recipe_config, "the paper's recipe end to end: corpus, vocab, pre-training, teacher, "
                                    "distillation, the grid, evaluation, a report; --time-budget 20m")
 def _recipe(cfg) -> None:
-    from wellread.recipe import config_yaml, run_recipe
-    from wellread.recipe.stages import format_summary
+    from wellread.recipe.config import config_yaml
+    from wellread.recipe.stages import format_summary, run_recipe
 
     if cfg.print_config:
         print(config_yaml(cfg), end="")

@@ -3,6 +3,10 @@
 Each field's ``metadata["help"]`` is its documentation; ``metadata["positional"]`` makes it a
 positional argument. Precedence: the dataclass default < the YAML file (``--config``) < a flag given
 on the command line. ``__post_init__`` checks values, raising ``WellreadError`` naming the field.
+
+A ``group`` field nests one config in another (composition): the group's settings are flags and YAML
+keys of their own at the top level, and ``to_dict`` lists them in the group's place, so nesting a group
+changes no flag, no YAML file and no run directory.
 """
 
 from __future__ import annotations
@@ -30,6 +34,37 @@ def field(default: Any = dataclasses.MISSING, *, help: str, positional: bool = F
     return dataclasses.field(default=default, metadata=meta)
 
 
+def group(cls: type, *, help: str) -> Any:
+    """A nested config (a dataclass whose fields all have defaults), its settings flat on the command line."""
+    return dataclasses.field(default_factory=cls, metadata={"help": help, "group": True})
+
+
+def _groups(cls: type) -> dict[str, type]:
+    """name -> dataclass, for the group fields of ``cls``."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: _unwrap(hints[f.name])[0] for f in dataclasses.fields(cls) if f.metadata.get("group")}
+
+
+def setting_names(cls: type) -> list[str]:
+    """Every setting of ``cls``, the settings of its groups in their place (what flags and YAML keys name)."""
+    groups = _groups(cls)
+    return [n for f in dataclasses.fields(cls)
+            for n in (setting_names(groups[f.name]) if f.name in groups else [f.name])]
+
+
+def _nest(cls: type, values: dict, source: str | None) -> dict:
+    """``values`` with each group's settings replaced by the group, built (and checked) by ``from_mapping``."""
+    values = dict(values)
+    for name, gcls in _groups(cls).items():
+        if name in values:  # a group is no setting: its settings are given one by one
+            raise WellreadError(f"unknown setting {name!r} (known: {', '.join(sorted(setting_names(cls)))})",
+                                file=source, field=name)
+        own = set(setting_names(gcls))
+        part = {k: values.pop(k) for k in list(values) if k.replace("-", "_") in own}
+        values[name] = from_mapping(gcls, part, source=source)
+    return values
+
+
 def _unwrap(tp: Any) -> tuple[Any, bool]:
     """(inner type, is_list) with Optional removed."""
     origin = typing.get_origin(tp)
@@ -51,8 +86,16 @@ def _converter(tp: Any):
 
 def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
     """Add one argument per dataclass field, plus ``--config FILE.yaml``."""
+    _add_fields(parser, cls)
+    parser.add_argument("--config", metavar="FILE.yaml", help="read these settings from a YAML file; flags override it")
+
+
+def _add_fields(parser: argparse.ArgumentParser, cls: type) -> None:
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
+        if f.metadata.get("group"):
+            _add_fields(parser, _unwrap(hints[f.name])[0])
+            continue
         tp, is_list = _unwrap(hints[f.name])
         help_text = f.metadata.get("help", "")
         kwargs: dict[str, Any] = {"help": help_text, "default": argparse.SUPPRESS}
@@ -81,7 +124,6 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
             if default is not None and not is_list:
                 kwargs["help"] = f"{help_text} (default: {default})"
         parser.add_argument(*names, **kwargs)
-    parser.add_argument("--config", metavar="FILE.yaml", help="read these settings from a YAML file; flags override it")
 
 
 def load_yaml(path: str | Path) -> dict:
@@ -101,13 +143,15 @@ def load_yaml(path: str | Path) -> dict:
 
 def from_mapping(cls: type[T], values: dict, *, source: str | None = None) -> T:
     """Build ``cls`` from a dict, refusing unknown keys and coercing types (Path, lists)."""
+    values = _nest(cls, values, source)
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in values.items():
         name = key.replace("-", "_")
         if name not in names:
-            raise WellreadError(f"unknown setting {key!r} (known: {', '.join(sorted(names))})", file=source, field=key)
+            raise WellreadError(f"unknown setting {key!r} (known: {', '.join(sorted(setting_names(cls)))})", file=source,
+                              field=key)
         tp, is_list = _unwrap(hints[name])
         if value is not None and tp is Path:
             value = [Path(v) for v in value] if is_list else Path(value)
@@ -130,7 +174,7 @@ def from_args(cls: type[T], ns: argparse.Namespace) -> T:
     config_file = getattr(ns, "config", None)
     if config_file:
         values.update(load_yaml(config_file))
-    names = {f.name for f in dataclasses.fields(cls)}
+    names = set(setting_names(cls))
     values.update({k: v for k, v in vars(ns).items() if k in names})
     return from_mapping(cls, values, source=config_file)
 
@@ -144,6 +188,9 @@ def to_dict(cfg: Any) -> dict:
     out = {}
     for f in dataclasses.fields(cfg):
         v = getattr(cfg, f.name)
+        if f.metadata.get("group"):
+            out.update(to_dict(v))
+            continue
         if isinstance(v, Path):
             v = str(v)
         elif isinstance(v, (list, tuple)):

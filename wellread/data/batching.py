@@ -9,7 +9,6 @@ order is a function of (seed, epoch) only, so a resumed run sees the same batche
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,12 +17,9 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 
+from wellread.hub import cache_dir
 from wellread.io import atomic_write_bytes
-
-
-def cache_dir() -> Path:
-    """Where processed data is cached: $WELLREAD_CACHE, else ~/.cache/wellread."""
-    return Path(os.environ.get("WELLREAD_CACHE", Path.home() / ".cache" / "wellread"))
+from wellread.tokenization import vocab_hash
 
 
 @dataclass
@@ -78,8 +74,6 @@ def cached_encode(tok: Tokenizer, texts_a: Sequence[str], texts_b: Sequence[str 
     ``key`` names the source (e.g. task/split) for a readable file name; the hash covers the content,
     so a cache made from other text or another vocabulary is never reused.
     """
-    from wellread.tokenization import vocab_hash
-
     h = hashlib.sha256()
     h.update(f"{vocab_hash(tok)}|{max_length}|".encode())
     for a, b in zip(texts_a, texts_b if texts_b is not None else [None] * len(texts_a)):

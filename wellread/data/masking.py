@@ -50,7 +50,7 @@ class Instance:
     runs from there to the end. ``a_document``/``b_document`` say where the segments came from.
     ``forced_random_next`` is True when the chunk held one sentence, so B had to be random (Google's
     rule): on corpora of short documents this pushes the share of random B above one half.
-    ``copy`` is True when B is A itself (copy pairs, see :func:`create_instances_from_document`).
+    ``copy`` is True when B is A itself (copy pairs, made by ``wellread.experiments.cpu_aids.CopyPairs``).
     """
 
     tokens: np.ndarray
@@ -112,7 +112,6 @@ def create_instances_from_document(
     rng: random.Random,
     *,
     documents: np.ndarray | None = None,
-    copies: float | None = None,
 ) -> list[Instance]:
     """The instances of one document, as Google's function of the same name makes them.
 
@@ -122,18 +121,10 @@ def create_instances_from_document(
     a random other document (taken from ``documents``, a sorted array, when given), the unused
     sentences being put back. Without ``nsp``: sentences are packed into single-segment sequences of
     the target length (a sentence that does not fit continues in the next sequence).
-
-    ``copies`` (without ``nsp``) makes sentence pairs instead, B always A's real continuation, and a
-    fraction ``copies`` of them copy pairs: ``[CLS] A [SEP] A [SEP]``, A at most half the length
-    (see :func:`_pair_document`).
     """
     cls, sep = corpus.special_ids[CLS], corpus.special_ids[SEP]
     document = corpus.document(doc_index)
-    max_num_tokens = max_seq_length - (3 if nsp or copies is not None else 2)
-    if copies is not None:
-        if nsp:
-            raise ValueError("copy pairs are for MLM without next-sentence prediction")
-        return _pair_document(document, doc_index, max_num_tokens, short_seq_prob, copies, rng, cls, sep)
+    max_num_tokens = max_seq_length - (3 if nsp else 2)
     if not nsp:
         return _pack_document(document, doc_index, max_num_tokens, short_seq_prob, rng, cls, sep)
     target_seq_length = max_num_tokens
@@ -183,51 +174,6 @@ def create_instances_from_document(
             current_length = 0
         i += 1
     return instances
-
-
-def _pair_document(document: list[np.ndarray], doc_index: int, max_num_tokens: int, short_seq_prob: float,
-                   copies: float, rng: random.Random, cls: int, sep: int) -> list[Instance]:
-    """Sentence pairs ``[CLS] A [SEP] B [SEP]`` of one document, B the real continuation of A, and with
-    probability ``copies`` copy pairs ``[CLS] A [SEP] A [SEP]`` (A cut to half the length).
-
-    Sentences are gathered into chunks of the target length as for NSP and a chunk is cut at a random
-    sentence (a one-sentence chunk at a random token). A copy pair lets a masked token of one segment be
-    read from its twin in the other: what teaches heads to match the tokens of two segments, the
-    alignment that pair tasks such as STS-B rest on (``wellread pretrain --copy-pairs``).
-    """
-    def draw_target() -> int:  # the full length, or with probability short_seq_prob a shorter one
-        return rng.randint(2, max_num_tokens) if rng.random() < short_seq_prob else max_num_tokens
-
-    out = []
-    chunk: list[np.ndarray] = []
-    length, target = 0, draw_target()
-    for i, sentence in enumerate(document):
-        chunk.append(sentence)
-        length += len(sentence)
-        if i < len(document) - 1 and length < target:
-            continue
-        if len(chunk) >= 2:
-            a_end = rng.randint(1, len(chunk) - 1)
-            tokens_a = [t for s in chunk[:a_end] for t in s.tolist()]
-            tokens_b = [t for s in chunk[a_end:] for t in s.tolist()]
-        else:
-            whole = chunk[0].tolist()
-            cut = rng.randint(1, len(whole) - 1) if len(whole) >= 2 else len(whole)
-            tokens_a, tokens_b = whole[:cut], whole[cut:]
-        copy = rng.random() < copies
-        if copy:
-            tokens_a = tokens_a[:max_num_tokens // 2]
-            tokens_b = list(tokens_a)
-        else:
-            truncate_seq_pair(tokens_a, tokens_b, max_num_tokens, rng)
-        if tokens_a and tokens_b:
-            tokens = np.array([cls, *tokens_a, sep, *tokens_b, sep], dtype=np.int64)
-            out.append(Instance(tokens, len(tokens_a) + 2, None, doc_index, doc_index, copy=copy))
-        elif tokens_a:  # a one-token chunk: a single segment
-            out.append(Instance(np.array([cls, *tokens_a, sep], dtype=np.int64), len(tokens_a) + 2, None,
-                                doc_index, None))
-        chunk, length, target = [], 0, draw_target()
-    return out
 
 
 def _pack_document(document: list[np.ndarray], doc_index: int, max_num_tokens: int, short_seq_prob: float,

@@ -14,6 +14,7 @@ import numpy as np
 
 from wellread.data.task_files import read_split, split_files
 from wellread.data.tasks import SplitData, get_task
+from wellread.tokenization import load_tokenizer
 
 PERCENTILES = (50, 90, 95, 99)
 
@@ -58,8 +59,6 @@ def split_stats(task: str, data_dir: str | Path | None, *, vocab: str | Path | N
     spec = get_task(task)
     tokenizer = None
     if vocab is not None:
-        from wellread.tokenization import load_tokenizer
-
         tokenizer = load_tokenizer(vocab)
     unit = "wordpiece tokens incl. [CLS]/[SEP]" if tokenizer is not None else "whitespace words"
     out = []

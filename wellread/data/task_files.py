@@ -98,8 +98,6 @@ def read_split(task: str | TaskSpec, data_dir: str | Path | None, split: str) ->
         return spec.source.read(split)
     folder = task_dir(spec, _glue_dir(spec, data_dir))
     if folder is None:
-        from wellread.data import hf_glue
-
         if spec.hf is not None and hf_glue.find_files(spec, Path(data_dir), split):
             return hf_glue.read_hf_split(spec, Path(data_dir), split)
         split_files(spec, data_dir)  # raises, listing what is there (or finds HF files of other splits)

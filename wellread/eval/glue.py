@@ -31,8 +31,8 @@ from wellread.eval.hans import hans_report
 from wellread.eval.metrics import compute_metrics, confusion, per_class
 from wellread.eval.predict import logits_to_predictions, predict_logits
 from wellread.io import atomic_directory, check_output_dir, model_directory, read_json
+from wellread.modeling.models import check_vocabulary, read_config
 from wellread.modeling.models import load_classifier as load_weights_strictly
-from wellread.modeling.models import read_config
 from wellread.tokenization import PAD, load_tokenizer
 
 SUBMISSION_ZIP = "submission.zip"
@@ -101,9 +101,7 @@ def load_classifier(model_dir: str | Path, task: str | TaskSpec) -> Classifier:
     labels = output_labels(config, task, path)
     model = load_weights_strictly(path)
     tok = load_tokenizer(path)
-    if tok.get_vocab_size(with_added_tokens=True) != config.vocab_size:
-        raise WellreadError(f"vocabulary has {tok.get_vocab_size()} tokens but the model has {config.vocab_size} "
-                            "embedding rows", file=path)
+    check_vocabulary(tok, config.vocab_size, path)
     return Classifier(model, tok, labels, path)
 
 

@@ -23,6 +23,7 @@ import numpy as np
 
 from wellread.data.tasks import TaskSpec, get_task
 from wellread.errors import WellreadError
+from wellread.eval.hans import to_two_way
 
 
 def accuracy(predictions: Sequence, references: Sequence) -> float:
@@ -153,8 +154,6 @@ def compute_metrics(task: str | TaskSpec, predictions: Sequence, references: Seq
         p, r = (np.asarray(list(v), dtype=np.float64) for v in (predictions, references))
     else:
         if spec.name == "hans":
-            from wellread.eval.hans import to_two_way
-
             predictions = [to_two_way(v) for v in predictions]
         p, r = _as_names(spec, predictions, "predictions"), _as_names(spec, references, "references")
         unknown = sorted(set(p.tolist()) - set(spec.labels or ()))

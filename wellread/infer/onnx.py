@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from wellread.errors import WellreadError
-from wellread.infer.predictor import INPUT_NAMES, ONNX_FILES, Predictor, load_torch_classifier, model_directory
+from wellread.infer.predictor import INPUT_NAMES, ONNX_FILES, Predictor, load_torch_classifier, model_directory, softmax
 from wellread.io import atomic_directory, atomic_write_json, check_output_dir
 from wellread.tokenization import TOKENIZER_FILES
 
@@ -180,8 +180,6 @@ def compare(reference: Predictor, other: Predictor, texts_a: list[str], texts_b:
     ref, out = reference.logits(texts_a, texts_b), other.logits(texts_a, texts_b)
     if reference.is_regression:
         return {"n": len(texts_a), "max_abs_diff_score": float(np.abs(ref - out).max())}
-    from wellread.infer.predictor import softmax
-
     p, q = softmax(ref), softmax(out)
     return {"n": len(texts_a), "max_abs_diff_probability": float(np.abs(p - q).max()),
             "label_agreement": float((p.argmax(1) == q.argmax(1)).mean())}

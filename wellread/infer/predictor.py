@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -115,11 +113,12 @@ class Predictor:
     ``backend``: ``torch``, ``onnx`` (fp32, equal to PyTorch to ~1e-6) or ``onnx-int8`` (weights
     quantised to int8, activations quantised per batch: results move slightly with the batch an input
     falls in). ``batch_size`` caps the inputs of one model call; inputs longer than ``max_length``
-    tokens are truncated (pairs longest-first, as fine-tuning did).
+    tokens are truncated (pairs longest-first, as fine-tuning did). ``onnx_model``: the ONNX graph's bytes
+    (an export made on the fly, ``wellread.infer.loading``) instead of the directory's file.
     """
 
     def __init__(self, model_dir: str | Path, *, backend: str = "torch", max_length: int = 128,
-                 batch_size: int = 64, threads: int | None = None, quiet: bool = False) -> None:
+                 batch_size: int = 64, threads: int | None = None, onnx_model: bytes | None = None) -> None:
         if backend not in BACKENDS:
             raise WellreadError(f"unknown backend {backend!r} (choose {', '.join(BACKENDS)})", field="backend")
         if batch_size < 1:
@@ -144,7 +143,7 @@ class Predictor:
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(max_length=self.max_length, strategy="longest_first")
         self.pad_id = tok.token_to_id(PAD)
-        self._run = self._torch_runner() if backend == "torch" else self._onnx_runner(quiet)
+        self._run = self._torch_runner() if backend == "torch" else self._onnx_runner(onnx_model)
 
     @property
     def is_regression(self) -> bool:
@@ -167,24 +166,20 @@ class Predictor:
 
         return run
 
-    def _onnx_runner(self, quiet: bool) -> Callable[[list[dict[str, np.ndarray]]], list[np.ndarray]]:
+    def _onnx_runner(self, onnx_model: bytes | None) -> Callable[[list[dict[str, np.ndarray]]], list[np.ndarray]]:
         """Several batches run side by side, one per thread, each with one intra-op thread: for Tiny's
         128-wide products that scales better than splitting every product over the cores (measured
         on 2 cores: ~10,600 vs ~8,400 sentences/s at best). A lone batch (batch-1 latency, the
         service's micro-batches) gets a session with all the threads instead."""
         file = self.path / ONNX_FILES[self.backend]
-        if file.is_file():
-            model: Path | bytes = file
+        model: Path | bytes
+        if onnx_model is not None:
+            model = onnx_model
+        elif file.is_file():
+            model = file
         else:
-            from wellread.infer.onnx import export_onnx
-
-            if not quiet:
-                print(f"no {file.name} in {self.path}: exporting it now (run `wellread export` to do it once)",
-                      file=sys.stderr)
-            with tempfile.TemporaryDirectory(prefix="wellread-onnx-") as tmp:
-                out = Path(tmp) / "export"
-                export_onnx(self.path, out, int8=self.backend == "onnx-int8", quiet=True)
-                model = (out / file.name).read_bytes()
+            raise WellreadError(f"no {file.name} here: run `wellread export` (or open the model with "
+                                "wellread.infer.loading.open_predictor, which exports it on the fly)", file=self.path)
         wide = ort_session(model, self.threads)
         names = {i.name for i in wide.get_inputs()}
         if names != set(INPUT_NAMES):

@@ -21,8 +21,10 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from wellread import tokenization
 from wellread.errors import WellreadError
 from wellread.io import read_json
+from wellread.modeling.models import load_model, read_weights, save_model
 from wellread.modeling.tfcheckpoint import CheckpointReader, find_prefix
 
 CHECK_TEXT = "the quick brown fox jumps over the lazy dog"
@@ -376,8 +378,6 @@ def convert(source: str | Path, out: str | Path, *, vocab: str | Path | None = N
     vocab_size. After writing, the directory is read back and each tensor compared with the source.
     ``check`` also runs a forward pass on ``check_text`` and returns per-layer hidden-state norms.
     """
-    from wellread import tokenization
-    from wellread.modeling.models import save_model
 
     with checkpoint_dir(source) as ckpt:
         vocab_path = Path(vocab) if vocab is not None else ckpt / "vocab.txt"
@@ -402,8 +402,6 @@ def convert(source: str | Path, out: str | Path, *, vocab: str | Path | None = N
 
 def verify_written(out: Path, conv: Conversion) -> None:
     """Read the written weights back and require them equal to the checkpoint's, bit for bit."""
-    from wellread.modeling.models import read_weights
-
     written = read_weights(out)
     prefixed = any(k.startswith("bert.") for k in written)
     for k, v in conv.tensors.items():
@@ -417,8 +415,6 @@ def check_model(model_dir: str | Path, text: str = CHECK_TEXT, pair: str | None 
     embeddings and after each layer. Non-finite values are an error (a broken conversion)."""
     import torch
 
-    from wellread import tokenization
-    from wellread.modeling.models import load_model
 
     model = load_model(model_dir, "base")
     tok = tokenization.load_tokenizer(model_dir)

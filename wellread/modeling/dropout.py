@@ -23,14 +23,18 @@ reaches a saved model.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator
 
 import numpy as np
 import torch
+from transformers import AttentionInterface
+from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.models.bert.modeling_bert import eager_attention_forward
 
 ATTENTION_NAME = "wellread"  # registered as wellread_sdpa / wellread_eager, after the original
 SMALL = 32768  # fewer elements than this: PyTorch's own is as fast (the Python call costs what it saves)
-FUSED_ATTENTION = True  # fp32 CPU training: _AttentionCore; False: the eager composition (for comparison)
 _LEVELS = 65536  # 16-bit uniforms
 
 
@@ -128,27 +132,26 @@ class _AttentionCore(torch.autograd.Function):
 
 
 def _original(name: str):
-    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-    from transformers.models.bert.modeling_bert import eager_attention_forward
-
     return eager_attention_forward if name == "eager" else ALL_ATTENTION_FUNCTIONS[name]
 
 
-def attention(module, query, key, value, attention_mask, scaling=None, dropout: float = 0.0, **kwargs):
+def attention(module, query, key, value, attention_mask, scaling=None, dropout: float = 0.0,
+              attention_bias: torch.Tensor | None = None, fused: bool = True, **kwargs):
     """Training: transformers' eager BERT attention with ``fast_dropout`` on the attention probabilities
-    (fp32 on CPU: ``_AttentionCore``, the same computation in fewer passes; otherwise the eager ops).
-    Evaluation: the model's own attention function, unchanged (so dev scores during training equal the
-    saved model's). ``attention_mask`` is what the original implementation's mask function made: None,
-    a bool mask (True = attend) or an additive float mask."""
+    (fp32 on CPU and ``fused``: ``_AttentionCore``, the same computation in fewer passes; otherwise the
+    eager ops). Evaluation: the model's own attention function, unchanged (so dev scores during training
+    equal the saved model's). ``attention_mask`` is what the original implementation's mask function made:
+    None, a bool mask (True = attend) or an additive float mask. ``attention_bias`` ([(batch,) heads, S, S],
+    an argument of the model's forward that transformers hands through to here) is added to the scores in
+    training only: pre-training's attention scaffold (``wellread.experiments.cpu_aids``)."""
     original = module.config._wellread_attention
-    bias = getattr(module.config, SCAFFOLD_ATTR, None) if module.training else None
-    if bias is not None:  # pre-training's attention scaffold: a per-head distance penalty, training only
-        attention_mask = with_bias(attention_mask, bias[..., :query.size(2), :key.size(2)].to(query.dtype))
+    if attention_bias is not None and module.training:
+        attention_mask = with_bias(attention_mask, attention_bias[..., :query.size(2), :key.size(2)].to(query.dtype))
     if not module.training or dropout == 0.0:
         return _original(original)(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
     if scaling is None:
         scaling = query.size(-1) ** -0.5
-    if (FUSED_ATTENTION and query.dtype == torch.float32 and query.device.type == "cpu" and not torch.is_autocast_enabled("cpu")
+    if (fused and query.dtype == torch.float32 and query.device.type == "cpu" and not torch.is_autocast_enabled("cpu")
             and query.shape == key.shape == value.shape and query.numel() * query.size(2) // query.size(3) >= SMALL):
         out, weights = _AttentionCore.apply(query, key, value, attention_mask, scaling, dropout)
         return out, weights
@@ -170,9 +173,6 @@ def eager_attention(query, key, value, mask, scaling: float, p: float, training:
     return out, weights
 
 
-SCAFFOLD_ATTR = "_wellread_attention_bias"  # [(batch,) heads, S, S], added to the training attention scores
-
-
 def with_bias(mask: torch.Tensor | None, bias: torch.Tensor) -> torch.Tensor:
     """An additive mask: ``mask`` (None, bool with True = attend, or additive) plus ``bias`` per head
     ([heads, q, k], or [batch, heads, q, k] for a bias per sequence)."""
@@ -183,20 +183,18 @@ def with_bias(mask: torch.Tensor | None, bias: torch.Tensor) -> torch.Tensor:
     return mask + bias
 
 
-def _register(original: str) -> str:
-    from transformers import AttentionInterface
-    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
-
-    name = f"{ATTENTION_NAME}_{original}"
-    AttentionInterface.register(name, attention)
+def _register(original: str, fused: bool) -> str:
+    name = f"{ATTENTION_NAME}_{original}" if fused else f"{ATTENTION_NAME}-unfused_{original}"
+    AttentionInterface.register(name, attention if fused else functools.partial(attention, fused=False))
     AttentionMaskInterface.register(name, ALL_MASK_ATTENTION_FUNCTIONS[original])  # the original's masks
     return name
 
 
-def use_fast_dropout(model: torch.nn.Module, *, modules: bool = True) -> dict:
+def use_fast_dropout(model: torch.nn.Module, *, modules: bool = True, fused_attention: bool = True) -> dict:
     """Swap ``model``'s dropout for the fast one (CPU models only); returns what ``restore`` needs.
     ``modules=False``: only route a BERT's training attention through ``attention`` (any device), which
-    is what pre-training's attention scaffold needs on a GPU."""
+    is what pre-training's attention scaffold needs on a GPU. ``fused_attention=False``: the eager
+    composition instead of ``_AttentionCore`` (to compare them)."""
     saved: dict = {"modules": [], "attn": None}
     if modules and next(model.parameters()).device.type != "cpu":
         return saved
@@ -212,7 +210,7 @@ def use_fast_dropout(model: torch.nn.Module, *, modules: bool = True) -> dict:
     if getattr(config, "model_type", None) == "bert" and previous in ("eager", "sdpa"):
         config._wellread_attention = previous
         saved["attn"] = (config, previous)
-        config._attn_implementation = _register(previous)
+        config._attn_implementation = _register(previous, fused_attention)
     return saved
 
 
@@ -227,13 +225,13 @@ def restore(saved: dict) -> None:
 
 
 @contextlib.contextmanager
-def fast_cpu_dropout(model: torch.nn.Module, *, attention: bool = False) -> Iterator[None]:
+def fast_cpu_dropout(model: torch.nn.Module, *, attention: bool = False, fused_attention: bool = True) -> Iterator[None]:
     """``use_fast_dropout`` for the block when no GPU is there, then ``restore`` (also on error);
     ``attention``: with a GPU, still route the training attention through ``attention`` (the scaffold)."""
     if not torch.cuda.is_available():
-        saved = use_fast_dropout(model)
+        saved = use_fast_dropout(model, fused_attention=fused_attention)
     else:
-        saved = use_fast_dropout(model, modules=False) if attention else None
+        saved = use_fast_dropout(model, modules=False, fused_attention=fused_attention) if attention else None
     try:
         yield
     finally:

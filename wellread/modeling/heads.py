@@ -16,11 +16,12 @@ import weakref
 import torch
 from transformers.masking_utils import create_bidirectional_mask
 
-from wellread.modeling.dropout import SCAFFOLD_ATTR, eager_attention, with_bias
+from wellread.modeling.dropout import eager_attention, with_bias
 
 
-class _Scratch:
-    """One reusable (rows × vocabulary) fp32 array per device and width, for ``MaskedLMLoss`` on CPU.
+class Scratch:
+    """One reusable (rows × vocabulary) fp32 array per device and width, for ``MaskedLMLoss`` on CPU
+    (each ``SparsePretrainer`` owns one; ``clear`` frees it).
 
     The logits of Tiny's masked rows are ~75 MB a step: freshly allocated, glibc maps them anew each time
     (anything over 32 MB) and the first write pays a page fault per 4 KB, which costs as long as the
@@ -55,14 +56,11 @@ class _Scratch:
             entry[1] = None
 
 
-_SCRATCH = _Scratch()
-
-
 class MaskedLMLoss(torch.autograd.Function):
     """Cross-entropy of the vocabulary projection, summed over rows, with its gradient made in one go.
 
-    ``forward(h, weight, bias, labels)`` writes the logits ``h @ weight.T + bias`` of the masked rows
-    into a reused array (``_Scratch``), takes each row's maximum and the target's logit, and turns the
+    ``forward(h, weight, bias, labels, scratch)`` writes the logits ``h @ weight.T + bias`` of the masked
+    rows into a reused array (from ``scratch``, a ``Scratch``; None: a fresh array each call), takes each row's maximum and the target's logit, and turns the
     array into the softmax in place with PyTorch's row-wise kernel (a row, 120 KB for 30,522 words, stays
     in cache through its passes); the gradient ``softmax - onehot`` is then kept for ``backward``.
     The loss of a row is ``max - log(p_max) - target`` (``p_max``, the largest probability, is at
@@ -80,21 +78,22 @@ class MaskedLMLoss(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, h, weight, bias, labels):
+    def forward(ctx, h, weight, bias, labels, scratch=None):
+        scratch = scratch if scratch is not None else Scratch()
         kind = h.device.type
         mm_dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else h.dtype
         grads = any(ctx.needs_input_grad[:3])
         rows, cols = h.size(0), weight.size(0)
         with torch.autocast(h.device.type, enabled=False):
             if mm_dtype == torch.float32 and h.dtype == weight.dtype == bias.dtype == torch.float32:
-                logits = _SCRATCH.take(rows, cols, h.device, ctx if grads else None)
+                logits = scratch.take(rows, cols, h.device, ctx if grads else None)
                 torch.addmm(bias, h, weight.t(), out=logits)
                 top = logits.amax(dim=1)
                 target = logits.gather(1, labels[:, None]).squeeze(1)
                 hits = target == top
             else:
                 low = torch.addmm(bias.to(mm_dtype), h.to(mm_dtype), weight.to(mm_dtype).t())
-                logits = _SCRATCH.take(rows, cols, h.device, ctx if grads else None).copy_(low)
+                logits = scratch.take(rows, cols, h.device, ctx if grads else None).copy_(low)
                 del low
                 top, pred = logits.max(dim=1)
                 target = logits.gather(1, labels[:, None]).squeeze(1)
@@ -105,8 +104,9 @@ class MaskedLMLoss(torch.autograd.Function):
                 logits[torch.arange(rows, device=labels.device), labels] -= 1.0
                 ctx.save_for_backward(logits, h, weight)
                 ctx.mm_dtype = mm_dtype
+                ctx.scratch = scratch
             else:
-                _SCRATCH.give_back(logits)
+                scratch.give_back(logits)
         ctx.mark_non_differentiable(hits)
         return loss, hits
 
@@ -127,11 +127,8 @@ class MaskedLMLoss(torch.autograd.Function):
             if ctx.needs_input_grad[2]:
                 grad_b = grad.sum(dim=0).mul_(scale)
             del g
-        _SCRATCH.give_back(grad)
-        return grad_h, grad_w, grad_b, None
-
-
-SPARSE_LAST_LAYER = True  # False: the last encoder layer over every position, as HF runs it (to compare)
+        ctx.scratch.give_back(grad)
+        return grad_h, grad_w, grad_b, None, None
 
 
 class SparsePretrainer(torch.nn.Module):
@@ -143,18 +140,27 @@ class SparsePretrainer(torch.nn.Module):
     that is most of a layer of two; the result is the same (tests/test_pretrain.py compares loss and
     gradients with HF's full model).
 
+    ``sparse_last_layer=False`` runs the last encoder layer over every position, as HF does (to compare).
+    ``attention_bias`` ([(batch,) heads, S, S]) is added to every layer's attention scores in training
+    (pre-training's attention scaffold, ``wellread.experiments.cpu_aids``); it needs the training attention
+    of ``wellread.modeling.dropout``.
+
     Returns (MLM loss summed over the masked rows, a bool per masked row: predicted right, NSP logits
     or None). Its parameters are the wrapped model's (prefixed ``net.``), so a data-parallel wrapper
     around it sees the whole forward pass, the loss's vocabulary projection included.
     """
 
-    def __init__(self, net) -> None:
+    def __init__(self, net, *, sparse_last_layer: bool = True) -> None:
         super().__init__()
         self.net = net
+        self.sparse_last_layer = sparse_last_layer
+        self.scratch = Scratch()
 
-    def forward(self, input_ids, token_type_ids, attention_mask, masked_positions, masked_labels, nsp: bool = True):
+    def forward(self, input_ids, token_type_ids, attention_mask, masked_positions, masked_labels, nsp: bool = True,
+                attention_bias: torch.Tensor | None = None):
         bert = self.net.bert
-        if SPARSE_LAST_LAYER and _plain_encoder(bert):
+        extra = {} if attention_bias is None else {"attention_bias": attention_bias}
+        if self.sparse_last_layer and _plain_encoder(bert):
             B, S = input_ids.shape
             wanted = masked_positions
             if nsp:  # [CLS] of every sequence, for the pooler
@@ -163,17 +169,17 @@ class SparsePretrainer(torch.nn.Module):
             mask = create_bidirectional_mask(config=bert.config, inputs_embeds=hidden, attention_mask=attention_mask)
             *lower, last = bert.encoder.layer
             for layer in lower:
-                hidden = layer(hidden, mask)
-            out = last_layer_rows(last, hidden, attention_mask, wanted)
+                hidden = layer(hidden, mask, **extra)
+            out = last_layer_rows(last, hidden, attention_mask, wanted, attention_bias)
             rows = out[:len(masked_positions)]
             pooled = bert.pooler(out[len(masked_positions):, None]) if nsp else None
         else:
             hidden, pooled = bert(input_ids=input_ids, token_type_ids=token_type_ids, attention_mask=attention_mask,
-                                  return_dict=False)[:2]
+                                  return_dict=False, **extra)[:2]
             rows = hidden.reshape(-1, hidden.size(-1)).index_select(0, masked_positions)
         head = self.net.cls.predictions
         rows = head.transform(rows)
-        mlm_sum, hits = MaskedLMLoss.apply(rows, head.decoder.weight, head.decoder.bias, masked_labels)
+        mlm_sum, hits = MaskedLMLoss.apply(rows, head.decoder.weight, head.decoder.bias, masked_labels, self.scratch)
         nsp_logits = self.net.cls.seq_relationship(pooled) if nsp else None
         return mlm_sum, hits, nsp_logits
 
@@ -187,12 +193,12 @@ def _plain_encoder(bert) -> bool:
 
 
 def last_layer_rows(layer, hidden: torch.Tensor, attention_mask: torch.Tensor | None,
-                    positions: torch.Tensor) -> torch.Tensor:
+                    positions: torch.Tensor, attention_bias: torch.Tensor | None = None) -> torch.Tensor:
     """A ``BertLayer``'s output at ``positions`` (flat indices into batch × length, any order) only.
 
     Each sequence's wanted rows are gathered into a [batch, most wanted, hidden] block (short ones
     padded with their first row, dropped at the end); they attend to the keys and values of every
-    position of their sequence, as in the full layer. In training the attention scaffold's rows for
+    position of their sequence, as in the full layer. In training the rows of ``attention_bias`` for
     those positions are added, as ``wellread.modeling.dropout.attention`` adds them to the full layer.
     """
     B, S, H = hidden.shape
@@ -214,7 +220,7 @@ def last_layer_rows(layer, hidden: torch.Tensor, attention_mask: torch.Tensor | 
     k = attn.key(hidden).view(B, S, heads, d).transpose(1, 2)
     v = attn.value(hidden).view(B, S, heads, d).transpose(1, 2)
     mask = None if attention_mask is None else attention_mask.bool()[:, None, None, :]
-    bias = getattr(attn.config, SCAFFOLD_ATTR, None) if layer.training else None
+    bias = attention_bias if layer.training else None
     if bias is not None:  # bias[(batch,) h, query place, key place]: the rows of the wanted places
         if bias.dim() == 4:
             rows = bias[torch.arange(B, device=sel.device)[:, None], :, sel % S, :S].transpose(1, 2)

@@ -10,7 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+import transformers
+from safetensors.torch import load_file
 from tokenizers import Tokenizer
+from transformers import BertConfig, BertForPreTraining
+from transformers.utils import logging as hf_logging
 
 from wellread.errors import WellreadError
 from wellread.io import atomic_directory, check_output_dir, read_json
@@ -22,38 +26,12 @@ MODEL_FILES = ("config.json", "model.safetensors", "generation_config.json")
 _DERIVED_SUFFIXES = ("position_ids", "cls.predictions.decoder.weight", "cls.predictions.decoder.bias")
 
 
-POSITION_INITS = ("random", "sinusoidal")
-
-
-def sinusoidal_positions(positions: int, width: int, std: float) -> torch.Tensor:
-    """The Transformer's sine/cosine position table (Vaswani et al. 2017, 3.5), scaled to ``std`` per element.
-
-    Row ``p`` holds sin(p·ω_i) and cos(p·ω_i) for ω_i = 10000^(-2i/width), so that the dot product of two rows
-    depends on their distance only; scaled so that its elements have the spread of BERT's random init
-    (``initializer_range``), the word embeddings are not drowned under the embeddings' LayerNorm.
-    """
-    pos = torch.arange(positions, dtype=torch.float64)[:, None]
-    omega = 10000.0 ** (-torch.arange(0, width, 2, dtype=torch.float64) / width)
-    table = torch.zeros(positions, width, dtype=torch.float64)
-    table[:, 0::2] = torch.sin(pos * omega)
-    table[:, 1::2] = torch.cos(pos * omega)[:, : width // 2]
-    return (table * (std / table.std())).float()
-
-
-def init_model(name: str | zoo.Miniature, tokenizer: Tokenizer, *, seed: int = 0, position_init: str = "random",
-               **config_overrides):
+def init_model(name: str | zoo.Miniature, tokenizer: Tokenizer, *, seed: int = 0, **config_overrides):
     """A randomly initialised ``BertForPreTraining`` (encoder, pooler, MLM and NSP heads).
 
     The vocabulary size and [PAD] id come from ``tokenizer``; the same seed gives the same weights
     bit for bit (initialisation draws only from torch's CPU generator, seeded here).
-    ``position_init="sinusoidal"`` starts the (still learned) position embeddings from
-    :func:`sinusoidal_positions` instead of BERT's independent random rows: the architecture and the
-    saved weights' layout are BERT's either way.
     """
-    if position_init not in POSITION_INITS:
-        raise WellreadError(f"must be one of {', '.join(POSITION_INITS)}, not {position_init!r}", field="position_init")
-    from transformers import BertForPreTraining
-
     m = name if isinstance(name, zoo.Miniature) else zoo.get(name)
     config = m.bert_config(
         vocab_size=tokenizer.get_vocab_size(with_added_tokens=True),
@@ -63,10 +41,6 @@ def init_model(name: str | zoo.Miniature, tokenizer: Tokenizer, *, seed: int = 0
     )
     torch.manual_seed(seed)
     model = BertForPreTraining(config)
-    if position_init == "sinusoidal":
-        emb = model.bert.embeddings.position_embeddings.weight
-        with torch.no_grad():
-            emb.copy_(sinusoidal_positions(emb.shape[0], emb.shape[1], config.initializer_range))
     model.eval()
     return model
 
@@ -84,8 +58,6 @@ def save_model(model, tokenizer: Tokenizer, out: str | Path, *, overwrite: bool 
             field="vocab",
         )
     out = check_output_dir(out, overwrite=overwrite, allowed=set(MODEL_FILES) | set(TOKENIZER_FILES))
-    from transformers.utils import logging as hf_logging
-
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # one small file: transformers' "Writing model shards" bar is noise
     try:
@@ -99,8 +71,6 @@ def save_model(model, tokenizer: Tokenizer, out: str | Path, *, overwrite: bool 
 
 
 def read_config(path: str | Path):
-    from transformers import BertConfig
-
     cfg_file = Path(path) / "config.json"
     raw = read_json(cfg_file, missing="not a model directory: no config.json")
     if not isinstance(raw, dict):
@@ -112,8 +82,6 @@ def read_config(path: str | Path):
 
 def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
     """The tensors of model.safetensors (never unpickles a .bin unless asked, with weights_only)."""
-    from safetensors.torch import load_file
-
     path = Path(path)
     f = path / "model.safetensors"
     if f.is_file():
@@ -137,76 +105,68 @@ def align_prefix(state: dict[str, torch.Tensor], expected: set[str]) -> dict[str
     return state
 
 
-def load_model(path: str | Path, kind: str = "base", **config_overrides):
-    """Load a model directory strictly into a transformers BERT class.
+CLASSES = {"base": "BertModel", "pretraining": "BertForPreTraining", "mlm": "BertForMaskedLM",
+           "classifier": "BertForSequenceClassification"}
 
-    ``kind``: ``base`` (BertModel), ``pretraining`` (BertForPreTraining), ``mlm`` (BertForMaskedLM).
-    Every learned tensor the class needs must be present with the right shape; weights the class
-    does not use (e.g. heads when loading the encoder) are ignored, as transformers does.
+
+def load_model(path: str | Path, kind: str = "base", *, config=None, optional: tuple[str, ...] = (),
+               fresh: tuple[str, ...] = (), seed: int | None = None, **config_overrides):
+    """Load a model directory strictly into a transformers BERT class: the one loader of the package.
+
+    ``kind``: ``base`` (BertModel), ``pretraining`` (BertForPreTraining), ``mlm`` (BertForMaskedLM),
+    ``classifier`` (BertForSequenceClassification). Every learned tensor the class needs must be present
+    with the right shape, except those under a prefix in ``optional`` (started at random when absent) or
+    in ``fresh`` (never read from the file: a new head). Weights the class does not use (e.g. heads when
+    loading the encoder) are ignored, as transformers does. ``config``: the config to build (default:
+    the directory's config.json, with ``config_overrides``); ``seed``: seeds torch before the random
+    init of what is not loaded. Returns the model in eval mode.
     """
-    import transformers
-
-    classes = {"base": "BertModel", "pretraining": "BertForPreTraining", "mlm": "BertForMaskedLM"}
-    if kind not in classes:
-        raise ValueError(f"kind must be one of {sorted(classes)}")
+    if kind not in CLASSES:
+        raise ValueError(f"kind must be one of {sorted(CLASSES)}")
     path = Path(path)
-    config = read_config(path)
+    config = read_config(path) if config is None else config
     for k, v in config_overrides.items():
         setattr(config, k, v)
-    cls = getattr(transformers, classes[kind])
+    cls = getattr(transformers, CLASSES[kind])
     with torch.device("meta"):
-        model = cls(config)
-    expected = model.state_dict()
-    state = align_prefix(read_weights(path), set(expected))
-    missing = [k for k in expected if k not in state and not k.endswith(_DERIVED_SUFFIXES)]
+        expected = cls(config).state_dict()
+    weights = path / "model.safetensors"
+    state = {k: v for k, v in align_prefix(read_weights(path), set(expected)).items() if not k.startswith(fresh)}
+    missing = [k for k in expected if k not in state and not k.endswith(_DERIVED_SUFFIXES)
+               and not k.startswith(optional + fresh)]
     if missing:
         shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
-        raise WellreadError(f"weights missing for {classes[kind]}: {shown}", file=path / "model.safetensors")
+        what = "not a fine-tuned classifier: weights missing for" if kind == "classifier" and not fresh else \
+            f"weights missing for {CLASSES[kind]}:"
+        raise WellreadError(f"{what} {shown}", file=weights)
     for k, t in expected.items():
         if k in state and tuple(state[k].shape) != tuple(t.shape):
-            raise WellreadError(
-                f"tensor {k} has shape {tuple(state[k].shape)}, config.json implies {tuple(t.shape)}",
-                file=path / "model.safetensors",
-                field=k,
-            )
-    model = cls(config)  # real tensors; initialised values are overwritten just below
+            raise WellreadError(f"tensor {k} has shape {tuple(state[k].shape)}, config.json implies {tuple(t.shape)}",
+                                file=weights, field=k)
+    if seed is not None:
+        torch.manual_seed(seed)
+    model = cls(config)  # real tensors; the loaded ones are overwritten just below
     model.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False)
     model.tie_weights()
-    model.eval()
-    return model
+    return model.eval()
+
+
+def check_vocabulary(tok: Tokenizer, vocab_size: int, where: str | Path) -> None:
+    """Refuse a tokenizer whose vocabulary is not the size of the model's embeddings."""
+    n = tok.get_vocab_size(with_added_tokens=True)
+    if n != vocab_size:
+        raise WellreadError(f"vocabulary has {n} tokens but the model has {vocab_size} embedding rows", file=where)
 
 
 def load_pretrained(path: str | Path, kind: str = "base"):
     """A model and its tokenizer from one directory, checking they agree on the vocabulary size."""
     model = load_model(path, kind)
     tok = load_tokenizer(path)
-    n = tok.get_vocab_size(with_added_tokens=True)
-    if n != model.config.vocab_size:
-        raise WellreadError(
-            f"vocabulary has {n} tokens but the model has {model.config.vocab_size} embedding rows", file=path
-        )
+    check_vocabulary(tok, model.config.vocab_size, path)
     return model, tok
 
 
 def load_classifier(path: str | Path):
     """A fine-tuned ``BertForSequenceClassification`` from ``path``, strictly: every tensor present and shaped
     as config.json says (a pre-trained encoder without its classifier is refused), in eval mode."""
-    from transformers import BertForSequenceClassification
-
-    path = Path(path)
-    config = read_config(path)
-    with torch.device("meta"):
-        expected = BertForSequenceClassification(config).state_dict()
-    weights = path / "model.safetensors"
-    state = align_prefix(read_weights(path), set(expected))
-    missing = [k for k in expected if k not in state and not k.endswith("position_ids")]
-    if missing:
-        shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
-        raise WellreadError(f"not a fine-tuned classifier: weights missing for {shown}", file=weights)
-    for k, t in expected.items():
-        if k in state and tuple(state[k].shape) != tuple(t.shape):
-            raise WellreadError(f"tensor {k} has shape {tuple(state[k].shape)}, config.json implies {tuple(t.shape)}",
-                                file=weights, field=k)
-    model = BertForSequenceClassification(config)
-    model.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False)
-    return model.eval()
+    return load_model(path, "classifier")

@@ -14,13 +14,6 @@ results, a killed one continues from its checkpoint). A stage whose settings cha
 scratch. ``OUT/plan.json`` holds the budget's plan (``wellread.recipe.budget``), reused while the recipe's
 settings and data stay the same, so a re-run makes the same decisions.
 
-Modules: ``config`` (the settings), ``sources`` (where the data is), ``budget`` (the plan), ``runner``
-(done markers, worker processes), ``stages`` (the stages and ``run_recipe``).
+Modules: ``config`` (the settings), ``sources`` (where the data is), ``online`` (whether the hub answers),
+``budget`` (the plan), ``runner`` (done markers, worker processes), ``stages`` (the stages and ``run_recipe``).
 """
-
-from __future__ import annotations
-
-from wellread.recipe.config import RecipeConfig, config_yaml, default_data_root
-from wellread.recipe.stages import Recipe, run_recipe
-
-__all__ = ["RecipeConfig", "Recipe", "run_recipe", "config_yaml", "default_data_root"]

@@ -26,7 +26,20 @@ import math
 import time
 from pathlib import Path
 
+from wellread.data.batching import Features, bucketed_batches, collate, encode_pairs
+from wellread.data.task_files import read_split
+from wellread.data.tasks import get_task
 from wellread.errors import WellreadError
+from wellread.eval.predict import predict_logits
+from wellread.tokenization import PAD, load_tokenizer
+from wellread.train.finetune import (
+    ClassificationObjective,
+    FinetuneConfig,
+    LabelledSet,
+    build_model,
+    classifier_from_pretrained,
+    label_targets,
+)
 
 # This project's machine (AMD EPYC, 2 cores, torch 2.13.0+cpu), one thread per process as the recipe's
 # workers run, examples per second at max length 128, batch 32 ("infer": no-grad prediction, as dev
@@ -291,8 +304,6 @@ def _train_rate(model, spec, feats, targets, pad_id: int, seconds: float) -> flo
     import numpy as np
     import torch
 
-    from wellread.data.batching import bucketed_batches, collate
-    from wellread.train.finetune import ClassificationObjective, LabelledSet
 
     obj = ClassificationObjective(model, spec, LabelledSet("train", feats, targets, []), [], seed=0, pad_id=pad_id)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-6)
@@ -315,8 +326,6 @@ def _train_rate(model, spec, feats, targets, pad_id: int, seconds: float) -> flo
 
 
 def _infer_rate(model, feats, pad_id: int) -> float:
-    from wellread.data.batching import Features
-    from wellread.eval.predict import predict_logits
 
     k = min(16, len(feats))  # a first call pays for allocations
     predict_logits(model, Features(feats.ids[:feats.offsets[k]], feats.type_ids[:feats.offsets[k]],
@@ -333,11 +342,6 @@ def calibrate(student: str, teacher: Path | None, tasks: list[str], data_dir: Pa
     import numpy as np
     import torch
 
-    from wellread.data.batching import encode_pairs
-    from wellread.data.task_files import read_split
-    from wellread.data.tasks import get_task
-    from wellread.tokenization import PAD, load_tokenizer
-    from wellread.train.finetune import FinetuneConfig, _targets, build_model, classifier_from_pretrained
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -349,7 +353,7 @@ def calibrate(student: str, teacher: Path | None, tasks: list[str], data_dir: Pa
             ex = read_split(spec, data_dir, "train").examples
             pick = np.random.default_rng(0).permutation(len(ex))[:sample]
             ex = [ex[i] for i in sorted(pick)]
-            targets, _ = _targets(spec, ex)
+            targets, _ = label_targets(spec, ex)
             sources = [("student", None)] + ([("teacher", teacher)] if teacher is not None else [])
             for kind, path in sources:
                 if path is None:

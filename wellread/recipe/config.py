@@ -9,25 +9,18 @@ from pathlib import Path
 
 import yaml
 
+import wellread
 from wellread.config import field, to_dict
 from wellread.data.tasks import get_task
 from wellread.errors import WellreadError
+from wellread.modeling import zoo
+from wellread.report.collect import ARMS
 from wellread.train.grid import PAPER_BATCH_SIZES, PAPER_LEARNING_RATES
 from wellread.train.loop import parse_duration
-
-ARMS = {  # arm -> what the report calls it
-    "random": "fine-tuned from random init",
-    "pretrained": "pre-trained + fine-tuned",
-    "published": "published weights + fine-tuned",
-    "pd": "pre-trained distillation (PD)",
-    "pd+ft": "PD + fine-tuned",
-}
 
 
 def sibling_data_dir() -> Path:
     """``shared/data`` beside the repository (where this project keeps its real data)."""
-    import wellread
-
     return Path(wellread.__file__).resolve().parents[2] / "shared" / "data"
 
 
@@ -144,8 +137,6 @@ class RecipeConfig:
             raise WellreadError(f"unknown arm(s) {', '.join(unknown)} (known: {', '.join(ARMS)})", field="arms")
         if self.published is False and "published" in self.arms:
             raise WellreadError("the arm 'published' needs the published weights; drop --no-published", field="arms")
-        from wellread.modeling import zoo
-
         for s in self.students:
             zoo.get(s)  # an unknown name is refused here, with a suggestion
         if str(self.time_budget).lower() in ("off", "none", "0", "false", "no"):

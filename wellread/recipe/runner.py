@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import sys
@@ -11,10 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from wellread.io import atomic_write_json
-
-
-def fingerprint(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+from wellread.train.loop import config_fingerprint
 
 
 def duration(seconds: float) -> str:
@@ -48,7 +44,7 @@ class StageRunner:
                  after: list[str] = (), estimate_s: float | None = None) -> dict:
         settings = {**settings, "after": {a: self.fingerprints[a] for a in after if a in self.fingerprints}}
         settings = json.loads(json.dumps(settings, default=str))
-        self.fingerprints[name] = fingerprint(settings)
+        self.fingerprints[name] = config_fingerprint(settings)
         old = self.read(name)
         if old is not None and old.get("settings") == settings and old.get("status") == "finished" \
                 and all(Path(d).exists() for d in dirs):
@@ -75,4 +71,4 @@ class StageRunner:
         return result
 
 
-__all__ = ["StageRunner", "fingerprint", "log", "duration"]
+__all__ = ["StageRunner", "log", "duration"]

@@ -7,15 +7,17 @@ import os
 import shutil
 from pathlib import Path
 
+from wellread import hub
 from wellread.data.task_files import split_files
 from wellread.data.tasks import get_task
 from wellread.errors import WellreadError
 from wellread.io import atomic_write_text
+from wellread.modeling import zoo
 from wellread.recipe.config import RecipeConfig, default_data_root, sibling_data_dir
+from wellread.recipe.online import GLUE_HUB_ID
 
 TEACHER_PACKAGE_NAMES = ("all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2")
 TEACHER_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
-GLUE_HUB_ID = "nyu-mll/glue"
 TEXT_SUFFIXES = (".txt", ".gz", ".jsonl")
 
 
@@ -29,8 +31,6 @@ class Sources:
 
 def fetch_glue(tasks: list[str], *, cache: Path | None = None, progress: bool = True) -> Path:
     """GLUE from the Hugging Face hub (``nyu-mll/glue`` parquet files: train and dev) into the cache."""
-    from wellread import hub
-
     root = hub.cache_dir(cache) / "datasets" / GLUE_HUB_ID.replace("/", "--")
     for task in tasks:
         spec = get_task(task)
@@ -44,8 +44,6 @@ def fetch_glue(tasks: list[str], *, cache: Path | None = None, progress: bool = 
 def resolve_teacher(name: str) -> Path:
     """The teacher's model directory: a directory; all-MiniLM-L6-v2 from its PyPI package (else the
     hub); or a hub id / miniature name through ``wellread.hub``."""
-    from wellread import hub
-
     if Path(name).expanduser().is_dir():
         return hub.resolve_model(name)
     if name.lower() in TEACHER_PACKAGE_NAMES:
@@ -90,8 +88,6 @@ def find_sources(cfg: RecipeConfig) -> Sources:
     published = {}
     if cfg.published or (cfg.published is None and (cfg.source == "hub" or "published" in cfg.arms)) \
             or (cfg.pretrains and not text):
-        from wellread import hub
-        from wellread.modeling import zoo
 
         published = {s: hub.resolve_model(zoo.get(s).google_hub_id, source="hub", progress=not cfg.quiet)
                      for s in cfg.students}

@@ -7,14 +7,25 @@ import os
 import time
 from pathlib import Path
 
+from wellread import tokenization
 from wellread.config import to_dict
+from wellread.data.corpus import build_corpus
 from wellread.data.task_files import read_split
 from wellread.data.tasks import get_task
+from wellread.eval.glue import evaluate_model
+from wellread.eval.metrics import cell_score
 from wellread.io import atomic_write_json, atomic_write_text
 from wellread.recipe import budget as B
-from wellread.recipe.config import RecipeConfig, config_yaml
-from wellread.recipe.runner import StageRunner, fingerprint, log
+from wellread.recipe.config import ARMS, RecipeConfig, config_yaml
+from wellread.recipe.runner import StageRunner, log
 from wellread.recipe.sources import Sources, find_sources, sample_glue, text_bytes
+from wellread.report import write_report
+from wellread.report.collect import distill_grids
+from wellread.report.grid_tables import write_grid_report
+from wellread.tokenization import load_tokenizer, vocab_hash
+from wellread.train.grid import GridConfig, check_complete, label, run_grid
+from wellread.train.loop import config_fingerprint
+from wellread.train.pretrain import PretrainConfig, pretrain
 
 PLAN = "plan.json"
 MANIFEST = "recipe.json"
@@ -64,7 +75,7 @@ class Recipe:
     def make_plan(self, src: Sources, sizes: dict, spent_s: float) -> B.Plan:
         """The budget's plan; the one in OUT/plan.json when the settings and data are the same."""
         c = self.cfg
-        key = fingerprint({"config": to_dict(c) | {"out": None, "quiet": None, "print_config": None},
+        key = config_fingerprint({"config": to_dict(c) | {"out": None, "quiet": None, "print_config": None},
                            "sizes": sizes, "glue": str(src.glue), "text": [str(p) for p in src.text],
                            "teacher": str(src.teacher), "workers": self.workers})
         try:
@@ -104,8 +115,6 @@ class Recipe:
         return out
 
     def vocab(self, src: Sources) -> Path:
-        from wellread import tokenization
-
         v = self.cfg.vocab
         if v == "standard":
             return tokenization.STANDARD_VOCAB
@@ -123,8 +132,6 @@ class Recipe:
         return out
 
     def corpus(self, src: Sources, vocab: Path, plan: B.Plan) -> Path:
-        from wellread.data.corpus import build_corpus
-        from wellread.tokenization import load_tokenizer, vocab_hash
 
         out = self.out / "corpus"
 
@@ -139,8 +146,6 @@ class Recipe:
         return out
 
     def pretrain(self, student: str, corpus: Path, vocab: Path, plan: B.Plan) -> Path:
-        from wellread.train.pretrain import PretrainConfig, pretrain
-
         c = self.cfg
         out = self.out / f"pretrain-{student}"
         per_student = None if plan.pretrain_s is None else plan.pretrain_s / len(c.students)
@@ -162,8 +167,6 @@ class Recipe:
 
     def grid_stage(self, name: str, gc, *, after: list[str], estimate_s: float | None, after_run=None) -> dict:
         """A ``wellread grid`` as a stage: OUT/<name>/ (results.json, best.json, table.md, heatmaps)."""
-        from wellread.report.grid_tables import write_grid_report
-        from wellread.train.grid import check_complete, label, run_grid
 
         def run() -> dict:
             r = run_grid(gc)
@@ -178,8 +181,6 @@ class Recipe:
 
     def teachers(self, src: Sources, plan: B.Plan) -> dict[str, Path]:
         """The teacher fine-tuned on each task (a one-cell grid: the tasks side by side)."""
-        from wellread.train.grid import GridConfig
-
         c = self.cfg
         if c.teacher_epochs == 0:
             return {t: src.teacher for t in c.tasks}
@@ -199,8 +200,6 @@ class Recipe:
     def grid(self, arm: str, student: str, model: str | Path, seed: int, glue: Path, vocab: Path, plan: B.Plan,
              after: list[str]) -> None:
         """The paper's grid (as the budget left it) for one arm: random init, pre-trained or published."""
-        from wellread.train.grid import GridConfig
-
         c = self.cfg
         name = f"grid-{arm}-{student}-s{seed}"
         gc = GridConfig(model=str(model), tasks=",".join(c.tasks), data_dir=glue, out=self.out / name,
@@ -215,8 +214,6 @@ class Recipe:
     def distill(self, student: str, model: Path, seed: int, glue: Path, teachers: dict[str, Path], plan: B.Plan,
                 after: list[str]) -> None:
         """Pre-trained Distillation over the grid (the teacher labels each task once), then fine-tuning."""
-        from wellread.train.grid import GridConfig
-
         c = self.cfg
         name = f"distill-{student}-s{seed}"
         out = self.out / name
@@ -239,8 +236,6 @@ class Recipe:
         def run() -> dict:
             import torch
 
-            from wellread.eval.glue import evaluate_model
-            from wellread.eval.metrics import cell_score
 
             torch.set_num_threads(self.cfg.threads or os.cpu_count() or 1)  # a one-worker grid leaves it at 1
             rows = []
@@ -307,8 +302,6 @@ class Recipe:
         write_if_changed(self.out / MANIFEST, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
 
         def report() -> dict:
-            from wellread.report import write_report
-
             paths = write_report([self.out], self.out / "report")
             return {"files": [str(p.relative_to(self.out)) for p in paths]}
 
@@ -324,8 +317,6 @@ def prune_distill(out: Path, results: dict) -> None:
     """Keep the best cells' models (PD alone, and PD + fine-tune); drop the other models and checkpoints."""
     import shutil
 
-    from wellread.report.collect import distill_grids
-
     keep = {Path(t["best"]["run"]) / sub for arm, g in distill_grids(out, results)
             for t in g["tasks"].values() if t["best"] is not None
             for sub in (["model"] if arm == "pd" else ["finetune/model"])}
@@ -340,8 +331,6 @@ def prune_distill(out: Path, results: dict) -> None:
 
 def evaluation_targets(root: Path, runs: list[dict]) -> list[dict]:
     """(arm, student, seed, task, model directory relative to ``root``) of every arm's best model."""
-    from wellread.report.collect import distill_grids
-
     targets = []
     for r in runs:
         if r["kind"] != "grid":
@@ -360,8 +349,6 @@ def evaluation_targets(root: Path, runs: list[dict]) -> list[dict]:
 
 def format_summary(result: dict) -> str:
     """The recipe's outcome in a few lines: each arm's mean dev score per task, and the report."""
-    from wellread.recipe.config import ARMS
-
     root = Path(result["config"]["out"])
     rows = json.loads((root / "evaluate" / "results.json").read_text(encoding="utf-8"))["rows"]
     tasks = result["config"]["tasks"]

@@ -20,9 +20,15 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+import wellread
+from wellread.data.tasks import get_task
+from wellread.eval.metrics import OLM_GLUE_DEV, PAPER_GLUE_TEST, task_score
 from wellread.io import atomic_write_text
-from wellread.report.collect import ARM_ORDER, Collection, Score, collect, distill_grids, read_json, sort_key
+from wellread.report.collect import ARM_ORDER, Collection, Score, collect, distill_grids, sort_key
+from wellread.report.figures import plot_comparison, plot_curves
+from wellread.report.grid_tables import heatmaps
 from wellread.report.html import markdown_to_html
+from wellread.report.plots import plot_pretraining
 
 COLUMNS = (("CoLA", "cola", 0), ("SST-2", "sst2", 0), ("MRPC", "mrpc", 0), ("STS-B", "stsb", 0), ("QQP", "qqp", 0),
            ("MNLI-m", "mnli", 0), ("MNLI-mm", "mnli", 1), ("QNLI", "qnli", 0), ("RTE", "rte", 0), ("WNLI", "wnli", 0))
@@ -62,8 +68,6 @@ def _rows(col: Collection) -> dict[str, dict[str, list[Score]]]:
 # --- the paper-style GLUE table -----------------------------------------------------------------------
 
 def _column_values(task: str, which: int, metrics: dict[str, float], scale: float) -> str:
-    from wellread.data.tasks import get_task
-
     spec = get_task(task)
     split = spec.dev_splits[min(which, len(spec.dev_splits) - 1)]
     vals = [metrics.get(f"{split}/{m}", metrics.get(m)) for m in spec.metrics]
@@ -73,8 +77,6 @@ def _column_values(task: str, which: int, metrics: dict[str, float], scale: floa
 
 
 def glue_table(col: Collection) -> str:
-    from wellread.eval.metrics import OLM_GLUE_DEV, PAPER_GLUE_TEST, task_score
-
     tasks = {s.task for s in col.scores}
     cols = [c for c in COLUMNS if c[1] in tasks]
     if not cols:
@@ -121,8 +123,6 @@ def glue_table(col: Collection) -> str:
 # --- the Pre-trained Distillation comparison -------------------------------------------------------------
 
 def pd_section(col: Collection, out: Path, figures: list[Path]) -> str:
-    from wellread.report.figures import plot_comparison
-
     armed = [s for s in col.scores if s.arm in ARM_ORDER]
     tasks = sorted({s.task for s in armed}, key=lambda t: [c[1] for c in COLUMNS].index(t)
                    if t in [c[1] for c in COLUMNS] else 99)
@@ -173,8 +173,6 @@ def pd_section(col: Collection, out: Path, figures: list[Path]) -> str:
 # --- learning curves ------------------------------------------------------------------------------------
 
 def curves_section(col: Collection, out: Path, figures: list[Path]) -> str:
-    from wellread.report.figures import plot_curves
-    from wellread.report.plots import plot_pretraining
 
     lines = ["## Learning curves", ""]
     pre = [r for r in col.runs if r.kind == "pretrain" and (r.path / "metrics.jsonl").is_file()]
@@ -207,8 +205,6 @@ def curves_section(col: Collection, out: Path, figures: list[Path]) -> str:
 # --- grids --------------------------------------------------------------------------------------------
 
 def grids_section(col: Collection, out: Path, figures: list[Path]) -> str:
-    from wellread.report.grid_tables import heatmaps
-
     lines = ["## Grids", ""]
     for r in col.runs:
         if r.kind != "grid":
@@ -320,8 +316,6 @@ def timings_section(col: Collection) -> str:
 def environment_section() -> str:
     import os
 
-    import wellread
-
     def version(mod: str) -> str:
         try:
             from importlib.metadata import version as v
@@ -374,4 +368,4 @@ def write_report(paths: list[str | Path], out: str | Path, *, title: str | None 
     return [out / "report.md", out / "report.html", out / "report.json", *figures]
 
 
-__all__ = ["write_report", "collect", "glue_table", "markdown_to_html", "read_json"]
+__all__ = ["write_report", "collect", "glue_table", "markdown_to_html"]

@@ -12,8 +12,17 @@ import dataclasses
 from pathlib import Path
 
 from wellread.errors import WellreadError
+from wellread.eval.metrics import cell_score
 from wellread.io import read_json_or_none
+from wellread.modeling import zoo
 
+ARMS = {  # arm -> what the report calls it
+    "random": "fine-tuned from random init",
+    "pretrained": "pre-trained + fine-tuned",
+    "published": "published weights + fine-tuned",
+    "pd": "pre-trained distillation (PD)",
+    "pd+ft": "PD + fine-tuned",
+}
 ARM_ORDER = ("random", "pretrained", "published", "pd", "pd+ft", "teacher")
 
 
@@ -53,15 +62,11 @@ class Collection:
     students: list[str] = dataclasses.field(default_factory=list)  # model sizes seen (for the published rows)
 
 
-def read_json(path: Path) -> dict | None:
-    return read_json_or_none(path)
-
-
 def run_kind(path: Path) -> str | None:
     """pretrain, finetune, distill, grid, recipe, or None for a directory that is none of them."""
     if (path / "recipe.json").is_file():
         return "recipe"
-    r = read_json(path / "results.json")
+    r = read_json_or_none(path / "results.json")
     if r is None:
         return None
     if "tasks" in r:
@@ -76,8 +81,6 @@ def run_kind(path: Path) -> str | None:
 
 
 def arm_label(arm: str, student: str | None, several_students: bool, teacher: str | None = None) -> str:
-    from wellread.recipe.config import ARMS
-
     if arm == "teacher":
         return f"teacher: {Path(teacher).name if teacher else 'the teacher'}, fine-tuned"
     text = ARMS.get(arm, arm)
@@ -86,14 +89,12 @@ def arm_label(arm: str, student: str | None, several_students: bool, teacher: st
 
 def _size_of(model: str | Path | None) -> str | None:
     """The miniature a model is (its alias, e.g. tiny), from a name or a model directory's config.json."""
-    from wellread.modeling import zoo
-
     if model is None:
         return None
     name = str(model)
     p = Path(name)
     for d in (p, p / "model"):
-        c = read_json(d / "config.json")
+        c = read_json_or_none(d / "config.json")
         if c is not None and "num_hidden_layers" in c:
             name = f"L-{c['num_hidden_layers']}_H-{c['hidden_size']}"
             break
@@ -107,8 +108,6 @@ def _size_of(model: str | Path | None) -> str | None:
 
 
 def _score(task: str, dev: dict) -> float:
-    from wellread.eval.metrics import cell_score
-
     return cell_score(task, dev)
 
 
@@ -121,13 +120,11 @@ def distill_grids(path: Path, results: dict) -> list[tuple[str | None, dict]]:
         return [(None, results)]
     if not settings.get("then_finetune"):
         return [("pd", results)]
-    from wellread.eval.metrics import cell_score
-
     tasks = {}
     for task, t in results["tasks"].items():
         rows = []
         for c in t["cells"]:
-            r = read_json(path / c["run"] / "results.json") if c.get("status") == "finished" else None
+            r = read_json_or_none(path / c["run"] / "results.json") if c.get("status") == "finished" else None
             if r is None or "distill_dev" not in r:
                 rows.append({k: v for k, v in c.items() if k not in ("score", "dev")} | {"status": "missing"})
                 continue
@@ -150,7 +147,7 @@ def _grid_scores(col: Collection, run: Run, results: dict, label: str, arm: str 
 
 def add_run(col: Collection, path: Path, kind: str, label: str, *, arm: str | None = None,
             student: str | None = None, seed: int | None = None, scores: bool = True) -> Run:
-    results = read_json(path / "results.json") or {}
+    results = read_json_or_none(path / "results.json") or {}
     run = Run(kind=kind, path=path, label=label, results=results, arm=arm, student=student, seed=seed)
     col.runs.append(run)
     if arm != "teacher":
@@ -167,7 +164,7 @@ def add_run(col: Collection, path: Path, kind: str, label: str, *, arm: str | No
         col.scores.append(Score(label=label if kind == "finetune" else f"{label} (PD)", task=results["task"],
                                 dev=results["dev"], score=_score(results["task"], results["dev"]), run=path,
                                 arm=arm or ("pd" if kind == "distill" else None), student=student, seed=seed))
-        ft = read_json(path / "finetune" / "results.json")
+        ft = read_json_or_none(path / "finetune" / "results.json")
         if kind == "distill" and ft is not None:
             col.scores.append(Score(label=f"{label} (PD + fine-tune)", task=ft["task"], dev=ft["dev"],
                                     score=_score(ft["task"], ft["dev"]), run=path / "finetune", arm="pd+ft",
@@ -176,19 +173,19 @@ def add_run(col: Collection, path: Path, kind: str, label: str, *, arm: str | No
 
 
 def add_recipe(col: Collection, root: Path) -> None:
-    manifest = read_json(root / "recipe.json")
+    manifest = read_json_or_none(root / "recipe.json")
     if manifest is None:
         raise WellreadError("unreadable recipe.json", file=root / "recipe.json")
     stages = {}
     for m in sorted((root / "stages").glob("*.json")):
-        rec = read_json(m)
+        rec = read_json_or_none(m)
         if rec is not None:
             stages[rec.get("name", m.stem)] = rec
     col.recipes.append(manifest | {"root": str(root), "stages": stages})
     students = manifest["config"]["students"]
     several = len(students) > 1
     teacher = manifest["config"].get("teacher")
-    evaluated = read_json(root / "evaluate" / "results.json")
+    evaluated = read_json_or_none(root / "evaluate" / "results.json")
     for r in manifest["runs"]:
         arm = r.get("arm")
         if arm == "pd":
@@ -235,4 +232,4 @@ def sort_key(s: Score) -> tuple:
     return (ARM_ORDER.index(s.arm) if s.arm in ARM_ORDER else len(ARM_ORDER), s.student or "", s.label)
 
 
-__all__ = ["Run", "Score", "Collection", "collect", "run_kind", "read_json", "sort_key", "distill_grids", "ARM_ORDER"]
+__all__ = ["Run", "Score", "Collection", "collect", "run_kind", "sort_key", "distill_grids", "ARM_ORDER"]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from wellread.data.tasks import get_task
+from wellread.io import read_json_or_none
 from wellread.report.plots import read_metrics, save_png
 
 
@@ -18,9 +20,6 @@ def _pyplot():
 
 def plot_curves(task: str, runs: list[tuple[str, Path]], out: Path) -> Path | None:
     """Training loss against steps and the dev score after each epoch, one line per (label, run)."""
-    from wellread.data.tasks import get_task
-    from wellread.report.collect import read_json
-
     spec = get_task(task)
     plt = _pyplot()
     fig, (ax_loss, ax_dev) = plt.subplots(1, 2, figsize=(11, 4))
@@ -30,7 +29,7 @@ def plot_curves(task: str, runs: list[tuple[str, Path]], out: Path) -> Path | No
         if train:
             ax_loss.plot([r["step"] for r in train], [r["loss"] for r in train], label=label, alpha=0.85)
             drawn = True
-        history = (read_json(run / "results.json") or {}).get("history") or []
+        history = (read_json_or_none(run / "results.json") or {}).get("history") or []
         points = []
         for h in history:
             keys = [f"{s}/{m}" for s in spec.dev_splits for m in spec.metrics]

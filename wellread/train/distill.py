@@ -29,16 +29,25 @@ import torch
 import torch.nn.functional as F
 from tokenizers import Tokenizer
 
-from wellread.config import field, to_dict
-from wellread.data.batching import Features, cache_dir, cached_encode
+from wellread.config import dump_yaml, field, to_dict
+from wellread.data.batching import Features, cached_encode
 from wellread.data.task_files import read_split
 from wellread.data.tasks import TaskSpec, get_task
 from wellread.errors import WellreadError
-from wellread.io import atomic_write_bytes, atomic_write_json, read_json_or_none
+from wellread.eval.predict import predict_logits
+from wellread.hub import cache_dir, resolve_model, sha256_file
+from wellread.io import atomic_write_bytes, atomic_write_json, model_directory, read_json_or_none
 from wellread.modeling.dropout import fast_cpu_dropout
 from wellread.modeling.models import load_classifier, read_config, save_model
 from wellread.tokenization import PAD, UNK, load_tokenizer
-from wellread.train.finetune import ClassificationObjective, FinetuneConfig, LabelledSet, build_model, load_labelled
+from wellread.train.finetune import (
+    ClassificationObjective,
+    FinetuneConfig,
+    LabelledSet,
+    build_model,
+    finetune,
+    load_labelled,
+)
 from wellread.train.loop import NOT_RESULT_SETTINGS, TrainConfig, field_defaults, open_run, train
 
 SHARD_SIZE = 4096  # transfer examples per cached logits shard
@@ -269,8 +278,6 @@ def teacher_fingerprint(path: Path) -> str:
     weights = path / "model.safetensors"
     if not weights.is_file():
         raise WellreadError("the teacher has no model.safetensors", file=path)
-    from wellread.hub import sha256_file
-
     return hashlib.sha256((sha256_file(path / "config.json") + sha256_file(weights)).encode()).hexdigest()
 
 
@@ -279,13 +286,9 @@ def teacher_directory(path: str | Path, spec: TaskSpec) -> tuple[Path, int]:
 
     Reads config.json only: a grid cell whose labels are all cached never loads the teacher's weights.
     """
-    from wellread.io import model_directory
-
     path = model_directory(path) if Path(path).is_dir() else Path(path)
     if not path.is_dir():
-        from wellread import hub
-
-        path = hub.resolve_model(str(path))
+        path = resolve_model(str(path))
     cfg = read_config(path)
     labels = [str(cfg.id2label[i]) for i in sorted(cfg.id2label)] if getattr(cfg, "id2label", None) else []
     if spec.is_regression:
@@ -391,8 +394,6 @@ def _subset(feats: Features, lo: int, hi: int) -> Features:
 
 
 def _predict_range(model, feats: Features, lo: int, hi: int, pad_id: int, bf16: bool) -> np.ndarray:
-    from wellread.eval.predict import predict_logits
-
     # Batches of at most 2,048 padded tokens: for a teacher the size of MiniLM on a CPU, bigger batches are slower
     # (135 against 220 SST-2 sentences/s at one thread with 16,384; measured by the recipe's calibration).
     return predict_logits(model, _subset(feats, lo, hi), pad_id=pad_id, bf16=bf16, max_tokens=2048).astype(np.float32)
@@ -515,8 +516,6 @@ def distill(cfg: DistillConfig) -> dict:
         stage2 = _distill_stage(cfg, spec, stage2_settings(cfg))
     results = dict(stage2) | {"settings": settings}
     if cfg.then_finetune:
-        from wellread.train.finetune import finetune
-
         ft = finetune(finetune_stage_config(cfg))
         results |= {"distill_dev": stage2["dev"], "dev": ft["dev"], "history_finetune": ft["history"],
                     "finetune": {k: ft[k] for k in ("dev", "steps", "train_seconds", "best_epoch", "history")},
@@ -541,8 +540,6 @@ def _distill_stage(cfg: DistillConfig, spec: TaskSpec, settings: dict) -> dict:
     objective = DistillObjective(model, spec, train_set, labels.logits, dev_sets, seed=cfg.seed, pad_id=pad_id,
                                  temperature=cfg.temperature, alpha=cfg.alpha, bf16=bf16)
     out.mkdir(parents=True, exist_ok=True)
-    from wellread.config import dump_yaml
-
     (out / "config.yaml").write_text(dump_yaml(cfg), encoding="utf-8")
     t0 = time.perf_counter()
     with fast_cpu_dropout(model):

@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from tokenizers import Tokenizer
 
-from wellread.config import field, to_dict
+from wellread import hub
+from wellread.config import dump_yaml, field, to_dict
 from wellread.data.batching import Features, bucketed_batches, cached_encode, collate
 from wellread.data.task_files import read_split
 from wellread.data.tasks import TaskSpec, get_task
@@ -29,7 +30,7 @@ from wellread.eval.predict import logits_to_predictions, predict_logits
 from wellread.io import atomic_write_json
 from wellread.modeling import zoo
 from wellread.modeling.dropout import fast_cpu_dropout
-from wellread.modeling.models import align_prefix, read_config, read_weights, save_model
+from wellread.modeling.models import check_vocabulary, load_model, read_config, read_weights, save_model
 from wellread.tokenization import PAD, STANDARD_VOCAB, load_tokenizer
 from wellread.train.loop import NOT_RESULT_SETTINGS, TrainConfig, field_defaults, open_run, train
 
@@ -64,7 +65,7 @@ class LabelledSet:
     references: list  # label names / scores, for the metrics
 
 
-def _targets(spec: TaskSpec, examples) -> tuple[np.ndarray, list]:
+def label_targets(spec: TaskSpec, examples) -> tuple[np.ndarray, list]:
     refs = [e.label for e in examples]
     if spec.is_regression:
         return np.asarray(refs, dtype=np.float32), refs
@@ -81,7 +82,7 @@ def load_labelled(spec: TaskSpec, data_dir: Path | None, split: str, tok: Tokeni
     if any(e.label is None for e in ex):
         raise WellreadError(f"the {split} split of {spec.name} has unlabelled rows", file=data.path)
     feats = cached_encode(tok, [e.text_a for e in ex], [e.text_b for e in ex], max_length, f"{spec.name}-{split}")
-    targets, refs = _targets(spec, ex)
+    targets, refs = label_targets(spec, ex)
     return LabelledSet(split, feats, targets, refs)
 
 
@@ -169,16 +170,13 @@ def classifier_from_pretrained(path: Path, spec: TaskSpec, *, seed: int, new_hea
                                dropout: float | None = None):
     """A ``BertForSequenceClassification`` for ``spec`` on the encoder of a model directory.
 
-    The encoder must load completely (a missing or mis-shaped tensor is an error); a pooler that is
-    absent (e.g. in an MLM-only checkpoint) starts random. An existing classifier is kept only when
-    it was trained for exactly this task's labels; otherwise it is refused unless ``new_head``.
+    The encoder must load completely (``load_model``'s strict check); a pooler that is absent (e.g. in
+    an MLM-only checkpoint) starts random. An existing classifier is kept only when it was trained for
+    exactly this task's labels; otherwise it is refused unless ``new_head``.
     """
-    from transformers import BertForSequenceClassification
-
     config = read_config(path)
     old_labels = [config.id2label[i] for i in sorted(config.id2label)] if getattr(config, "id2label", None) else []
-    weights = read_weights(path)
-    has_head = any(k.startswith("classifier.") for k in weights)
+    has_head = any(k.startswith("classifier.") for k in read_weights(path))
     same_head = has_head and (
         (spec.is_regression and getattr(config, "problem_type", None) == "regression" and config.num_labels == 1)
         or (not spec.is_regression and [str(x) for x in old_labels] == list(spec.labels)))
@@ -188,22 +186,9 @@ def classifier_from_pretrained(path: Path, spec: TaskSpec, *, seed: int, new_hea
             f"{list(spec.labels) if spec.labels else 'a score'}; pass --new-head to train a new classifier", file=path)
     set_task_head(config, spec)
     _set_dropout(config, dropout)
-    torch.manual_seed(seed)
-    model = BertForSequenceClassification(config)
-    expected = model.state_dict()
-    state = align_prefix(weights, set(expected))
-    if not same_head:
-        state = {k: v for k, v in state.items() if not k.startswith("classifier.")}
-    needed = [k for k in expected if k.startswith("bert.") and "pooler" not in k and not k.endswith("position_ids")]
-    missing = [k for k in needed if k not in state]
-    if missing:
-        raise WellreadError(f"the encoder is incomplete: missing {', '.join(missing[:3])}", file=path / "model.safetensors")
-    for k, v in state.items():
-        if k in expected and tuple(v.shape) != tuple(expected[k].shape):
-            raise WellreadError(f"tensor {k} has shape {tuple(v.shape)}, config.json implies {tuple(expected[k].shape)}",
-                                file=path / "model.safetensors", field=k)
-    model.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False)
-    return model
+    model = load_model(path, "classifier", config=config, optional=("bert.pooler.",),
+                       fresh=() if same_head else ("classifier.",), seed=seed)
+    return model.train()
 
 
 def run_settings(cfg: FinetuneConfig) -> dict:
@@ -215,8 +200,6 @@ def _model_path(model: str) -> Path:
     """A local model directory for a directory, alias or hub id (resolved and downloaded if allowed)."""
     path = Path(model)
     if not path.is_dir():
-        from wellread import hub
-
         path = hub.resolve_model(model)
     return path
 
@@ -244,8 +227,7 @@ def build_model(cfg: FinetuneConfig, spec: TaskSpec):
     path = _model_path(cfg.model)
     model = classifier_from_pretrained(path, spec, seed=cfg.seed, new_head=cfg.new_head, dropout=cfg.dropout)
     tok = load_tokenizer(path)
-    if tok.get_vocab_size() != model.config.vocab_size:
-        raise WellreadError(f"vocabulary has {tok.get_vocab_size()} tokens, the model {model.config.vocab_size}", file=path)
+    check_vocabulary(tok, model.config.vocab_size, path)
     return model, tok, str(path)
 
 
@@ -270,8 +252,6 @@ def finetune(cfg: FinetuneConfig) -> dict:
     bf16 = bool(cfg.bf16) if cfg.bf16 is not None else torch.cuda.is_available()
     objective = ClassificationObjective(model, spec, train_set, dev_sets, seed=cfg.seed, pad_id=pad_id, bf16=bf16)
     out.mkdir(parents=True, exist_ok=True)
-    from wellread.config import dump_yaml
-
     (out / "config.yaml").write_text(dump_yaml(cfg), encoding="utf-8")
     t0 = time.perf_counter()
     with fast_cpu_dropout(model):

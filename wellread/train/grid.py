@@ -35,6 +35,9 @@ from wellread.errors import WellreadError
 from wellread.eval.metrics import best_glue_columns, cell_score, glue_score
 from wellread.io import atomic_write_json
 from wellread.report.grid_tables import model_label
+from wellread.train import distill, finetune
+from wellread.train.distill import DistillConfig, prepare_labels
+from wellread.train.finetune import FinetuneConfig, build_tokenizer, load_labelled
 
 PAPER_BATCH_SIZES = (8, 16, 32, 64, 128)
 PAPER_LEARNING_RATES = (3e-4, 1e-4, 5e-5, 3e-5)
@@ -154,8 +157,6 @@ def cells(cfg: GridConfig) -> list[Cell]:
 def finetune_config(cfg: GridConfig, cell: Cell):
     """The run config of a cell: a ``FinetuneConfig``, or a ``DistillConfig`` with --objective distill."""
     if cfg.objective == "distill":
-        from wellread.train.distill import DistillConfig
-
         return DistillConfig(teacher=cfg.teacher_for(cell.task), student=cfg.model, task=cell.task,
                              data_dir=cfg.data_dir, out=cell.run_dir(cfg.out), transfer=list(cfg.transfer),
                              augment=cfg.augment, temperature=cfg.temperature, alpha=cfg.alpha,
@@ -163,8 +164,6 @@ def finetune_config(cfg: GridConfig, cell: Cell):
                              epochs=cfg.distill_epochs or cfg.epochs, finetune_epochs=cfg.epochs, max_length=cfg.max_length, warmup=cfg.warmup,
                              random_init=cfg.random_init, vocab=cfg.vocab, seed=cfg.seed, max_steps=cfg.max_steps,
                              threads=cfg.threads, quiet=True)
-    from wellread.train.finetune import FinetuneConfig
-
     return FinetuneConfig(model=cfg.model, task=cell.task, data_dir=cfg.data_dir, out=cell.run_dir(cfg.out),
                           lr=cell.lr, batch_size=cell.batch_size, epochs=cfg.epochs, max_length=cfg.max_length,
                           warmup=cfg.warmup, random_init=cfg.random_init, vocab=cfg.vocab, seed=cfg.seed,
@@ -187,11 +186,7 @@ def cell_finished(cfg: GridConfig, cell: Cell) -> bool:
 
 def _run_module(cfg: GridConfig):
     if cfg.objective == "distill":
-        from wellread.train import distill
-
         return distill
-    from wellread.train import finetune
-
     return finetune
 
 
@@ -337,8 +332,6 @@ def _prepare(cfg: GridConfig) -> dict:
     With --objective distill the teacher labels each task's transfer set here, once: every cell then
     reads the cached logits. Returns what the teacher labelling cost, per task.
     """
-    from wellread.train.finetune import build_tokenizer, load_labelled
-
     tok = build_tokenizer(cfg.model, random_init=cfg.random_init, vocab=cfg.vocab)
     labelling = {}
     for task in cfg.task_list:
@@ -346,8 +339,6 @@ def _prepare(cfg: GridConfig) -> dict:
         for split in ("train", *spec.dev_splits):
             load_labelled(spec, cfg.data_dir, split, tok, cfg.max_length)
         if cfg.objective == "distill":
-            from wellread.train.distill import prepare_labels
-
             c = finetune_config(cfg, Cell(task, cfg.batch_list[0], cfg.lr_list[0]))
             c.quiet = cfg.quiet
             lab = prepare_labels(c)

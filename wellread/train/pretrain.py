@@ -30,23 +30,19 @@ import torch
 import torch.nn.functional as F
 from tokenizers import Tokenizer
 
-from wellread.config import field, to_dict
-from wellread.data.masking import shuffle_context
+from wellread import hub
+from wellread.config import dump_yaml, field, group, to_dict
+from wellread.data.masking import create_instances_from_document, shuffle_context
 from wellread.data.pretraining import PretrainingDataset
 from wellread.data.shards import Corpus, load_corpus
 from wellread.errors import WellreadError
-from wellread.experiments.cpu_aids import (
-    ALIGN_BIAS,
-    OUTPUT_BIASES,
-    alignment_bias,
-    attention_scaffold,
-    set_unigram_output_bias,
-)
+from wellread.experiments.cpu_aids import CpuAids, Scaffold, start_random_model, training_instances
 from wellread.io import atomic_write_json
 from wellread.modeling import zoo
-from wellread.modeling.dropout import SCAFFOLD_ATTR, fast_cpu_dropout
-from wellread.modeling.heads import _SCRATCH, SparsePretrainer
-from wellread.modeling.models import POSITION_INITS, init_model, load_model, save_model
+from wellread.modeling.dropout import fast_cpu_dropout
+from wellread.modeling.heads import SparsePretrainer
+from wellread.modeling.models import check_vocabulary, init_model, load_model, save_model
+from wellread.report.plots import plot_pretraining
 from wellread.tokenization import MASK, STANDARD_VOCAB, load_tokenizer, vocab_hash
 from wellread.train.loop import NOT_RESULT_SETTINGS, TrainConfig, config_fingerprint, field_defaults, open_run, train
 
@@ -65,21 +61,7 @@ class PretrainConfig(TrainConfig):
     objective: str = field("mlm+nsp", help="mlm, or mlm+nsp (masked LM plus next-sentence prediction, as BERT)")
     masking: str = field("wordpiece", help="wordpiece (mask pieces independently) or whole-word")
     max_seq_length: int = field(128, help="tokens per sequence")
-    position_init: str = field("random", help="a random start's position embeddings: random (BERT) or "
-                                               "sinusoidal (the Transformer's sine/cosine table, still learned)")
-    output_bias: str = field("zero", help="a random start's MLM output bias: zero (BERT) or unigram (the log "
-                                          "frequencies of the training documents' tokens)")
-    attention_scaffold: float = field(0.0, help="train with a per-head penalty on attention by distance (head h: "
-                                                 "-2^-h per position, ALiBi-like) that fades linearly to nothing over "
-                                                 "this fraction of the run, so heads learn to read their neighbours; "
-                                                 "0: off (BERT). The saved model is BERT's, without it")
-    scaffold_heads: int = field(0, help="the attention scaffold on the first N heads of each layer only, the "
-                                        "others left free to attend anywhere (0: every head)")
-    copy_pairs: float = field(0.0, help="MLM on sentence pairs (B the real continuation of A), this fraction of "
-                                        "them copy pairs [CLS] A [SEP] A [SEP], with an alignment scaffold on the "
-                                        "last head of each layer (each token's score for its twin raised, fading "
-                                        "with --attention-scaffold) so that heads learn to match the tokens of two "
-                                        "segments, what pair tasks like STS-B need; 0: off")
+    aids: CpuAids = group(CpuAids, help="the CPU pre-training aids (wellread.experiments.cpu_aids), all off by default")
     masked_lm_prob: float = field(0.15, help="fraction of tokens to predict")
     max_predictions_per_seq: int = field(20, help="at most this many predictions per sequence")
     pool_batches: int = field(32, help="sort this many batches' worth of sequences by length and shuffle the "
@@ -101,24 +83,7 @@ class PretrainConfig(TrainConfig):
             raise WellreadError(f"must be mlm or mlm+nsp, not {self.objective!r}", field="objective")
         if self.masking not in ("wordpiece", "whole-word"):
             raise WellreadError(f"must be wordpiece or whole-word, not {self.masking!r}", field="masking")
-        if self.position_init not in POSITION_INITS:
-            raise WellreadError(f"must be one of {', '.join(POSITION_INITS)}, not {self.position_init!r}",
-                                field="position_init")
-        if self.output_bias not in OUTPUT_BIASES:
-            raise WellreadError(f"must be one of {', '.join(OUTPUT_BIASES)}, not {self.output_bias!r}",
-                                field="output_bias")
-        if not 0.0 <= self.attention_scaffold <= 1.0:
-            raise WellreadError("must be a fraction of the run in [0, 1]", field="attention_scaffold")
-        if self.scaffold_heads < 0:
-            raise WellreadError("must be >= 0 (0: every head)", field="scaffold_heads")
-        if not 0.0 <= self.copy_pairs <= 1.0:
-            raise WellreadError("must be a fraction in [0, 1]", field="copy_pairs")
-        if self.copy_pairs and self.objective != "mlm":
-            raise WellreadError("copy pairs are for --objective mlm (a copy would make next-sentence prediction "
-                                "trivial)", field="copy_pairs")
-        if self.copy_pairs and not self.attention_scaffold:
-            raise WellreadError("copy pairs need --attention-scaffold F: their alignment scaffold fades with it",
-                                field="copy_pairs")
+        self.aids.check(self.objective)
         if not 8 <= self.max_seq_length <= 512:
             raise WellreadError("must be between 8 and 512", field="max_seq_length")
         if not 0 < self.masked_lm_prob < 1:
@@ -159,8 +124,8 @@ class PretrainObjective:
     """MLM (+NSP) cross-entropy, summed and divided by the global masked-token (and sequence) counts."""
 
     def __init__(self, net, corpus: Corpus, tokenizer: Tokenizer, cfg: PretrainConfig,
-                 run_dir: Path | None = None) -> None:
-        self.model = SparsePretrainer(net)
+                 run_dir: Path | None = None, *, sparse_last_layer: bool = True) -> None:
+        self.model = SparsePretrainer(net, sparse_last_layer=sparse_last_layer)
         self.corpus, self.tokenizer, self.cfg = corpus, tokenizer, cfg
         self.nsp = cfg.nsp
         self.mask_id = corpus.special_ids[MASK]  # what the masking writes (wellread.data.pretraining)
@@ -168,33 +133,13 @@ class PretrainObjective:
             for p in list(net.cls.seq_relationship.parameters()) + list(net.bert.pooler.parameters()):
                 p.requires_grad_(False)
         self.run_dir = run_dir
-        heads = net.config.num_attention_heads
-        scaffold_heads = cfg.scaffold_heads
-        if cfg.copy_pairs:  # the last head of each layer is the alignment's: no distance penalty on it
-            if heads < 2:
-                raise WellreadError("copy pairs need at least two attention heads (the last one aligns)",
-                                    field="copy_pairs")
-            scaffold_heads = min(scaffold_heads or heads, heads - 1)
-        self._scaffold = (attention_scaffold(net.config, cfg.max_seq_length, scaffold_heads)
-                          if cfg.attention_scaffold > 0 else None)
-        self._strength = 0.0
-        self._lengths: dict[tuple[int, int], int] = {}
+        self.scaffold = Scaffold(net.config, cfg.aids, cfg.max_seq_length) if cfg.aids.attention_scaffold else None
         self._eval_dataset(1)  # refuse bad eval settings (too few documents) before training starts
 
     def set_progress(self, progress: float) -> None:
         """Fade the attention scaffold: full strength at the start, none from ``attention_scaffold`` on."""
-        if self._scaffold is None:
-            return
-        strength = max(0.0, 1.0 - progress / self.cfg.attention_scaffold)
-        self._strength = strength
-        device = next(self.model.parameters()).device
-        if self._scaffold.device != device:
-            self._scaffold = self._scaffold.to(device)  # once, where the model trains
-        config = self.model.net.config
-        if strength > 0.0:
-            setattr(config, SCAFFOLD_ATTR, self._scaffold * strength)
-        else:
-            config.__dict__.pop(SCAFFOLD_ATTR, None)
+        if self.scaffold is not None:
+            self.scaffold.set_progress(progress, next(self.model.parameters()).device)
 
     def dataset(self, batch_size: int, split: str = "train") -> PretrainingDataset:
         c = self.cfg
@@ -203,45 +148,12 @@ class PretrainObjective:
             max_seq_length=c.max_seq_length, nsp=self.nsp, masked_lm_prob=c.masked_lm_prob,
             max_predictions_per_seq=c.max_predictions_per_seq, whole_word=c.masking == "whole-word",
             tokenizer=self.tokenizer, seed=c.seed, pool_batches=c.pool_batches if split == "train" else 1,
-            copies=c.copy_pairs if c.copy_pairs and split == "train" else None)  # held out: as every run's
+            instances=training_instances(c.aids) if split == "train" else create_instances_from_document)
 
     def _eval_dataset(self, batch_size: int) -> PretrainingDataset:
         return self.dataset(batch_size, "eval")
 
-    # --- data position --------------------------------------------------------------------------
-
-    def _block_length(self, ds: PretrainingDataset, epoch: int, block: int) -> int:
-        key = (epoch, block)
-        if key not in self._lengths:
-            self._lengths[key] = len(ds.block_instances(epoch, block))
-        return self._lengths[key]
-
-    def advance(self, ds: PretrainingDataset, state: dict[str, int], n: int) -> dict[str, int]:
-        """The dataset position ``n`` batches after ``state``, by counting instances (no masking).
-
-        Mirrors ``PretrainingDataset.__iter__``: the stream is taken a pool (``pool_batches``
-        batches of instances) at a time from the stream of blocks; a block is left only when another
-        instance is needed. The position is the pool's start plus the batches taken from it.
-        """
-        k = ds.pool_batches
-        target = state["step"] + state.get("skip", 0) + n
-        pos = {**state, "skip": 0}
-        need = (target // k * k - state["step"]) * ds.batch_size
-        length = self._block_length(ds, pos["epoch"], pos["block"])
-        while need:
-            if pos["offset"] >= length:
-                pos["block"], pos["offset"] = pos["block"] + 1, 0
-                length = self._block_length(ds, pos["epoch"], pos["block"])
-                if not length:
-                    pos["epoch"], pos["block"] = pos["epoch"] + 1, 0
-                    length = self._block_length(ds, pos["epoch"], pos["block"])
-                continue
-            take = min(need, length - pos["offset"])
-            pos["offset"] += take
-            need -= take
-        pos["step"] = target // k * k
-        pos["skip"] = target % k
-        return pos
+    # --- data position ---------------------------------------------------------------------------
 
     def _index_key(self, micro_batch: int) -> str:
         c = self.cfg
@@ -268,7 +180,7 @@ class PretrainObjective:
         known = self._read_index(self._index_key(micro_batch))
         base = max((m for m in known if m <= start), default=0)
         state = known[base] if base else ds.state_dict()
-        return self.advance(ds, state, start - base)
+        return ds.position_after(state, start - base)
 
     # --- the Objective protocol -----------------------------------------------------------------
 
@@ -301,16 +213,9 @@ class PretrainObjective:
         device = next(model.parameters()).device
         b = {k: v.to(device) for k, v in batch.items()}
         labels = b["masked_labels"]
-        if self.cfg.copy_pairs and self._strength > 0.0:  # this batch's copy pairs: each token's twin raised
-            # set for every batch, so that one without copies does not keep the previous batch's bias
-            scaffold = self._scaffold * self._strength
-            if "copy_length" in b:
-                S = b["input_ids"].size(1)
-                align = alignment_bias(b["copy_length"], scaffold.size(0), S, ALIGN_BIAS * self._strength)
-                scaffold = scaffold[None, :, :S, :S] + align
-            setattr(self.model.net.config, SCAFFOLD_ATTR, scaffold)
+        bias = self.scaffold.bias(b) if self.scaffold is not None else None
         mlm_sum, hits, nsp = model(b["input_ids"], b["token_type_ids"], b["attention_mask"],
-                                   b["masked_positions"], labels, nsp=self.nsp)
+                                   b["masked_positions"], labels, nsp=self.nsp, attention_bias=bias)
         loss = mlm_sum / max(totals["masked"], 1.0)
         # the rows shown [MASK] (80%): the rest show the answer itself (10%) or a random token (10%), so
         # copying the input already scores ~10 points of mlm_accuracy; accuracy here is what context buys
@@ -385,27 +290,26 @@ def _training_dropout(net: torch.nn.Module, p: float | None) -> torch.nn.Module:
     return net
 
 
+def random_start(cfg: PretrainConfig) -> bool:
+    """Whether the run starts from random weights (a miniature's name, not a model directory)."""
+    return not Path(cfg.model).expanduser().is_dir() and zoo.is_known(cfg.model)
+
+
 def build_model(cfg: PretrainConfig):
     """(BertForPreTraining, tokenizer, description of the source)."""
     path = Path(cfg.model).expanduser()
-    if not path.is_dir() and zoo.is_known(cfg.model):
+    if random_start(cfg):
         tok = load_tokenizer(cfg.vocab or STANDARD_VOCAB)
-        net = init_model(cfg.model, tok, seed=cfg.seed, position_init=cfg.position_init)
+        net = init_model(cfg.model, tok, seed=cfg.seed)
         return _training_dropout(net, cfg.dropout), tok, f"random {zoo.get(cfg.model).name}"
     if cfg.vocab is not None:
         raise WellreadError("--vocab is for a random start; a model directory brings its own vocabulary", field="vocab")
-    for name, default in (("position_init", "random"), ("output_bias", "zero")):
-        if getattr(cfg, name) != default:
-            raise WellreadError(f"--{name.replace('_', '-')} is for a random start; a model directory brings its "
-                                "own weights", field=name)
+    cfg.aids.check_continued()
     if not path.is_dir():
-        from wellread import hub
-
         path = hub.resolve_model(cfg.model)
     net = _training_dropout(load_model(path, "pretraining"), cfg.dropout)
     tok = load_tokenizer(path)
-    if tok.get_vocab_size(with_added_tokens=True) != net.config.vocab_size:
-        raise WellreadError(f"vocabulary has {tok.get_vocab_size()} tokens, the model {net.config.vocab_size}", file=path)
+    check_vocabulary(tok, net.config.vocab_size, path)
     return net, tok, str(path)
 
 
@@ -415,7 +319,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
     results_path = out / "results.json"
     settings = to_dict(cfg) | {k: None for k in (*NOT_RESULT_SETTINGS, "overwrite", "out", "time_budget")}
     done = open_run(out, settings, overwrite=cfg.overwrite, extra_files={INDEX, "curves.png", "curves.png.tmp.png"},
-                    defaults=field_defaults(type(cfg)))
+                    defaults=field_defaults(type(cfg)) | field_defaults(CpuAids))
     if done is not None:
         return done
     net, tok, source = build_model(cfg)
@@ -423,25 +327,22 @@ def pretrain(cfg: PretrainConfig) -> dict:
     if corpus.vocab_size != net.config.vocab_size:
         raise WellreadError(f"the shards' vocabulary has {corpus.vocab_size} tokens, the model "
                             f"{net.config.vocab_size}", file=corpus.manifest.path)
-    if cfg.output_bias == "unigram":
-        set_unigram_output_bias(net, corpus, cfg.eval_documents)
+    if random_start(cfg):
+        start_random_model(net, cfg.aids, corpus, cfg.eval_documents)
     out.mkdir(parents=True, exist_ok=True)
     objective = PretrainObjective(net, corpus, tok, cfg, run_dir=out)
-    from wellread.config import dump_yaml
-
     (out / "config.yaml").write_text(dump_yaml(cfg), encoding="utf-8")
     t0 = time.perf_counter()
     try:
-        with fast_cpu_dropout(net, attention=cfg.attention_scaffold > 0):
-            if cfg.attention_scaffold > 0 and not hasattr(net.config, "_wellread_attention"):
+        with fast_cpu_dropout(net, attention=objective.scaffold is not None):
+            if objective.scaffold is not None and not hasattr(net.config, "_wellread_attention"):
                 raise WellreadError(f"needs the model's attention to be eager or sdpa, not "
                                     f"{net.config._attn_implementation!r}", field="attention_scaffold")
             result = train(objective, cfg, out, fingerprint={"settings": settings, "corpus": corpus.vocab_hash,
                                                              "documents": corpus.num_documents,
                                                              "tokens": corpus.num_tokens})
     finally:
-        net.config.__dict__.pop(SCAFFOLD_ATTR, None)  # training only: never in the saved model
-        _SCRATCH.clear()  # the loss's logits array (~300 MB at batch 128) is not kept past the run
+        objective.model.scratch.clear()  # the loss's logits array (~300 MB at batch 128) is not kept past the run
     wall = time.perf_counter() - t0
     net = objective.model.net.cpu()
     for p in net.parameters():
@@ -457,8 +358,6 @@ def pretrain(cfg: PretrainConfig) -> dict:
         "train_seconds": s.elapsed, "wall_seconds": wall, "tokens_per_s": s.tokens / max(s.elapsed, 1e-9),
     }
     if main_process:
-        from wellread.report.plots import plot_pretraining
-
         plot_pretraining(out, out / "curves.png", labels=[source])
         atomic_write_json(results_path, results)
     return results

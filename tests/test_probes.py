@@ -1,26 +1,15 @@
-"""benchmarks/word_order_probe.py: shuffling keeps each row's tokens and special places; a model without
-position embeddings is blind to order by construction, one with them is not."""
+"""wellread.eval.probes (benchmarks/word_order_probe.py, stsb_overlap.py): shuffling keeps each row's tokens and
+special places; a model without position embeddings is blind to order by construction, one with them is not."""
 
 from __future__ import annotations
-
-import importlib.util
-from pathlib import Path
 
 import torch
 
 from wellread.data.masking import shuffle_context
 from wellread.data.pretraining import PretrainingDataset
 from wellread.data.shards import load_corpus
+from wellread.eval import probes
 from wellread.modeling.models import init_model, save_model
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _probe_module():
-    spec = importlib.util.spec_from_file_location("word_order_probe", ROOT / "benchmarks" / "word_order_probe.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def test_shuffle_keeps_each_rows_tokens_and_the_special_places():
@@ -49,7 +38,6 @@ def test_shuffle_keeps_a_pairs_tokens_in_their_own_segment():
 
 
 def test_probe_sees_no_order_in_a_model_without_positions_and_some_in_one_with(tmp_path, std_tokenizer, shards):
-    probe = _probe_module()
     corpus = load_corpus(shards)
     held = PretrainingDataset(corpus, batch_size=8, split="eval", nsp=False, tokenizer=std_tokenizer,
                               eval_documents=4, max_seq_length=64)
@@ -63,7 +51,7 @@ def test_probe_sees_no_order_in_a_model_without_positions_and_some_in_one_with(t
         without.bert.embeddings.position_embeddings.weight.zero_()
     results = {}
     for name, net in (("with", with_pos), ("without", without)):
-        results[name] = probe.probe(save_model(net, std_tokenizer, tmp_path / name), batches,
+        results[name] = probes.word_order_probe(save_model(net, std_tokenizer, tmp_path / name), batches,
                                     corpus.special_ids, unigram)
     blind = results["without"]
     assert abs(blind["order shuffled"]["loss"] - blind["as is"]["loss"]) < 1e-4
@@ -74,12 +62,9 @@ def test_probe_sees_no_order_in_a_model_without_positions_and_some_in_one_with(t
 
 
 def test_twin_attention_is_one_for_uniform_attention_and_counts_only_twins_in_b(tmp_path, std_tokenizer):
-    """benchmarks/stsb_overlap.py's twin attention: exactly 1× uniform for a real model whose heads attend
+    """The twin attention (benchmarks/stsb_overlap.py): exactly 1× uniform for a real model whose heads attend
     uniformly (query and key weights zero); for hand-made attention, all weight on the twin in B gives
     (pair length / twins) ×, weight on the token itself or on B's other tokens 0×."""
-    spec = importlib.util.spec_from_file_location("stsb_overlap", ROOT / "benchmarks" / "stsb_overlap.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
     net = init_model("tiny", std_tokenizer, seed=0, hidden_size=64, num_attention_heads=2, intermediate_size=128)
     with torch.no_grad():
         for layer in net.bert.encoder.layer:
@@ -92,7 +77,7 @@ def test_twin_attention_is_one_for_uniform_attention_and_counts_only_twins_in_b(
 
     path = save_model(net, std_tokenizer, tmp_path / "u")
     model = BertModel.from_pretrained(path, add_pooling_layer=False, attn_implementation="eager").eval()
-    uniform = mod.twin_attention(model, std_tokenizer, a, b)
+    uniform = probes.twin_attention(model, std_tokenizer, a, b)
     assert uniform.shape == (2, 2)
     torch.testing.assert_close(torch.from_numpy(uniform), torch.ones(2, 2), atol=1e-5, rtol=1e-5)
 
@@ -104,6 +89,6 @@ def test_twin_attention_is_one_for_uniform_attention_and_counts_only_twins_in_b(
     att[0, 0, 0, :, 4] = 1.0  # head 0: everything on place 4, the twin of place 2
     att[0, 0, 1, :, 2] = 1.0  # head 1: on place 2 itself
     att[0, 0, 2, :, 5] = 1.0  # head 2: on z, in B but no twin
-    got, n = mod.twin_share(att, ids, types, mask, 102)
+    got, n = probes.twin_share(att, ids, types, mask, 102)
     assert n == 1
     torch.testing.assert_close(got, torch.tensor([[7.0, 0.0, 0.0]]))
