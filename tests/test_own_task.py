@@ -157,6 +157,9 @@ def test_dev_fraction_is_stratified_seeded_and_recorded(tmp_path):
     assert [e.text_a for e in read_split(other, None, "dev").examples] != [e.text_a for e in dev.examples]
     stats = {s["split"]: s for s in split_stats(str(tmp_path / "task.yaml"), None)}
     assert stats["dev"]["note"] == "0.1 of the training rows (stratified by label), seed 3"
+    (tmp_path / "few.csv").write_text("body,category\na,x\nb,x\nc,y\nd,y\n", encoding="utf-8")
+    _refused(_yaml(tmp_path, "name: t\ntext: body\nlabel: category\ntrain: few.csv\n", "few.yaml"),
+             "few.csv (field dev_fraction)", "dev_fraction 0.1 of 4 training rows holds no example")
 
 
 def test_wrong_field_count_is_refused_or_counted_and_skipped(tmp_path):

@@ -432,6 +432,10 @@ def _carve_dev(tf: TaskFile, train: _Split, fraction: float, regression: bool) -
         idx = np.array(groups[key])
         rng.shuffle(idx)
         dev_idx.update(idx[:round(fraction * len(idx))].tolist())
+    if not dev_idx:
+        raise WellreadError(f"dev_fraction {fraction:g} of {len(train.items)} training rows holds no example "
+                            "(per class, rounded); give a dev file or a larger dev_fraction", file=train.path,
+                            field="dev_fraction")
     keep = [it for i, it in enumerate(train.items) if i not in dev_idx]
     dev = [it for i, it in enumerate(train.items) if i in dev_idx]
     return (_Split("train", train.path, train.format, keep, train.skipped),
