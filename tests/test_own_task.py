@@ -373,3 +373,14 @@ def test_grid_and_distill_on_a_task_file(emotion_slice, emotion_run, small_model
     r = json.loads((out / "results.json").read_text())
     assert r["transfer_examples"] == 50
     assert r["transfer_files"][str(tmp_path / "u.jsonl")] == {"read": 51, "skipped": 1, "inputs": 50}
+
+
+def test_a_finished_run_is_reused_only_while_the_data_is_the_same(tmp_path, small_model_dir, capsys):
+    (tmp_path / "t.csv").write_bytes(_CSV.encode())
+    task = _csv_task(tmp_path, "t.csv")
+    args = ["finetune", "--model", str(small_model_dir), "--task", str(task), "--out", str(tmp_path / "run"),
+            "--max-steps", "1", "--batch-size", "2", "--threads", "1", "--quiet"]
+    assert cli.main(args) == 0
+    assert cli.main(args) == 0 and "already finished" in capsys.readouterr().err
+    (tmp_path / "t.csv").write_bytes(_CSV.replace("Card declined", "Card refused").encode())
+    assert cli.main(args) == 1 and "settings.task_data" in capsys.readouterr().err

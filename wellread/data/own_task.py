@@ -35,6 +35,7 @@ from __future__ import annotations
 import codecs
 import csv
 import gzip
+import hashlib
 import io
 import json
 import math
@@ -453,6 +454,15 @@ class OwnTask:
     data: dict[str, SplitData]
     notes: dict[str, str]  # split -> how it was made (e.g. dev carved from train)
 
+    def digest(self) -> str:
+        """A hash of the task file and every example (text, pair, label) of every split: what a run depends on."""
+        h = hashlib.sha256(self.path.read_bytes())
+        for split, d in self.data.items():
+            h.update(f"\x03{split}".encode())
+            for e in d.examples:
+                h.update(f"{e.text_a}\x00{e.text_b}\x01{e.label}\x02".encode("utf-8", "replace"))
+        return h.hexdigest()[:20]
+
     def read(self, split: str) -> SplitData:
         return self.data[split]
 
@@ -543,7 +553,18 @@ KINDS: dict[str, Callable[[TaskFile, Path, dict[str, _Split], dict[str, str]], T
     "regression": _regression,
 }
 
-_CACHE: dict[tuple[str, int, int], TaskSpec] = {}
+_CACHE: dict[str, tuple[list, TaskSpec]] = {}  # task file -> (the stats of it and its data files, the task)
+
+
+def _stats(paths: list[Path]) -> list:
+    out = []
+    for p in paths:
+        try:
+            st = p.stat()
+            out.append((str(p), st.st_mtime_ns, st.st_size))
+        except OSError:
+            out.append((str(p), None, None))
+    return out
 
 
 def is_task_file(name: str) -> bool:
@@ -556,10 +577,9 @@ def load_task_file(name: str | Path) -> TaskSpec:
     path = Path(name).expanduser().resolve()
     if not path.is_file():
         raise WellreadError("no such task file", file=name, field="task")
-    st = path.stat()
-    key = (str(path), st.st_mtime_ns, st.st_size)
-    if key in _CACHE:
-        return _CACHE[key]
+    cached = _CACHE.get(str(path))
+    if cached is not None and _stats([Path(p) for p, *_ in cached[0]]) == cached[0]:
+        return cached[1]  # neither the task file nor its data changed
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8-sig"))
     except UnicodeDecodeError:
@@ -580,8 +600,15 @@ def load_task_file(name: str | Path) -> TaskSpec:
     _check_keys(tf, path)
     notes: dict[str, str] = {}
     spec = KINDS[tf.kind](tf, path, _read_splits(tf, path.parent, notes), notes)
-    _CACHE[key] = spec
+    _CACHE[str(path)] = (_stats([path, *{d.path for d in spec.source.data.values()}]), spec)
     return spec
+
+
+def data_settings(task: str) -> dict:
+    """For a task file, ``{"task_data": hash}`` to add to a run's settings (edited data: a new run); else {}."""
+    if not is_task_file(task):
+        return {}
+    return {"task_data": load_task_file(task).source.digest()}
 
 
 def task_ref(spec: TaskSpec) -> str:

@@ -31,6 +31,7 @@ from tokenizers import Tokenizer
 
 from wellread.config import dump_yaml, field, to_dict
 from wellread.data.batching import Features, cached_encode
+from wellread.data.own_task import data_settings
 from wellread.data.task_files import read_split
 from wellread.data.tasks import TaskSpec, get_task
 from wellread.errors import WellreadError
@@ -466,7 +467,7 @@ class DistillObjective(ClassificationObjective):
 
 def run_settings(cfg: DistillConfig) -> dict:
     """The settings that define a distillation run (what a finished run's results.json must match)."""
-    return to_dict(cfg) | {k: None for k in (*NOT_RESULT_SETTINGS, "overwrite", "out")}
+    return to_dict(cfg) | {k: None for k in (*NOT_RESULT_SETTINGS, "overwrite", "out")} | data_settings(cfg.task)
 
 
 def stage2_settings(cfg: DistillConfig) -> dict:

@@ -22,6 +22,7 @@ from tokenizers import Tokenizer
 from wellread import hub
 from wellread.config import dump_yaml, field, to_dict
 from wellread.data.batching import Features, bucketed_batches, cached_encode, collate
+from wellread.data.own_task import data_settings
 from wellread.data.task_files import read_split
 from wellread.data.tasks import TaskSpec, get_task
 from wellread.errors import WellreadError
@@ -193,7 +194,7 @@ def classifier_from_pretrained(path: Path, spec: TaskSpec, *, seed: int, new_hea
 
 def run_settings(cfg: FinetuneConfig) -> dict:
     """The settings that define a run (what a finished run's results.json must match to be reused)."""
-    return to_dict(cfg) | {k: None for k in (*NOT_RESULT_SETTINGS, "overwrite", "out")}
+    return to_dict(cfg) | {k: None for k in (*NOT_RESULT_SETTINGS, "overwrite", "out")} | data_settings(cfg.task)
 
 
 def _model_path(model: str) -> Path:
