@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections import Counter
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, data_path
+from tests.test_hub import Server
 from wellread import cli
 from wellread.data.own_task import load_task_file
 from wellread.data.stats import split_stats
@@ -384,3 +386,47 @@ def test_a_finished_run_is_reused_only_while_the_data_is_the_same(tmp_path, smal
     assert cli.main(args) == 0 and "already finished" in capsys.readouterr().err
     (tmp_path / "t.csv").write_bytes(_CSV.replace("Card declined", "Card refused").encode())
     assert cli.main(args) == 1 and "settings.task_data" in capsys.readouterr().err
+
+
+def test_a_hub_data_set_comes_through_the_downloader_and_its_cache(tmp_path, monkeypatch):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    srv = Server()
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("HF_ENDPOINT", srv.url)
+        monkeypatch.setenv("WELLREAD_CACHE", str(tmp_path / "cache"))
+        monkeypatch.delenv("WELLREAD_OFFLINE", raising=False)
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        # the hub's parquet files carry the ClassLabel names in the schema's huggingface metadata
+        meta = {b"huggingface": json.dumps({"info": {"features": {
+            "text": {"dtype": "string", "_type": "Value"},
+            "label": {"names": ["neg", "pos"], "_type": "ClassLabel"}}}}).encode()}
+        for split, texts in (("train", ["bad", "good", "awful", "great", "meh"]), ("validation", ["nice", "poor"])):
+            labels = [i % 2 for i in range(len(texts))]
+            table = pa.table({"text": texts, "label": labels}).replace_schema_metadata(meta)
+            parts = [table.slice(0, 3), table.slice(3)] if split == "train" else [table]
+            urls = []
+            for i, part in enumerate(parts):
+                buf = pa.BufferOutputStream()
+                pq.write_table(part, buf)
+                path = f"/api/datasets/me/reviews/parquet/default/{split}/{i}.parquet"
+                srv.files[path] = buf.getvalue().to_pybytes()
+                urls.append(srv.url + path)
+            srv.files[f"/api/datasets/me/reviews/parquet/default/{split}"] = json.dumps(urls).encode()
+        task = _yaml(tmp_path, "name: reviews\nhub: me/reviews\ntext: text\nlabel: label\n")
+        spec = load_task_file(task)
+        assert spec.labels == ("neg", "pos")
+        assert [(e.text_a, e.label) for e in read_split(spec, None, "train").examples] == [
+            ("bad", "neg"), ("good", "pos"), ("awful", "neg"), ("great", "pos"), ("meh", "neg")]
+        assert [e.text_a for e in read_split(spec, None, "dev").examples] == ["nice", "poor"]
+        n = len(srv.requests)
+        monkeypatch.setenv("WELLREAD_OFFLINE", "1")  # the second time from the cache, without the network
+        again = load_task_file(_yaml(tmp_path, "name: reviews\nhub: me/reviews\ntext: text\nlabel: label\n", "b.yaml"))
+        assert len(read_split(again, None, "train").examples) == 5 and len(srv.requests) == n
+        _refused(_yaml(tmp_path, "name: r\nhub: me/other\ntext: text\nlabel: label\n", "c.yaml"),
+                 "offline mode is on")
+    finally:
+        srv.shutdown()
+        srv.server_close()

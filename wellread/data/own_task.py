@@ -13,6 +13,7 @@ to ``OwnTask.read``). Keys (docs/own-task.md has the full story)::
     dev: data/dev.csv               # optional: otherwise dev_fraction (default 0.1), stratified, seeded
     test: data/test.csv             # optional, labelled or not
     # or one file for every split:  file: all.tsv;  split_column: set;  splits: {train: TRAIN, dev: TRIAL}
+    # or from the hub:  hub: owner/name;  config: default;  splits: {train: train, dev: validation}
     format: csv; delimiter: ";"; header: false; columns: [text, label]; quoting: none
     labels: [billing, bug, other]   # optional order (default: the training labels, sorted)
     metric: macro_f1; positive: bug
@@ -39,6 +40,7 @@ import hashlib
 import io
 import json
 import math
+import re
 import zlib
 from collections import Counter
 from collections.abc import Callable
@@ -76,6 +78,8 @@ class TaskFile(BaseModel):
     dev: StrictStr | None = None
     test: StrictStr | None = None
     file: StrictStr | None = None
+    hub: StrictStr | None = None
+    config: StrictStr = "default"
     split_column: StrictStr | None = None
     splits: dict[Literal["train", "dev", "test"], StrictStr | StrictInt] | None = None
     dev_fraction: StrictFloat | None = None
@@ -111,7 +115,15 @@ def _check_keys(tf: TaskFile, path: Path) -> None:
 
     if not tf.name.strip():
         raise bad("must not be empty", "name")
-    if tf.file is not None:
+    if tf.hub is not None:
+        for k in (*SPLITS, "file", "split_column"):
+            if getattr(tf, k) is not None:
+                raise bad(f"give either hub (with config and splits) or {k}, not both", k)
+        if not re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", tf.hub) or ".." in tf.hub:
+            raise bad(f"not a hub data set id: {tf.hub!r} (expected owner/name)", "hub")
+        if tf.splits is not None and "train" not in tf.splits:
+            raise bad("must name the hub split to train on", "splits")
+    elif tf.file is not None:
         for k in SPLITS:
             if getattr(tf, k) is not None:
                 raise bad(f"give either file (with split_column and splits) or {k}, not both", k)
@@ -122,7 +134,7 @@ def _check_keys(tf: TaskFile, path: Path) -> None:
             raise bad("must name the value of the train split", "splits")
     else:
         if tf.train is None:
-            raise bad("is required (or file, split_column and splits)", "train")
+            raise bad("is required (or file, split_column and splits; or hub)", "train")
         if tf.split_column is not None or tf.splits is not None:
             raise bad("split_column and splits go with file:", "split_column" if tf.split_column else "splits")
     has_dev = tf.dev is not None or (tf.splits is not None and "dev" in tf.splits)
@@ -349,7 +361,35 @@ def _to_items(rows: _Rows, split: str, tf: TaskFile, keep: Callable[[dict], bool
     return out
 
 
+def hub_split_files(hub_id: str, config: str, split: str) -> Path:
+    """The folder of a hub data set's parquet files of one split, downloaded into wellread's cache.
+
+    The hub's parquet API (``/api/datasets/ID/parquet/CONFIG/SPLIT``) lists the files; the list and the
+    files go through ``hub.download`` (resumable, SHA-256 recorded), so a second run, or one offline
+    (``WELLREAD_OFFLINE=1``), reads the cache.
+    """
+    from wellread import hub
+
+    folder = hub.cache_dir() / "datasets" / hub_id.replace("/", "--") / config / split
+    listing = hub.download(hub.hub_api_url(f"datasets/{hub_id}/parquet/{config}/{split}"), folder / "files.json",
+                           progress=False)
+    try:
+        urls = json.loads(listing.read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise WellreadError(f"the hub's parquet list is not JSON ({e}); delete it to fetch it again",
+                            file=listing) from None
+    if not isinstance(urls, list) or not urls or not all(isinstance(u, str) for u in urls):
+        raise WellreadError(f"no parquet files listed for {hub_id} {config}/{split}", file=listing)
+    for i, url in enumerate(urls):
+        hub.download(url, folder / f"{i:05d}.parquet", progress=False)
+    return folder
+
+
 def _read_splits(tf: TaskFile, base: Path, notes: dict[str, str]) -> dict[str, _Split]:
+    if tf.hub is not None:
+        names = tf.splits or {"train": "train", "dev": "validation"}
+        return {s: _to_items(_read_columnar(hub_split_files(tf.hub, tf.config, str(v)), "parquet"), s, tf)
+                for s, v in names.items()}
     if tf.file is not None:
         path = (base / tf.file).resolve()
         rows = read_rows(path, tf)
