@@ -118,11 +118,12 @@ def test_gz_jsonl_json_parquet_and_a_save_to_disk_directory_read_alike(tmp_path)
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    rows = [{"body": "refund, please", "category": "billing"}, {"body": "it crashes", "category": "bug"},
+    rows = [{"body": "refund,\u2028please", "category": "billing"}, {"body": "it crashes", "category": "bug"},
             {"body": "charged twice", "category": "billing"}, {"body": "black screen", "category": "bug"}]
     (tmp_path / "a.csv.gz").write_bytes(gzip.compress(
         ("body,category\n" + "".join(f'"{r["body"]}",{r["category"]}\n' for r in rows)).encode()))
-    (tmp_path / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + "\n", encoding="utf-8")
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\r\n" for r in rows) + "\n",
+                                      encoding="utf-8")
     (tmp_path / "a.json").write_text(json.dumps(rows), encoding="utf-8")
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "a.parquet")
     # datasets' save_to_disk layout: an arrow stream file, dataset_info.json, a ClassLabel column of ids

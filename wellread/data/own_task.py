@@ -249,7 +249,10 @@ def _read_json(path: Path, fmt: str) -> _Rows:
         items = list(enumerate(records, 1))
     else:
         items = []
-        for lineno, line in enumerate(text.splitlines(), 1):
+        lines = text.split("\n")  # not splitlines(): a JSON string may hold U+2028
+        if lines[-1] == "":
+            lines.pop()  # the final newline ends the last line
+        for lineno, line in enumerate(lines, 1):
             if not line.strip():
                 rows.append((lineno, "blank line"))
                 continue
