@@ -431,3 +431,10 @@ def test_a_hub_data_set_comes_through_the_downloader_and_its_cache(tmp_path, mon
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+def test_report_reads_a_task_file_run(emotion_run, tmp_path):
+    assert json.loads((emotion_run / "results.json").read_text())["task_file"].endswith("emotion.yaml")
+    assert cli.main(["report", str(emotion_run), "--out", str(tmp_path / "rep")]) == 0
+    assert (tmp_path / "rep" / "curves-emotion.png").is_file()
+    assert "Fine-tuning and distillation: emotion" in (tmp_path / "rep" / "report.md").read_text()

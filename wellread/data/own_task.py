@@ -654,6 +654,11 @@ def data_settings(task: str) -> dict:
     return {"task_data": load_task_file(task).source.digest()}
 
 
+def task_file_of(spec: TaskSpec) -> dict:
+    """``{"task_file": path}`` for a task file's results (how a report finds the task again); {} built in."""
+    return {"task_file": str(spec.source.path)} if isinstance(spec.source, OwnTask) else {}
+
+
 def task_ref(spec: TaskSpec) -> str:
     """What to pass as ``--task`` to reach ``spec`` again: a built-in name, or its task file's path."""
     return str(spec.source.path) if isinstance(spec.source, OwnTask) else spec.name

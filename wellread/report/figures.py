@@ -43,10 +43,10 @@ def plot_curves(task: str, runs: list[tuple[str, Path]], out: Path) -> Path | No
         return None
     ax_loss.set_xlabel("step")
     ax_loss.set_ylabel("training loss")
-    ax_loss.set_title(f"{task}: training loss (the best cell of each arm)")
+    ax_loss.set_title(f"{spec.name}: training loss (the best cell of each arm)")
     ax_dev.set_xlabel("epoch")
     ax_dev.set_ylabel(f"dev {'/'.join(spec.metrics)} (%)")
-    ax_dev.set_title(f"{task}: dev score after each epoch")
+    ax_dev.set_title(f"{spec.name}: dev score after each epoch")
     for ax in (ax_loss, ax_dev):
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:

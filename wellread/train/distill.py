@@ -31,7 +31,7 @@ from tokenizers import Tokenizer
 
 from wellread.config import dump_yaml, field, to_dict
 from wellread.data.batching import Features, cached_encode
-from wellread.data.own_task import data_settings
+from wellread.data.own_task import data_settings, task_file_of
 from wellread.data.task_files import read_split
 from wellread.data.tasks import TaskSpec, get_task
 from wellread.errors import WellreadError
@@ -552,7 +552,7 @@ def _distill_stage(cfg: DistillConfig, spec: TaskSpec, settings: dict) -> dict:
     main = f"{spec.dev_splits[0]}/{spec.main_metric}"
     best = max(evals, key=lambda h: h.get(main, float("-inf"))) if evals else None
     stage2 = {
-        "task": spec.name, "model": source, "teacher": str(cfg.teacher), "settings": settings,
+        "task": spec.name, **task_file_of(spec), "model": source, "teacher": str(cfg.teacher), "settings": settings,
         "transfer_examples": len(transfer), "transfer_sources": transfer.sources, "transfer_files": transfer.files,
         "teacher_cache": str(labels.cache), "teacher_label_seconds": labels.seconds,
         "teacher_shards_computed": labels.computed_shards, "teacher_shards_reused": labels.reused_shards,

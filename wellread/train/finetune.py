@@ -22,7 +22,7 @@ from tokenizers import Tokenizer
 from wellread import hub
 from wellread.config import dump_yaml, field, to_dict
 from wellread.data.batching import Features, bucketed_batches, cached_encode, collate
-from wellread.data.own_task import data_settings
+from wellread.data.own_task import data_settings, task_file_of
 from wellread.data.task_files import read_split
 from wellread.data.tasks import TaskSpec, get_task
 from wellread.errors import WellreadError
@@ -266,7 +266,7 @@ def finetune(cfg: FinetuneConfig) -> dict:
     best = max(evals, key=lambda h: h.get(main, float("-inf"))) if evals else None
     n_train = len(train_set.feats)
     results = {
-        "task": spec.name, "model": source, "settings": settings, "finished": True,
+        "task": spec.name, **task_file_of(spec), "model": source, "settings": settings, "finished": True,
         "train_examples": n_train, "steps": result.state.step, "epochs_done": result.state.epoch,
         "stopped_by": result.stopped_by, "dev": final, "main_metric": main, "history": evals,
         "best_epoch": None if best is None else best["epoch"], "best_dev": None if best is None else {k: v for k, v in best.items() if "/" in k},
