@@ -438,3 +438,17 @@ def test_report_reads_a_task_file_run(emotion_run, tmp_path):
     assert cli.main(["report", str(emotion_run), "--out", str(tmp_path / "rep")]) == 0
     assert (tmp_path / "rep" / "curves-emotion.png").is_file()
     assert "Fine-tuning and distillation: emotion" in (tmp_path / "rep" / "report.md").read_text()
+
+
+def test_metrics_follow_positive_and_metric(tmp_path):
+    from wellread.eval.metrics import compute_metrics
+
+    (tmp_path / "b.csv").write_text("body,spam\na,yes\nb,no\nc,yes\nd,no\n", encoding="utf-8")
+    base = "name: b\ntext: body\nlabel: spam\ntrain: b.csv\ndev: b.csv\n"
+    spec = load_task_file(_yaml(tmp_path, base + "positive: 'yes'\n", "p.yaml"))
+    assert (spec.metrics, spec.positive_label, spec.labels) == (("f1", "accuracy"), "yes", ("no", "yes"))
+    m = compute_metrics(spec, ["yes", "yes", "no", "no"], ["yes", "no", "yes", "no"])
+    assert m == {"f1": pytest.approx(0.5), "accuracy": pytest.approx(0.5)}
+    spec = load_task_file(_yaml(tmp_path, base + "metric: mcc\nlabels: ['yes', 'no']\n", "m.yaml"))
+    assert (spec.metrics, spec.report_metrics, spec.labels) == (("mcc",), ("accuracy", "macro_f1"), ("yes", "no"))
+    assert set(compute_metrics(spec, ["yes"] * 4, ["yes", "no", "yes", "no"])) == {"mcc", "accuracy", "macro_f1"}
