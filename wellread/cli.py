@@ -148,7 +148,8 @@ def _vocab_encode(cfg: VocabEncodeConfig) -> None:
 
 @dataclasses.dataclass(kw_only=True)
 class DataStatsConfig:
-    task: str = field(help="cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli, ax, hans, or a task file (tickets.yaml: your own data, see docs/own-task.md)")
+    task: str = field(help="cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli, ax, hans, or a task file "
+                           "(tickets.yaml: your own data, see docs/own-task.md)")
     data_dir: Path | None = field(None, help="the GLUE root (holding <Task>/), a task folder, or a Hugging Face "
                                              "datasets copy (not needed for a task file)")
     vocab: Path | None = field(None, help="vocab.txt or a model directory: lengths in WordPiece tokens "

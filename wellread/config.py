@@ -52,6 +52,14 @@ def setting_names(cls: type) -> list[str]:
             for n in (setting_names(groups[f.name]) if f.name in groups else [f.name])]
 
 
+def carry(cls: type[T], source: Any, **changes: Any) -> T:
+    """A ``cls`` config holding every setting that ``source`` (another config) has by the same name, then
+    ``changes``: how a command hands its settings to the runs it makes (a grid to its cells, distillation
+    to its student) without copying fields by hand. Built and checked as from YAML (``from_mapping``)."""
+    names = set(setting_names(cls))
+    return from_mapping(cls, {k: v for k, v in to_dict(source).items() if k in names} | changes)
+
+
 def _nest(cls: type, values: dict, source: str | None) -> dict:
     """``values`` with each group's settings replaced by the group, built (and checked) by ``from_mapping``."""
     values = dict(values)

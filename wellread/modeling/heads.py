@@ -6,7 +6,7 @@
 ~20 rows per sequence instead of 128. The last encoder layer runs on those rows too (its keys and
 values from every position, ``last_layer_rows``): nothing else of it reaches the loss. The loss
 (``MaskedLMLoss``) is the same as HF's full model and head with labels -100 elsewhere
-(tests/test_pretrain.py checks loss and gradients).
+(tests/test_pretrain.py and tests/test_heads.py check loss and gradients).
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ class MaskedLMLoss(torch.autograd.Function):
     Under bf16 autocast the two products run in bf16 and everything else in fp32 (as
     ``F.cross_entropy(logits.float())`` on autocast logits), and rightness is ``argmax``'s (bf16 logits
     tie often). The same loss and gradients as ``F.cross_entropy(h @ weight.T + bias, labels,
-    reduction="sum")`` (tests/test_pretrain.py).
+    reduction="sum")`` (tests/test_heads.py).
     """
 
     @staticmethod

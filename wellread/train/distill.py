@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from tokenizers import Tokenizer
 
-from wellread.config import dump_yaml, field, to_dict
+from wellread.config import carry, dump_yaml, field, to_dict
 from wellread.data.batching import Features, cached_encode
 from wellread.data.own_task import data_settings, task_file_of
 from wellread.data.task_files import read_split
@@ -59,7 +59,8 @@ MAX_UNK_RATE = 0.05  # a vocabulary that maps more of the text than this to [UNK
 class DistillConfig(TrainConfig):
     teacher: str = field(help="the teacher: a sequence-classification model directory (HF layout) trained for the task")
     student: str = field(help="the student: a pre-trained model directory, or one of the 24 names with --random-init")
-    task: str = field(help="GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli, or a task file (tickets.yaml: your own data, see docs/own-task.md)")
+    task: str = field(help="GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli, or a task file "
+                           "(tickets.yaml: your own data, see docs/own-task.md)")
     data_dir: Path | None = field(None, help="the GLUE root (holding <TASK>/ folders), a task folder, or a HF datasets "
                                              "copy (not needed for a task file)")
     out: Path = field(help="the run directory (model/, results.json, metrics.jsonl; finetune/ with --then-finetune)")
@@ -477,10 +478,7 @@ def stage2_settings(cfg: DistillConfig) -> dict:
 
 def student_config(cfg: DistillConfig) -> FinetuneConfig:
     """The student as ``finetune`` builds it (same init rules: pre-trained encoder, new head)."""
-    return FinetuneConfig(model=cfg.student, task=cfg.task, data_dir=cfg.data_dir, out=cfg.out, epochs=cfg.epochs,
-                          max_length=cfg.max_length, random_init=cfg.random_init, vocab=cfg.vocab, new_head=True,
-                          dropout=cfg.dropout, seed=cfg.seed, lr=cfg.lr, batch_size=cfg.batch_size,
-                          max_steps=cfg.max_steps, time_budget=cfg.time_budget)
+    return carry(FinetuneConfig, cfg, model=cfg.student, new_head=True)
 
 
 def finetune_stage_config(cfg: DistillConfig) -> FinetuneConfig:

@@ -39,7 +39,8 @@ from wellread.train.loop import NOT_RESULT_SETTINGS, TrainConfig, field_defaults
 @dataclasses.dataclass(kw_only=True)
 class FinetuneConfig(TrainConfig):
     model: str = field(help="a model directory (HF layout), or one of the 24 names with --random-init")
-    task: str = field(help="GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli, or a task file (tickets.yaml: your own data, see docs/own-task.md)")
+    task: str = field(help="GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli, or a task file "
+                           "(tickets.yaml: your own data, see docs/own-task.md)")
     data_dir: Path | None = field(None, help="the GLUE root (holding <TASK>/ folders), a task folder, or a HF datasets "
                                              "copy (not needed for a task file)")
     out: Path = field(help="the run directory (model/, results.json, metrics.jsonl, checkpoint)")

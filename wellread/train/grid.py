@@ -28,7 +28,7 @@ import traceback
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from wellread.config import field, to_dict
+from wellread.config import carry, field, to_dict
 from wellread.data.own_task import task_ref
 from wellread.data.tasks import get_task
 from wellread.errors import WellreadError
@@ -155,19 +155,13 @@ def cells(cfg: GridConfig) -> list[Cell]:
 
 
 def finetune_config(cfg: GridConfig, cell: Cell):
-    """The run config of a cell: a ``FinetuneConfig``, or a ``DistillConfig`` with --objective distill."""
+    """The run config of a cell: a ``FinetuneConfig``, or a ``DistillConfig`` with --objective distill; every
+    setting the grid shares with it by name, and the cell's own."""
+    cell_settings = dict(task=cell.task, out=cell.run_dir(cfg.out), lr=cell.lr, batch_size=cell.batch_size, quiet=True)
     if cfg.objective == "distill":
-        return DistillConfig(teacher=cfg.teacher_for(cell.task), student=cfg.model, task=cell.task,
-                             data_dir=cfg.data_dir, out=cell.run_dir(cfg.out), transfer=list(cfg.transfer),
-                             augment=cfg.augment, temperature=cfg.temperature, alpha=cfg.alpha,
-                             then_finetune=cfg.then_finetune, lr=cell.lr, batch_size=cell.batch_size,
-                             epochs=cfg.distill_epochs or cfg.epochs, finetune_epochs=cfg.epochs, max_length=cfg.max_length, warmup=cfg.warmup,
-                             random_init=cfg.random_init, vocab=cfg.vocab, seed=cfg.seed, max_steps=cfg.max_steps,
-                             threads=cfg.threads, quiet=True)
-    return FinetuneConfig(model=cfg.model, task=cell.task, data_dir=cfg.data_dir, out=cell.run_dir(cfg.out),
-                          lr=cell.lr, batch_size=cell.batch_size, epochs=cfg.epochs, max_length=cfg.max_length,
-                          warmup=cfg.warmup, random_init=cfg.random_init, vocab=cfg.vocab, seed=cfg.seed,
-                          max_steps=cfg.max_steps, threads=cfg.threads, quiet=True)
+        return carry(DistillConfig, cfg, **cell_settings, teacher=cfg.teacher_for(cell.task), student=cfg.model,
+                     epochs=cfg.distill_epochs or cfg.epochs, finetune_epochs=cfg.epochs)
+    return carry(FinetuneConfig, cfg, **cell_settings)
 
 
 def _read_results(run_dir: Path) -> dict | None:
