@@ -411,7 +411,8 @@ def _read_splits(tf: TaskFile, base: Path, notes: dict[str, str]) -> dict[str, _
             notes["unassigned"] = (f"{sum(other.values())} rows in no split ({tf.split_column} = "
                                    f"{', '.join(sorted(other))})")
         return out
-    return {s: _to_items(read_rows((base / p).resolve(), tf), s, tf) for s in SPLITS if (p := getattr(tf, s)) is not None}
+    return {s: _to_items(read_rows((base / p).resolve(), tf), s, tf)
+            for s in SPLITS if (p := getattr(tf, s)) is not None}
 
 
 def _natural(labels) -> list[str]:

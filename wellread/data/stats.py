@@ -114,5 +114,6 @@ def format_stats(task: str, stats: list[dict]) -> str:
         lines.append(f"  length ({ln['unit']}): " + ", ".join(f"p{q} {ln[f'p{q}']}" for q in PERCENTILES)
                      + f", max {ln['max']}, mean {ln['mean']}{extra}")
         overlap = ", ".join(f"{n:,} with {o}" for o, n in s["overlap"].items())
-        lines.append(f"  repeated texts: {s['duplicates']:,} within the split" + (f"; shared: {overlap}" if overlap else ""))
+        lines.append(f"  repeated texts: {s['duplicates']:,} within the split"
+                     + (f"; shared: {overlap}" if overlap else ""))
     return "\n".join(lines)

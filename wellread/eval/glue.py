@@ -189,8 +189,8 @@ def format_evaluation(result: Mapping) -> str:
         if "per_class" in m and "task_file" in result:  # a GLUE task's report stays one line per split
             width = max(len(c) for c in m["per_class"])
             lines.append(f"  {'class':<{width}}  precision  recall      f1  support")
-            lines += [f"  {c:<{width}}  {v['precision']:>9.4f}  {v['recall']:>6.4f}  {v['f1']:>6.4f}  {v['support']:>7,}"
-                      for c, v in m["per_class"].items()]
+            lines += [f"  {c:<{width}}  {v['precision']:>9.4f}  {v['recall']:>6.4f}  {v['f1']:>6.4f}  "
+                      f"{v['support']:>7,}" for c, v in m["per_class"].items()]
             cm = m["confusion"]
             lines.append("  confusion (rows true, columns predicted): " + "; ".join(
                 f"{t} [{' '.join(map(str, row))}]" for t, row in zip(cm["labels"], cm["matrix"])))

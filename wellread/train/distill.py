@@ -154,8 +154,9 @@ def read_transfer_file(path: Path, pairs: bool, fields: tuple[str, str | None] |
                         raise WellreadError(f"not JSON ({e.msg})", file=path, line=lineno) from None
                     if not isinstance(row, dict):
                         raise WellreadError("expected a JSON object", file=path, line=lineno)
-                    a = row.get(fa) if fa in row else row.get("text_a", row.get("sentence1", row.get("text", row.get("sentence"))))
-                    b = row.get(fb) if fb in row else row.get("text_b", row.get("sentence2"))
+                    a = row[fa] if fa in row else row.get("text_a", row.get("sentence1", row.get("text",
+                                                                                                   row.get("sentence"))))
+                    b = row[fb] if fb in row else row.get("text_b", row.get("sentence2"))
                     if not isinstance(a, str) or not a.strip():
                         raise WellreadError("no text (expected text, or text_a/text_b)", file=path, line=lineno,
                                             field="text")
