@@ -452,3 +452,18 @@ def test_metrics_follow_positive_and_metric(tmp_path):
     spec = load_task_file(_yaml(tmp_path, base + "metric: mcc\nlabels: ['yes', 'no']\n", "m.yaml"))
     assert (spec.metrics, spec.report_metrics, spec.labels) == (("mcc",), ("accuracy", "macro_f1"), ("yes", "no"))
     assert set(compute_metrics(spec, ["yes"] * 4, ["yes", "no", "yes", "no"])) == {"mcc", "accuracy", "macro_f1"}
+
+
+def test_one_file_for_every_split(tmp_path):
+    (tmp_path / "all.tsv").write_text("s\tt\tset\nfoo\ta\tTR\nbar\ta\tTR\n\nbaz\tb\tTR\nqux\tb\tTR\nx\ta\tDV\n"
+                                      "y\tb\tOLD\n", encoding="utf-8")
+    task = _yaml(tmp_path, "name: t\nfile: all.tsv\nsplit_column: set\nsplits: {train: TR, dev: DV}\ntext: s\n"
+                           "label: t\n")
+    spec = load_task_file(task)
+    train, dev = read_split(spec, None, "train"), read_split(spec, None, "dev")
+    assert [e.text_a for e in train.examples] == ["foo", "bar", "baz", "qux"] and train.skipped == [(4, "blank line")]
+    assert [(e.text_a, e.label) for e in dev.examples] == [("x", "a")] and dev.skipped == []
+    stats = split_stats(str(task), None)
+    assert stats[0]["unassigned"] == "1 rows in no split (set = OLD)"
+    _refused(_yaml(tmp_path, "name: t\nfile: all.tsv\nsplit_column: set\nsplits: {train: TR, dev: TRIAL}\n"
+                             "text: s\nlabel: t\n", "b.yaml"), "all.tsv (field splits)", "no row has set = 'TRIAL'")

@@ -346,8 +346,9 @@ def _to_items(rows: _Rows, split: str, tf: TaskFile, keep: Callable[[dict], bool
         _need(rows, [tf.label], "label")
     out = _Split(split, rows.path, rows.format, [], label_column=has_label)
     for line, rec in rows.rows:
-        if isinstance(rec, str):
-            out.skipped.append((line, rec))
+        if isinstance(rec, str):  # a blank or malformed row: counted once, with train when a file holds every split
+            if keep is None or split == "train":
+                out.skipped.append((line, rec))
             continue
         if keep is not None and not keep(rec):
             continue
