@@ -140,7 +140,8 @@ def evaluate_model(model_dir: str | Path, task: str, data_dir: str | Path | None
     for s in splits:
         if spec.splits[s][1].label is None:
             raise WellreadError(f"the {s} split of {spec.name} has no labels to score; "
-                                "use predict-glue to write its predictions", field="split")
+                                f"use {'predict' if spec.source is not None else 'predict-glue'} to write its "
+                                "predictions", field="split")
     clf = load_classifier(model_dir, spec)
     max_length = min(max_length, clf.model.config.max_position_embeddings)
     out: dict[str, dict] = {}
