@@ -467,3 +467,19 @@ def test_one_file_for_every_split(tmp_path):
     assert stats[0]["unassigned"] == "1 rows in no split (set = OLD)"
     _refused(_yaml(tmp_path, "name: t\nfile: all.tsv\nsplit_column: set\nsplits: {train: TR, dev: TRIAL}\n"
                              "text: s\nlabel: t\n", "b.yaml"), "all.tsv (field splits)", "no row has set = 'TRIAL'")
+
+
+def test_predict_a_task_files_unlabelled_test_split(emotion_slice, emotion_run, tmp_path, capsys):
+    d = emotion_slice.parent
+    (tmp_path / "u.jsonl").write_text('{"text": "i feel so happy today"}\n{"text": "i am scared"}\n', encoding="utf-8")
+    task = _yaml(tmp_path, f"name: emotion\ndelimiter: ';'\nheader: false\ncolumns: [text, label]\ntext: text\n"
+                           f"label: label\ntrain: {d / 'train.txt'}\ndev: {d / 'val.txt'}\ntest: u.jsonl\n"
+                           f"labels: [{', '.join(EMOTION)}]\n")
+    spec = load_task_file(task)
+    assert spec.test_splits == ("test",) and read_split(spec, None, "test").examples[1].label is None
+    assert cli.main(["evaluate", "--model", str(emotion_run), "--task", str(task), "--split", "test"]) == 1
+    assert "no labels to score; use predict" in capsys.readouterr().err
+    assert cli.main(["predict", "--model", str(emotion_run), "--input", str(task), "--output",
+                     str(tmp_path / "p.jsonl"), "--quiet"]) == 0
+    preds = [json.loads(x) for x in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert [p["id"] for p in preds] == [1, 2] and all(p["label"] in EMOTION for p in preds)

@@ -394,7 +394,9 @@ def _check_backend(backend: str) -> None:
 class PredictConfig:
     model: Path = field(help="a fine-tuned model directory (or its run directory), or a `wellread export` directory")
     input: str = field(help="inputs: .txt (a sentence a line), .tsv (header naming sentence, or sentence1/sentence2), "
-                            ".jsonl (text or text_a/text_b), or - for lines on stdin")
+                            ".jsonl (text or text_a/text_b), - for lines on stdin, or a task file (.yaml: its "
+                            "--split, default test)")
+    split: str | None = field(None, help="with a task file as --input: the split to predict (train, dev or test)")
     output: str = field(help="predictions: .jsonl, .tsv, or - for JSON lines on stdout (written atomically)")
     backend: str = field("torch", help="torch, onnx (fp32) or onnx-int8 (an ONNX file missing from --model is "
                                        "exported on the fly)")
@@ -422,7 +424,7 @@ def _predict(cfg: PredictConfig) -> None:
 
     predictor = open_predictor(cfg.model, backend=cfg.backend, max_length=cfg.max_length, batch_size=cfg.batch_size,
                                threads=cfg.threads, quiet=cfg.quiet)
-    r = predict_file(predictor, cfg.input, cfg.output, text_a=cfg.text_a, text_b=cfg.text_b,
+    r = predict_file(predictor, cfg.input, cfg.output, text_a=cfg.text_a, text_b=cfg.text_b, split=cfg.split,
                      chunk_size=cfg.chunk_size, progress=not cfg.quiet)
     if not cfg.quiet:
         print(f"predicted {r['inputs']:,} inputs in {r['seconds']:.1f} s ({r['inputs_per_s']:,.0f}/s, "
