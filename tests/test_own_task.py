@@ -367,6 +367,8 @@ def test_grid_and_distill_on_a_task_file(emotion_slice, emotion_run, small_model
     results = json.loads((grid / "results.json").read_text())
     (key, t), = results["tasks"].items()
     assert get_task(key).name == "emotion" and t["finished"] == 1 and (grid / "emotion" / "bs16_lr0.0001").is_dir()
+    table = (grid / "table.md").read_text()
+    assert "### emotion: dev score" in table and "CoLA" not in table and (grid / "heatmap-emotion.png").is_file()
     (tmp_path / "u.jsonl").write_text("".join(json.dumps({"text": f"i feel thing {i}"}) + "\n" for i in range(50))
                                       + "\n", encoding="utf-8")
     out = tmp_path / "d"
