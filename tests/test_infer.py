@@ -27,6 +27,7 @@ import pytest
 
 from tests.conftest import REPO, data_path
 from wellread import cli
+from wellread.data.batching import Inputs
 from wellread.errors import WellreadError
 from wellread.infer.loading import open_predictor
 from wellread.infer.predictor import Predictor
@@ -50,7 +51,7 @@ def sst2_model(tmp_path_factory) -> tuple[Path, dict]:
     root = _glue_slice(tmp_path_factory.mktemp("glue"), "SST-2", 8000)
     run = tmp_path_factory.mktemp("sst2") / "run"
     r = finetune(FinetuneConfig(model="tiny", random_init=True, task="sst2", data_dir=root, out=run, batch_size=32,
-                                lr=1e-3, epochs=1, max_length=64, quiet=True, threads=1))
+                                lr=1e-3, epochs=1, inputs=Inputs(max_length=64), quiet=True, threads=1))
     return run / "model", r
 
 

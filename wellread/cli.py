@@ -15,7 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from wellread import __version__
-from wellread.config import add_arguments, field, from_args
+from wellread.config import add_arguments, field, from_args, group
+from wellread.data.batching import Inputs
 from wellread.errors import WellreadError
 
 
@@ -304,15 +305,11 @@ class EvaluateConfig:
                                              "datasets copy (not needed for a task file)")
     split: str | None = field(None, help="one labelled split (default: dev; MNLI: both dev sets; HANS: its "
                                          "evaluation set; AX: diagnostic-full)")
-    max_length: int = field(128, help="truncate inputs to this many tokens (as fine-tuning did)")
+    inputs: Inputs = group(Inputs, help="how inputs are cut (--max-length)")
     json: bool = field(False, help="print JSON instead of a report")
     out: Path | None = field(None, help="also write the result as JSON to this file")
     plots: Path | None = field(None, help="write each split's confusion matrix (or, for regression, its error plot) "
                                           "as PNG into this directory")
-
-    def __post_init__(self) -> None:
-        if not 8 <= self.max_length <= 512:
-            raise WellreadError("must be between 8 and 512", field="max_length")
 
 
 @command("evaluate", EvaluateConfig, "score a fine-tuned model on a task (GLUE metrics; HANS per heuristic)")
@@ -320,7 +317,8 @@ def _evaluate(cfg: EvaluateConfig) -> None:
     from wellread.eval import glue
     from wellread.io import atomic_write_json
 
-    r = glue.evaluate_model(cfg.model, cfg.task, cfg.data_dir, cfg.split, max_length=cfg.max_length, plots=cfg.plots)
+    r = glue.evaluate_model(cfg.model, cfg.task, cfg.data_dir, cfg.split, max_length=cfg.inputs.max_length,
+                            plots=cfg.plots)
     if cfg.out is not None:
         atomic_write_json(cfg.out, r)
     print(json.dumps(r, indent=2) if cfg.json else glue.format_evaluation(r))
@@ -333,21 +331,19 @@ class PredictGlueConfig:
                                    "task -> model directory; AX is predicted with the MNLI model")
     data_dir: Path = field(help="the GLUE root (holding <Task>/test.tsv ...), or a Hugging Face datasets copy")
     out: Path = field(help="directory to write: the leaderboard .tsv files, submission.zip, predictions.json")
-    max_length: int = field(128, help="truncate inputs to this many tokens (as fine-tuning did)")
+    inputs: Inputs = group(Inputs, help="how inputs are cut (--max-length)")
     overwrite: bool = field(False, help="replace an output directory that holds other files")
 
     def __post_init__(self) -> None:
         if isinstance(self.models, str):  # one string from a YAML file
             self.models = [self.models]
-        if not 8 <= self.max_length <= 512:
-            raise WellreadError("must be between 8 and 512", field="max_length")
 
 
 @command("predict-glue", PredictGlueConfig, "write GLUE leaderboard files (index, prediction) and a zip of them")
 def _predict_glue(cfg: PredictGlueConfig) -> None:
     from wellread.eval import glue
 
-    r = glue.predict_glue(glue.parse_models(cfg.models), cfg.data_dir, cfg.out, max_length=cfg.max_length,
+    r = glue.predict_glue(glue.parse_models(cfg.models), cfg.data_dir, cfg.out, max_length=cfg.inputs.max_length,
                           overwrite=cfg.overwrite)
     print(glue.format_submission(r))
 
@@ -401,7 +397,7 @@ class PredictConfig:
     backend: str = field("torch", help="torch, onnx (fp32) or onnx-int8 (an ONNX file missing from --model is "
                                        "exported on the fly)")
     batch_size: int = field(64, help="inputs per model call (inputs are sorted by length into batches)")
-    max_length: int = field(128, help="truncate inputs to this many tokens")
+    inputs: Inputs = group(Inputs, help="how inputs are cut (--max-length)")
     text_a: str | None = field(None, help="the column / field holding the (first) text")
     text_b: str | None = field(None, help="the column / field holding the second text of a pair")
     chunk_size: int = field(4096, help="inputs read, predicted and written at a time (memory stays constant)")
@@ -413,8 +409,6 @@ class PredictConfig:
         for name in ("batch_size", "chunk_size"):
             if getattr(self, name) < 1:
                 raise WellreadError("must be at least 1", field=name)
-        if not 8 <= self.max_length <= 512:
-            raise WellreadError("must be between 8 and 512", field="max_length")
 
 
 @command("predict", PredictConfig, "predict labels and probabilities (or scores) for a file of sentences or pairs")
@@ -422,7 +416,7 @@ def _predict(cfg: PredictConfig) -> None:
     from wellread.infer.loading import open_predictor
     from wellread.infer.stream import predict_file
 
-    predictor = open_predictor(cfg.model, backend=cfg.backend, max_length=cfg.max_length, batch_size=cfg.batch_size,
+    predictor = open_predictor(cfg.model, backend=cfg.backend, max_length=cfg.inputs.max_length, batch_size=cfg.batch_size,
                                threads=cfg.threads, quiet=cfg.quiet)
     r = predict_file(predictor, cfg.input, cfg.output, text_a=cfg.text_a, text_b=cfg.text_b, split=cfg.split,
                      chunk_size=cfg.chunk_size, progress=not cfg.quiet)
@@ -468,7 +462,7 @@ class ServeConfig:
     max_body_bytes: int = field(1 << 20, help="largest request body (413 above)")
     max_inputs: int = field(256, help="most inputs in one request (413 above)")
     max_text_chars: int = field(10_000, help="longest input text, in characters (413 above)")
-    max_length: int = field(128, help="truncate inputs to this many tokens")
+    inputs: Inputs = group(Inputs, help="how inputs are cut (--max-length)")
     threads: int | None = field(None, help="CPU threads for the model (default: $OMP_NUM_THREADS, else all cores)")
     log_level: str = field("info", help="uvicorn's log level (critical, error, warning, info, debug)")
     access_log: bool = field(False, help="log every request")
@@ -482,8 +476,6 @@ class ServeConfig:
                 raise WellreadError("must be at least 1", field=name)
         if self.max_wait_ms < 0:
             raise WellreadError("must not be negative", field="max_wait_ms")
-        if not 8 <= self.max_length <= 512:
-            raise WellreadError("must be between 8 and 512", field="max_length")
 
 
 @command("serve", ServeConfig, "serve predictions over HTTP (JSON; micro-batching; /predict, /health, /info)")
@@ -491,7 +483,7 @@ def _serve(cfg: ServeConfig) -> None:
     from wellread.infer.loading import open_predictor
     from wellread.infer.serve import Limits, serve
 
-    predictor = open_predictor(cfg.model, backend=cfg.backend, max_length=cfg.max_length, batch_size=cfg.batch_size,
+    predictor = open_predictor(cfg.model, backend=cfg.backend, max_length=cfg.inputs.max_length, batch_size=cfg.batch_size,
                                threads=cfg.threads)
     limits = Limits(max_body_bytes=cfg.max_body_bytes, max_inputs=cfg.max_inputs, max_text_chars=cfg.max_text_chars,
                     max_batch=cfg.batch_size, max_wait_ms=cfg.max_wait_ms)

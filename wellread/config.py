@@ -45,11 +45,15 @@ def _groups(cls: type) -> dict[str, type]:
     return {f.name: _unwrap(hints[f.name])[0] for f in dataclasses.fields(cls) if f.metadata.get("group")}
 
 
-def setting_names(cls: type) -> list[str]:
-    """Every setting of ``cls``, the settings of its groups in their place (what flags and YAML keys name)."""
+def setting_fields(cls: type) -> list[dataclasses.Field]:
+    """Every setting of ``cls`` (a dataclass field), the settings of its groups in their place."""
     groups = _groups(cls)
-    return [n for f in dataclasses.fields(cls)
-            for n in (setting_names(groups[f.name]) if f.name in groups else [f.name])]
+    return [s for f in dataclasses.fields(cls) for s in (setting_fields(groups[f.name]) if f.name in groups else [f])]
+
+
+def setting_names(cls: type) -> list[str]:
+    """The names of ``setting_fields``: what flags and YAML keys name."""
+    return [f.name for f in setting_fields(cls)]
 
 
 def carry(cls: type[T], source: Any, **changes: Any) -> T:

@@ -17,9 +17,22 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 
+from wellread.config import field
+from wellread.errors import WellreadError
 from wellread.hub import cache_dir
 from wellread.io import atomic_write_bytes
 from wellread.tokenization import vocab_hash
+
+
+@dataclass(kw_only=True)
+class Inputs:
+    """How inputs are cut: the ``inputs`` group of every command that encodes task examples."""
+
+    max_length: int = field(128, help="truncate inputs to this many tokens (the paper: 128)")
+
+    def __post_init__(self) -> None:
+        if not 8 <= self.max_length <= 512:
+            raise WellreadError("must be between 8 and 512", field="max_length")
 
 
 @dataclass

@@ -10,7 +10,8 @@ from pathlib import Path
 import yaml
 
 import wellread
-from wellread.config import field, to_dict
+from wellread.config import field, group, setting_fields, to_dict
+from wellread.data.batching import Inputs
 from wellread.data.own_task import is_task_file
 from wellread.data.tasks import get_task
 from wellread.errors import WellreadError
@@ -109,7 +110,7 @@ class RecipeConfig:
     core_batch_size: int = field(32, help="the batch size the budget keeps when it shrinks the grid")
     core_lr: float = field(1e-4, help="the learning rate the budget keeps when it shrinks the grid")
     epochs: float = field(4.0, help="fine-tuning and distillation epochs (the paper: 4)")
-    max_length: int = field(128, help="truncate inputs to this many tokens")
+    inputs: Inputs = group(Inputs, help="how inputs are cut (--max-length)")
     max_train_examples: int | None = field(None, help="train on at most this many examples per task "
                                                       "(a seeded sample)")
     # the command
@@ -186,7 +187,7 @@ def config_yaml(cfg: RecipeConfig | None = None) -> str:
     heads = dict(SECTIONS)
     lines = ["# wellread recipe: the compact-BERT recipe of Turc et al. 2019, end to end.",
              "# wellread recipe --config this.yaml (flags override the file); docs/recipe.md explains each stage."]
-    for f in dataclasses.fields(RecipeConfig):
+    for f in setting_fields(RecipeConfig):
         if f.name in heads:
             if heads[f.name] is None:
                 break

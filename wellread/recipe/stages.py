@@ -190,7 +190,7 @@ class Recipe:
         out = self.out / "teacher"
         gc = GridConfig(model=str(src.teacher), tasks=",".join(c.tasks), data_dir=glue, out=out,
                         batch_sizes=str(c.teacher_batch_size), learning_rates=f"{c.teacher_lr:g}",
-                        epochs=plan.teacher_epochs, max_length=c.max_length, seed=0, workers=self.workers, threads=1,
+                        epochs=plan.teacher_epochs, inputs=c.inputs, seed=0, workers=self.workers, threads=1,
                         keep_models="best", quiet=True)
         self.grid_stage("teacher", gc, after=["data", "data-teacher"], estimate_s=plan.estimate_s.get("teacher"))
         self.runs.append({"kind": "grid", "arm": "teacher", "path": out.name})
@@ -205,7 +205,7 @@ class Recipe:
         gc = GridConfig(model=str(model), tasks=",".join(c.tasks), data_dir=glue, out=self.out / name,
                         batch_sizes=",".join(map(str, plan.batch_sizes)),
                         learning_rates=",".join(f"{lr:g}" for lr in plan.learning_rates), epochs=plan.epochs,
-                        max_length=c.max_length, random_init=arm == "random", vocab=vocab if arm == "random" else None,
+                        inputs=c.inputs, random_init=arm == "random", vocab=vocab if arm == "random" else None,
                         seed=seed, workers=self.workers, threads=1, keep_models="best", quiet=True)
         self.grid_stage(name, gc, after=after,
                         estimate_s=plan.estimate_s.get(f"grid-{arm}", 0) / (len(c.seeds) * len(c.students)))
@@ -220,7 +220,7 @@ class Recipe:
         gc = GridConfig(model=str(model), tasks=",".join(c.tasks), data_dir=glue, out=out,
                         batch_sizes=",".join(map(str, plan.batch_sizes)),
                         learning_rates=",".join(f"{lr:g}" for lr in plan.learning_rates), epochs=plan.epochs,
-                        max_length=c.max_length, seed=seed, workers=self.workers, threads=1, keep_models="all",
+                        inputs=c.inputs, seed=seed, workers=self.workers, threads=1, keep_models="all",
                         objective="distill", teacher=",".join(f"{t}={p}" for t, p in teachers.items()),
                         transfer=list(c.transfer), augment=c.augment, temperature=c.temperature, alpha=c.alpha,
                         then_finetune="pd+ft" in self.arms, quiet=True)
@@ -240,7 +240,7 @@ class Recipe:
             torch.set_num_threads(self.cfg.threads or os.cpu_count() or 1)  # a one-worker grid leaves it at 1
             rows = []
             for m in models:
-                r = evaluate_model(self.out / m["model"], m["task"], glue, max_length=self.cfg.max_length)
+                r = evaluate_model(self.out / m["model"], m["task"], glue, max_length=self.cfg.inputs.max_length)
                 dev = {f"{s}/{k}": v for s, metrics in r["splits"].items() for k, v in metrics.items()
                        if isinstance(v, float)}
                 rows.append(m | {"dev": dev, "score": cell_score(m["task"], dev)})

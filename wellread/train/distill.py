@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from tokenizers import Tokenizer
 
-from wellread.config import carry, dump_yaml, field, to_dict
-from wellread.data.batching import Features, cached_encode
+from wellread.config import carry, dump_yaml, field, group, to_dict
+from wellread.data.batching import Features, Inputs, cached_encode
 from wellread.data.own_task import data_settings, task_file_of
 from wellread.data.task_files import read_split
 from wellread.data.tasks import TaskSpec, get_task
@@ -77,7 +77,7 @@ class DistillConfig(TrainConfig):
                                           "wellread cache, shared by every run with the same teacher and transfer set)")
     teacher_max_length: int | None = field(None, help="the teacher's max length (default: --max-length)")
     epochs: float | None = field(4.0, help="passes over the transfer set")
-    max_length: int = field(128, help="truncate the student's inputs to this many tokens (the paper: 128)")
+    inputs: Inputs = group(Inputs, help="how inputs are cut (--max-length)")
     random_init: bool = field(False, help="the student is a randomly initialised miniature (for comparisons)")
     vocab: Path | None = field(None, help="vocabulary for --random-init (default: the standard uncased BERT vocab)")
     dropout: float | None = field(None, help="override the student's dropout (hidden and attention)")
@@ -93,8 +93,6 @@ class DistillConfig(TrainConfig):
             raise WellreadError("must be >= 0", field="augment")
         if not self.transfer and not self.transfer_from_task:
             raise WellreadError("no transfer data: give --transfer FILES or keep --transfer-from-task", field="transfer")
-        if not 8 <= self.max_length <= 512:
-            raise WellreadError("must be between 8 and 512", field="max_length")
 
 
 # --- the transfer set ----------------------------------------------------------------------------
@@ -488,14 +486,14 @@ def finetune_stage_config(cfg: DistillConfig) -> FinetuneConfig:
     common = {k: getattr(cfg, k) for k in keep}
     common["epochs"] = cfg.finetune_epochs if cfg.finetune_epochs is not None else cfg.epochs
     return FinetuneConfig(**common, model=str(Path(cfg.out) / "model"), task=cfg.task, data_dir=cfg.data_dir,
-                          out=Path(cfg.out) / "finetune", max_length=cfg.max_length, dropout=cfg.dropout)
+                          out=Path(cfg.out) / "finetune", inputs=cfg.inputs, dropout=cfg.dropout)
 
 
 def prepare_labels(cfg: DistillConfig, transfer: TransferSet | None = None) -> TeacherLabels:
     """Have the teacher label the transfer set (built here unless given), or read the cache: what a grid does once."""
     spec = get_task(cfg.task)
     transfer = transfer if transfer is not None else build_transfer(cfg, spec)
-    tmax = cfg.teacher_max_length or cfg.max_length
+    tmax = cfg.teacher_max_length or cfg.inputs.max_length
     bf16 = bool(cfg.bf16) if cfg.bf16 is not None else torch.cuda.is_available()
     return label_transfer(cfg.teacher, spec, transfer, max_length=tmax, cache=cfg.cache, quiet=cfg.quiet, bf16=bf16)
 
@@ -532,7 +530,7 @@ def _distill_stage(cfg: DistillConfig, spec: TaskSpec, settings: dict) -> dict:
     labels = prepare_labels(cfg, transfer)
     model, tok, source = build_model(student_config(cfg), spec)
     pad_id = tok.token_to_id(PAD)
-    max_length = min(cfg.max_length, model.config.max_position_embeddings)
+    max_length = min(cfg.inputs.max_length, model.config.max_position_embeddings)
     feats = _encode_checked(tok, transfer, max_length, "student")
     train_set = LabelledSet("transfer", feats, transfer.gold, [])
     dev_sets = [load_labelled(spec, cfg.data_dir, s, tok, max_length) for s in spec.dev_splits]

@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from tokenizers import Tokenizer
 
 from wellread import hub
-from wellread.config import dump_yaml, field, to_dict
-from wellread.data.batching import Features, bucketed_batches, cached_encode, collate
+from wellread.config import dump_yaml, field, group, to_dict
+from wellread.data.batching import Features, Inputs, bucketed_batches, cached_encode, collate
 from wellread.data.own_task import data_settings, task_file_of
 from wellread.data.task_files import read_split
 from wellread.data.tasks import TaskSpec, get_task
@@ -45,7 +45,7 @@ class FinetuneConfig(TrainConfig):
                                              "copy (not needed for a task file)")
     out: Path = field(help="the run directory (model/, results.json, metrics.jsonl, checkpoint)")
     epochs: float | None = field(4.0, help="passes over the training data (the paper: 4)")
-    max_length: int = field(128, help="truncate inputs to this many tokens (the paper: 128)")
+    inputs: Inputs = group(Inputs, help="how inputs are cut (--max-length)")
     random_init: bool = field(False, help="start from a randomly initialised miniature instead of pre-trained weights")
     vocab: Path | None = field(None, help="vocabulary for --random-init (default: the standard uncased BERT vocab)")
     new_head: bool = field(False, help="replace a classifier trained for other labels instead of refusing")
@@ -53,10 +53,6 @@ class FinetuneConfig(TrainConfig):
     dropout: float | None = field(None, help="override the model's dropout (hidden and attention)")
     overwrite: bool = field(False, help="start over in an existing run directory")
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if not 8 <= self.max_length <= 512:
-            raise WellreadError("must be between 8 and 512", field="max_length")
 
 
 @dataclasses.dataclass
@@ -246,8 +242,8 @@ def finetune(cfg: FinetuneConfig) -> dict:
         return done
     model, tok, source = build_model(cfg, spec)
     pad_id = tok.token_to_id(PAD)
-    max_length = min(cfg.max_length, model.config.max_position_embeddings)
-    if max_length < cfg.max_length:
+    max_length = min(cfg.inputs.max_length, model.config.max_position_embeddings)
+    if max_length < cfg.inputs.max_length:
         print(f"the model has {max_length} positions: inputs are truncated to {max_length} tokens", file=sys.stderr)
     train_set = load_labelled(spec, cfg.data_dir, cfg.train_split, tok, max_length)
     dev_sets = [load_labelled(spec, cfg.data_dir, s, tok, max_length) for s in spec.dev_splits]

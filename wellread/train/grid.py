@@ -28,7 +28,8 @@ import traceback
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from wellread.config import carry, field, to_dict
+from wellread.config import carry, field, group, to_dict
+from wellread.data.batching import Inputs
 from wellread.data.own_task import task_ref
 from wellread.data.tasks import get_task
 from wellread.errors import WellreadError
@@ -64,7 +65,7 @@ class GridConfig:
     batch_sizes: str = field(",".join(map(str, PAPER_BATCH_SIZES)), help="batch sizes of the grid (the paper's)")
     learning_rates: str = field(",".join(map(str, PAPER_LEARNING_RATES)), help="learning rates of the grid (the paper's)")
     epochs: float = field(4.0, help="epochs per cell (the paper: 4)")
-    max_length: int = field(128, help="truncate inputs to this many tokens (the paper: 128)")
+    inputs: Inputs = group(Inputs, help="how inputs are cut (--max-length)")
     warmup: float = field(0.1, help="fraction of each cell's steps spent warming up")
     random_init: bool = field(False, help="start every cell from a randomly initialised miniature")
     vocab: Path | None = field(None, help="vocabulary for --random-init (default: the standard uncased BERT vocab)")
@@ -331,7 +332,7 @@ def _prepare(cfg: GridConfig) -> dict:
     for task in cfg.task_list:
         spec = get_task(task)
         for split in ("train", *spec.dev_splits):
-            load_labelled(spec, cfg.data_dir, split, tok, cfg.max_length)
+            load_labelled(spec, cfg.data_dir, split, tok, cfg.inputs.max_length)
         if cfg.objective == "distill":
             c = finetune_config(cfg, Cell(task, cfg.batch_list[0], cfg.lr_list[0]))
             c.quiet = cfg.quiet
