@@ -52,7 +52,8 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError
 
-from wellread.data.tasks import Example, Layout, SplitData, TaskSpec
+from wellread.data.arrow_files import record_batches
+from wellread.data.task_spec import Example, Layout, SplitData, TaskSpec
 from wellread.errors import WellreadError
 
 SPLITS = ("train", "dev", "test")
@@ -274,8 +275,6 @@ def _read_json(path: Path, fmt: str) -> _Rows:
 
 def _read_columnar(path: Path, fmt: str) -> _Rows:
     """Parquet files or a ``datasets`` save_to_disk directory, via pyarrow (ClassLabel ids -> names)."""
-    from wellread.data.hf_glue import _batches
-
     files = [path] if path.is_file() else sorted(path.glob("*.arrow")) or sorted(path.glob("*.parquet"))
     if not files:
         raise WellreadError("no .arrow or .parquet files in this directory (a datasets save_to_disk split?)",
@@ -284,7 +283,7 @@ def _read_columnar(path: Path, fmt: str) -> _Rows:
     columns: list[str] = []
     n = 0
     for f in files:
-        for cols, names in _batches(f):
+        for cols, names in record_batches(f):
             columns = columns or list(cols)
             for i in range(len(next(iter(cols.values()), []))):
                 n += 1
