@@ -485,3 +485,23 @@ def test_predict_a_task_files_unlabelled_test_split(emotion_slice, emotion_run, 
                      str(tmp_path / "p.jsonl"), "--quiet"]) == 0
     preds = [json.loads(x) for x in (tmp_path / "p.jsonl").read_text().splitlines()]
     assert [p["id"] for p in preds] == [1, 2] and all(p["label"] in EMOTION for p in preds)
+
+
+def test_per_class_macro_f1_and_confusion_equal_sklearn():
+    import numpy as np
+    from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
+
+    from wellread.eval.metrics import confusion, macro_f1, per_class
+
+    rng = np.random.default_rng(0)
+    labels = ["a", "b", "c", "d"]
+    refs = [labels[i] for i in rng.integers(0, 4, 300)]
+    preds = [labels[i] for i in rng.integers(0, 3, 300)]  # "d" is never predicted: precision 0 by convention
+    assert confusion(preds, refs, labels).tolist() == confusion_matrix(refs, preds, labels=labels).tolist()
+    p, r, f, s = precision_recall_fscore_support(refs, preds, labels=labels, zero_division=0)
+    ours = per_class(preds, refs, labels)
+    for i, name in enumerate(labels):
+        assert ours[name] == {"precision": pytest.approx(p[i]), "recall": pytest.approx(r[i]),
+                              "f1": pytest.approx(f[i]), "support": int(s[i])}
+    assert macro_f1(preds, refs, labels) == pytest.approx(f1_score(refs, preds, labels=labels, average="macro",
+                                                                   zero_division=0))
