@@ -238,6 +238,8 @@ def test_transfer_file_that_does_not_match_the_task(tmp_path):
     (tmp_path / "u.txt").write_text("one text\ntwo\ttexts\n", encoding="utf-8")
     with pytest.raises(WellreadError, match=r"u.txt:2 \(field text_b\): the task takes single sentences"):
         list(read_transfer_file(tmp_path / "u.txt", pairs=False))
+    with pytest.raises(WellreadError, match=r"u.txt:1 \(field text_b\): the task takes sentence pairs"):
+        list(read_transfer_file(tmp_path / "u.txt", pairs=True))
     (tmp_path / "u.jsonl").write_text('{"body": "x"}\n\n{"body": "y"}\n', encoding="utf-8")
     counts: dict = {}
     assert list(read_transfer_file(tmp_path / "u.jsonl", False, ("body", None), counts)) == [("x", None), ("y", None)]
