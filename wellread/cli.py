@@ -164,15 +164,18 @@ def _vocab_encode(cfg: VocabEncodeConfig) -> None:
 
 @dataclasses.dataclass(kw_only=True)
 class DataStatsConfig:
-    task: str = field(help="cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli, ax or hans")
-    data_dir: Path = field(help="the GLUE root (holding <Task>/), a task folder, or a Hugging Face datasets copy")
+    task: str = field(help="cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli, ax, hans, or a task file "
+                           "(tickets.yaml: your own data, see docs/own-task.md)")
+    data_dir: Path | None = field(None, help="the GLUE root (holding <Task>/), a task folder, or a Hugging Face "
+                                             "datasets copy (not needed for a task file)")
     vocab: Path | None = field(None, help="vocab.txt or a model directory: lengths in WordPiece tokens "
                                           "(default: whitespace words)")
     max_length: int = field(128, help="with --vocab, count the examples longer than this")
     json: bool = field(False, help="print JSON (one object per split)")
 
 
-@command("data stats", DataStatsConfig, "per split: examples read, rows skipped and why, labels, lengths")
+@command("data stats", DataStatsConfig, "per split: examples read, rows skipped and why, labels, lengths, repeated "
+                                       "texts and overlap between splits")
 def _data_stats(cfg: DataStatsConfig) -> None:
     from wellread.data import stats
 
@@ -313,14 +316,16 @@ class EvaluateConfig:
     model: Path | None = field(None, help="a fine-tuned model directory (HF layout), or a fine-tuning run directory "
                                           "holding model/ (squad, squad_v2: or none, with --predictions)")
     task: str = field(help="cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli, ax (its diagnostic-full.tsv) or "
-                           "hans; ax and hans are scored with a model trained for mnli; squad (v1.1) or squad_v2 "
-                           "(v2.0): the official EM/F1")
-    data_dir: Path = field(help="the GLUE root (holding <Task>/), a task folder, or a Hugging Face datasets copy")
+                           "hans (ax and hans are scored with a model trained for mnli), a task file (tickets.yaml); squad (v1.1) or squad_v2 (v2.0): the official EM/F1")
+    data_dir: Path | None = field(None, help="the GLUE root (holding <Task>/), a task folder, or a Hugging Face "
+                                             "datasets copy (not needed for a task file)")
     split: str | None = field(None, help="one labelled split (default: dev; MNLI: both dev sets; HANS: its "
                                          "evaluation set; AX: diagnostic-full)")
     inputs: Inputs = group(Inputs, help="how inputs are cut (--max-length)")
     json: bool = field(False, help="print JSON instead of a report")
     out: Path | None = field(None, help="also write the result as JSON to this file")
+    plots: Path | None = field(None, help="write each split's confusion matrix (or, for regression, its error plot) "
+                                          "as PNG into this directory")
     predictions: Path | None = field(None, help="squad, squad_v2: a predictions.json (id -> answer text) to score "
                                                 "as the official script does; with --model, where to write it "
                                                 "(nbest_predictions.json and null_odds.json beside it)")
@@ -343,7 +348,8 @@ def _evaluate(cfg: EvaluateConfig) -> None:
         from wellread.infer.qa import evaluate_command
 
         return evaluate_command(cfg)
-    r = glue.evaluate_model(cfg.model, cfg.task, cfg.data_dir, cfg.split, max_length=cfg.inputs.max_length)
+    r = glue.evaluate_model(cfg.model, cfg.task, cfg.data_dir, cfg.split, max_length=cfg.inputs.max_length,
+                            plots=cfg.plots)
     if cfg.out is not None:
         atomic_write_json(cfg.out, r)
     print(json.dumps(r, indent=2) if cfg.json else glue.format_evaluation(r))
@@ -383,6 +389,7 @@ def _grid_config():
 
 @command("grid", _grid_config, "the paper's grid (batch 8..128 x lr 3e-4..3e-5, 4 epochs) per task, best on dev")
 def _grid(cfg) -> None:
+    from wellread.data.tasks import get_task
     from wellread.report.grid_tables import write_grid_report
     from wellread.train.grid import check_complete, label, run_grid
 
@@ -391,7 +398,7 @@ def _grid(cfg) -> None:
     check_complete(r, cfg.out)
     for task, t in r["tasks"].items():
         b = t["best"]
-        print(f"{task}: best bs{b['batch_size']} lr{b['lr']:g} dev {100 * b['score']:.1f} "
+        print(f"{get_task(task).name}: best bs{b['batch_size']} lr{b['lr']:g} dev {100 * b['score']:.1f} "
               f"({t['finished']}/{t['total']} cells)")
     if r.get("glue_score") is not None:
         print(f"GLUE score (dev): {r['glue_score']:.1f}")
@@ -414,7 +421,9 @@ def _check_backend(backend: str) -> None:
 class PredictConfig:
     model: Path = field(help="a fine-tuned model directory (or its run directory), or a `wellread export` directory")
     input: str = field(help="inputs: .txt (a sentence a line), .tsv (header naming sentence, or sentence1/sentence2), "
-                            ".jsonl (text or text_a/text_b), or - for lines on stdin")
+                            ".jsonl (text or text_a/text_b), - for lines on stdin, or a task file (.yaml: its "
+                            "--split, default test)")
+    split: str | None = field(None, help="with a task file as --input: the split to predict (train, dev or test)")
     output: str = field(help="predictions: .jsonl, .tsv, or - for JSON lines on stdout (written atomically)")
     backend: str = field("torch", help="torch, onnx (fp32), onnx-int8, openvino (bf16 where the CPU has it), or auto "
                                        "(the fastest here, see `wellread env`); an ONNX file missing from --model is "
@@ -449,7 +458,7 @@ def _predict(cfg: PredictConfig) -> None:
         return
     predictor = open_predictor(cfg.model, backend=cfg.backend, max_length=cfg.inputs.max_length, batch_size=cfg.batch_size,
                                threads=cfg.threads, quiet=cfg.quiet)
-    r = predict_file(predictor, cfg.input, cfg.output, text_a=cfg.text_a, text_b=cfg.text_b,
+    r = predict_file(predictor, cfg.input, cfg.output, text_a=cfg.text_a, text_b=cfg.text_b, split=cfg.split,
                      chunk_size=cfg.chunk_size, progress=not cfg.quiet)
     if not cfg.quiet:
         print(f"predicted {r['inputs']:,} inputs in {r['seconds']:.1f} s ({r['inputs_per_s']:,.0f}/s, "
@@ -556,6 +565,9 @@ def _distill(cfg) -> None:
         line += "; after fine-tuning; distilled only: " + ", ".join(f"{k} {v:.4f}" for k, v in r["distill_dev"].items())
     final = r.get("final_model") or str(cfg.out / "model")
     print(line + f") -> {final}")
+    for path, c in (r.get("transfer_files") or {}).items():
+        print(f"  {path}: {c['read']:,} lines read, {c['skipped']:,} skipped (blank), {c['inputs']:,} inputs "
+              f"labelled by the teacher", file=sys.stderr)
 
 
 # --- wellread recipe / report --------------------------------------------------------------------

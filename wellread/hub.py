@@ -69,6 +69,12 @@ def hub_url(hub_id: str, filename: str) -> str:
     return f"{base.rstrip('/')}/{hub_id}/resolve/main/{filename}"
 
 
+def hub_api_url(path: str) -> str:
+    """A URL of the hub's API (e.g. ``datasets/ID/parquet/CONFIG/SPLIT``: a data set's parquet files)."""
+    base = os.environ.get("HF_ENDPOINT") or HF_BASE
+    return f"{base.rstrip('/')}/api/{path}"
+
+
 # --- the manifest ------------------------------------------------------------------------------
 
 def read_manifest(cache: Path) -> dict:

@@ -38,14 +38,22 @@ def _labels(data: SplitData) -> dict:
     values = [e.label for e in data.examples if e.label is not None]
     if not values:
         return {}
-    if spec.is_regression:
+    if spec.is_regression and spec.source is None:  # STS-B: its 0-5 scale in unit bins
         bins = Counter(min(int(v), 4) for v in values)  # 5.0 goes into the last bin
         return {f"{b}-{b + 1}": bins.get(b, 0) for b in range(5)}
+    if spec.is_regression:  # a task file's scores: five equal bins from the smallest to the largest
+        edges = np.linspace(min(values), max(values), 6)
+        counts, _ = np.histogram(values, bins=edges)
+        return {f"{edges[i]:g}-{edges[i + 1]:g}": int(n) for i, n in enumerate(counts)}
     counts = Counter(values)
     return {name: counts.get(name, 0) for name in spec.labels or ()}
 
 
-def split_stats(task: str, data_dir: str | Path, *, vocab: str | Path | None = None,
+def _key(e) -> tuple[str, str | None]:
+    return (e.text_a.strip().lower(), None if e.text_b is None else e.text_b.strip().lower())
+
+
+def split_stats(task: str, data_dir: str | Path | None, *, vocab: str | Path | None = None,
                 max_length: int = 128) -> list[dict]:
     """One dict per split present: split, file, examples, skipped (+ reasons), labels, lengths."""
     spec = get_task(task)
@@ -54,8 +62,12 @@ def split_stats(task: str, data_dir: str | Path, *, vocab: str | Path | None = N
         tokenizer = load_tokenizer(vocab)
     unit = "wordpiece tokens incl. [CLS]/[SEP]" if tokenizer is not None else "whitespace words"
     out = []
+    texts: dict[str, set] = {}
+    notes = getattr(spec.source, "notes", {})
     for split in split_files(spec, data_dir):
         data = read_split(spec, data_dir, split)
+        keys = [_key(e) for e in data.examples]
+        texts[split] = set(keys)
         lengths = _lengths(data, tokenizer)
         reasons = Counter(r for _, r in data.skipped)
         length = {"unit": unit, **{f"p{q}": int(np.percentile(lengths, q, method="inverted_cdf"))
@@ -67,7 +79,14 @@ def split_stats(task: str, data_dir: str | Path, *, vocab: str | Path | None = N
             "skipped": len(data.skipped), "skipped_reasons": dict(reasons.most_common()),
             "skipped_lines": [n for n, _ in data.skipped[:20]],
             "labels": _labels(data), "length": length,
+            "duplicates": len(keys) - len(texts[split]),  # examples whose text (pair) came earlier in the split
+            **({"note": notes[split]} if split in notes else {}),
         })
+    names = list(texts)
+    for s in out:  # distinct texts shared with each other split (case and outer spaces ignored)
+        s["overlap"] = {o: len(texts[s["split"]] & texts[o]) for o in names if o != s["split"]}
+    if "unassigned" in notes:
+        out[0]["unassigned"] = notes["unassigned"]
     return out
 
 
@@ -77,6 +96,9 @@ def format_stats(task: str, stats: list[dict]) -> str:
     lines = []
     for s in stats:
         lines.append(f"{spec.name} {s['split']}: {s['examples']:,} examples, {s['skipped']:,} skipped  ({s['file']})")
+        for key in ("note", "unassigned"):
+            if key in s:
+                lines.append(f"  {'made from' if key == 'note' else 'not in any split'}: {s[key]}")
         for reason, n in s["skipped_reasons"].items():
             lines.append(f"  skipped {n:,}: {reason}")
         if s["skipped_lines"]:
@@ -91,4 +113,7 @@ def format_stats(task: str, stats: list[dict]) -> str:
         extra = "".join(f", {k.replace('_', ' ')} {v:,}" for k, v in ln.items() if k.startswith("over_"))
         lines.append(f"  length ({ln['unit']}): " + ", ".join(f"p{q} {ln[f'p{q}']}" for q in PERCENTILES)
                      + f", max {ln['max']}, mean {ln['mean']}{extra}")
+        overlap = ", ".join(f"{n:,} with {o}" for o, n in s["overlap"].items())
+        lines.append(f"  repeated texts: {s['duplicates']:,} within the split"
+                     + (f"; shared: {overlap}" if overlap else ""))
     return "\n".join(lines)

@@ -61,10 +61,19 @@ def task_dir(task: str | TaskSpec, data_dir: str | Path) -> Path | None:
     return None
 
 
-def split_files(task: str | TaskSpec, data_dir: str | Path) -> dict[str, Path]:
+def _glue_dir(spec: TaskSpec, data_dir: str | Path | None) -> Path:
+    if data_dir is None:
+        raise WellreadError(f"{spec.name} is a built-in task: give --data-dir (the GLUE root, a task folder, or a "
+                            "Hugging Face datasets copy)", field="data_dir")
+    return Path(data_dir)
+
+
+def split_files(task: str | TaskSpec, data_dir: str | Path | None) -> dict[str, Path]:
     """The splits of ``task`` present under ``data_dir`` (GLUE TSV layout, else a HF copy) and their files."""
     spec = get_task(task)
-    folder = task_dir(spec, data_dir)
+    if spec.source is not None:
+        return spec.source.files()
+    folder = task_dir(spec, _glue_dir(spec, data_dir))
     if folder is not None:
         return _present(spec, folder)
 
@@ -76,7 +85,7 @@ def split_files(task: str | TaskSpec, data_dir: str | Path) -> dict[str, Path]:
     return found
 
 
-def read_split(task: str | TaskSpec, data_dir: str | Path, split: str) -> SplitData:
+def read_split(task: str | TaskSpec, data_dir: str | Path | None, split: str) -> SplitData:
     """Read one split of a task from a GLUE root, a task folder, or a HF ``datasets`` copy.
 
     Raises WellreadError (file, line, field) on a wrong column count, a label outside the task's set,
@@ -86,7 +95,9 @@ def read_split(task: str | TaskSpec, data_dir: str | Path, split: str) -> SplitD
     """
     spec = get_task(task)
     split = spec.split_name(split)
-    folder = task_dir(spec, data_dir)
+    if spec.source is not None:  # a task file: its splits were read and checked when it was loaded
+        return spec.source.read(split)
+    folder = task_dir(spec, _glue_dir(spec, data_dir))
     if folder is None:
         if spec.hf is not None and hf_glue.find_files(spec, Path(data_dir), split):
             return hf_glue.read_hf_split(spec, Path(data_dir), split)

@@ -28,7 +28,7 @@ from wellread.data.task_files import read_split, split_files
 from wellread.data.tasks import TASKS, Example, TaskSpec, get_task
 from wellread.errors import WellreadError
 from wellread.eval.hans import hans_report
-from wellread.eval.metrics import compute_metrics
+from wellread.eval.metrics import compute_metrics, confusion, per_class
 from wellread.eval.predict import logits_to_predictions, predict_logits
 from wellread.io import atomic_directory, check_output_dir, model_directory, read_json
 from wellread.modeling.models import check_vocabulary, read_config
@@ -123,22 +123,25 @@ def labelled_splits(task: str | TaskSpec) -> tuple[str, ...]:
     return spec.dev_splits or tuple(s for s, (_, lay) in spec.splits.items() if lay.label is not None)
 
 
-def evaluate_model(model_dir: str | Path, task: str, data_dir: str | Path, split: str | None = None, *,
-                   max_length: int = 128) -> dict:
+def evaluate_model(model_dir: str | Path, task: str, data_dir: str | Path | None, split: str | None = None, *,
+                   max_length: int = 128, plots: str | Path | None = None) -> dict:
     """Score a saved model on a task's labelled split(s).
 
     Returns ``{"task", "model", "max_length", "splits": {split: metrics}}``: the task's GLUE metrics as
     fractions plus ``n`` (examples) and ``skipped`` (malformed rows the reader skipped, when any); for
     HANS, ``hans_report``'s dict (``heuristics``: heuristic → gold label → accuracy, ``subcases``,
     ``counts``) with ``accuracy`` = its ``overall``. STS-B is scored on the raw (unclipped) outputs,
-    as fine-tuning's dev evaluation does.
+    as fine-tuning's dev evaluation does. Classification adds ``per_class`` (precision, recall, F1,
+    support) and ``confusion`` (rows true, columns predicted, in the task's label order); with ``plots``
+    (a directory) each split's confusion matrix, or for regression its error plot, is written there as PNG.
     """
     spec = get_task(task)
     splits = [spec.split_name(split)] if split else list(labelled_splits(spec))
     for s in splits:
         if spec.splits[s][1].label is None:
             raise WellreadError(f"the {s} split of {spec.name} has no labels to score; "
-                                "use predict-glue to write its predictions", field="split")
+                                f"use {'predict' if spec.source is not None else 'predict-glue'} to write its "
+                                "predictions", field="split")
     clf = load_classifier(model_dir, spec)
     max_length = min(max_length, clf.model.config.max_position_embeddings)
     out: dict[str, dict] = {}
@@ -149,20 +152,51 @@ def evaluate_model(model_dir: str | Path, task: str, data_dir: str | Path, split
             report = hans_report(data.examples, preds)
             metrics = {"accuracy": report["overall"], **report}
         else:
-            metrics = {**compute_metrics(spec, preds, [e.label for e in data.examples]), "n": len(data.examples)}
+            refs = [e.label for e in data.examples]
+            metrics = {**compute_metrics(spec, preds, refs), "n": len(data.examples)}
+            if spec.labels is not None:
+                metrics["per_class"] = per_class(preds, refs, spec.labels)
+                metrics["confusion"] = {"labels": list(spec.labels),
+                                        "matrix": confusion(preds, refs, spec.labels).tolist()}
+            if plots is not None:
+                metrics["plot"] = str(_plot(spec, s, preds, refs, Path(plots)))
         if data.skipped:
             metrics["skipped"] = len(data.skipped)
         out[s] = metrics
-    return {"task": spec.name, "model": str(clf.path), "max_length": max_length, "splits": out}
+    result = {"task": spec.name, "model": str(clf.path), "max_length": max_length, "splits": out}
+    if spec.source is not None:
+        result["task_file"] = str(spec.source.path)
+    return result
+
+
+def _plot(spec: TaskSpec, split: str, preds: list, refs: list, folder: Path) -> Path:
+    from wellread.report.task_plots import confusion_png, errors_png
+
+    folder.mkdir(parents=True, exist_ok=True)
+    if spec.labels is None:
+        return errors_png(preds, refs, folder / f"errors-{spec.name}-{split}.png", f"{spec.name} {split}")
+    return confusion_png(confusion(preds, refs, spec.labels), spec.labels,
+                         folder / f"confusion-{spec.name}-{split}.png", f"{spec.name} {split}")
 
 
 def format_evaluation(result: Mapping) -> str:
     """A short human-readable report of ``evaluate_model``'s result."""
     lines = []
     for split, m in result["splits"].items():
-        scores = ", ".join(f"{k} {m[k]:.4f}" for k in ("mcc", "accuracy", "f1", "pearson", "spearman") if k in m)
+        scores = ", ".join(f"{k} {m[k]:.4f}" for k in ("mcc", "accuracy", "f1", "macro_f1", "pearson", "spearman")
+                           if k in m)
         skipped = f", {m['skipped']} rows skipped" if m.get("skipped") else ""
         lines.append(f"{result['task']} {split}: {scores} ({m['n']:,} examples{skipped})")
+        if "per_class" in m and "task_file" in result:  # a GLUE task's report stays one line per split
+            width = max(len(c) for c in m["per_class"])
+            lines.append(f"  {'class':<{width}}  precision  recall      f1  support")
+            lines += [f"  {c:<{width}}  {v['precision']:>9.4f}  {v['recall']:>6.4f}  {v['f1']:>6.4f}  "
+                      f"{v['support']:>7,}" for c, v in m["per_class"].items()]
+            cm = m["confusion"]
+            lines.append("  confusion (rows true, columns predicted): " + "; ".join(
+                f"{t} [{' '.join(map(str, row))}]" for t, row in zip(cm["labels"], cm["matrix"])))
+        if "plot" in m:
+            lines.append(f"  plot: {m['plot']}")
         if "heuristics" in m:
             golds = ("entailment", "non-entailment")
             width = max(len(h) for h in m["heuristics"]) if m["heuristics"] else 9

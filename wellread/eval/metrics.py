@@ -41,6 +41,37 @@ def f1(predictions: Sequence, references: Sequence, positive: object = 1) -> flo
     return 0.0 if denom == 0 else 2.0 * tp / denom
 
 
+def confusion(predictions: Sequence, references: Sequence, labels: Sequence) -> np.ndarray:
+    """Counts ``cm[i, j]`` of examples whose reference is ``labels[i]`` and prediction ``labels[j]``."""
+    p, r = _pair(predictions, references)
+    index = {name: i for i, name in enumerate(labels)}
+    cm = np.zeros((len(labels), len(labels)), dtype=np.int64)
+    for a, b in zip(r.tolist(), p.tolist()):
+        cm[index[a], index[b]] += 1
+    return cm
+
+
+def per_class(predictions: Sequence, references: Sequence, labels: Sequence) -> dict[str, dict[str, float]]:
+    """Precision, recall, F1 and support of each class (0 where undefined, as sklearn's zero_division=0)."""
+    cm = confusion(predictions, references, labels)
+    tp, predicted, support = np.diag(cm), cm.sum(axis=0), cm.sum(axis=1)
+    out = {}
+    for i, name in enumerate(labels):
+        prec = tp[i] / predicted[i] if predicted[i] else 0.0
+        rec = tp[i] / support[i] if support[i] else 0.0
+        f = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
+        out[str(name)] = {"precision": float(prec), "recall": float(rec), "f1": float(f), "support": int(support[i])}
+    return out
+
+
+def macro_f1(predictions: Sequence, references: Sequence, labels: Sequence | None = None) -> float:
+    """The unweighted mean of the per-class F1 over ``labels`` (default: the classes seen in either)."""
+    if labels is None:
+        p, r = _pair(predictions, references)
+        labels = sorted(set(p.tolist()) | set(r.tolist()))
+    return float(np.mean([c["f1"] for c in per_class(predictions, references, labels).values()]))
+
+
 def mcc(predictions: Sequence, references: Sequence) -> float:
     """Matthews correlation; for more than two classes Gorodkin's R_K (GLUE's AX "R3"), as sklearn.
 
@@ -130,8 +161,9 @@ def compute_metrics(task: str | TaskSpec, predictions: Sequence, references: Seq
             raise WellreadError(f"prediction {unknown[0]!r} is not a label of {spec.name} "
                                 f"({', '.join(spec.labels or ())})", field="predictions")
     fns = {"accuracy": accuracy, "mcc": mcc, "pearson": pearson, "spearman": spearman,
-           "f1": lambda a, b: f1(a, b, positive=spec.positive_label)}
-    return {m: fns[m](p, r) for m in spec.metrics}
+           "f1": lambda a, b: f1(a, b, positive=spec.positive_label),
+           "macro_f1": lambda a, b: macro_f1(a, b, spec.labels)}
+    return {m: fns[m](p, r) for m in (*spec.metrics, *spec.report_metrics)}
 
 
 def task_score(task: str | TaskSpec, metrics: Mapping[str, float]) -> float:
@@ -248,6 +280,8 @@ def best_glue_columns(tasks: dict) -> dict[str, dict[str, float]]:
         if t["best"] is None or task in ("squad", "squad_v2"):  # not GLUE columns
             continue
         spec = get_task(task)
+        if spec.source is not None:
+            continue  # a task file: not a GLUE column
         dev = t["best"]["dev"]
         if task == "mnli":
             for split, col in zip(spec.dev_splits, ("mnli-m", "mnli-mm")):

@@ -185,9 +185,29 @@ def _jsonl(f: IO[str], path: str, text_a: str | None, text_b: str | None) -> Ite
         yield Record(n, a, b, ident if isinstance(ident, (str, int)) or ident is None else json.dumps(ident))
 
 
-def read_records(path: str | Path, *, text_a: str | None = None, text_b: str | None = None) -> Iterator[Record]:
-    """The inputs of a file (or ``-``), lazily, in order; bad content raises WellreadError at its line."""
+def task_records(path: str, split: str) -> Iterator[Record]:
+    """The inputs of one split of a task file (``tickets.yaml``), read and checked as training reads them."""
+    from wellread.data.own_task import load_task_file
+    from wellread.data.task_files import read_split
+
+    for e in read_split(load_task_file(path), None, split).examples:
+        yield Record(e.meta["line"], e.text_a, e.text_b, e.meta["line"])
+
+
+def read_records(path: str | Path, *, text_a: str | None = None, text_b: str | None = None,
+                 split: str | None = None) -> Iterator[Record]:
+    """The inputs of a file (or ``-``), lazily, in order; bad content raises WellreadError at its line.
+
+    A task file (``.yaml``) gives the inputs of its ``split`` (default: test), with their line as id.
+    """
     path = str(path)
+    if path.lower().endswith((".yaml", ".yml")):
+        if text_a is not None or text_b is not None:
+            raise WellreadError("a task file names its own text columns; drop --text-a / --text-b", field="text_a")
+        yield from task_records(path, split or "test")
+        return
+    if split is not None:
+        raise WellreadError("--split applies to a task file (.yaml) input", field="split")
     fmt = _format(path)
     if fmt == "txt" and text_b is not None:
         raise WellreadError("a .txt input holds one sentence a line; --text-b needs a .tsv or .jsonl", field="text_b")
@@ -203,7 +223,7 @@ def read_records(path: str | Path, *, text_a: str | None = None, text_b: str | N
 
 def count_inputs(path: str) -> int | None:
     """Lines in an uncompressed input file (a cheap total for the progress bar); None for stdin / .gz."""
-    if path == "-" or path.lower().endswith(".gz") or not Path(path).is_file():
+    if path == "-" or path.lower().endswith((".gz", ".yaml", ".yml")) or not Path(path).is_file():
         return None
     n = 0
     with open(path, "rb") as f:
@@ -283,7 +303,8 @@ def _chunks(records: Iterator[Record], size: int) -> Iterator[list[Record]]:
 
 
 def predict_file(predictor, input: str | Path, output: str | Path, *, text_a: str | None = None,
-                 text_b: str | None = None, chunk_size: int = CHUNK, progress: bool = True) -> dict:
+                 text_b: str | None = None, chunk_size: int = CHUNK, progress: bool = True,
+                 split: str | None = None) -> dict:
     """Predict every input of ``input`` into ``output``; returns ``{"inputs", "seconds", "inputs_per_s"}``."""
     from tqdm import tqdm
 
@@ -293,7 +314,7 @@ def predict_file(predictor, input: str | Path, output: str | Path, *, text_a: st
     fmt = output_format(output)
     if input != "-" and output != "-" and Path(input).resolve() == Path(output).resolve():
         raise WellreadError("the output would replace the input", file=output, field="output")
-    records = read_records(input, text_a=text_a, text_b=text_b)
+    records = read_records(input, text_a=text_a, text_b=text_b, split=split)
     t0 = time.perf_counter()
     n = 0
     with atomic_output(output) as f, tqdm(total=count_inputs(input), unit=" inputs", disable=not progress,

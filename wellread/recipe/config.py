@@ -12,6 +12,7 @@ import yaml
 import wellread
 from wellread.config import field, group, setting_fields, to_dict
 from wellread.data.batching import Inputs
+from wellread.data.own_task import is_task_file
 from wellread.data.tasks import get_task
 from wellread.errors import WellreadError
 from wellread.modeling import zoo
@@ -118,7 +119,12 @@ class RecipeConfig:
     quiet: bool = field(False, help="no progress bars")
 
     def __post_init__(self) -> None:
-        self.tasks = [get_task(t).name for t in _as_list(self.tasks, str, "tasks")]
+        self.tasks = _as_list(self.tasks, str, "tasks")
+        for t in self.tasks:
+            if is_task_file(t):
+                raise WellreadError(f"{t}: recipe runs GLUE tasks only for now; for a task file run finetune, grid, "
+                                    "distill and evaluate (docs/own-task.md)", field="tasks")
+        self.tasks = [get_task(t).name for t in self.tasks]
         self.seeds = _as_list(self.seeds, int, "seeds")
         self.students = _as_list(self.students, str, "students")
         self.arms = _as_list(self.arms, str, "arms")

@@ -195,10 +195,11 @@ def curves_section(col: Collection, out: Path, figures: list[Path]) -> str:
             first_seed[(s.label, s.task)] = s
     for task in sorted({t for _, t in first_seed}):
         runs = [(label, s.run) for (label, t), s in first_seed.items() if t == task]
-        fig = plot_curves(task, runs, out / f"curves-{task}.png")
+        name = get_task(task).name  # a task file's runs are keyed by its path
+        fig = plot_curves(task, runs, out / f"curves-{name}.png")
         if fig is not None:
             figures.append(fig)
-            lines += [f"### Fine-tuning and distillation: {task}", "", f"![{task} curves]({fig.name})", ""]
+            lines += [f"### Fine-tuning and distillation: {name}", "", f"![{name} curves]({fig.name})", ""]
     return "\n".join(lines) + "\n" if len(lines) > 2 else ""
 
 

@@ -161,13 +161,15 @@ def add_run(col: Collection, path: Path, kind: str, label: str, *, arm: str | No
             suffix = {"pd": " (PD)", "pd+ft": " (PD + fine-tune)"}.get(sub_arm or "", "")
             _grid_scores(col, run, g, label + suffix, sub_arm or arm, "finetune" if sub_arm == "pd+ft" else "")
     elif kind in ("finetune", "distill"):
-        col.scores.append(Score(label=label if kind == "finetune" else f"{label} (PD)", task=results["task"],
-                                dev=results["dev"], score=_score(results["task"], results["dev"]), run=path,
+        task = results.get("task_file") or results["task"]  # a task file's run: its path finds the task again
+        col.scores.append(Score(label=label if kind == "finetune" else f"{label} (PD)", task=task,
+                                dev=results["dev"], score=_score(task, results["dev"]), run=path,
                                 arm=arm or ("pd" if kind == "distill" else None), student=student, seed=seed))
         ft = read_json_or_none(path / "finetune" / "results.json")
         if kind == "distill" and ft is not None:
-            col.scores.append(Score(label=f"{label} (PD + fine-tune)", task=ft["task"], dev=ft["dev"],
-                                    score=_score(ft["task"], ft["dev"]), run=path / "finetune", arm="pd+ft",
+            ft_task = ft.get("task_file") or ft["task"]
+            col.scores.append(Score(label=f"{label} (PD + fine-tune)", task=ft_task, dev=ft["dev"],
+                                    score=_score(ft_task, ft["dev"]), run=path / "finetune", arm="pd+ft",
                                     student=student, seed=seed))
     return run
 

@@ -21,10 +21,11 @@ def _pyplot():
 def plot_curves(task: str, runs: list[tuple[str, Path]], out: Path) -> Path | None:
     """Training loss against steps and the dev score after each epoch, one line per (label, run)."""
     if task in ("squad", "squad_v2"):  # extractive QA: the official F1 (already in %) on the held-out questions
-        keys, scale, metric = ["test/f1"], 1.0, "F1"
+        keys, scale, metric, name = ["test/f1"], 1.0, "F1", task
     else:
-        spec = get_task(task)
+        spec = get_task(task)  # a GLUE name or a task file (named by its name:)
         keys, scale, metric = [f"{s}/{m}" for s in spec.dev_splits for m in spec.metrics], 100.0, "/".join(spec.metrics)
+        name = spec.name
     plt = _pyplot()
     fig, (ax_loss, ax_dev) = plt.subplots(1, 2, figsize=(11, 4))
     drawn = False
@@ -46,10 +47,10 @@ def plot_curves(task: str, runs: list[tuple[str, Path]], out: Path) -> Path | No
         return None
     ax_loss.set_xlabel("step")
     ax_loss.set_ylabel("training loss")
-    ax_loss.set_title(f"{task}: training loss (the best cell of each arm)")
+    ax_loss.set_title(f"{name}: training loss (the best cell of each arm)")
     ax_dev.set_xlabel("epoch")
     ax_dev.set_ylabel(f"dev {metric} (%)")
-    ax_dev.set_title(f"{task}: dev score after each epoch")
+    ax_dev.set_title(f"{name}: dev score after each epoch")
     for ax in (ax_loss, ax_dev):
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:

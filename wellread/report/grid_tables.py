@@ -52,8 +52,12 @@ def markdown_table(results: dict, label: str) -> str:
     lines.append("")
     lines.append("Metrics: CoLA MCC; MRPC and QQP F1/accuracy; STS-B Pearson/Spearman; the others accuracy. "
                  "Score: the GLUE score, when all nine tasks were run.")
+    if all(get_task(task).source is not None for task in results["tasks"]):
+        # task files only: no GLUE column to fill; the per-task grids below say it all
+        lines = [f"{label}: dev score (%) of each cell on the task's selection metric (the mean of its metrics "
+                 "when it has several, as GLUE's)."]
     for task, t in results["tasks"].items():
-        lines += ["", f"### {task}: dev score by batch size × learning rate "
+        lines += ["", f"### {get_task(task).name}: dev score by batch size × learning rate "
                       f"({t['finished']}/{t['total']} cells finished)", ""]
         lrs = sorted({r["lr"] for r in t["cells"]}, reverse=True)
         bss = sorted({r["batch_size"] for r in t["cells"]})
@@ -114,9 +118,11 @@ def heatmaps(results: dict, out: Path) -> list[Path]:
         ax.set_yticks(range(len(bss)), [str(b) for b in bss])
         ax.set_xlabel("learning rate")
         ax.set_ylabel("batch size")
-        metrics = "F1 (held-out questions)" if task in ("squad", "squad_v2") else "/".join(get_task(task).metrics)
+        qa = task in ("squad", "squad_v2")
+        metrics = "F1 (held-out questions)" if qa else "/".join(get_task(task).metrics)
+        name = task if qa else get_task(task).name  # a task file is named by its name:
         source = model_label(results["model"]) + (", random init" if results.get("random_init") else "")
-        ax.set_title(f"{task} dev {metrics} ({source})")
+        ax.set_title(f"{name} dev {metrics} ({source})")
         for i in range(len(bss)):
             for j in range(len(lrs)):
                 if not np.isnan(grid[i, j]):
@@ -127,6 +133,6 @@ def heatmaps(results: dict, out: Path) -> list[Path]:
             ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2))
         fig.colorbar(im, ax=ax)
         fig.tight_layout()
-        written.append(save_png(fig, out / f"heatmap-{task}.png"))
+        written.append(save_png(fig, out / f"heatmap-{name}.png"))
         plt.close(fig)
     return written

@@ -31,6 +31,7 @@ from tokenizers import Tokenizer
 
 from wellread.config import carry, field, group, to_dict
 from wellread.data.batching import Features, Inputs, cached_encode
+from wellread.data.own_task import data_settings, task_file_of
 from wellread.data.squad import QASettings, is_qa_task
 from wellread.data.task_files import read_split
 from wellread.data.tasks import TaskSpec, get_task
@@ -71,8 +72,10 @@ class DistillConfig(TrainConfig):
     teacher: str = field(help="the teacher: a sequence-classification model directory (HF layout) trained for the task")
     student: str = field(help="the student: a pre-trained model directory, or one of the 24 names with --random-init")
     task: str = field(help="GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli; squad or squad_v2 "
-                           "(the teacher's start/end logits per window)")
-    data_dir: Path = field(help="the GLUE root (holding <TASK>/ folders), a task folder, or a HF datasets copy")
+                           "(the teacher's start/end logits per window); or a task file (tickets.yaml: your own "
+                           "data, see docs/own-task.md)")
+    data_dir: Path | None = field(None, help="the GLUE root (holding <TASK>/ folders), a task folder, or a HF datasets "
+                                             "copy (not needed for a task file)")
     out: Path = field(help="the run directory (model/, results.json, metrics.jsonl; finetune/ with --then-finetune)")
     transfer: list[Path] = field(default_factory=list, help="unlabelled transfer text: .txt/.tsv/.gz (one input a "
                                  "line; a tab separates a pair) or .jsonl (text, or text_a/text_b)")
@@ -117,6 +120,7 @@ class TransferSet:
     texts_b: list[str | None]
     gold: np.ndarray  # int64 label ids, or float32 scores with NaN for none
     sources: dict[str, int]  # where the inputs came from, and how many
+    files: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)  # file -> lines read, skipped, inputs
 
     def __len__(self) -> int:
         return len(self.texts_a)
@@ -133,9 +137,17 @@ def _open_text(path: Path):
     return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8")
 
 
-def read_transfer_file(path: Path, pairs: bool) -> Iterator[tuple[str, str | None]]:
-    """(text_a, text_b) from a transfer file; a malformed line is one error naming file, line and field."""
+def read_transfer_file(path: Path, pairs: bool, fields: tuple[str, str | None] | None = None,
+                       counts: dict[str, int] | None = None) -> Iterator[tuple[str, str | None]]:
+    """(text_a, text_b) from a transfer file, streamed; a malformed line is one error naming file, line and field.
+
+    JSON lines take ``fields`` (a task file's text / text_pair names) first, then text or text_a/text_b.
+    ``counts`` receives the lines ``read``, the blank lines ``skipped`` and the ``inputs`` given.
+    """
     path = Path(path)
+    counts = counts if counts is not None else {}
+    counts.update(read=0, skipped=0, inputs=0)
+    fa, fb = fields or (None, None)
     if not path.is_file():
         raise WellreadError("no such transfer file", file=path)
     name = path.name[:-3] if path.name.endswith(".gz") else path.name
@@ -143,8 +155,10 @@ def read_transfer_file(path: Path, pairs: bool) -> Iterator[tuple[str, str | Non
     try:
         with _open_text(path) as f:
             for lineno, line in enumerate(f, 1):
+                counts["read"] += 1
                 line = line.rstrip("\n").rstrip("\r")
                 if not line.strip():
+                    counts["skipped"] += 1
                     continue
                 if is_json:
                     try:
@@ -153,8 +167,9 @@ def read_transfer_file(path: Path, pairs: bool) -> Iterator[tuple[str, str | Non
                         raise WellreadError(f"not JSON ({e.msg})", file=path, line=lineno) from None
                     if not isinstance(row, dict):
                         raise WellreadError("expected a JSON object", file=path, line=lineno)
-                    a = row.get("text_a", row.get("sentence1", row.get("text", row.get("sentence"))))
-                    b = row.get("text_b", row.get("sentence2"))
+                    a = row[fa] if fa in row else row.get("text_a", row.get("sentence1", row.get("text",
+                                                                                                   row.get("sentence"))))
+                    b = row[fb] if fb in row else row.get("text_b", row.get("sentence2"))
                     if not isinstance(a, str) or not a.strip():
                         raise WellreadError("no text (expected text, or text_a/text_b)", file=path, line=lineno,
                                             field="text")
@@ -170,6 +185,7 @@ def read_transfer_file(path: Path, pairs: bool) -> Iterator[tuple[str, str | Non
                 if not pairs and b is not None:
                     raise WellreadError("the task takes single sentences but this line has a pair", file=path,
                                         line=lineno, field="text_b")
+                counts["inputs"] += 1
                 yield a, b
     except UnicodeDecodeError as e:
         raise WellreadError(f"not UTF-8 text ({e.reason})", file=path) from None
@@ -234,17 +250,23 @@ def build_transfer(cfg: DistillConfig, spec: TaskSpec) -> TransferSet:
         texts_b += db
         gold += [none] * len(da)
         sources[f"derived from {spec.name} train ({cfg.augment} per example)"] = len(da)
+    files: dict[str, dict[str, int]] = {}
+    own = getattr(spec.source, "spec_file", None)  # a task file: its JSON field names
     for path in cfg.transfer:
         n0 = len(texts_a)
-        for a, b in read_transfer_file(path, pairs):
+        counts: dict[str, int] = {}
+        for a, b in read_transfer_file(path, pairs, (own.text, own.text_pair) if own else None, counts):
             texts_a.append(a)
             texts_b.append(b)
             gold.append(none)
         sources[str(path)] = len(texts_a) - n0
+        files[str(path)] = counts
+        if not counts["inputs"]:
+            raise WellreadError("no inputs in this transfer file", file=path)
     if not texts_a:
         raise WellreadError("the transfer set is empty", field="transfer")
     dtype = np.float32 if spec.is_regression else np.int64
-    return TransferSet(texts_a, texts_b, np.asarray(gold, dtype=dtype), sources)
+    return TransferSet(texts_a, texts_b, np.asarray(gold, dtype=dtype), sources, files)
 
 
 def check_vocabulary(tok: Tokenizer, feats: Features, who: str, texts: Sequence[str]) -> float:
@@ -461,7 +483,7 @@ class DistillObjective(ClassificationObjective):
 
 def run_settings(cfg: DistillConfig) -> dict:
     """The settings that define a distillation run (what a finished run's results.json must match)."""
-    return to_dict(cfg) | {k: None for k in (*NOT_RESULT_SETTINGS, "overwrite", "out")}
+    return to_dict(cfg) | {k: None for k in (*NOT_RESULT_SETTINGS, "overwrite", "out")} | data_settings(cfg.task)
 
 
 def stage2_settings(cfg: DistillConfig) -> dict:
@@ -546,8 +568,9 @@ def _prepare_distillation(cfg: DistillConfig, spec: TaskSpec) -> Prepared:
                                  temperature=cfg.temperature, alpha=cfg.alpha, bf16=use_bf16(cfg.bf16))
 
     def results(result, wall: float) -> dict:
-        return {"task": spec.name, "model": source, "teacher": str(cfg.teacher),
+        return {"task": spec.name, **task_file_of(spec), "model": source, "teacher": str(cfg.teacher),
                 "transfer_examples": len(transfer), "transfer_sources": transfer.sources,
+                "transfer_files": transfer.files,
                 "teacher_cache": str(labels.cache), "teacher_label_seconds": labels.seconds,
                 "teacher_shards_computed": labels.computed_shards, "teacher_shards_reused": labels.reused_shards,
                 "epochs_done": result.state.epoch, "dev": dict(result.final_eval),

@@ -21,6 +21,7 @@ from tokenizers import Tokenizer
 from wellread import hub
 from wellread.config import field, group, to_dict
 from wellread.data.batching import Features, Inputs, bucketed_batches, cached_encode, collate
+from wellread.data.own_task import data_settings, task_file_of
 from wellread.data.squad import QASettings, is_qa_task
 from wellread.data.task_files import read_split
 from wellread.data.tasks import TaskSpec, get_task
@@ -39,9 +40,11 @@ from wellread.train.run import Prepared, epoch_summary, run, timing
 @dataclasses.dataclass(kw_only=True)
 class FinetuneConfig(TrainConfig):
     model: str = field(help="a model directory (HF layout), or one of the 24 names with --random-init")
-    task: str = field(help="GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli; or squad (v1.1), "
-                           "squad_v2 (v2.0): extractive question answering")
-    data_dir: Path = field(help="the GLUE root (holding <TASK>/ folders), a task folder, or a HF datasets copy")
+    task: str = field(help="GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli; squad (v1.1), squad_v2 "
+                           "(v2.0): extractive question answering; or a task file (tickets.yaml: your own data, "
+                           "see docs/own-task.md)")
+    data_dir: Path | None = field(None, help="the GLUE root (holding <TASK>/ folders), a task folder, or a HF datasets "
+                                             "copy (not needed for a task file)")
     out: Path = field(help="the run directory (model/, results.json, metrics.jsonl, checkpoint)")
     epochs: float | None = field(4.0, help="passes over the training data (the paper: 4)")
     inputs: Inputs = group(Inputs, help="how inputs are cut (--max-length)")
@@ -70,7 +73,7 @@ def label_targets(spec: TaskSpec, examples) -> tuple[np.ndarray, list]:
     return np.asarray([l2i[r] for r in refs], dtype=np.int64), refs
 
 
-def load_labelled(spec: TaskSpec, data_dir: Path, split: str, tok: Tokenizer, max_length: int) -> LabelledSet:
+def load_labelled(spec: TaskSpec, data_dir: Path | None, split: str, tok: Tokenizer, max_length: int) -> LabelledSet:
     data = read_split(spec, data_dir, split)
     if data.skipped:
         print(f"{data.path}: skipped {len(data.skipped)} malformed rows (first at line {data.skipped[0][0]}: "
@@ -190,7 +193,7 @@ def classifier_from_pretrained(path: Path, spec: TaskSpec, *, seed: int, new_hea
 
 def run_settings(cfg: FinetuneConfig) -> dict:
     """The settings that define a run (what a finished run's results.json must match to be reused)."""
-    return to_dict(cfg) | {k: None for k in (*NOT_RESULT_SETTINGS, "overwrite", "out")}
+    return to_dict(cfg) | {k: None for k in (*NOT_RESULT_SETTINGS, "overwrite", "out")} | data_settings(cfg.task)
 
 
 def _model_path(model: str) -> Path:
@@ -248,7 +251,7 @@ def finetune(cfg: FinetuneConfig) -> dict:
                                             bf16=use_bf16(cfg.bf16))
 
         def results(result, wall: float) -> dict:
-            return {"task": spec.name, "model": source, "train_examples": len(train_set.feats),
+            return {"task": spec.name, **task_file_of(spec), "model": source, "train_examples": len(train_set.feats),
                     "epochs_done": result.state.epoch, "dev": dict(result.final_eval),
                     **epoch_summary(result, f"{spec.dev_splits[0]}/{spec.main_metric}"),
                     **timing(result, wall, cfg.batch_size)}

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from wellread.config import carry, field, group, to_dict
 from wellread.data.batching import Inputs
+from wellread.data.own_task import task_ref
 from wellread.data.squad import is_qa_task
 from wellread.data.tasks import get_task
 from wellread.errors import WellreadError
@@ -59,9 +60,11 @@ def _numbers(text: str, what: str, kind: type) -> tuple:
 class GridConfig:
     model: str = field(help="a model directory (HF layout), a hub id or miniature name, or with --random-init "
                             "one of the 24 miniatures")
-    tasks: str = field(help="comma-separated GLUE tasks, e.g. rte,stsb,cola,sst2; or squad / squad_v2 (extractive "
-                            "QA: without the official train file, the by-article split of finetune --task squad)")
-    data_dir: Path = field(help="the GLUE root (holding <TASK>/ folders) or a HF datasets copy")
+    tasks: str = field(help="comma-separated GLUE tasks, e.g. rte,stsb,cola,sst2, and/or task files (tickets.yaml); "
+                            "or squad / squad_v2 (extractive QA: without the official train file, the by-article "
+                            "split of finetune --task squad)")
+    data_dir: Path | None = field(None, help="the GLUE root (holding <TASK>/ folders) or a HF datasets copy "
+                                             "(not needed for task files)")
     out: Path = field(help="the grid directory: a run directory per cell, results.json, best.json, table.md, PNGs")
     batch_sizes: str = field(",".join(map(str, PAPER_BATCH_SIZES)), help="batch sizes of the grid (the paper's)")
     learning_rates: str = field(",".join(map(str, PAPER_LEARNING_RATES)), help="learning rates of the grid (the paper's)")
@@ -91,7 +94,8 @@ class GridConfig:
     quiet: bool = field(False, help="no progress bar")
 
     def __post_init__(self) -> None:
-        self.task_list = [_task_name(t) for t in str(self.tasks).split(",") if t.strip()]
+        # a built-in task by its name, a task file by its absolute path (workers may run elsewhere)
+        self.task_list = [_task_ref(t) for t in str(self.tasks).split(",") if t.strip()]
         if not self.task_list:
             raise WellreadError("no task given", field="tasks")
         for t in self.task_list:
@@ -126,6 +130,7 @@ class GridConfig:
             if not sep or not path:
                 raise WellreadError(f"expected TASK=DIR, not {part!r}", field="teacher")
             pairs[_task_name(name)] = path.strip()
+        task = _task_name(task)
         if task not in pairs:
             raise WellreadError(f"no teacher given for {task}", field="teacher")
         return pairs[task]
@@ -134,6 +139,11 @@ class GridConfig:
 def _task_name(text: str) -> str:
     """A GLUE task's canonical name, or squad / squad_v2 (extractive QA, scored by F1 on held-out questions)."""
     return text.strip() if is_qa_task(text.strip()) else get_task(text.strip()).name
+
+
+def _task_ref(text: str) -> str:
+    """What a cell passes as ``--task``: a built-in name, a task file's absolute path, or squad / squad_v2."""
+    return text.strip() if is_qa_task(text.strip()) else task_ref(get_task(text.strip()))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,8 +156,12 @@ class Cell:
     def name(self) -> str:
         return f"bs{self.batch_size}_lr{self.lr:g}"
 
+    @property
+    def task_name(self) -> str:
+        return get_task(self.task).name
+
     def run_dir(self, grid: Path) -> Path:
-        return grid / self.task / self.name
+        return grid / self.task_name / self.name
 
 
 def cells(cfg: GridConfig) -> list[Cell]:
@@ -192,7 +206,7 @@ def run_cell(cfg_dict: dict, cell: tuple[str, int, float]) -> dict:
     log_dir = Path(cfg.out) / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    with open(log_dir / f"{c.task}-{c.name}.log", "a", encoding="utf-8") as log:
+    with open(log_dir / f"{c.task_name}-{c.name}.log", "a", encoding="utf-8") as log:
         stdout, stderr = sys.stdout, sys.stderr
         sys.stdout = sys.stderr = log
         try:
