@@ -50,7 +50,7 @@ from wellread.train.finetune import (
     finetune,
     load_labelled,
 )
-from wellread.train.loop import NOT_RESULT_SETTINGS, TrainConfig, field_defaults, use_bf16
+from wellread.train.loop import NOT_RESULT_SETTINGS, TrainConfig, field_defaults, inference_bf16
 from wellread.train.run import (
     RUN_FILES,
     Prepared,
@@ -511,7 +511,7 @@ def prepare_labels(cfg: DistillConfig, transfer: TransferSet | None = None) -> T
     transfer = transfer if transfer is not None else build_transfer(cfg, spec)
     tmax = cfg.teacher_max_length or cfg.inputs.max_length
     return label_transfer(cfg.teacher, spec, transfer, max_length=tmax, cache=cfg.cache, quiet=cfg.quiet,
-                          bf16=use_bf16(cfg.bf16))
+                          bf16=inference_bf16(cfg.bf16))
 
 
 def distill(cfg: DistillConfig) -> dict:
@@ -565,7 +565,7 @@ def _prepare_distillation(cfg: DistillConfig, spec: TaskSpec) -> Prepared:
     train_set = LabelledSet("transfer", feats, transfer.gold, [])
     dev_sets = [load_labelled(spec, cfg.data_dir, s, tok, max_length) for s in spec.dev_splits]
     objective = DistillObjective(model, spec, train_set, labels.logits, dev_sets, seed=cfg.seed, pad_id=pad_id,
-                                 temperature=cfg.temperature, alpha=cfg.alpha, bf16=use_bf16(cfg.bf16))
+                                 temperature=cfg.temperature, alpha=cfg.alpha, bf16=inference_bf16(cfg.bf16))
 
     def results(result, wall: float) -> dict:
         return {"task": spec.name, **task_file_of(spec), "model": source, "teacher": str(cfg.teacher),

@@ -32,7 +32,7 @@ from wellread.modeling import zoo
 from wellread.modeling.dropout import fast_cpu_dropout
 from wellread.modeling.models import check_vocabulary, load_model, read_config, read_weights, save_model
 from wellread.tokenization import PAD, STANDARD_VOCAB, load_tokenizer
-from wellread.train.loop import NOT_RESULT_SETTINGS, TrainConfig, use_bf16
+from wellread.train.loop import NOT_RESULT_SETTINGS, TrainConfig, inference_bf16
 from wellread.train.qa import finetune_qa
 from wellread.train.run import Prepared, epoch_summary, run, timing
 
@@ -248,7 +248,7 @@ def finetune(cfg: FinetuneConfig) -> dict:
         train_set = load_labelled(spec, cfg.data_dir, cfg.train_split, tok, max_length)
         dev_sets = [load_labelled(spec, cfg.data_dir, s, tok, max_length) for s in spec.dev_splits]
         objective = ClassificationObjective(model, spec, train_set, dev_sets, seed=cfg.seed, pad_id=pad_id,
-                                            bf16=use_bf16(cfg.bf16))
+                                            bf16=inference_bf16(cfg.bf16))
 
         def results(result, wall: float) -> dict:
             return {"task": spec.name, **task_file_of(spec), "model": source, "train_examples": len(train_set.feats),

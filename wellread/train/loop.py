@@ -191,6 +191,17 @@ def use_bf16(setting: bool | None, device: torch.device | None = None) -> bool:
     return native_bf16(device if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu"))
 
 
+def inference_bf16(setting: bool | None) -> bool:
+    """bf16 for evaluation and teacher labelling: ``--bf16`` / ``--no-bf16`` when given, else only on a GPU.
+
+    Training defaults to bf16 wherever it is native (``use_bf16``), but outputs that are read as numbers
+    stay fp32 on a CPU by default: a regression head's bf16 outputs (8 bits of mantissa, steps of 1/64
+    near 2.5) tie, and a barely trained STS-B model's dev Pearson became NaN; dev scores and teacher
+    logits are then what they were before bf16 became the training default.
+    """
+    return bool(setting) if setting is not None else torch.cuda.is_available()
+
+
 def lr_factor(progress: float, warmup: float) -> float:
     """Linear warm-up over the first ``warmup`` fraction of training, then linear decay to 0."""
     if warmup > 0 and progress < warmup:

@@ -26,8 +26,11 @@ from wellread.data.batching import bucketed_batches, collate
 from wellread.eval.squad import squad_scores
 from wellread.infer.qa import predict_spans, write_predictions
 from wellread.modeling import zoo
+from wellread.modeling.dropout import fast_cpu_dropout
 from wellread.modeling.models import check_vocabulary, load_model, read_config, read_weights, save_model
 from wellread.tokenization import PAD, STANDARD_VOCAB, load_tokenizer
+from wellread.train.loop import inference_bf16
+from wellread.train.run import Prepared, epoch_summary, run, timing
 
 PREDICTION_FILES = ("predictions.json", "nbest_predictions.json", "null_odds.json")
 
@@ -162,10 +165,6 @@ def qa_data(cfg, task: str, *, quiet: bool = False):
 def finetune_qa(cfg, settings: dict) -> dict:
     """Fine-tune a span-extraction model on SQuAD (``cfg`` a FinetuneConfig, ``settings`` what defines the run):
     the run directory of ``finetune`` (the one lifecycle, ``wellread.train.run``) plus the prediction files."""
-    from wellread.modeling.dropout import fast_cpu_dropout
-    from wellread.train.loop import use_bf16
-    from wellread.train.run import Prepared, epoch_summary, run, timing
-
     task = cfg.task
     v2 = task == "squad_v2"
 
@@ -179,7 +178,7 @@ def finetune_qa(cfg, settings: dict) -> dict:
                   f"to [CLS]); first: {train_f.unmapped[0]}", file=sys.stderr)
         test_f = squad.preprocess(tok, test_ex, **windows)
         objective = QAObjective(model, train_f, test_ex, test_f, v2=v2, seed=cfg.seed, pad_id=tok.token_to_id(PAD),
-                                bf16=use_bf16(cfg.bf16))
+                                bf16=inference_bf16(cfg.bf16))
         final: dict = {}
 
         def results(result, wall: float) -> dict:

@@ -37,7 +37,7 @@ from wellread.modeling.dropout import fast_cpu_dropout
 from wellread.modeling.models import save_model
 from wellread.tokenization import PAD, load_tokenizer, vocab_hash
 from wellread.train.finetune import FinetuneConfig, run_settings
-from wellread.train.loop import field_defaults, use_bf16
+from wellread.train.loop import field_defaults, inference_bf16
 from wellread.train.qa import PREDICTION_FILES, QAObjective, build_qa_model, finetune_qa, qa_data, span_loss
 from wellread.train.run import (
     RUN_FILES,
@@ -204,7 +204,7 @@ def distill_qa(cfg, settings: dict) -> dict:
             print(f"{out}: already finished; results below (pass --overwrite to redo)", file=sys.stderr)
             return done
     check_run_dir(out, RUN_FILES | own)
-    bf16 = use_bf16(cfg.bf16)
+    bf16 = inference_bf16(cfg.bf16)
 
     def prepare() -> Prepared:
         d = _transfer_windows(cfg)
