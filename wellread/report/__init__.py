@@ -26,7 +26,7 @@ from wellread.eval.metrics import OLM_GLUE_DEV, PAPER_GLUE_TEST, task_score
 from wellread.io import atomic_write_text
 from wellread.report.collect import ARM_ORDER, Collection, Score, collect, distill_grids, sort_key
 from wellread.report.figures import plot_comparison, plot_curves
-from wellread.report.grid_tables import heatmaps
+from wellread.report.grid_tables import display_name, heatmaps
 from wellread.report.html import markdown_to_html
 from wellread.report.plots import plot_pretraining
 
@@ -195,7 +195,7 @@ def curves_section(col: Collection, out: Path, figures: list[Path]) -> str:
             first_seed[(s.label, s.task)] = s
     for task in sorted({t for _, t in first_seed}):
         runs = [(label, s.run) for (label, t), s in first_seed.items() if t == task]
-        name = get_task(task).name  # a task file's runs are keyed by its path
+        name = display_name(task)  # a task file's runs are keyed by its path
         fig = plot_curves(task, runs, out / f"curves-{name}.png")
         if fig is not None:
             figures.append(fig)

@@ -17,6 +17,14 @@ COLUMNS = (("CoLA", "cola"), ("SST-2", "sst2"), ("MRPC", "mrpc"), ("STS-B", "sts
            ("MNLI-m", "mnli"), ("MNLI-mm", "mnli"), ("QNLI", "qnli"), ("RTE", "rte"), ("WNLI", "wnli"))
 
 
+QA_TASKS = ("squad", "squad_v2")  # extractive QA: scored by F1 on held-out questions, not a GLUE metric
+
+
+def display_name(task: str) -> str:
+    """How a grid's task is named in tables and file names: a task file by its ``name:``, QA and GLUE as given."""
+    return task if task in QA_TASKS else get_task(task).name
+
+
 def write_grid_report(results: dict, out: Path, label: str) -> list[Path]:
     """table.md and heatmap-<task>.png of a grid's results under ``out``."""
     atomic_write_text(Path(out) / "table.md", markdown_table(results, label))
@@ -52,12 +60,12 @@ def markdown_table(results: dict, label: str) -> str:
     lines.append("")
     lines.append("Metrics: CoLA MCC; MRPC and QQP F1/accuracy; STS-B Pearson/Spearman; the others accuracy. "
                  "Score: the GLUE score, when all nine tasks were run.")
-    if all(get_task(task).source is not None for task in results["tasks"]):
+    if all(task not in QA_TASKS and get_task(task).source is not None for task in results["tasks"]):
         # task files only: no GLUE column to fill; the per-task grids below say it all
         lines = [f"{label}: dev score (%) of each cell on the task's selection metric (the mean of its metrics "
                  "when it has several, as GLUE's)."]
     for task, t in results["tasks"].items():
-        lines += ["", f"### {get_task(task).name}: dev score by batch size × learning rate "
+        lines += ["", f"### {display_name(task)}: dev score by batch size × learning rate "
                       f"({t['finished']}/{t['total']} cells finished)", ""]
         lrs = sorted({r["lr"] for r in t["cells"]}, reverse=True)
         bss = sorted({r["batch_size"] for r in t["cells"]})
@@ -118,9 +126,8 @@ def heatmaps(results: dict, out: Path) -> list[Path]:
         ax.set_yticks(range(len(bss)), [str(b) for b in bss])
         ax.set_xlabel("learning rate")
         ax.set_ylabel("batch size")
-        qa = task in ("squad", "squad_v2")
-        metrics = "F1 (held-out questions)" if qa else "/".join(get_task(task).metrics)
-        name = task if qa else get_task(task).name  # a task file is named by its name:
+        metrics = "F1 (held-out questions)" if task in QA_TASKS else "/".join(get_task(task).metrics)
+        name = display_name(task)
         source = model_label(results["model"]) + (", random init" if results.get("random_init") else "")
         ax.set_title(f"{name} dev {metrics} ({source})")
         for i in range(len(bss)):

@@ -158,7 +158,7 @@ class Cell:
 
     @property
     def task_name(self) -> str:
-        return get_task(self.task).name
+        return _task_name(self.task)
 
     def run_dir(self, grid: Path) -> Path:
         return grid / self.task_name / self.name
