@@ -38,7 +38,7 @@ from wellread.data.tasks import TaskSpec, get_task
 from wellread.errors import WellreadError
 from wellread.eval.predict import predict_logits
 from wellread.hub import cache_dir, resolve_model, sha256_file
-from wellread.io import atomic_write_bytes, atomic_write_json, model_directory, read_json_or_none
+from wellread.io import atomic_write_bytes, atomic_write_json, model_directory
 from wellread.modeling.dropout import fast_cpu_dropout
 from wellread.modeling.models import load_classifier, read_config, save_model
 from wellread.tokenization import PAD, UNK, load_tokenizer
@@ -50,18 +50,8 @@ from wellread.train.finetune import (
     finetune,
     load_labelled,
 )
-from wellread.train.loop import NOT_RESULT_SETTINGS, TrainConfig, field_defaults, inference_bf16
-from wellread.train.run import (
-    RUN_FILES,
-    Prepared,
-    check_run_dir,
-    clear_run_dir,
-    epoch_summary,
-    finished_results,
-    remove_temporaries,
-    run,
-    timing,
-)
+from wellread.train.loop import NOT_RESULT_SETTINGS, TrainConfig, inference_bf16
+from wellread.train.run import Prepared, distillation_run, epoch_summary, remove_temporaries, timing
 
 SHARD_SIZE = 4096  # transfer examples per cached logits shard
 MAX_UNK_RATE = 0.05  # a vocabulary that maps more of the text than this to [UNK] cannot encode it
@@ -526,32 +516,8 @@ def distill(cfg: DistillConfig) -> dict:
     spec = get_task(cfg.task)
     if spec.evaluate_with is not None:
         raise WellreadError(f"{spec.name} is evaluation-only; distil on {spec.evaluate_with} instead", field="task")
-    out = Path(cfg.out)
-    settings = run_settings(cfg)
-    if not cfg.overwrite:
-        done = finished_results(out, settings, defaults=field_defaults(type(cfg)))
-        if done is not None:
-            print(f"{out}: already finished; results below (pass --overwrite to redo)", file=sys.stderr)
-            return done
-    check_run_dir(out, RUN_FILES | DISTILL_FILES)
-    stage2 = None if cfg.overwrite else read_json_or_none(out / "distill.json")
-    if stage2 is None or stage2.get("settings") != stage2_settings(cfg) or not (out / "model").is_dir():
-        stage2 = run(cfg, stage2_settings(cfg), lambda: _prepare_distillation(cfg, spec), own=DISTILL_FILES,
-                     results_file="distill.json", reuse=False)
-    results = dict(stage2) | {"settings": settings}
-    if cfg.then_finetune:
-        ft = finetune(finetune_stage_config(cfg))
-        results |= {"distill_dev": stage2["dev"], "dev": ft["dev"], "history_finetune": ft["history"],
-                    "finetune": {k: ft[k] for k in ("dev", "steps", "train_seconds", "best_epoch", "history")},
-                    "final_model": str(out / "finetune" / "model"),
-                    "train_seconds": stage2["train_seconds"] + ft["train_seconds"]}
-    results["finished"] = True
-    clear_run_dir(out, RUN_FILES | DISTILL_FILES, everything=False)  # a killed run's temporaries
-    atomic_write_json(out / "results.json", results)
-    return results
-
-
-DISTILL_FILES = frozenset({"finetune", "distill.json", "results.json"})
+    return distillation_run(cfg, run_settings(cfg), stage2_settings(cfg), lambda: _prepare_distillation(cfg, spec),
+                            stage3=(lambda: finetune(finetune_stage_config(cfg))) if cfg.then_finetune else None)
 
 
 def _prepare_distillation(cfg: DistillConfig, spec: TaskSpec) -> Prepared:

@@ -32,23 +32,14 @@ from wellread.data import squad
 from wellread.errors import WellreadError
 from wellread.hub import cache_dir, sha256_file
 from wellread.infer.qa import load_qa_model, predict_spans, write_predictions
-from wellread.io import atomic_write_bytes, atomic_write_json, model_directory, read_json_or_none
+from wellread.io import atomic_write_bytes, model_directory
 from wellread.modeling.dropout import fast_cpu_dropout
 from wellread.modeling.models import save_model
 from wellread.tokenization import PAD, load_tokenizer, vocab_hash
 from wellread.train.finetune import FinetuneConfig, run_settings
-from wellread.train.loop import field_defaults, inference_bf16
+from wellread.train.loop import inference_bf16
 from wellread.train.qa import PREDICTION_FILES, QAObjective, build_qa_model, finetune_qa, qa_data, span_loss
-from wellread.train.run import (
-    RUN_FILES,
-    Prepared,
-    check_run_dir,
-    clear_run_dir,
-    epoch_summary,
-    finished_results,
-    run,
-    timing,
-)
+from wellread.train.run import Prepared, distillation_run, epoch_summary, timing
 
 
 def read_qa_transfer(path: Path) -> list[squad.QAExample]:
@@ -197,13 +188,6 @@ def distill_qa(cfg, settings: dict) -> dict:
     (``wellread.train.run``) whose results are ``distill.json``; stage 3 fine-tunes in ``RUN/finetune``."""
     task, v2 = cfg.task, cfg.task == "squad_v2"
     out = Path(cfg.out)
-    own = frozenset({"finetune", "distill.json", "results.json", *PREDICTION_FILES})
-    if not cfg.overwrite:
-        done = finished_results(out, settings, defaults=field_defaults(type(cfg)))
-        if done is not None:
-            print(f"{out}: already finished; results below (pass --overwrite to redo)", file=sys.stderr)
-            return done
-    check_run_dir(out, RUN_FILES | own)
     bf16 = inference_bf16(cfg.bf16)
 
     def prepare() -> Prepared:
@@ -244,22 +228,14 @@ def distill_qa(cfg, settings: dict) -> dict:
                                     "teacher_cache": cache_file.name},
                         save=save, results=results, during=lambda: fast_cpu_dropout(model), eval_each_epoch=True)
 
-    stage2 = None if cfg.overwrite else read_json_or_none(out / "distill.json")
-    stage2_settings = settings | {"then_finetune": None, "finetune_epochs": None}  # stage 3's do not change it
-    if stage2 is None or stage2.get("settings") != stage2_settings or not (out / "model").is_dir():
-        stage2 = run(cfg, stage2_settings, prepare, own=own, results_file="distill.json", reuse=False)
-    results = dict(stage2) | {"settings": settings}
-    if cfg.then_finetune:
+    def stage3() -> dict:
         epochs = cfg.finetune_epochs if cfg.finetune_epochs is not None else cfg.epochs
-        stage3 = _stage3(cfg, out, epochs)
-        ft = finetune_qa(stage3, run_settings(stage3))
-        results |= {"distill_dev": stage2["dev"], "dev": ft["dev"], "final_model": str(out / "finetune" / "model"),
-                    "finetune": {k: ft[k] for k in ("dev", "steps", "train_seconds", "history")},
-                    "train_seconds": stage2["train_seconds"] + ft["train_seconds"]}
-    results["finished"] = True
-    clear_run_dir(out, RUN_FILES | own, everything=False)  # a killed run's temporaries
-    atomic_write_json(out / "results.json", results)
-    return results
+        config = _stage3(cfg, out, epochs)
+        return finetune_qa(config, run_settings(config))
+
+    stage2_settings = settings | {"then_finetune": None, "finetune_epochs": None}  # stage 3's do not change it
+    return distillation_run(cfg, settings, stage2_settings, prepare, own=frozenset(PREDICTION_FILES),
+                            stage3=stage3 if cfg.then_finetune else None)
 
 
 def _stage3(cfg, out: Path, epochs):

@@ -27,7 +27,7 @@ from typing import Any
 
 from wellread.config import dump_yaml
 from wellread.errors import WellreadError
-from wellread.io import atomic_write_json, atomic_write_text, read_json
+from wellread.io import atomic_write_json, atomic_write_text, read_json, read_json_or_none
 from wellread.train.loop import (
     CHECKPOINT,
     Objective,
@@ -157,6 +157,36 @@ def run(cfg: Any, settings: dict, prepare: Callable[[], Prepared], *, own: froze
     if d.main:
         prepared.save(out / "model")
         atomic_write_json(out / results_file, results)
+    return results
+
+
+def distillation_run(cfg: Any, settings: dict, stage2_settings: dict, prepare: Callable[[], Prepared], *,
+                     own: frozenset[str] = frozenset(), stage3: Callable[[], dict] | None = None) -> dict:
+    """Pre-trained Distillation's lifecycle, for every task kind: stage 2 (distillation) is a run of its own
+    whose results are ``distill.json`` (redone only when its settings changed); ``stage3()``, when given,
+    fine-tunes the distilled student in ``RUN/finetune`` and returns that run's results; ``results.json`` is
+    written when both are done. ``settings`` define the whole run, ``stage2_settings`` the distillation alone."""
+    out = Path(cfg.out)
+    own = frozenset({"finetune", "distill.json", "results.json"}) | own
+    if not cfg.overwrite:
+        done = finished_results(out, settings, defaults=field_defaults(type(cfg)))
+        if done is not None:
+            print(f"{out}: already finished; results below (pass --overwrite to redo)", file=sys.stderr)
+            return done
+    check_run_dir(out, RUN_FILES | own)
+    stage2 = None if cfg.overwrite else read_json_or_none(out / "distill.json")
+    if stage2 is None or stage2.get("settings") != stage2_settings or not (out / "model").is_dir():
+        stage2 = run(cfg, stage2_settings, prepare, own=own, results_file="distill.json", reuse=False)
+    results = dict(stage2) | {"settings": settings}
+    if stage3 is not None:
+        ft = stage3()
+        results |= {"distill_dev": stage2["dev"], "dev": ft["dev"], "history_finetune": ft["history"],
+                    "finetune": {k: ft[k] for k in ("dev", "steps", "train_seconds", "best_epoch", "history")},
+                    "final_model": str(out / "finetune" / "model"),
+                    "train_seconds": stage2["train_seconds"] + ft["train_seconds"]}
+    results["finished"] = True
+    clear_run_dir(out, RUN_FILES | own, everything=False)  # a killed run's temporaries
+    atomic_write_json(out / "results.json", results)
     return results
 
 
