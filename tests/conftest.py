@@ -11,6 +11,13 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("WELLREAD_DATA", REPO.parent / "shared" / "data"))
 
 
+# SQuAD's official dev files (../shared/data/squad): tests of QA run on real slices of them. Checked at
+# collection without ``data_path`` (which skips from inside a test, not at import).
+needs_squad = pytest.mark.skipif(not (DATA / "squad" / "dev-v1.1.json").is_file()
+                                 or not (DATA / "squad" / "dev-v2.0.json").is_file(),
+                                 reason=f"the SQuAD dev files are not under {DATA / 'squad'} (set WELLREAD_DATA)")
+
+
 def data_path(*parts: str) -> Path:
     """A path under the real data folder; skips the test (with the reason) when it is absent."""
     p = DATA.joinpath(*parts)

@@ -9,15 +9,14 @@ import sys
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, data_path
+from tests.conftest import DATA, REPO, needs_squad
 from wellread.data import squad
 from wellread.errors import WellreadError
 from wellread.eval.squad import normalize_answer, squad_scores
 from wellread.tokenization import STANDARD_VOCAB, load_tokenizer
 
-DEV1 = data_path("squad", "dev-v1.1.json")
-DEV2 = data_path("squad", "dev-v2.0.json")
-needs_squad = pytest.mark.skipif(not DEV1.is_file() or not DEV2.is_file(), reason="../shared/data/squad is absent")
+DEV1 = DATA / "squad" / "dev-v1.1.json"  # needs_squad skips the tests that read them when absent
+DEV2 = DATA / "squad" / "dev-v2.0.json"
 
 
 @pytest.fixture(scope="module")

@@ -10,14 +10,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.conftest import REPO, data_path
+from tests.conftest import REPO, data_path, needs_squad
 from tests.test_squad_finetune import _slice
 from wellread.data.squad import QASettings
 from wellread.train.distill import DistillConfig, distill
 from wellread.train.finetune import FinetuneConfig, finetune
 from wellread.train.qa_distill import qa_distillation_loss
-
-needs_squad = pytest.mark.skipif(not data_path("squad", "dev-v1.1.json").is_file(), reason="no SQuAD data")
 
 
 def test_the_loss_is_t_squared_times_the_mean_kl_of_start_and_end_with_padding_masked():

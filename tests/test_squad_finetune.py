@@ -11,13 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import REPO, data_path
+from tests.conftest import REPO, data_path, needs_squad
 from wellread.data import squad
 from wellread.data.squad import QASettings
 from wellread.infer.qa import QAPredictor
 from wellread.train.finetune import FinetuneConfig, finetune
-
-needs_squad = pytest.mark.skipif(not data_path("squad", "dev-v1.1.json").is_file(), reason="no SQuAD data")
 
 
 def _slice(src, dst, articles=3, paragraphs=3):

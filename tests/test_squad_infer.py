@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO, data_path
+from tests.conftest import REPO, data_path, needs_squad
 from tests.test_infer import _http, _post, start_serve
 from tests.test_squad_finetune import _slice
 from wellread.data.squad import QASettings
@@ -17,7 +17,6 @@ from wellread.errors import WellreadError
 from wellread.infer.qa import QAPredictor
 from wellread.train.finetune import FinetuneConfig, finetune
 
-needs_squad = pytest.mark.skipif(not data_path("squad", "dev-v1.1.json").is_file(), reason="no SQuAD data")
 CONTEXT = "Super Bowl 50 was played in 2016. The Denver Broncos defeated the Carolina Panthers 24-10."
 
 
