@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from wellread import __version__
-from wellread.config import add_arguments, field, from_args, group
+from wellread.config import add_arguments, configclass, field, from_args, group
 from wellread.data.batching import Inputs
 from wellread.errors import WellreadError
 
@@ -45,7 +45,7 @@ def command(name: str, config: type, help: str):
 
 # --- wellread models ---------------------------------------------------------------------------
 
-@dataclasses.dataclass(kw_only=True)
+@configclass
 class ModelsConfig:
     json: bool = field(False, help="print JSON instead of a table")
 
@@ -75,7 +75,7 @@ def _models(cfg: ModelsConfig) -> None:
 
 # --- wellread env ------------------------------------------------------------------------------
 
-@dataclasses.dataclass(kw_only=True)
+@configclass
 class EnvConfig:
     json: bool = field(False, help="print JSON instead of text")
 
@@ -90,7 +90,7 @@ def _env(cfg: EnvConfig) -> None:
 
 # --- wellread init -------------------------------------------------------------------------------
 
-@dataclasses.dataclass(kw_only=True)
+@configclass
 class InitConfig:
     model: str = field(help="one of the 24 miniatures: an alias (tiny, mini, small, medium, base) or L-<n>_H-<n>",
                        positional=True)
@@ -118,7 +118,7 @@ def _init(cfg: InitConfig) -> None:
 
 # --- wellread vocab ------------------------------------------------------------------------------
 
-@dataclasses.dataclass(kw_only=True)
+@configclass
 class VocabTrainConfig:
     files: list[Path] = field(help="plain-text or .gz files, one paragraph or sentence per line", positional=True)
     out: Path = field(help="directory to write (vocab.txt, tokenizer.json, tokenizer_config.json, ...)")
@@ -139,7 +139,7 @@ def _vocab_train(cfg: VocabTrainConfig) -> None:
     print(f"wrote a vocabulary of {tok.get_vocab_size():,} tokens (hash {tokenization.vocab_hash(tok)}) -> {out}")
 
 
-@dataclasses.dataclass(kw_only=True)
+@configclass
 class VocabEncodeConfig:
     text: str = field(help="the text to encode", positional=True)
     pair: str | None = field(None, help="a second segment (encoded as a BERT sentence pair)")
@@ -162,7 +162,7 @@ def _vocab_encode(cfg: VocabEncodeConfig) -> None:
 
 # --- wellread data stats ---------------------------------------------------------------------------
 
-@dataclasses.dataclass(kw_only=True)
+@configclass
 class DataStatsConfig:
     task: str = field(help="cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli, ax, hans, or a task file "
                            "(tickets.yaml: your own data, see docs/own-task.md)")
@@ -202,7 +202,7 @@ def _finetune(cfg) -> None:
 
 # --- wellread download / convert -----------------------------------------------------------------
 
-@dataclasses.dataclass(kw_only=True)
+@configclass
 class DownloadConfig:
     names: list[str] = field(help="what to fetch: tiny, mini, small, medium, base, L-<n>_H-<n>, all, "
                                   "a hub id (owner/name), or a zip URL", positional=True)
@@ -230,7 +230,7 @@ def _download(cfg: DownloadConfig) -> None:
             print(f"{name}: {path}")
 
 
-@dataclasses.dataclass(kw_only=True)
+@configclass
 class ConvertConfig:
     checkpoint: Path = field(help="a Google BERT TF checkpoint: its directory, PREFIX/.index, or a .zip",
                              positional=True)
@@ -258,7 +258,7 @@ def _convert(cfg: ConvertConfig) -> None:
 
 # --- wellread corpus -----------------------------------------------------------------------------
 
-@dataclasses.dataclass(kw_only=True)
+@configclass
 class CorpusConfig:
     files: list[Path] = field(help="text files: .txt/.gz (a paragraph a line, or documents split by blank lines) "
                                    "or .jsonl(.gz)", positional=True)
@@ -311,7 +311,7 @@ def _pretrain(cfg) -> None:
 
 # --- wellread evaluate / predict-glue ------------------------------------------------------------
 
-@dataclasses.dataclass(kw_only=True)
+@configclass
 class EvaluateConfig:
     model: Path | None = field(None, help="a fine-tuned model directory (HF layout), or a fine-tuning run directory "
                                           "holding model/ (squad, squad_v2: or none, with --predictions)")
@@ -355,7 +355,7 @@ def _evaluate(cfg: EvaluateConfig) -> None:
     print(json.dumps(r, indent=2) if cfg.json else glue.format_evaluation(r))
 
 
-@dataclasses.dataclass(kw_only=True)
+@configclass
 class PredictGlueConfig:
     models: list[str] = field(help="TASK=MODEL_DIR entries (or comma-separated: rte=A/model,stsb=B/model) and/or "
                                    "directories: a fine-tuning run, or one whose best.json / results.json maps "
@@ -417,7 +417,7 @@ def _check_backend(backend: str) -> None:
         raise WellreadError(f"unknown backend {backend!r} (choose {', '.join(_BACKENDS)})", field="backend")
 
 
-@dataclasses.dataclass(kw_only=True)
+@configclass
 class PredictConfig:
     model: Path = field(help="a fine-tuned model directory (or its run directory), or a `wellread export` directory")
     input: str = field(help="inputs: .txt (a sentence a line), .tsv (header naming sentence, or sentence1/sentence2), "
@@ -465,7 +465,7 @@ def _predict(cfg: PredictConfig) -> None:
               f"{predictor.backend}) -> {cfg.output}", file=sys.stderr)
 
 
-@dataclasses.dataclass(kw_only=True)
+@configclass
 class ExportConfig:
     model: Path = field(help="a fine-tuned model directory (or its run directory)")
     format: str = field("onnx", help="the export format (onnx)")
@@ -497,7 +497,7 @@ def _export(cfg: ExportConfig) -> None:
     print(describe_check(r))
 
 
-@dataclasses.dataclass(kw_only=True)
+@configclass
 class ServeConfig:
     model: Path = field(help="a fine-tuned model directory (or its run directory), or a `wellread export` directory")
     backend: str = field("torch", help="torch, onnx (fp32), onnx-int8, openvino, or auto (the fastest here, see "
@@ -590,7 +590,7 @@ def _recipe(cfg) -> None:
     print(format_summary(run_recipe(cfg)))
 
 
-@dataclasses.dataclass(kw_only=True)
+@configclass
 class ReportConfig:
     runs: list[Path] = field(help="run directories of any kind (a recipe, pretrain, finetune, distill or grid run), "
                                   "or folders holding them", positional=True)

@@ -1,18 +1,25 @@
 """Typed configuration: one dataclass per command, settable from CLI flags and from a YAML file.
 
-Each field's ``metadata["help"]`` is its documentation; ``metadata["positional"]`` makes it a
-positional argument; ``ge``/``gt``/``le``/``lt`` bound a number. Precedence: the dataclass default <
-the YAML file (``--config``) < a flag given on the command line.
+A config is a ``@configclass`` (a keyword-only dataclass). Each field's ``metadata["help"]`` is its
+documentation; ``metadata["positional"]`` makes it a positional argument; ``ge``/``gt``/``le``/``lt``
+bound a number (each item of a list), ``min_items`` a list's length; a ``Literal`` type is a fixed
+choice. Precedence: the dataclass default < the YAML file (``--config``) < a flag on the command line.
 
-Every value, from YAML or a flag, is checked once against its field's type, strictly (pydantic's
-strict mode: ``2.5`` is not an int, ``'no'`` is not a bool, ``'1e-4'`` in quotes is not a number,
-NaN and infinities are no numbers at all) and against its bounds, before the command touches
-anything; a bad one is one ``WellreadError`` naming the file (YAML) or the flag. Then
-``__post_init__`` checks what involves several fields.
+Every value, from YAML, a flag or Python (``FinetuneConfig(lr=...)``), is checked once against its
+field's type, strictly (pydantic's strict mode: ``2.5`` is not an int, ``'no'`` is not a bool,
+``'1e-4'`` in quotes is not a number, NaN and infinities are no numbers at all) and against its bounds,
+before the command touches anything; a bad one is one ``WellreadError`` naming the file (YAML) or the
+flag. Then ``__post_init__`` checks what involves several fields.
 
-A ``group`` field nests one config in another (composition): the group's settings are flags and YAML
-keys of their own at the top level, and ``to_dict`` lists them in the group's place, so nesting a group
-changes no flag, no YAML file and no run directory.
+A list setting takes its items separated by commas or spaces on the command line (``--seeds 0,1,2`` or
+``--seeds 0 1 2``; a positional list: spaces only, as a shell glob gives file names), and in YAML a list
+or one comma-separated string (``seeds: [0, 1, 2]`` or ``seeds: 0,1,2``).
+
+Each setting is declared once. A ``group`` field nests one config in another (composition): the group's
+settings are flags, YAML keys and constructor keywords of their own at the top level, and ``to_dict``
+lists them in the group's place, so nesting a group changes no flag, no YAML file and no run directory.
+A single setting that another config declares is borrowed with ``same`` (its type, help and bounds; a
+command may give it another default or help), so that it means, and is checked, the same everywhere.
 """
 
 from __future__ import annotations
@@ -40,11 +47,16 @@ BOUNDS = {"ge": annotated_types.Ge, "gt": annotated_types.Gt, "le": annotated_ty
 
 def field(default: Any = dataclasses.MISSING, *, help: str, positional: bool = False, short: str | None = None,
           default_factory: Any = dataclasses.MISSING, ge: float | None = None, gt: float | None = None,
-          le: float | None = None, lt: float | None = None) -> Any:
+          le: float | None = None, lt: float | None = None, min_items: int | None = None) -> Any:
     """A dataclass field with its help text, whether it is positional on the command line, and bounds
-    on its value (``ge=1``: at least 1; checked for YAML and flags alike)."""
-    meta = {"help": help, "positional": positional, "short": short,
+    on its value (``ge=1``: at least 1; of each item of a list; ``min_items``: a list's least length),
+    checked for YAML, flags and Python alike."""
+    meta = {"help": help, "positional": positional, "short": short, "min_items": min_items,
             "bounds": [BOUNDS[k](v) for k, v in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt)) if v is not None]}
+    return _dataclass_field(default, default_factory, meta)
+
+
+def _dataclass_field(default: Any, default_factory: Any, meta: dict) -> Any:
     if default_factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -55,10 +67,51 @@ def group(cls: type, *, help: str) -> Any:
     return dataclasses.field(default_factory=cls, metadata={"help": help, "group": True})
 
 
+def same(owner: type, name: str, default: Any = dataclasses.MISSING, *, default_factory: Any = dataclasses.MISSING,
+         help: str | None = None) -> Any:
+    """Setting ``name`` of config ``owner``, declared here too: the same type (the annotation must match,
+    tests/test_layout.py checks it), help and bounds, so that it is checked alike in every command that has it;
+    ``default`` / ``help`` change them for this command. For one setting that travels between commands (a grid
+    hands ``warmup`` to its cells); a set of settings that travel together is a ``group``."""
+    src = next((f for f in dataclasses.fields(owner) if f.name == name), None)
+    if src is None or src.metadata.get("group"):
+        raise TypeError(f"{owner.__name__} has no setting {name!r}")
+    meta = dict(src.metadata) | {"same_as": (owner, name)} | ({"help": help} if help is not None else {})
+    if default is dataclasses.MISSING and default_factory is dataclasses.MISSING:
+        default, default_factory = src.default, src.default_factory
+    return _dataclass_field(default, default_factory, meta)
+
+
+@functools.cache
 def _groups(cls: type) -> dict[str, type]:
     """name -> dataclass, for the group fields of ``cls``."""
     hints = typing.get_type_hints(cls)
     return {f.name: _unwrap(hints[f.name])[0] for f in dataclasses.fields(cls) if f.metadata.get("group")}
+
+
+def configclass(cls: type[T]) -> type[T]:
+    """A config: a keyword-only dataclass whose constructor takes the settings as flags and YAML do (a group's
+    settings flat: ``FinetuneConfig(random_init=True)``) and checks each value as ``from_mapping`` does."""
+    cls = dataclasses.dataclass(kw_only=True)(cls)
+    init = cls.__init__
+
+    @functools.wraps(init)
+    def __init__(self, **values: Any) -> None:
+        init(self, **_checked(cls, values))
+
+    cls.__init__ = __init__
+    return cls
+
+
+def _checked(cls: type, values: dict) -> dict:
+    """Constructor keywords: a group's flat settings gathered into the group, every other value checked."""
+    values = dict(values)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for name, gcls in _groups(cls).items():
+        own = {k: values.pop(k) for k in setting_names(gcls) if k in values and k not in names}
+        if own:
+            values[name] = dataclasses.replace(values[name], **own) if name in values else gcls(**own)
+    return {k: check_value(cls, k, v) if k in names and k not in _groups(cls) else v for k, v in values.items()}
 
 
 def setting_fields(cls: type) -> list[dataclasses.Field]:
@@ -112,6 +165,10 @@ def _converter(tp: Any):
     return tp
 
 
+def _choices(tp: Any) -> tuple | None:
+    return typing.get_args(tp) if typing.get_origin(tp) is typing.Literal else None
+
+
 def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
     """Add one argument per dataclass field, plus ``--config FILE.yaml``."""
     _add_fields(parser, cls)
@@ -127,8 +184,8 @@ def _add_fields(parser: argparse.ArgumentParser, cls: type) -> None:
         tp, is_list = _unwrap(hints[f.name])
         help_text = f.metadata.get("help", "")
         kwargs: dict[str, Any] = {"help": help_text, "default": argparse.SUPPRESS}
-        if typing.get_origin(tp) is typing.Literal:
-            kwargs["choices"] = list(typing.get_args(tp))
+        if _choices(tp):  # checked by the type, for flags as for YAML (one WellreadError line)
+            kwargs["metavar"] = "{" + ",".join(map(str, _choices(tp))) + "}"
         if f.metadata.get("positional"):
             kwargs.pop("default")
             if is_list:
@@ -145,7 +202,7 @@ def _add_fields(parser: argparse.ArgumentParser, cls: type) -> None:
         if tp is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         else:
-            kwargs["type"] = _converter(tp)
+            kwargs["type"] = str if is_list else _converter(tp)  # a list's items: split at commas, then converted
             if is_list:
                 kwargs["nargs"] = "+"
             default = f.default if f.default is not dataclasses.MISSING else None
@@ -180,20 +237,26 @@ def load_yaml(path: str | Path) -> dict:
 
 
 def field_bounds(cls: type, name: str) -> list:
-    """The bounds (annotated_types Ge, Gt, Le, Lt) of field ``name`` of ``cls``; a field re-declared in a
-    subclass (to change its default or help) keeps the bounds of its base."""
-    return next((f.metadata["bounds"] for c in cls.__mro__ if dataclasses.is_dataclass(c)
-                 for f in dataclasses.fields(c) if f.name == name and f.metadata.get("bounds")), [])
+    """The bounds (annotated_types Ge, Gt, Le, Lt) of field ``name`` of ``cls`` (of each item of a list); a
+    field declared again in a subclass (to change its default or help) keeps the bounds of its base."""
+    return _field_meta(cls, name, "bounds") or []
+
+
+def _field_meta(cls: type, name: str, key: str) -> Any:
+    return next((f.metadata[key] for c in cls.__mro__ if dataclasses.is_dataclass(c)
+                 for f in dataclasses.fields(c) if f.name == name and f.metadata.get(key)), None)
 
 
 @functools.cache
 def _adapter(cls: type, name: str) -> pydantic.TypeAdapter:
-    """A strict validator for field ``name`` of ``cls``: its type, with its bounds on the number inside."""
+    """A strict validator for field ``name`` of ``cls``: its type, with its bounds on the number inside (each
+    item of a list) and a list's least length."""
     tp = typing.get_type_hints(cls)[name]
-    bounds = field_bounds(cls, name)
-    if bounds:
-        inner, _ = _unwrap(tp)
-        tp = Annotated[(inner, *bounds)]
+    bounds, min_items = field_bounds(cls, name), _field_meta(cls, name, "min_items")
+    if bounds or min_items:
+        inner, is_list = _unwrap(tp)
+        item = Annotated[(inner, *bounds)] if bounds else inner
+        tp = Annotated[list[item], annotated_types.MinLen(min_items or 0)] if is_list else item
         if _is_optional(typing.get_type_hints(cls)[name]):
             tp = tp | None
     return pydantic.TypeAdapter(tp, config=pydantic.ConfigDict(strict=True, allow_inf_nan=False))
@@ -214,14 +277,17 @@ def check_value(cls: type, name: str, value: Any, *, file: str | None = None, fl
     A bad value is a WellreadError naming the flag (``flag``) or the file and field."""
     tp, is_list = _unwrap(typing.get_type_hints(cls)[name])
     where = {"field": f"--{name.replace('_', '-')}"} if flag else {"file": file, "field": name}
-    if is_list and isinstance(value, str) and not flag:  # a YAML "a,b,c" is the list a flag would give
-        value = [v.strip() for v in value.split(",") if v.strip()]
-        with_flag_types = _converter(tp)
+    if is_list and (isinstance(value, str) or flag and isinstance(value, list)):
+        # a flag's words, or one string "a,b,c" (YAML, Python): the items split at commas (not a positional
+        # list's words: file names as a shell gives them), then read as the flag reads a word
+        words = [value] if isinstance(value, str) else value
+        if isinstance(value, str) or not _is_positional(cls, name):
+            words = [w.strip() for v in words for w in v.split(",") if w.strip()]
         try:
-            value = [with_flag_types(v) for v in value]
+            value = [_converter(tp)(w) for w in words]
         except (TypeError, ValueError):
-            raise WellreadError(f"expected a list of {getattr(tp, '__name__', tp)}, got {_describe(value)}",
-                                **where) from None
+            raise WellreadError(f"expected a list of {getattr(_converter(tp), '__name__', tp)}, got "
+                                f"{_describe(value)}", **where) from None
     if tp is Path:
         if is_list and isinstance(value, list):
             value = [Path(v) if isinstance(v, str) and v else v for v in value]
@@ -231,13 +297,14 @@ def check_value(cls: type, name: str, value: Any, *, file: str | None = None, fl
         return _adapter(cls, name).validate_python(value)
     except pydantic.ValidationError as e:
         err = e.errors()[0]
-        at = "".join(f"[{i}]" for i in err["loc"] if isinstance(i, int))
-        msg = err["msg"].replace("Input should be", "should be").replace("instance of PosixPath", "path")
+        at = "".join(f" (item {i + 1})" for i in err["loc"] if isinstance(i, int))
+        msg = err["msg"].replace("Input should be", "should be").replace("instance of PosixPath", "path") \
+            .replace("List should", "should").replace(" after validation, not", ", got")
         hint = ""
-        if isinstance(value, bool) and not flag and bool not in (tp, *typing.get_args(tp)):
+        if isinstance(err.get("input", value), bool) and not flag and bool not in (tp, *typing.get_args(tp)):
             hint = " (YAML reads an unquoted on, off, yes or no as true or false: quote the word)"
-        raise WellreadError(f"{at + ': ' if at else ''}{msg}, got {_describe(err.get('input', value))}{hint}",
-                            **where) from None
+        got = "" if "got" in msg else f", got {_describe(err.get('input', value))}"
+        raise WellreadError(f"{msg}{got}{at}{hint}", **where) from None
 
 
 def from_mapping(cls: type[T], values: dict, *, source: str | None = None, flags: set[str] = frozenset()) -> T:
@@ -280,6 +347,12 @@ def from_args(cls: type[T], ns: argparse.Namespace) -> T:
 
 def _is_positional(cls: type, name: str) -> bool:
     return any(f.name == name and f.metadata.get("positional") for f in dataclasses.fields(cls))
+
+
+def is_setting_of_same(cls: type, name: str) -> tuple[type, str] | None:
+    """(owner, name) when setting ``name`` of ``cls`` is declared by ``same``, else None."""
+    return next((f.metadata["same_as"] for f in dataclasses.fields(cls) if f.name == name and "same_as" in f.metadata),
+                None)
 
 
 def to_dict(cfg: Any) -> dict:

@@ -17,14 +17,14 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 
-from wellread.config import field
+from wellread.config import configclass, field
 from wellread.errors import WellreadError
 from wellread.hub import cache_dir
 from wellread.io import atomic_write_bytes
 from wellread.tokenization import vocab_hash
 
 
-@dataclass(kw_only=True)
+@configclass
 class Inputs:
     """How inputs are cut: the ``inputs`` group of every command that encodes task examples."""
 

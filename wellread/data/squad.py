@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
-from wellread.config import field
+from wellread.config import configclass, field
 from wellread.data.batching import Features
 from wellread.errors import WellreadError
 from wellread.io import read_json
@@ -36,7 +36,7 @@ DEV_FILES = {"squad": "dev-v1.1.json", "squad_v2": "dev-v2.0.json"}
 TRAIN_FILES = {"squad": "train-v1.1.json", "squad_v2": "train-v2.0.json"}
 
 
-@dataclasses.dataclass(kw_only=True)
+@configclass
 class QASettings:
     """Extractive QA: Google's run_squad windows, and the split by article used without a training file
     (the ``qa`` group of finetune and distill)."""

@@ -25,7 +25,7 @@ import random
 import numpy as np
 import torch
 
-from wellread.config import field
+from wellread.config import configclass, field
 from wellread.data.masking import Documents, Instance, create_instances_from_document, truncate_seq_pair
 from wellread.data.pretraining import split_documents
 from wellread.data.shards import Corpus
@@ -37,7 +37,7 @@ OUTPUT_BIASES = ("zero", "unigram")
 ALIGN_BIAS = 5.0  # the alignment scaffold's raise of a token's score for its twin, at full strength
 
 
-@dataclasses.dataclass(kw_only=True)
+@configclass
 class CpuAids:
     """The aids' settings: ``PretrainConfig.aids`` (flags and YAML keys at the top level, as before)."""
 

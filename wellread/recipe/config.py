@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 
 import wellread
-from wellread.config import field, group, setting_fields, to_dict
+from wellread.config import configclass, field, group, setting_fields, to_dict
 from wellread.data.batching import Inputs
 from wellread.data.own_task import is_task_file
 from wellread.data.tasks import get_task
@@ -45,7 +45,7 @@ def _as_list(value, kind: type, name: str) -> list:
     return out
 
 
-@dataclasses.dataclass(kw_only=True)
+@configclass
 class RecipeConfig:
     """The whole recipe. ``wellread recipe --print-config`` prints it as commented YAML."""
 

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from tokenizers import Tokenizer
 
-from wellread.config import carry, field, group, to_dict
+from wellread.config import carry, configclass, field, group, to_dict
 from wellread.data.batching import Features, Inputs, cached_encode
 from wellread.data.own_task import data_settings, task_file_of
 from wellread.data.squad import QASettings, is_qa_task
@@ -57,7 +57,7 @@ SHARD_SIZE = 4096  # transfer examples per cached logits shard
 MAX_UNK_RATE = 0.05  # a vocabulary that maps more of the text than this to [UNK] cannot encode it
 
 
-@dataclasses.dataclass(kw_only=True)
+@configclass
 class DistillConfig(TrainConfig):
     teacher: str = field(help="the teacher: a sequence-classification model directory (HF layout) trained for the task")
     student: str = field(help="the student: a pre-trained model directory, or one of the 24 names with --random-init")

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from tokenizers import Tokenizer
 
 from wellread import hub
-from wellread.config import field, group, to_dict
+from wellread.config import configclass, field, group, to_dict
 from wellread.data.batching import Features, Inputs, bucketed_batches, cached_encode, collate
 from wellread.data.own_task import data_settings, task_file_of
 from wellread.data.squad import QASettings, is_qa_task
@@ -37,7 +37,7 @@ from wellread.train.qa import finetune_qa
 from wellread.train.run import Prepared, epoch_summary, run, timing
 
 
-@dataclasses.dataclass(kw_only=True)
+@configclass
 class FinetuneConfig(TrainConfig):
     model: str = field(help="a model directory (HF layout), or one of the 24 names with --random-init")
     task: str = field(help="GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli; squad (v1.1), squad_v2 "

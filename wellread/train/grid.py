@@ -28,7 +28,7 @@ import traceback
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from wellread.config import carry, field, group, to_dict
+from wellread.config import carry, configclass, field, group, to_dict
 from wellread.data.batching import Inputs
 from wellread.data.own_task import task_ref
 from wellread.data.squad import is_qa_task
@@ -56,7 +56,7 @@ def _numbers(text: str, what: str, kind: type) -> tuple:
     return values
 
 
-@dataclasses.dataclass(kw_only=True)
+@configclass
 class GridConfig:
     model: str = field(help="a model directory (HF layout), a hub id or miniature name, or with --random-init "
                             "one of the 24 miniatures")

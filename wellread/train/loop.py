@@ -33,7 +33,7 @@ from typing import Any, Protocol
 import torch
 
 from wellread import env
-from wellread.config import field
+from wellread.config import configclass, field
 from wellread.errors import WellreadError
 from wellread.io import atomic_write_json, atomic_write_text
 from wellread.train.sparse_rows import RowSparseGrads
@@ -58,7 +58,7 @@ def parse_duration(text: str | float | int | None) -> float | None:
     return sum(float(a) * {"h": 3600, "m": 60, "s": 1}[b] for a, b in parts)
 
 
-@dataclasses.dataclass(kw_only=True)
+@configclass
 class TrainConfig:
     """What every training command shares. Defaults are the paper's fine-tuning settings."""
 

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from tokenizers import Tokenizer
 
 from wellread import hub
-from wellread.config import field, group, to_dict
+from wellread.config import configclass, field, group, to_dict
 from wellread.data.masking import create_instances_from_document, shuffle_context
 from wellread.data.pretraining import PretrainingDataset
 from wellread.data.shards import Corpus, load_corpus
@@ -49,7 +49,7 @@ INDEX = "data_index.jsonl"
 INDEX_EVERY = 16  # micro-batches between recorded data positions
 
 
-@dataclasses.dataclass(kw_only=True)
+@configclass
 class PretrainConfig(TrainConfig):
     model: str = field(help="one of the 24 miniatures (tiny, mini, small, medium, base or L-<n>_H-<n>) to start "
                             "from random weights, or a model directory to continue from")
