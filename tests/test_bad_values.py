@@ -537,6 +537,12 @@ def test_every_bounded_setting_of_every_command_refuses_a_value_out_of_bounds(da
     bound = getattr(lower, "ge", getattr(lower, "gt", None))
     below = bound - data.draw(st.integers(1, 1000)) if isinstance(lower, annotated_types.Ge) else \
         bound - data.draw(st.integers(0, 1000))
+    import typing
+
+    from wellread.config import _unwrap
+
+    if _unwrap(typing.get_type_hints(owner)[name])[1]:  # a list's bounds hold for each item: the flag's words
+        below = [str(bound + 1), str(below)]
     with pytest.raises(WellreadError) as e:
         from_mapping(cli.COMMANDS[command].config_class, {name: below}, flags={name})
     assert str(e.value).startswith(f"--{name.replace('_', '-')}: should be greater than"), (command, e.value)

@@ -56,7 +56,7 @@ def test_every_cell_is_a_finetune_run_and_the_best_has_the_highest_dev_score(gri
 
 def test_a_cell_is_exactly_what_wellread_finetune_gives(grid, small_model_dir, glue_slice, tmp_path):
     alone = finetune(FinetuneConfig(model=str(small_model_dir), task="stsb", data_dir=glue_slice, out=tmp_path / "r",
-                                    batch_size=32, lr=1e-4, epochs=1, quiet=True))
+                                    batch_size=32, lr=1e-4, epochs=1, quiet=True, threads=1))
     cell = json.loads((grid / "stsb" / "bs32_lr0.0001" / "results.json").read_text())
     assert cell["dev"] == alone["dev"]
 
@@ -119,7 +119,7 @@ def test_a_killed_grid_resumes_without_redoing_finished_cells(small_model_dir, g
 
 def test_bad_settings_are_one_line_errors(small_model_dir, glue_slice, tmp_path, capsys):
     for bad, says in ((["--tasks", "rte,nope"], "nope"), (["--tasks", "hans"], "evaluation-only"),
-                      (["--batch-sizes", "8,x"], "comma-separated"), (["--keep-models", "some"], "best, all or none")):
+                      (["--batch-sizes", "8,x"], "comma-separated"), (["--keep-models", "some"], "'best', 'all' or 'none'")):
         args = grid_args(small_model_dir, glue_slice, tmp_path / "o")
         if bad[0] in args:
             args[args.index(bad[0]) + 1] = bad[1]

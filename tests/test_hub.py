@@ -294,7 +294,7 @@ def test_cli_download_end_to_end(server, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert rc == 1 and "\n" not in err and "uncased_L-4_H-256_A-4.zip" in err and "offline" in err
     assert cli.main(["download", "tiny", "--source", "ftp"]) == 1
-    assert "--source must be zip or hub" in capsys.readouterr().err
+    assert "--source: should be 'zip' or 'hub', got 'ftp'" in capsys.readouterr().err
 
 
 def test_cache_comes_from_the_environment(monkeypatch, tmp_path):

@@ -200,13 +200,13 @@ def test_shards_of_another_vocab_are_refused(small_model, tmp_path):
 
 
 def test_bad_settings_are_refused(small_model, shards, tmp_path):
-    with pytest.raises(WellreadError, match="mlm or mlm\\+nsp"):
+    with pytest.raises(WellreadError, match="'mlm' or 'mlm\\+nsp'"):
         cfg(small_model, shards, tmp_path, objective="nsp")
     with pytest.raises(WellreadError, match="endless"):
         cfg(small_model, shards, tmp_path, epochs=1.0)
     with pytest.raises(WellreadError, match="hold out"):
         pretrain(cfg(small_model, shards, tmp_path / "r", eval_documents=10_000))
-    with pytest.raises(WellreadError, match="random, sinusoidal"):
+    with pytest.raises(WellreadError, match="'random' or 'sinusoidal'"):
         cfg(small_model, shards, tmp_path, position_init="learned")
     with pytest.raises(WellreadError, match="position-init is for a random start"):
         pretrain(cfg(small_model, shards, tmp_path / "r3", position_init="sinusoidal"))

@@ -78,13 +78,27 @@ def sccs(graph: dict[str, set[str]]) -> list[list[str]]:
     return out
 
 
+def config_fields(node: ast.ClassDef) -> tuple[list[str], list[str]]:
+    """The settings a config class declares (``field(..., help=...)``) and those it borrows (``same(...)``)."""
+    own, borrowed = [], []
+    for s in node.body:
+        if isinstance(s, ast.AnnAssign) and isinstance(s.target, ast.Name) and isinstance(s.value, ast.Call):
+            call = ast.unparse(s.value.func)
+            if call == "field" and any(k.arg == "help" for k in s.value.keywords):
+                own.append(s.target.id)
+            elif call == "same":
+                borrowed.append(s.target.id)
+    return own, borrowed
+
+
 def main(root: Path) -> None:
     files = sorted(root.rglob("*.py"))
     modules = {module_name(root, f): f for f in files}
     graph: dict[str, set[str]] = collections.defaultdict(set)
     local_internal = local_all = 0
     functions = []
-    configs: dict[str, list[str]] = {}
+    configs: dict[str, list[str]] = {}  # config class -> the settings it declares itself (type, help, bounds)
+    same: dict[str, list[str]] = {}  # config class -> the settings it borrows from another (config.same)
     lines = {}
     for mod, f in modules.items():
         text = f.read_text(encoding="utf-8")
@@ -99,12 +113,11 @@ def main(root: Path) -> None:
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 functions.append((node.end_lineno - node.lineno + 1, f"{mod}.{node.name}"))
             if isinstance(node, ast.ClassDef) and any(
-                    "dataclass" in ast.unparse(d) for d in node.decorator_list):
-                names = [s.target.id for s in node.body if isinstance(s, ast.AnnAssign)
-                         and isinstance(s.target, ast.Name) and s.value is not None
-                         and "field(" in ast.unparse(s.value) and "help=" in ast.unparse(s.value)]
-                if names:
-                    configs[f"{mod}.{node.name}"] = names
+                    "dataclass" in ast.unparse(d) or "configclass" in ast.unparse(d) for d in node.decorator_list):
+                own, borrowed = config_fields(node)
+                if own or borrowed:
+                    configs[f"{mod}.{node.name}"] = own
+                    same[f"{mod}.{node.name}"] = borrowed
     print(f"modules: {len(modules)}, lines: {sum(lines.values())}")
     for mod, n in sorted(lines.items(), key=lambda kv: -kv[1]):
         print(f"  {n:5d}  {mod}")
@@ -117,7 +130,9 @@ def main(root: Path) -> None:
     print(f"fields declared in more than one config class: {len(again)} names, "
           f"{sum(again.values()) - len(again)} re-declarations")
     for n, c in sorted(again.items(), key=lambda kv: -kv[1]):
-        print(f"  {c:3d}x {n}")
+        where = ", ".join(sorted(k.rsplit(".", 1)[1] for k, names in configs.items() if n in names))
+        print(f"  {c:3d}x {n}  ({where})")
+    print(f"settings borrowed with config.same (declared once, elsewhere): {sum(map(len, same.values()))}")
     print(f"function-local imports: {local_all} (of package modules: {local_internal})")
     cycles = sccs(graph)
     print(f"import cycles (function-local imports included): {len(cycles)}")

@@ -13,10 +13,12 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 from wellread import __version__
-from wellread.config import add_arguments, configclass, field, from_args, group
+from wellread.config import add_arguments, configclass, field, from_args, group, same
 from wellread.data.batching import Inputs
+from wellread.data.text import DocMode
 from wellread.errors import WellreadError
 
 
@@ -170,7 +172,7 @@ class DataStatsConfig:
                                              "datasets copy (not needed for a task file)")
     vocab: Path | None = field(None, help="vocab.txt or a model directory: lengths in WordPiece tokens "
                                           "(default: whitespace words)")
-    max_length: int = field(128, help="with --vocab, count the examples longer than this")
+    max_length: int = same(Inputs, "max_length", help="with --vocab, count the examples longer than this")
     json: bool = field(False, help="print JSON (one object per split)")
 
 
@@ -207,15 +209,14 @@ class DownloadConfig:
     names: list[str] = field(help="what to fetch: tiny, mini, small, medium, base, L-<n>_H-<n>, all, "
                                   "a hub id (owner/name), or a zip URL", positional=True)
     cache: Path | None = field(None, help="cache directory (default: $WELLREAD_CACHE or ~/.cache/wellread)")
-    source: str = field("zip", help="zip: Google's TF checkpoints, converted here; hub: the Hugging Face hub's files")
+    source: Literal["zip", "hub"] = field("zip", help="zip: Google's TF checkpoints, converted here; hub: the Hugging "
+                                                     "Face hub's files")
     offline: bool = field(False, help="use the cache only, never the network (also HF_HUB_OFFLINE=1 / WELLREAD_OFFLINE=1)")
     sha256: str | None = field(None, help="the expected SHA-256 of the downloaded zip (one name only)")
-    timeout: float = field(30.0, help="seconds to wait for the server before giving up")
+    timeout: float = field(30.0, gt=0, help="seconds to wait for the server before giving up")
     quiet: bool = field(False, help="no progress bar")
 
     def __post_init__(self) -> None:
-        if self.source not in ("zip", "hub"):
-            raise WellreadError(f"--source must be zip or hub, not {self.source!r}", field="source")
         if self.sha256 is not None and len(self.names) != 1:
             raise WellreadError("--sha256 applies to one download; give one name", field="sha256")
 
@@ -266,7 +267,7 @@ class CorpusConfig:
     out: Path = field(help="directory for the shards and manifest.json (a killed run resumes there)")
     workers: int | None = field(None, ge=1, help="encoding processes (default: CPU count, at most 8; 1 = in this process)")
     shard_tokens: int = field(1 << 22, help="tokens per shard (a shard closes at the first unit boundary past this)")
-    doc_mode: str = field("auto", help="auto, line (a document a line) or blank (documents separated by blank "
+    doc_mode: DocMode = field("auto", help="auto, line (a document a line) or blank (documents separated by blank "
                                        "lines); auto looks at each file's first 10,000 lines")
     text_field: str = field("text", help="the field holding the text in .jsonl records")
     group_lines: int = field(1, help="line mode: this many consecutive lines (paragraphs) make one document, so "
@@ -317,8 +318,7 @@ class EvaluateConfig:
                                           "holding model/ (squad, squad_v2: or none, with --predictions)")
     task: str = field(help="cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli, ax (its diagnostic-full.tsv) or "
                            "hans (ax and hans are scored with a model trained for mnli), a task file (tickets.yaml); squad (v1.1) or squad_v2 (v2.0): the official EM/F1")
-    data_dir: Path | None = field(None, help="the GLUE root (holding <Task>/), a task folder, or a Hugging Face "
-                                             "datasets copy (not needed for a task file)")
+    data_dir: Path | None = same(DataStatsConfig, "data_dir")
     split: str | None = field(None, help="one labelled split (default: dev; MNLI: both dev sets; HANS: its "
                                          "evaluation set; AX: diagnostic-full)")
     inputs: Inputs = group(Inputs, help="how inputs are cut (--max-length)")
@@ -365,9 +365,6 @@ class PredictGlueConfig:
     inputs: Inputs = group(Inputs, help="how inputs are cut (--max-length)")
     overwrite: bool = field(False, help="replace an output directory that holds other files")
 
-    def __post_init__(self) -> None:
-        if isinstance(self.models, str):  # one string from a YAML file
-            self.models = [self.models]
 
 
 @command("predict-glue", PredictGlueConfig, "write GLUE leaderboard files (index, prediction) and a zip of them")
@@ -391,10 +388,10 @@ def _grid_config():
 def _grid(cfg) -> None:
     from wellread.data.tasks import get_task
     from wellread.report.grid_tables import write_grid_report
-    from wellread.train.grid import check_complete, label, run_grid
+    from wellread.train.grid import check_complete, run_grid
 
     r = run_grid(cfg)
-    write_grid_report(r, cfg.out, label(cfg))
+    write_grid_report(r, cfg.out)
     check_complete(r, cfg.out)
     for task, t in r["tasks"].items():
         b = t["best"]
@@ -409,12 +406,7 @@ def _grid(cfg) -> None:
 
 # --- wellread predict / export / serve (infer/) --------------------------------------------------
 
-_BACKENDS = ("torch", "onnx", "onnx-int8", "openvino", "auto")  # = infer.predictor.BACKENDS, without importing it
-
-
-def _check_backend(backend: str) -> None:
-    if backend not in _BACKENDS:
-        raise WellreadError(f"unknown backend {backend!r} (choose {', '.join(_BACKENDS)})", field="backend")
+Backend = Literal["torch", "onnx", "onnx-int8", "openvino", "auto"]  # = infer.predictor.BACKENDS, without importing it
 
 
 @configclass
@@ -425,22 +417,17 @@ class PredictConfig:
                             "--split, default test)")
     split: str | None = field(None, help="with a task file as --input: the split to predict (train, dev or test)")
     output: str = field(help="predictions: .jsonl, .tsv, or - for JSON lines on stdout (written atomically)")
-    backend: str = field("torch", help="torch, onnx (fp32), onnx-int8, openvino (bf16 where the CPU has it), or auto "
+    backend: Backend = field("torch", help="torch, onnx (fp32), onnx-int8, openvino (bf16 where the CPU has it), or auto "
                                        "(the fastest here, see `wellread env`); an ONNX file missing from --model is "
                                        "exported on the fly")
     batch_size: int = field(64, ge=1, help="inputs per model call (inputs are sorted by length into batches)")
     inputs: Inputs = group(Inputs, help="how inputs are cut (--max-length)")
     text_a: str | None = field(None, help="the column / field holding the (first) text")
     text_b: str | None = field(None, help="the column / field holding the second text of a pair")
-    chunk_size: int = field(4096, help="inputs read, predicted and written at a time (memory stays constant)")
+    chunk_size: int = field(4096, ge=1, help="inputs read, predicted and written at a time (memory stays constant)")
     threads: int | None = field(None, ge=1, help="CPU threads for the model (default: $OMP_NUM_THREADS, else all cores)")
     quiet: bool = field(False, help="no progress bar")
 
-    def __post_init__(self) -> None:
-        _check_backend(self.backend)
-        for name in ("batch_size", "chunk_size"):
-            if getattr(self, name) < 1:
-                raise WellreadError("must be at least 1", field=name)
 
 
 @command("predict", PredictConfig, "predict labels and probabilities (or scores) for a file of sentences or pairs")
@@ -468,16 +455,13 @@ def _predict(cfg: PredictConfig) -> None:
 @configclass
 class ExportConfig:
     model: Path = field(help="a fine-tuned model directory (or its run directory)")
-    format: str = field("onnx", help="the export format (onnx)")
+    format: Literal["onnx"] = field("onnx", help="the export format (onnx)")
     int8: bool = field(False, help="also write model.int8.onnx (dynamic int8 quantisation, ONNX Runtime)")
     out: Path = field(help="the directory to write: model.onnx, model.int8.onnx, config.json, tokenizer, export.json")
     opset: int = field(17, help="the ONNX opset")
-    max_length: int = field(128, help="the input length the check truncates to")
+    max_length: int = same(Inputs, "max_length", help="the input length the check truncates to")
     overwrite: bool = field(False, help="replace an existing output directory")
 
-    def __post_init__(self) -> None:
-        if self.format != "onnx":
-            raise WellreadError(f"unknown format {self.format!r} (onnx)", field="format")
 
 
 @command("export", ExportConfig, "export a fine-tuned model to ONNX (and int8), checked against PyTorch")
@@ -500,29 +484,21 @@ def _export(cfg: ExportConfig) -> None:
 @configclass
 class ServeConfig:
     model: Path = field(help="a fine-tuned model directory (or its run directory), or a `wellread export` directory")
-    backend: str = field("torch", help="torch, onnx (fp32), onnx-int8, openvino, or auto (the fastest here, see "
-                                       "`wellread env`)")
+    backend: Backend = same(PredictConfig, "backend", help="torch, onnx (fp32), onnx-int8, openvino, or auto (the "
+                                                           "fastest here, see `wellread env`)")
     host: str = field("127.0.0.1", help="the address to listen on")
-    port: int = field(8080, help="the port to listen on")
-    batch_size: int = field(64, help="micro-batching: at most this many inputs gathered into one model call")
-    max_wait_ms: float = field(5.0, help="micro-batching: how long the first waiting request waits for company")
-    max_body_bytes: int = field(1 << 20, help="largest request body (413 above)")
-    max_inputs: int = field(256, help="most inputs in one request (413 above)")
-    max_text_chars: int = field(10_000, help="longest input text, in characters (413 above)")
+    port: int = field(8080, ge=0, le=65535, help="the port to listen on")
+    batch_size: int = same(PredictConfig, "batch_size", help="micro-batching: at most this many inputs gathered "
+                                                             "into one model call")
+    max_wait_ms: float = field(5.0, ge=0, help="micro-batching: how long the first waiting request waits for company")
+    max_body_bytes: int = field(1 << 20, ge=1, help="largest request body (413 above)")
+    max_inputs: int = field(256, ge=1, help="most inputs in one request (413 above)")
+    max_text_chars: int = field(10_000, ge=1, help="longest input text, in characters (413 above)")
     inputs: Inputs = group(Inputs, help="how inputs are cut (--max-length)")
-    threads: int | None = field(None, ge=1, help="CPU threads for the model (default: $OMP_NUM_THREADS, else all cores)")
-    log_level: str = field("info", help="uvicorn's log level (critical, error, warning, info, debug)")
+    threads: int | None = same(PredictConfig, "threads")
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = field("info", help="uvicorn's log level")
     access_log: bool = field(False, help="log every request")
 
-    def __post_init__(self) -> None:
-        _check_backend(self.backend)
-        if not 0 <= self.port <= 65535:
-            raise WellreadError("must be a port number (0-65535)", field="port")
-        for name in ("batch_size", "max_body_bytes", "max_inputs", "max_text_chars"):
-            if getattr(self, name) < 1:
-                raise WellreadError("must be at least 1", field=name)
-        if self.max_wait_ms < 0:
-            raise WellreadError("must not be negative", field="max_wait_ms")
 
 
 @command("serve", ServeConfig, "serve predictions over HTTP (JSON; micro-batching; /predict, /health, /info)")

@@ -283,11 +283,15 @@ def check_value(cls: type, name: str, value: Any, *, file: str | None = None, fl
         words = [value] if isinstance(value, str) else value
         if isinstance(value, str) or not _is_positional(cls, name):
             words = [w.strip() for v in words for w in v.split(",") if w.strip()]
-        try:
-            value = [_converter(tp)(w) for w in words]
-        except (TypeError, ValueError):
-            raise WellreadError(f"expected a list of {getattr(_converter(tp), '__name__', tp)}, got "
-                                f"{_describe(value)}", **where) from None
+        items = []
+        for w in words:
+            try:
+                items.append(_converter(tp)(w))
+            except (TypeError, ValueError):
+                given = value if isinstance(value, str) else " ".join(map(str, value))
+                raise WellreadError(f"expected a comma-separated list of {getattr(_converter(tp), '__name__', tp)}, "
+                                    f"got {_describe(given)} ({w!r} is not one)", **where) from None
+        value = items
     if tp is Path:
         if is_list and isinstance(value, list):
             value = [Path(v) if isinstance(v, str) and v else v for v in value]

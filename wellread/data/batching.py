@@ -18,7 +18,6 @@ import torch
 from tokenizers import Tokenizer
 
 from wellread.config import configclass, field
-from wellread.errors import WellreadError
 from wellread.hub import cache_dir
 from wellread.io import atomic_write_bytes
 from wellread.tokenization import vocab_hash
@@ -28,11 +27,7 @@ from wellread.tokenization import vocab_hash
 class Inputs:
     """How inputs are cut: the ``inputs`` group of every command that encodes task examples."""
 
-    max_length: int = field(128, help="truncate inputs to this many tokens (the paper: 128)")
-
-    def __post_init__(self) -> None:
-        if not 8 <= self.max_length <= 512:
-            raise WellreadError("must be between 8 and 512", field="max_length")
+    max_length: int = field(128, ge=8, le=512, help="truncate inputs to this many tokens (the paper: 128)")
 
 
 @dataclass

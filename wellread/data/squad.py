@@ -41,20 +41,18 @@ class QASettings:
     """Extractive QA: Google's run_squad windows, and the split by article used without a training file
     (the ``qa`` group of finetune and distill)."""
 
-    max_seq_length: int = field(384, help="QA: tokens per window, question included (Google: 384)")
-    doc_stride: int = field(128, help="QA: windows of a long context start this many tokens apart (Google: 128)")
-    max_query_length: int = field(64, help="QA: questions are cut to this many tokens (Google: 64)")
+    max_seq_length: int = field(384, ge=16, le=512, help="QA: tokens per window, question included (Google: 384)")
+    doc_stride: int = field(128, ge=1, help="QA: windows of a long context start this many tokens apart (Google: 128)")
+    max_query_length: int = field(64, ge=1, help="QA: questions are cut to this many tokens (Google: 64)")
     train_articles: int | None = field(None, help="QA without the official train file: train on the first N "
                                                   "articles of the dev file, evaluate on the rest (a split by "
                                                   "article; default: 80%% of the articles)")
 
     def __post_init__(self) -> None:
-        if not 16 <= self.max_seq_length <= 512:
-            raise WellreadError("must be between 16 and 512", field="max_seq_length")
-        if not 1 <= self.doc_stride <= self.max_seq_length:
-            raise WellreadError("must be between 1 and max_seq_length", field="doc_stride")
-        if not 1 <= self.max_query_length <= self.max_seq_length - 4:
-            raise WellreadError("must be between 1 and max_seq_length - 4", field="max_query_length")
+        if self.doc_stride > self.max_seq_length:
+            raise WellreadError("must be at most max_seq_length", field="doc_stride")
+        if self.max_query_length > self.max_seq_length - 4:
+            raise WellreadError("must be at most max_seq_length - 4", field="max_query_length")
 
     def windows(self, max_positions: int = 512) -> dict:
         """The keyword arguments of ``preprocess`` (the window cut to the model's positions)."""

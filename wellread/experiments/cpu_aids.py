@@ -19,8 +19,8 @@ and ``wellread.train.pretrain`` reads without them. Each is one setting of the `
 
 from __future__ import annotations
 
-import dataclasses
 import random
+from typing import Literal
 
 import numpy as np
 import torch
@@ -32,8 +32,8 @@ from wellread.data.shards import Corpus
 from wellread.errors import WellreadError
 from wellread.tokenization import CLS, SEP
 
-POSITION_INITS = ("random", "sinusoidal")
-OUTPUT_BIASES = ("zero", "unigram")
+PositionInit = Literal["random", "sinusoidal"]
+OutputBias = Literal["zero", "unigram"]
 ALIGN_BIAS = 5.0  # the alignment scaffold's raise of a token's score for its twin, at full strength
 
 
@@ -41,35 +41,21 @@ ALIGN_BIAS = 5.0  # the alignment scaffold's raise of a token's score for its tw
 class CpuAids:
     """The aids' settings: ``PretrainConfig.aids`` (flags and YAML keys at the top level, as before)."""
 
-    position_init: str = field("random", help="a random start's position embeddings: random (BERT) or "
+    position_init: PositionInit = field("random", help="a random start's position embeddings: random (BERT) or "
                                                "sinusoidal (the Transformer's sine/cosine table, still learned)")
-    output_bias: str = field("zero", help="a random start's MLM output bias: zero (BERT) or unigram (the log "
+    output_bias: OutputBias = field("zero", help="a random start's MLM output bias: zero (BERT) or unigram (the log "
                                           "frequencies of the training documents' tokens)")
-    attention_scaffold: float = field(0.0, help="train with a per-head penalty on attention by distance (head h: "
+    attention_scaffold: float = field(0.0, ge=0, le=1, help="train with a per-head penalty on attention by distance (head h: "
                                                  "-2^-h per position, ALiBi-like) that fades linearly to nothing over "
                                                  "this fraction of the run, so heads learn to read their neighbours; "
                                                  "0: off (BERT). The saved model is BERT's, without it")
-    scaffold_heads: int = field(0, help="the attention scaffold on the first N heads of each layer only, the "
+    scaffold_heads: int = field(0, ge=0, help="the attention scaffold on the first N heads of each layer only, the "
                                         "others left free to attend anywhere (0: every head)")
-    copy_pairs: float = field(0.0, help="MLM on sentence pairs (B the real continuation of A), this fraction of "
+    copy_pairs: float = field(0.0, ge=0, le=1, help="MLM on sentence pairs (B the real continuation of A), this fraction of "
                                         "them copy pairs [CLS] A [SEP] A [SEP], with an alignment scaffold on the "
                                         "last head of each layer (each token's score for its twin raised, fading "
                                         "with --attention-scaffold) so that heads learn to match the tokens of two "
                                         "segments, what pair tasks like STS-B need; 0: off")
-
-    def __post_init__(self) -> None:
-        if self.position_init not in POSITION_INITS:
-            raise WellreadError(f"must be one of {', '.join(POSITION_INITS)}, not {self.position_init!r}",
-                                field="position_init")
-        if self.output_bias not in OUTPUT_BIASES:
-            raise WellreadError(f"must be one of {', '.join(OUTPUT_BIASES)}, not {self.output_bias!r}",
-                                field="output_bias")
-        if not 0.0 <= self.attention_scaffold <= 1.0:
-            raise WellreadError("must be a fraction of the run in [0, 1]", field="attention_scaffold")
-        if self.scaffold_heads < 0:
-            raise WellreadError("must be >= 0 (0: every head)", field="scaffold_heads")
-        if not 0.0 <= self.copy_pairs <= 1.0:
-            raise WellreadError("must be a fraction in [0, 1]", field="copy_pairs")
 
     def check(self, objective: str) -> None:
         """Refuse the aids that do not go with ``objective``."""

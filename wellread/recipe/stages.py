@@ -23,12 +23,18 @@ from wellread.report import write_report
 from wellread.report.collect import distill_grids
 from wellread.report.grid_tables import write_grid_report
 from wellread.tokenization import load_tokenizer, vocab_hash
-from wellread.train.grid import GridConfig, check_complete, label, run_grid
+from wellread.train.finetune import RandomInit
+from wellread.train.grid import GridConfig, GridSpace, check_complete, run_grid
 from wellread.train.loop import config_fingerprint
 from wellread.train.pretrain import PretrainConfig, pretrain
 
 PLAN = "plan.json"
 MANIFEST = "recipe.json"
+
+
+def planned_grid(plan: B.Plan) -> GridSpace:
+    """The fine-tuning grid as the budget left it."""
+    return GridSpace(batch_sizes=plan.batch_sizes, learning_rates=plan.learning_rates, epochs=plan.epochs)
 
 
 def write_if_changed(path: Path, text: str) -> None:
@@ -65,9 +71,9 @@ class Recipe:
 
     def work(self, src: Sources, sizes: dict) -> B.Work:
         c = self.cfg
-        return B.Work(tasks=sizes, batch_sizes=c.batch_sizes, learning_rates=c.learning_rates,
-                      core_cell=(c.core_batch_size, c.core_lr), epochs=c.epochs, teacher_epochs=c.teacher_epochs,
-                      seeds=len(c.seeds), students=len(c.students), arms=tuple(self.arms), augment=c.augment,
+        return B.Work(tasks=sizes, batch_sizes=c.grid.batch_sizes, learning_rates=c.grid.learning_rates,
+                      core_cell=(c.core_batch_size, c.core_lr), epochs=c.grid.epochs, teacher_epochs=c.teacher_epochs,
+                      seeds=len(c.seeds), students=len(c.students), arms=tuple(self.arms), augment=c.pd.augment,
                       text_bytes=text_bytes(src.text), train_vocab=c.vocab == "train",
                       pretrain=c.pretrains and bool(src.text), workers=self.workers,
                       max_train_examples=c.max_train_examples)
@@ -149,9 +155,9 @@ class Recipe:
         c = self.cfg
         out = self.out / f"pretrain-{student}"
         per_student = None if plan.pretrain_s is None else plan.pretrain_s / len(c.students)
-        pc = PretrainConfig(model=student, data=corpus, out=out, vocab=vocab, objective=c.pretrain_objective,
-                            masking=c.pretrain_masking, batch_size=c.pretrain_batch_size, lr=c.pretrain_lr,
-                            max_seq_length=c.pretrain_max_seq_length, eval_every=c.pretrain_eval_every, seed=0,
+        pc = PretrainConfig(**{k.removeprefix("pretrain_"): v for k, v in to_dict(c).items()
+                               if k.startswith("pretrain_") and k not in ("pretrain_share", "pretrain_steps")},
+                            model=student, data=corpus, out=out, vocab=vocab, seed=0,
                             max_steps=c.pretrain_steps if per_student is None else None,
                             time_budget=None if per_student is None else f"{per_student:.0f}s",
                             threads=c.threads, bf16=c.bf16, quiet=c.quiet)
@@ -170,7 +176,7 @@ class Recipe:
 
         def run() -> dict:
             r = run_grid(gc)
-            write_grid_report(r, Path(gc.out), label(gc))
+            write_grid_report(r, Path(gc.out))
             check_complete(r, Path(gc.out))
             if after_run is not None:
                 after_run(r)
@@ -188,10 +194,10 @@ class Recipe:
         glue = self.glue if teacher_sizes == plan.train_examples else \
             self.data(src, plan, "data-teacher", teacher_sizes)
         out = self.out / "teacher"
-        gc = GridConfig(model=str(src.teacher), tasks=",".join(c.tasks), data_dir=glue, out=out,
-                        batch_sizes=str(c.teacher_batch_size), learning_rates=f"{c.teacher_lr:g}",
-                        epochs=plan.teacher_epochs, inputs=c.inputs, seed=0, workers=self.workers, threads=1,
-                        keep_models="best", quiet=True)
+        gc = GridConfig(model=str(src.teacher), tasks=c.tasks, data_dir=glue, out=out,
+                        grid=GridSpace(batch_sizes=[c.teacher_batch_size], learning_rates=[c.teacher_lr],
+                                       epochs=plan.teacher_epochs),
+                        inputs=c.inputs, seed=0, workers=self.workers, threads=1, keep_models="best", quiet=True)
         self.grid_stage("teacher", gc, after=["data", "data-teacher"], estimate_s=plan.estimate_s.get("teacher"))
         self.runs.append({"kind": "grid", "arm": "teacher", "path": out.name})
         best = json.loads((out / "best.json").read_text(encoding="utf-8"))
@@ -202,10 +208,8 @@ class Recipe:
         """The paper's grid (as the budget left it) for one arm: random init, pre-trained or published."""
         c = self.cfg
         name = f"grid-{arm}-{student}-s{seed}"
-        gc = GridConfig(model=str(model), tasks=",".join(c.tasks), data_dir=glue, out=self.out / name,
-                        batch_sizes=",".join(map(str, plan.batch_sizes)),
-                        learning_rates=",".join(f"{lr:g}" for lr in plan.learning_rates), epochs=plan.epochs,
-                        inputs=c.inputs, random_init=arm == "random", vocab=vocab if arm == "random" else None,
+        gc = GridConfig(model=str(model), tasks=c.tasks, data_dir=glue, out=self.out / name, grid=planned_grid(plan),
+                        inputs=c.inputs, init=RandomInit(random_init=True, vocab=vocab) if arm == "random" else RandomInit(),
                         seed=seed, workers=self.workers, threads=1, keep_models="best", quiet=True)
         self.grid_stage(name, gc, after=after,
                         estimate_s=plan.estimate_s.get(f"grid-{arm}", 0) / (len(c.seeds) * len(c.students)))
@@ -217,12 +221,9 @@ class Recipe:
         c = self.cfg
         name = f"distill-{student}-s{seed}"
         out = self.out / name
-        gc = GridConfig(model=str(model), tasks=",".join(c.tasks), data_dir=glue, out=out,
-                        batch_sizes=",".join(map(str, plan.batch_sizes)),
-                        learning_rates=",".join(f"{lr:g}" for lr in plan.learning_rates), epochs=plan.epochs,
-                        inputs=c.inputs, seed=seed, workers=self.workers, threads=1, keep_models="all",
-                        objective="distill", teacher=",".join(f"{t}={p}" for t, p in teachers.items()),
-                        transfer=list(c.transfer), augment=c.augment, temperature=c.temperature, alpha=c.alpha,
+        gc = GridConfig(model=str(model), tasks=c.tasks, data_dir=glue, out=out, grid=planned_grid(plan), inputs=c.inputs,
+                        seed=seed, workers=self.workers, threads=1, keep_models="all", objective="distill",
+                        teacher=[f"{t}={p}" for t, p in teachers.items()], pd=c.pd,
                         then_finetune="pd+ft" in self.arms, quiet=True)
         self.grid_stage(name, gc, after=after, after_run=lambda r: prune_distill(out, r),
                         estimate_s=plan.estimate_s.get("distill", 0) / (len(c.seeds) * len(c.students)))

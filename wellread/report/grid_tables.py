@@ -25,9 +25,10 @@ def display_name(task: str) -> str:
     return task if task in QA_TASKS else get_task(task).name
 
 
-def write_grid_report(results: dict, out: Path, label: str) -> list[Path]:
-    """table.md and heatmap-<task>.png of a grid's results under ``out``."""
-    atomic_write_text(Path(out) / "table.md", markdown_table(results, label))
+def write_grid_report(results: dict, out: Path, label: str | None = None) -> list[Path]:
+    """table.md and heatmap-<task>.png of a grid's results under ``out`` (the model called ``label``, by default
+    ``grid_label``)."""
+    atomic_write_text(Path(out) / "table.md", markdown_table(results, label or grid_label(results)))
     return [Path(out) / "table.md", *heatmaps(results, Path(out))]
 
 
@@ -82,6 +83,15 @@ def markdown_table(results: dict, label: str) -> str:
                 vals.append(v)
             lines.append(f"| {b} | " + " | ".join(vals) + " |")
     return "\n".join(lines) + "\n"
+
+
+def grid_label(results: dict) -> str:
+    """What a grid's table calls its model, from its results.json: the model, random init, PD (+ fine-tuning)."""
+    settings = results.get("settings") or {}
+    text = model_label(results["model"]) + (" (random init)" if results.get("random_init") else "")
+    if settings.get("objective") == "distill":
+        text += ", PD" + (" + fine-tuning" if settings.get("then_finetune") else "")
+    return text
 
 
 def model_label(model: str) -> str:

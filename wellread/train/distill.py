@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from tokenizers import Tokenizer
 
-from wellread.config import carry, configclass, field, group, to_dict
+from wellread.config import carry, configclass, field, group, same, to_dict
 from wellread.data.batching import Features, Inputs, cached_encode
 from wellread.data.own_task import data_settings, task_file_of
 from wellread.data.squad import QASettings, is_qa_task
@@ -46,6 +46,8 @@ from wellread.train.finetune import (
     ClassificationObjective,
     FinetuneConfig,
     LabelledSet,
+    RandomInit,
+    after_distillation,
     build_model,
     finetune,
     load_labelled,
@@ -58,45 +60,47 @@ MAX_UNK_RATE = 0.05  # a vocabulary that maps more of the text than this to [UNK
 
 
 @configclass
+class PDSettings:
+    """Pre-trained Distillation's transfer set and loss: the ``pd`` group of distill, grid (--objective distill)
+    and recipe."""
+
+    transfer: list[Path] = field(default_factory=list, help="unlabelled transfer text: .txt/.tsv/.gz (one input a "
+                                 "line; a tab separates a pair) or .jsonl (text, or text_a/text_b)")
+    augment: int = field(0, ge=0, help="add N derived inputs per training example: word spans of a sentence; for "
+                                       "pairs the swapped pair and the first text with another example's second")
+    temperature: float = field(1.0, gt=0, help="softmax temperature of teacher and student (the paper: 1)")
+    alpha: float = field(0.0, ge=0, le=1, help="weight of the hard-label loss on transfer examples that have a "
+                                               "label (0: soft only, as PD)")
+
+
+@configclass
 class DistillConfig(TrainConfig):
     teacher: str = field(help="the teacher: a sequence-classification model directory (HF layout) trained for the task")
     student: str = field(help="the student: a pre-trained model directory, or one of the 24 names with --random-init")
-    task: str = field(help="GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli; squad or squad_v2 "
-                           "(the teacher's start/end logits per window); or a task file (tickets.yaml: your own "
-                           "data, see docs/own-task.md)")
-    data_dir: Path | None = field(None, help="the GLUE root (holding <TASK>/ folders), a task folder, or a HF datasets "
-                                             "copy (not needed for a task file)")
-    out: Path = field(help="the run directory (model/, results.json, metrics.jsonl; finetune/ with --then-finetune)")
-    transfer: list[Path] = field(default_factory=list, help="unlabelled transfer text: .txt/.tsv/.gz (one input a "
-                                 "line; a tab separates a pair) or .jsonl (text, or text_a/text_b)")
+    task: str = same(FinetuneConfig, "task", help="GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli; "
+                     "squad or squad_v2 (the teacher's start/end logits per window); or a task file (tickets.yaml: "
+                     "your own data, see docs/own-task.md)")
+    data_dir: Path | None = same(FinetuneConfig, "data_dir")
+    out: Path = same(TrainConfig, "out", help="the run directory (model/, results.json, metrics.jsonl; finetune/ "
+                                              "with --then-finetune)")
+    pd: PDSettings = group(PDSettings, help="the transfer set and the loss")
     transfer_from_task: bool = field(True, help="add the task's training inputs (labels kept only for --alpha)")
-    augment: int = field(0, help="add N derived inputs per training example: word spans of a sentence; for pairs "
-                                 "the swapped pair and the first text with another example's second")
-    temperature: float = field(1.0, help="softmax temperature of teacher and student (the paper: 1)")
-    alpha: float = field(0.0, help="weight of the hard-label loss on transfer examples that have a label (0: soft only)")
     then_finetune: bool = field(False, help="stage 3: fine-tune the distilled student on the labelled data")
-    finetune_epochs: float | None = field(None, help="epochs of stage 3 (default: --epochs)")
+    finetune_epochs: float | None = same(TrainConfig, "epochs", help="epochs of stage 3 (default: --epochs)")
     cache: Path | None = field(None, help="the teacher-logits cache directory (default: a hashed folder in the "
                                           "wellread cache, shared by every run with the same teacher and transfer set)")
-    teacher_max_length: int | None = field(None, help="the teacher's max length (default: --max-length)")
-    epochs: float | None = field(4.0, help="passes over the transfer set")
+    teacher_max_length: int | None = same(Inputs, "max_length", None, help="the teacher's max length (default: "
+                                                                            "--max-length)")
+    epochs: float | None = same(TrainConfig, "epochs", 4.0, help="passes over the transfer set")
     inputs: Inputs = group(Inputs, help="how inputs are cut (--max-length)")
-    random_init: bool = field(False, help="the student is a randomly initialised miniature (for comparisons)")
-    vocab: Path | None = field(None, help="vocabulary for --random-init (default: the standard uncased BERT vocab)")
-    dropout: float | None = field(None, help="override the student's dropout (hidden and attention)")
-    overwrite: bool = field(False, help="start over in an existing run directory")
+    init: RandomInit = group(RandomInit, help="a random start of the student (--random-init, --vocab)")
+    dropout: float | None = same(FinetuneConfig, "dropout", help="override the student's dropout (hidden and attention)")
     qa: QASettings = group(QASettings, help="extractive QA (squad, squad_v2): the student's windows and the split "
                                            "by article, as in finetune")
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.temperature <= 0:
-            raise WellreadError("must be > 0", field="temperature")
-        if not 0 <= self.alpha <= 1:
-            raise WellreadError("must be in [0, 1]", field="alpha")
-        if self.augment < 0:
-            raise WellreadError("must be >= 0", field="augment")
-        if not self.transfer and not self.transfer_from_task:
+        if not self.pd.transfer and not self.transfer_from_task:
             raise WellreadError("no transfer data: give --transfer FILES or keep --transfer-from-task", field="transfer")
 
 
@@ -177,9 +181,7 @@ def read_transfer_file(path: Path, pairs: bool, fields: tuple[str, str | None] |
                                         line=lineno, field="text_b")
                 counts["inputs"] += 1
                 yield a, b
-    except UnicodeDecodeError as e:
-        raise WellreadError(f"not UTF-8 text ({e.reason})", file=path) from None
-    except (OSError, EOFError) as e:
+    except OSError as e:
         raise WellreadError(f"cannot read: {e}", file=path) from None
 
 
@@ -233,16 +235,16 @@ def build_transfer(cfg: DistillConfig, spec: TaskSpec) -> TransferSet:
         texts_b += [e.text_b for e in ex]
         gold += [(e.label if spec.is_regression else spec.label2id[e.label]) for e in ex]
         sources[f"{spec.name} train inputs ({train.path})"] = len(ex)
-    if cfg.augment:
+    if cfg.pd.augment:
         ex = train.examples
-        da, db = _derived(spec, [e.text_a for e in ex], [e.text_b for e in ex], cfg.augment)
+        da, db = _derived(spec, [e.text_a for e in ex], [e.text_b for e in ex], cfg.pd.augment)
         texts_a += da
         texts_b += db
         gold += [none] * len(da)
-        sources[f"derived from {spec.name} train ({cfg.augment} per example)"] = len(da)
+        sources[f"derived from {spec.name} train ({cfg.pd.augment} per example)"] = len(da)
     files: dict[str, dict[str, int]] = {}
     own = getattr(spec.source, "spec_file", None)  # a task file: its JSON field names
-    for path in cfg.transfer:
+    for path in cfg.pd.transfer:
         n0 = len(texts_a)
         counts: dict[str, int] = {}
         for a, b in read_transfer_file(path, pairs, (own.text, own.text_pair) if own else None, counts):
@@ -486,15 +488,6 @@ def student_config(cfg: DistillConfig) -> FinetuneConfig:
     return carry(FinetuneConfig, cfg, model=cfg.student, new_head=True)
 
 
-def finetune_stage_config(cfg: DistillConfig) -> FinetuneConfig:
-    """Stage 3: fine-tune the distilled student (RUN/model) on the labelled data, in RUN/finetune."""
-    keep = {f.name for f in dataclasses.fields(TrainConfig)}
-    common = {k: getattr(cfg, k) for k in keep}
-    common["epochs"] = cfg.finetune_epochs if cfg.finetune_epochs is not None else cfg.epochs
-    return FinetuneConfig(**common, model=str(Path(cfg.out) / "model"), task=cfg.task, data_dir=cfg.data_dir,
-                          out=Path(cfg.out) / "finetune", inputs=cfg.inputs, dropout=cfg.dropout)
-
-
 def prepare_labels(cfg: DistillConfig, transfer: TransferSet | None = None) -> TeacherLabels:
     """Have the teacher label the transfer set (built here unless given), or read the cache: what a grid does once."""
     spec = get_task(cfg.task)
@@ -517,7 +510,7 @@ def distill(cfg: DistillConfig) -> dict:
     if spec.evaluate_with is not None:
         raise WellreadError(f"{spec.name} is evaluation-only; distil on {spec.evaluate_with} instead", field="task")
     return distillation_run(cfg, run_settings(cfg), stage2_settings(cfg), lambda: _prepare_distillation(cfg, spec),
-                            stage3=(lambda: finetune(finetune_stage_config(cfg))) if cfg.then_finetune else None)
+                            stage3=(lambda: finetune(after_distillation(cfg))) if cfg.then_finetune else None)
 
 
 def _prepare_distillation(cfg: DistillConfig, spec: TaskSpec) -> Prepared:
@@ -531,7 +524,7 @@ def _prepare_distillation(cfg: DistillConfig, spec: TaskSpec) -> Prepared:
     train_set = LabelledSet("transfer", feats, transfer.gold, [])
     dev_sets = [load_labelled(spec, cfg.data_dir, s, tok, max_length) for s in spec.dev_splits]
     objective = DistillObjective(model, spec, train_set, labels.logits, dev_sets, seed=cfg.seed, pad_id=pad_id,
-                                 temperature=cfg.temperature, alpha=cfg.alpha, bf16=inference_bf16(cfg.bf16))
+                                 temperature=cfg.pd.temperature, alpha=cfg.pd.alpha, bf16=inference_bf16(cfg.bf16))
 
     def results(result, wall: float) -> dict:
         return {"task": spec.name, **task_file_of(spec), "model": source, "teacher": str(cfg.teacher),

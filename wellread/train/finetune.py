@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from tokenizers import Tokenizer
 
 from wellread import hub
-from wellread.config import configclass, field, group, to_dict
+from wellread.config import carry, configclass, field, group, same, to_dict
 from wellread.data.batching import Features, Inputs, bucketed_batches, cached_encode, collate
 from wellread.data.own_task import data_settings, task_file_of
 from wellread.data.squad import QASettings, is_qa_task
@@ -38,23 +38,39 @@ from wellread.train.run import Prepared, epoch_summary, run, timing
 
 
 @configclass
+class RandomInit:
+    """A randomly initialised start instead of pre-trained weights: the ``init`` group of finetune, distill
+    (the student) and grid (every cell)."""
+
+    random_init: bool = field(False, help="start from a randomly initialised miniature (one of the 24 names) "
+                                          "instead of pre-trained weights")
+    vocab: Path | None = field(None, help="vocabulary for --random-init (default: the standard uncased BERT vocab)")
+
+
+@configclass
 class FinetuneConfig(TrainConfig):
-    model: str = field(help="a model directory (HF layout), or one of the 24 names with --random-init")
+    model: str = field(help="a model directory (HF layout), a hub id or miniature name, or with --random-init one "
+                            "of the 24 miniatures")
     task: str = field(help="GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli; squad (v1.1), squad_v2 "
                            "(v2.0): extractive question answering; or a task file (tickets.yaml: your own data, "
                            "see docs/own-task.md)")
     data_dir: Path | None = field(None, help="the GLUE root (holding <TASK>/ folders), a task folder, or a HF datasets "
                                              "copy (not needed for a task file)")
-    out: Path = field(help="the run directory (model/, results.json, metrics.jsonl, checkpoint)")
-    epochs: float | None = field(4.0, help="passes over the training data (the paper: 4)")
+    epochs: float | None = same(TrainConfig, "epochs", 4.0, help="passes over the training data (the paper: 4)")
     inputs: Inputs = group(Inputs, help="how inputs are cut (--max-length)")
-    random_init: bool = field(False, help="start from a randomly initialised miniature instead of pre-trained weights")
-    vocab: Path | None = field(None, help="vocabulary for --random-init (default: the standard uncased BERT vocab)")
+    init: RandomInit = group(RandomInit, help="a random start (--random-init, --vocab)")
     new_head: bool = field(False, help="replace a classifier trained for other labels instead of refusing")
     train_split: str = field("train", help="the split to train on")
     dropout: float | None = field(None, help="override the model's dropout (hidden and attention)")
-    overwrite: bool = field(False, help="start over in an existing run directory")
     qa: QASettings = group(QASettings, help="extractive QA (squad, squad_v2): windows and the split by article")
+
+
+def after_distillation(cfg) -> FinetuneConfig:
+    """Distillation's stage 3 (``cfg`` a ``DistillConfig`` with --then-finetune): fine-tune the distilled student
+    (RUN/model) in RUN/finetune, with every setting distillation shares with fine-tuning and --finetune-epochs."""
+    return carry(FinetuneConfig, cfg, model=str(Path(cfg.out) / "model"), out=Path(cfg.out) / "finetune",
+                 epochs=cfg.finetune_epochs if cfg.finetune_epochs is not None else cfg.epochs,
+                 random_init=False, vocab=None, overwrite=False)
 
 
 @dataclasses.dataclass
@@ -204,21 +220,21 @@ def _model_path(model: str) -> Path:
     return path
 
 
-def build_tokenizer(model: str, *, random_init: bool = False, vocab: Path | None = None) -> Tokenizer:
+def build_tokenizer(model: str, init: RandomInit) -> Tokenizer:
     """The tokenizer a fine-tuning run of ``model`` uses (without building the model)."""
-    if random_init:
+    if init.random_init:
         zoo.get(model)  # an unknown name is refused here, with a suggestion
-        return load_tokenizer(vocab or STANDARD_VOCAB)
+        return load_tokenizer(init.vocab or STANDARD_VOCAB)
     return load_tokenizer(_model_path(model))
 
 
 def build_model(cfg: FinetuneConfig, spec: TaskSpec):
     """(model, tokenizer, description of the source) for a fine-tuning run."""
-    if cfg.random_init:
+    if cfg.init.random_init:
         from transformers import BertForSequenceClassification
 
         mini = zoo.get(cfg.model)
-        tok = load_tokenizer(cfg.vocab or STANDARD_VOCAB)
+        tok = load_tokenizer(cfg.init.vocab or STANDARD_VOCAB)
         config = mini.bert_config(vocab_size=tok.get_vocab_size(), pad_token_id=tok.token_to_id(PAD))
         set_task_head(config, spec)
         _set_dropout(config, cfg.dropout)

@@ -27,8 +27,9 @@ import time
 import traceback
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Literal
 
-from wellread.config import carry, configclass, field, group, to_dict
+from wellread.config import carry, configclass, field, group, same, to_dict
 from wellread.data.batching import Inputs
 from wellread.data.own_task import task_ref
 from wellread.data.squad import is_qa_task
@@ -36,96 +37,82 @@ from wellread.data.tasks import get_task
 from wellread.errors import WellreadError
 from wellread.eval.metrics import best_glue_columns, cell_score, glue_score
 from wellread.io import atomic_write_json
-from wellread.report.grid_tables import model_label
 from wellread.train import distill, finetune
-from wellread.train.distill import DistillConfig, prepare_labels
-from wellread.train.finetune import FinetuneConfig, build_tokenizer, load_labelled
+from wellread.train.distill import DistillConfig, PDSettings, prepare_labels
+from wellread.train.finetune import FinetuneConfig, RandomInit, build_tokenizer, load_labelled
+from wellread.train.loop import TrainConfig
 from wellread.train.run import remove_temporaries
 
 PAPER_BATCH_SIZES = (8, 16, 32, 64, 128)
 PAPER_LEARNING_RATES = (3e-4, 1e-4, 5e-5, 3e-5)
 
 
-def _numbers(text: str, what: str, kind: type) -> tuple:
-    try:
-        values = tuple(kind(v) for v in str(text).split(",") if v.strip())
-    except ValueError:
-        raise WellreadError(f"expected a comma-separated list of numbers, not {text!r}", field=what) from None
-    if not values or any(v <= 0 for v in values):
-        raise WellreadError(f"expected positive numbers, not {text!r}", field=what)
-    return values
+@configclass
+class GridSpace:
+    """The paper's grid: every batch size × learning rate, each cell trained for the same epochs (the ``grid``
+    group of grid and recipe)."""
+
+    batch_sizes: list[int] = field(default_factory=lambda: list(PAPER_BATCH_SIZES), ge=1, min_items=1,
+                                   help="batch sizes of the grid (the paper's: 8,16,32,64,128)")
+    learning_rates: list[float] = field(default_factory=lambda: list(PAPER_LEARNING_RATES), gt=0, min_items=1,
+                                        help="learning rates of the grid (the paper's: 3e-4,1e-4,5e-5,3e-5)")
+    epochs: float = same(TrainConfig, "epochs", 4.0, help="epochs per cell (the paper: 4)")
 
 
 @configclass
 class GridConfig:
-    model: str = field(help="a model directory (HF layout), a hub id or miniature name, or with --random-init "
-                            "one of the 24 miniatures")
-    tasks: str = field(help="comma-separated GLUE tasks, e.g. rte,stsb,cola,sst2, and/or task files (tickets.yaml); "
-                            "or squad / squad_v2 (extractive QA: without the official train file, the by-article "
-                            "split of finetune --task squad)")
-    data_dir: Path | None = field(None, help="the GLUE root (holding <TASK>/ folders) or a HF datasets copy "
-                                             "(not needed for task files)")
+    model: str = same(FinetuneConfig, "model")
+    tasks: list[str] = field(min_items=1, help="GLUE tasks, e.g. rte,stsb,cola,sst2, and/or task files (tickets.yaml); "
+                             "or squad / squad_v2 (extractive QA: without the official train file, the by-article "
+                             "split of finetune --task squad)")
+    data_dir: Path | None = same(FinetuneConfig, "data_dir")
     out: Path = field(help="the grid directory: a run directory per cell, results.json, best.json, table.md, PNGs")
-    batch_sizes: str = field(",".join(map(str, PAPER_BATCH_SIZES)), help="batch sizes of the grid (the paper's)")
-    learning_rates: str = field(",".join(map(str, PAPER_LEARNING_RATES)), help="learning rates of the grid (the paper's)")
-    epochs: float = field(4.0, help="epochs per cell (the paper: 4)")
+    grid: GridSpace = group(GridSpace, help="the cells: batch sizes × learning rates, and their epochs")
     inputs: Inputs = group(Inputs, help="how inputs are cut (--max-length)")
-    warmup: float = field(0.1, help="fraction of each cell's steps spent warming up")
-    random_init: bool = field(False, help="start every cell from a randomly initialised miniature")
-    vocab: Path | None = field(None, help="vocabulary for --random-init (default: the standard uncased BERT vocab)")
-    seed: int = field(0, help="seed of every cell (init of the head, data order, dropout)")
-    workers: int | None = field(None, help="cells run side by side (default: the CPU count divided by --threads)")
-    threads: int = field(1, help="CPU threads per worker")
-    keep_models: str = field("best", help="best (delete other cells' models once a task is done), all, or none")
+    warmup: float = same(TrainConfig, "warmup")
+    init: RandomInit = group(RandomInit, help="a random start of every cell (--random-init, --vocab)")
+    seed: int = same(TrainConfig, "seed", help="seed of every cell (init of the head, data order, dropout)")
+    workers: int | None = field(None, ge=1, help="cells run side by side (default: the CPU count divided by --threads)")
+    threads: int = same(TrainConfig, "threads", 1, help="CPU threads per worker (each cell's --threads)")
+    keep_models: Literal["best", "all", "none"] = field("best", help="best (delete other cells' models once a task "
+                                                                     "is done), all, or none")
     ray: str | None = field(None, help="run the cells as Ray Tune trials on this cluster: an address, 'auto', or "
                                        "'local' to start one here; GRID must be on storage every node sees")
-    max_steps: int | None = field(None, help="stop each cell after this many steps (for a quick look; not the paper)")
-    objective: str = field("finetune", help="finetune (labelled data), or distill: Pre-trained Distillation from "
-                                            "--teacher, the teacher's labels computed once and shared by every cell")
-    teacher: str | None = field(None, help="with --objective distill: the teacher directory, or TASK=DIR,... per task")
-    transfer: list[Path] = field(default_factory=list, help="with --objective distill: transfer files (see wellread distill)")
-    augment: int = field(0, help="with --objective distill: derived transfer inputs per training example")
-    temperature: float = field(1.0, help="with --objective distill: softmax temperature")
-    alpha: float = field(0.0, help="with --objective distill: weight of the hard labels")
-    then_finetune: bool = field(False, help="with --objective distill: fine-tune each distilled cell on the labels "
-                                            "too (the cell's score is then the fine-tuned one)")
-    distill_epochs: float | None = field(None, help="with --objective distill: passes over the transfer set "
-                                                     "(default: --epochs; stage 3 always takes --epochs)")
-    quiet: bool = field(False, help="no progress bar")
+    max_steps: int | None = same(TrainConfig, "max_steps", help="stop each cell after this many steps (for a quick "
+                                                                "look; not the paper)")
+    objective: Literal["finetune", "distill"] = field("finetune", help="finetune (labelled data), or distill: "
+                                                      "Pre-trained Distillation from --teacher, the teacher's labels "
+                                                      "computed once and shared by every cell")
+    teacher: list[str] = field(default_factory=list, help="with --objective distill: the teacher directory, or "
+                                                          "TASK=DIR,... per task")
+    pd: PDSettings = group(PDSettings, help="with --objective distill: the transfer set and the loss")
+    then_finetune: bool = same(DistillConfig, "then_finetune", help="with --objective distill: fine-tune each "
+                               "distilled cell on the labels too (the cell's score is then the fine-tuned one)")
+    distill_epochs: float | None = same(TrainConfig, "epochs", help="with --objective distill: passes over the "
+                                        "transfer set (default: --epochs; stage 3 always takes --epochs)")
+    quiet: bool = same(TrainConfig, "quiet")
 
     def __post_init__(self) -> None:
         # a built-in task by its name, a task file by its absolute path (workers may run elsewhere)
-        self.task_list = [_task_ref(t) for t in str(self.tasks).split(",") if t.strip()]
-        if not self.task_list:
-            raise WellreadError("no task given", field="tasks")
+        self.task_list = [_task_ref(t) for t in self.tasks]
         for t in self.task_list:
             if not is_qa_task(t) and get_task(t).evaluate_with is not None:
                 raise WellreadError(f"{t} is evaluation-only; it has no grid", field="tasks")
-        self.batch_list = _numbers(self.batch_sizes, "batch_sizes", int)
-        self.lr_list = _numbers(self.learning_rates, "learning_rates", float)
-        if self.keep_models not in ("best", "all", "none"):
-            raise WellreadError(f"must be best, all or none, not {self.keep_models!r}", field="keep_models")
-        if self.threads < 1 or (self.workers is not None and self.workers < 1):
-            raise WellreadError("workers and threads must be at least 1", field="workers")
-        if self.objective not in ("finetune", "distill"):
-            raise WellreadError(f"must be finetune or distill, not {self.objective!r}", field="objective")
         if self.objective == "distill":
-            self.teacher_for(self.task_list[0])  # refuses a missing teacher now, not in a worker
             for t in self.task_list:
-                self.teacher_for(t)
-        elif self.teacher or self.transfer or self.augment or self.then_finetune:
+                self.teacher_for(t)  # refuses a missing teacher now, not in a worker
+        elif self.teacher or self.pd.transfer or self.pd.augment or self.then_finetune:
             raise WellreadError("--teacher, --transfer, --augment and --then-finetune need --objective distill",
                                 field="objective")
 
     def teacher_for(self, task: str) -> str:
         """The teacher of ``task``: the one --teacher, or its entry in TASK=DIR,..."""
-        text = str(self.teacher or "")
-        if not text:
+        if not self.teacher:
             raise WellreadError("--objective distill needs --teacher DIR (or TASK=DIR,...)", field="teacher")
-        if "=" not in text:
-            return text
+        if len(self.teacher) == 1 and "=" not in self.teacher[0]:
+            return self.teacher[0]
         pairs = {}
-        for part in text.split(","):
+        for part in self.teacher:
             name, sep, path = part.partition("=")
             if not sep or not path:
                 raise WellreadError(f"expected TASK=DIR, not {part!r}", field="teacher")
@@ -166,7 +153,7 @@ class Cell:
 
 def cells(cfg: GridConfig) -> list[Cell]:
     """Every cell, the slowest (smallest batch) first so that side-by-side workers finish together."""
-    return [Cell(t, b, lr) for t in cfg.task_list for b in sorted(cfg.batch_list) for lr in cfg.lr_list]
+    return [Cell(t, b, lr) for t in cfg.task_list for b in sorted(cfg.grid.batch_sizes) for lr in cfg.grid.learning_rates]
 
 
 def finetune_config(cfg: GridConfig, cell: Cell):
@@ -175,7 +162,7 @@ def finetune_config(cfg: GridConfig, cell: Cell):
     cell_settings = dict(task=cell.task, out=cell.run_dir(cfg.out), lr=cell.lr, batch_size=cell.batch_size, quiet=True)
     if cfg.objective == "distill":
         return carry(DistillConfig, cfg, **cell_settings, teacher=cfg.teacher_for(cell.task), student=cfg.model,
-                     epochs=cfg.distill_epochs or cfg.epochs, finetune_epochs=cfg.epochs)
+                     epochs=cfg.distill_epochs or cfg.grid.epochs, finetune_epochs=cfg.grid.epochs)
     return carry(FinetuneConfig, cfg, **cell_settings)
 
 
@@ -225,20 +212,16 @@ def run_cell(cfg_dict: dict, cell: tuple[str, int, float]) -> dict:
 
 
 def _config_dict(cfg: GridConfig) -> dict:
-    """The config as keyword arguments for a worker, with paths made absolute (workers may run elsewhere)."""
-    out = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+    """The settings for a worker, with paths made absolute (workers may run elsewhere)."""
+    out = to_dict(cfg)
     for k in ("data_dir", "out", "vocab"):
         if out[k] is not None:
-            out[k] = Path(out[k]).resolve()
+            out[k] = str(Path(out[k]).resolve())
     if Path(cfg.model).is_dir():
         out["model"] = str(Path(cfg.model).resolve())
-    out["transfer"] = [Path(p).resolve() for p in cfg.transfer]
-    if cfg.teacher:
-        parts = []
-        for part in str(cfg.teacher).split(","):
-            name, sep, path = part.rpartition("=")
-            parts.append(f"{name}{sep}{Path(path).resolve() if Path(path).is_dir() else path}")
-        out["teacher"] = ",".join(parts)
+    out["transfer"] = [str(Path(p).resolve()) for p in cfg.pd.transfer]
+    out["teacher"] = [f"{name}{sep}{Path(path).resolve() if Path(path).is_dir() else path}"
+                      for name, sep, path in (part.rpartition("=") for part in cfg.teacher)]
     return out
 
 
@@ -309,7 +292,7 @@ def collect(cfg: GridConfig) -> dict:
         done = [r for r in rows if r["status"] == "finished"]
         best = max(done, key=lambda r: r["score"]) if done else None
         tasks[task] = {"cells": rows, "best": best, "finished": len(done), "total": len(rows)}
-    out = {"model": cfg.model, "random_init": cfg.random_init, "settings": to_dict(cfg) | {"quiet": None},
+    out = {"model": cfg.model, "random_init": cfg.init.random_init, "settings": to_dict(cfg) | {"quiet": None},
            "tasks": tasks}
     per_task = best_glue_columns(tasks)
     try:
@@ -341,13 +324,13 @@ def _prepare(cfg: GridConfig) -> dict:
     With --objective distill the teacher labels each task's transfer set here, once: every cell then
     reads the cached logits. Returns what the teacher labelling cost, per task.
     """
-    tok = build_tokenizer(cfg.model, random_init=cfg.random_init, vocab=cfg.vocab)
+    tok = build_tokenizer(cfg.model, cfg.init)
     labelling = {}
     for task in cfg.task_list:
         if is_qa_task(task):  # read and check the SQuAD file once (the windows are cheap to remake per cell)
             from wellread.train.qa import qa_data
 
-            qa_data(finetune_config(cfg, Cell(task, cfg.batch_list[0], cfg.lr_list[0])), task, quiet=cfg.quiet)
+            qa_data(finetune_config(cfg, Cell(task, cfg.grid.batch_sizes[0], cfg.grid.learning_rates[0])), task, quiet=cfg.quiet)
         else:
             spec = get_task(task)
             for split in ("train", *spec.dev_splits):
@@ -355,11 +338,11 @@ def _prepare(cfg: GridConfig) -> dict:
         if cfg.objective == "distill" and is_qa_task(task):
             from wellread.train.qa_distill import prepare_qa_labels
 
-            c = finetune_config(cfg, Cell(task, cfg.batch_list[0], cfg.lr_list[0]))
+            c = finetune_config(cfg, Cell(task, cfg.grid.batch_sizes[0], cfg.grid.learning_rates[0]))
             c.quiet = cfg.quiet
             labelling[task] = prepare_qa_labels(c)
         elif cfg.objective == "distill":
-            c = finetune_config(cfg, Cell(task, cfg.batch_list[0], cfg.lr_list[0]))
+            c = finetune_config(cfg, Cell(task, cfg.grid.batch_sizes[0], cfg.grid.learning_rates[0]))
             c.quiet = cfg.quiet
             lab = prepare_labels(c)
             labelling[task] = {"cache": str(lab.cache), "examples": len(lab.logits), "seconds": lab.seconds,
@@ -414,14 +397,6 @@ def run_grid(cfg: GridConfig) -> dict:
     return results
 
 
-def label(cfg: GridConfig) -> str:
-    """What the grid's table calls the model."""
-    text = model_label(cfg.model) + (" (random init)" if cfg.random_init else "")
-    if cfg.objective == "distill":
-        text += ", PD" + (" + fine-tuning" if cfg.then_finetune else "")
-    return text
-
-
 def check_complete(results: dict, out: Path) -> None:
     """Refuse a grid in which some task has no finished cell."""
     missing = [t for t, v in results["tasks"].items() if v["best"] is None]
@@ -429,5 +404,5 @@ def check_complete(results: dict, out: Path) -> None:
         raise WellreadError(f"no cell finished for {', '.join(missing)}; see {Path(out) / 'logs'}", file=out)
 
 
-__all__ = ["GridConfig", "Cell", "cells", "run_grid", "collect", "label", "check_complete",
+__all__ = ["GridConfig", "GridSpace", "Cell", "cells", "run_grid", "collect", "check_complete",
            "PAPER_BATCH_SIZES", "PAPER_LEARNING_RATES"]

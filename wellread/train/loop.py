@@ -60,8 +60,11 @@ def parse_duration(text: str | float | int | None) -> float | None:
 
 @configclass
 class TrainConfig:
-    """What every training command shares. Defaults are the paper's fine-tuning settings."""
+    """What every training command shares: the run directory, the optimizer, the schedule and the run's
+    bookkeeping. Defaults are the paper's fine-tuning settings."""
 
+    out: Path = field(help="the run directory (model/, results.json, metrics.jsonl, checkpoint)")
+    overwrite: bool = field(False, help="start over in an existing run directory")
     lr: float = field(1e-4, gt=0, help="peak learning rate (AdamW)")
     batch_size: int = field(32, ge=1, help="examples per optimizer step, over all processes and accumulation steps")
     grad_accum: int = field(1, ge=1, help="split each step into this many micro-batches (same result, less memory)")
@@ -85,14 +88,8 @@ class TrainConfig:
     quiet: bool = field(False, help="no progress bar")
 
     def __post_init__(self) -> None:
-        if self.lr <= 0:
-            raise WellreadError("must be > 0", field="lr")
-        if self.batch_size < 1 or self.grad_accum < 1:
-            raise WellreadError("batch size and accumulation must be >= 1", field="batch_size")
         if self.batch_size % self.grad_accum:
             raise WellreadError(f"batch size {self.batch_size} is not a multiple of grad_accum {self.grad_accum}", field="grad_accum")
-        if not 0 <= self.warmup < 1:
-            raise WellreadError("must be in [0, 1)", field="warmup")
         parse_duration(self.time_budget)
         if self.epochs is None and self.max_steps is None and self.time_budget is None:
             raise WellreadError("give --epochs, --max-steps or --time-budget", field="epochs")

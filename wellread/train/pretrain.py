@@ -20,17 +20,17 @@ Mini, Small) from scratch at batch 128; use about 1e-4 for Medium and Base.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from tokenizers import Tokenizer
 
 from wellread import hub
-from wellread.config import configclass, field, group, to_dict
+from wellread.config import configclass, field, group, same, to_dict
 from wellread.data.masking import create_instances_from_document, shuffle_context
 from wellread.data.pretraining import PretrainingDataset
 from wellread.data.shards import Corpus, load_corpus
@@ -49,50 +49,41 @@ INDEX = "data_index.jsonl"
 INDEX_EVERY = 16  # micro-batches between recorded data positions
 
 
+Objective = Literal["mlm", "mlm+nsp"]
+Masking = Literal["wordpiece", "whole-word"]
+
+
 @configclass
 class PretrainConfig(TrainConfig):
     model: str = field(help="one of the 24 miniatures (tiny, mini, small, medium, base or L-<n>_H-<n>) to start "
                             "from random weights, or a model directory to continue from")
     data: Path = field(help="the shard directory made by `wellread corpus`")
-    out: Path = field(help="the run directory (model/, results.json, metrics.jsonl, checkpoint)")
     vocab: Path | None = field(None, help="vocabulary for a random start (default: the standard uncased BERT vocab); "
                                           "must be the one the shards were made with")
-    objective: str = field("mlm+nsp", help="mlm, or mlm+nsp (masked LM plus next-sentence prediction, as BERT)")
-    masking: str = field("wordpiece", help="wordpiece (mask pieces independently) or whole-word")
-    max_seq_length: int = field(128, help="tokens per sequence")
+    objective: Objective = field("mlm+nsp", help="mlm, or mlm+nsp (masked LM plus next-sentence prediction, as BERT)")
+    masking: Masking = field("wordpiece", help="wordpiece (mask pieces independently) or whole-word")
+    max_seq_length: int = field(128, ge=8, le=512, help="tokens per sequence")
     aids: CpuAids = group(CpuAids, help="the CPU pre-training aids (wellread.experiments.cpu_aids), all off by default")
-    masked_lm_prob: float = field(0.15, help="fraction of tokens to predict")
-    max_predictions_per_seq: int = field(20, help="at most this many predictions per sequence")
-    pool_batches: int = field(32, help="sort this many batches' worth of sequences by length and shuffle the "
-                                       "batches, so batches pad little (1: off)")
-    eval_documents: int = field(200, help="documents held out for evaluation (spread evenly through the corpus)")
-    eval_batches: int = field(20, help="held-out batches per evaluation (the same ones every time)")
-    eval_batch_size: int = field(64, help="sequences per evaluation batch")
-    lr: float = field(1e-3, help="peak learning rate (AdamW); 1e-3 for Tiny/Mini/Small from scratch, ~1e-4 for larger")
-    batch_size: int = field(128, help="sequences per optimizer step, over all processes and accumulation steps")
-    warmup: float = field(0.01, help="fraction of the steps spent warming the learning rate up from 0 (BERT: 0.01)")
-    eval_every: int | None = field(1000, help="evaluate every N steps")
+    masked_lm_prob: float = field(0.15, gt=0, lt=1, help="fraction of tokens to predict")
+    max_predictions_per_seq: int = field(20, ge=1, help="at most this many predictions per sequence")
+    pool_batches: int = field(32, ge=1, help="sort this many batches' worth of sequences by length and shuffle the "
+                                             "batches, so batches pad little (1: off)")
+    eval_documents: int = field(200, ge=1, help="documents held out for evaluation (spread evenly through the corpus)")
+    eval_batches: int = field(20, ge=1, help="held-out batches per evaluation (the same ones every time)")
+    eval_batch_size: int = field(64, ge=1, help="sequences per evaluation batch")
+    lr: float = same(TrainConfig, "lr", 1e-3, help="peak learning rate (AdamW); 1e-3 for Tiny/Mini/Small from "
+                                                   "scratch, ~1e-4 for larger")
+    batch_size: int = same(TrainConfig, "batch_size", 128, help="sequences per optimizer step, over all processes "
+                                                                "and accumulation steps")
+    warmup: float = same(TrainConfig, "warmup", 0.01, help="fraction of the steps spent warming the learning rate up "
+                                                           "from 0 (BERT: 0.01)")
+    eval_every: int | None = same(TrainConfig, "eval_every", 1000, help="evaluate every N steps")
     dropout: float | None = field(None, help="dropout while pre-training (hidden and attention); the saved "
-                                                 "model keeps the architecture's rate for fine-tuning")
-    overwrite: bool = field(False, help="start over in an existing run directory")
+                                             "model keeps the architecture's rate for fine-tuning")
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.objective not in ("mlm", "mlm+nsp"):
-            raise WellreadError(f"must be mlm or mlm+nsp, not {self.objective!r}", field="objective")
-        if self.masking not in ("wordpiece", "whole-word"):
-            raise WellreadError(f"must be wordpiece or whole-word, not {self.masking!r}", field="masking")
         self.aids.check(self.objective)
-        if not 8 <= self.max_seq_length <= 512:
-            raise WellreadError("must be between 8 and 512", field="max_seq_length")
-        if not 0 < self.masked_lm_prob < 1:
-            raise WellreadError("must be in (0, 1)", field="masked_lm_prob")
-        if self.pool_batches < 1:
-            raise WellreadError("must be >= 1", field="pool_batches")
-        if self.max_predictions_per_seq < 1:
-            raise WellreadError("must be >= 1", field="max_predictions_per_seq")
-        if self.eval_documents < 1 or self.eval_batches < 1 or self.eval_batch_size < 1:
-            raise WellreadError("evaluation needs at least 1 document, batch and sequence", field="eval_documents")
         if self.epochs is not None:
             raise WellreadError("pre-training data is endless; give --max-steps or --time-budget", field="epochs")
 

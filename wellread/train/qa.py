@@ -60,9 +60,9 @@ def build_qa_model(cfg, task: str):
     """(model, tokenizer, source) for ``cfg`` (a FinetuneConfig): a random miniature or a model directory."""
     from transformers import BertForQuestionAnswering
 
-    if cfg.random_init:
+    if cfg.init.random_init:
         mini = zoo.get(cfg.model)
-        tok = load_tokenizer(cfg.vocab or STANDARD_VOCAB)
+        tok = load_tokenizer(cfg.init.vocab or STANDARD_VOCAB)
         config = mini.bert_config(vocab_size=tok.get_vocab_size(), pad_token_id=tok.token_to_id(PAD))
         set_qa_head(config, task)
         if cfg.dropout is not None:

@@ -36,7 +36,7 @@ from wellread.io import atomic_write_bytes, model_directory
 from wellread.modeling.dropout import fast_cpu_dropout
 from wellread.modeling.models import save_model
 from wellread.tokenization import PAD, load_tokenizer, vocab_hash
-from wellread.train.finetune import FinetuneConfig, run_settings
+from wellread.train.finetune import FinetuneConfig, after_distillation, run_settings
 from wellread.train.loop import inference_bf16
 from wellread.train.qa import PREDICTION_FILES, QAObjective, build_qa_model, finetune_qa, qa_data, span_loss
 from wellread.train.run import Prepared, distillation_run, epoch_summary, timing
@@ -155,7 +155,7 @@ def _transfer_windows(cfg) -> dict:
     train_ex, test_ex, _, split = qa_data(student_cfg, cfg.task, quiet=cfg.quiet)
     transfer = list(train_ex) if cfg.transfer_from_task else []
     sources = {"training questions": len(transfer)} if transfer else {}
-    for path in cfg.transfer:
+    for path in cfg.pd.transfer:
         extra = read_qa_transfer(path)
         transfer += extra
         sources[str(path)] = len(extra)
@@ -187,7 +187,6 @@ def distill_qa(cfg, settings: dict) -> dict:
     results.json's content (RUN/model, predictions files). Stage 2 (distillation) is a run of its own
     (``wellread.train.run``) whose results are ``distill.json``; stage 3 fine-tunes in ``RUN/finetune``."""
     task, v2 = cfg.task, cfg.task == "squad_v2"
-    out = Path(cfg.out)
     bf16 = inference_bf16(cfg.bf16)
 
     def prepare() -> Prepared:
@@ -201,8 +200,8 @@ def distill_qa(cfg, settings: dict) -> dict:
         labelled = np.asarray([transfer[e].article >= 0 and not transfer[e].is_impossible for e in train_f.example])
         objective = QADistillObjective(model, train_f, test_ex, test_f, v2=v2, seed=cfg.seed,
                                        pad_id=tok.token_to_id(PAD), bf16=bf16, teacher_start=t_start,
-                                       teacher_end=t_end, labelled=labelled, temperature=cfg.temperature,
-                                       alpha=cfg.alpha)
+                                       teacher_end=t_end, labelled=labelled, temperature=cfg.pd.temperature,
+                                       alpha=cfg.pd.alpha)
         final: dict = {}
 
         def results(result, wall: float) -> dict:
@@ -229,18 +228,9 @@ def distill_qa(cfg, settings: dict) -> dict:
                         save=save, results=results, during=lambda: fast_cpu_dropout(model), eval_each_epoch=True)
 
     def stage3() -> dict:
-        epochs = cfg.finetune_epochs if cfg.finetune_epochs is not None else cfg.epochs
-        config = _stage3(cfg, out, epochs)
+        config = after_distillation(cfg)
         return finetune_qa(config, run_settings(config))
 
     stage2_settings = settings | {"then_finetune": None, "finetune_epochs": None}  # stage 3's do not change it
     return distillation_run(cfg, settings, stage2_settings, prepare, own=frozenset(PREDICTION_FILES),
                             stage3=stage3 if cfg.then_finetune else None)
-
-
-def _stage3(cfg, out: Path, epochs):
-    """Stage 3: fine-tune the distilled student (RUN/model) on the labelled questions, in RUN/finetune."""
-    from dataclasses import replace
-
-    return replace(_finetune_config(cfg), model=str(out / "model"), random_init=False, out=out / "finetune",
-                   epochs=epochs)
