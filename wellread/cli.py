@@ -303,9 +303,12 @@ def _pretrain_config():
 
 @command("pretrain", _pretrain_config, "pre-train a model with masked LM (and next-sentence prediction) on shards")
 def _pretrain(cfg) -> None:
+    from wellread.report.plots import draw_curves
     from wellread.train.pretrain import pretrain
 
     r = pretrain(cfg)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, the main process writes
+        draw_curves(cfg.out, r)
     print("pretrain: eval " + ", ".join(f"{k.split('/', 1)[1]} {v:.4f}" for k, v in r["eval"].items())
           + f" ({r['steps']} steps, {r['tokens']:,} tokens, {r['tokens_per_s']:.0f} tokens/s) -> {cfg.out / 'model'}")
 

@@ -22,6 +22,7 @@ from wellread.recipe.sources import Sources, find_sources, sample_glue, text_byt
 from wellread.report import write_report
 from wellread.report.collect import distill_grids
 from wellread.report.grid_tables import write_grid_report
+from wellread.report.plots import draw_curves
 from wellread.tokenization import load_tokenizer, vocab_hash
 from wellread.train.finetune import RandomInit
 from wellread.train.grid import GridConfig, GridSpace, check_complete, run_grid
@@ -164,6 +165,7 @@ class Recipe:
 
         def run() -> dict:
             r = pretrain(pc)
+            draw_curves(out, r)
             return {"steps": r["steps"], "tokens": r["tokens"], "eval": r["eval"], "train_seconds": r["train_seconds"]}
 
         settings = to_dict(pc) | {"quiet": None, "threads": None, "out": None}

@@ -77,4 +77,15 @@ def plot_pretraining(run_dirs: list[str | Path] | str | Path, out: str | Path, l
     return path
 
 
-__all__ = ["read_metrics", "plot_pretraining", "save_png"]
+def draw_curves(run_dir: str | Path, results: dict) -> Path:
+    """``RUN/curves.png`` of a finished pre-training run (``results``: its results.json), drawn from its
+    metrics.jsonl unless it was drawn since the results were written: what ``wellread pretrain`` and the
+    recipe's pre-training stage do when the run is done (training itself draws nothing)."""
+    run_dir = Path(run_dir)
+    png, done = run_dir / "curves.png", run_dir / "results.json"
+    if png.is_file() and done.is_file() and png.stat().st_mtime >= done.stat().st_mtime:
+        return png
+    return plot_pretraining(run_dir, png, labels=[str(results.get("model", run_dir.name))])
+
+
+__all__ = ["read_metrics", "plot_pretraining", "draw_curves", "save_png"]

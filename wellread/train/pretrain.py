@@ -40,12 +40,12 @@ from wellread.modeling import zoo
 from wellread.modeling.dropout import fast_cpu_dropout
 from wellread.modeling.heads import SparsePretrainer
 from wellread.modeling.models import check_vocabulary, init_model, load_model, save_model
-from wellread.report.plots import plot_pretraining
 from wellread.tokenization import MASK, STANDARD_VOCAB, load_tokenizer, vocab_hash
 from wellread.train.loop import NOT_RESULT_SETTINGS, TrainConfig, config_fingerprint
 from wellread.train.run import Prepared, run
 
 INDEX = "data_index.jsonl"
+CURVES = "curves.png"  # drawn from metrics.jsonl by the command, not by training (wellread.report.plots)
 INDEX_EVERY = 16  # micro-batches between recorded data positions
 
 
@@ -333,7 +333,6 @@ def pretrain(cfg: PretrainConfig) -> dict:
             for p in trained.parameters():
                 p.requires_grad_(True)
             save_model(trained, tok, path, overwrite=True)
-            plot_pretraining(path.parent, path.parent / "curves.png", labels=[source])
 
         def results(result, wall: float) -> dict:
             s = result.state
@@ -346,7 +345,8 @@ def pretrain(cfg: PretrainConfig) -> dict:
                                     "documents": corpus.num_documents, "tokens": corpus.num_tokens},
                         save=save, results=results, during=during)
 
-    return run(cfg, settings, prepare, own=frozenset({INDEX, "curves.png", "curves.png.tmp.png"}))
+    # curves.png is the command's (wellread.report.plots.draw_curves, once the run is done): training draws nothing
+    return run(cfg, settings, prepare, own=frozenset({INDEX, CURVES, CURVES + ".tmp.png"}))
 
 
 __all__ = ["PretrainConfig", "PretrainObjective", "pretrain", "build_model", "shard_batch"]
