@@ -240,6 +240,23 @@ def test_a_bad_transfer_file_names_file_and_line(minilm_sst2_teacher, glue_slice
     assert str(bad) + message in rc_err
 
 
+def test_transfer_files_are_read_as_every_text_file_is(tmp_path):
+    """wellread.io.open_text: .gz or not, strict UTF-8 (a bad byte names its line), for GLUE and QA transfer files."""
+    import gzip
+
+    from wellread.train.qa_distill import read_qa_transfer
+
+    bad = tmp_path / "t.txt.gz"
+    with gzip.open(bad, "wb") as f:
+        f.write(b"fine\ncaf\xe9 au lait\n")
+    with pytest.raises(WellreadError, match=r"t.txt.gz:2: not UTF-8 text: byte 0xe9"):
+        list(D.read_transfer_file(bad, pairs=False))
+    questions = tmp_path / "q.jsonl.gz"
+    with gzip.open(questions, "wt", encoding="utf-8") as f:
+        f.write('{"question": "who?", "context": "me"}\n')
+    assert [(e.question, e.context) for e in read_qa_transfer(questions)] == [("who?", "me")]
+
+
 def test_a_single_text_line_for_a_pair_task_is_refused(small_stsb_teacher, glue_slice, tmp_path):
     bad = tmp_path / "pairs.tsv"
     bad.write_text("a man plays\ta man is playing\njust one sentence\n", encoding="utf-8")

@@ -387,9 +387,7 @@ def fetch_hub(hub_id: str, *, cache: str | Path | None = None, offline: bool | N
             _bin_to_safetensors(weights, tmp / "model.safetensors")
         tokenization.write_tokenizer_files(tok, tmp)
         model = load_model(tmp, "base")  # strict: every encoder weight present, shapes right
-        if model.config.vocab_size != tok.get_vocab_size(with_added_tokens=True):
-            raise WellreadError(f"vocab.txt has {tok.get_vocab_size()} tokens but config.json says "
-                                f"{model.config.vocab_size}", file=vocab)
+        tokenization.check_vocabulary(tok, model.config.vocab_size, vocab, names=("vocab.txt", "config.json"))
     return out
 
 

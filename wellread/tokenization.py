@@ -113,6 +113,16 @@ def vocab_list(tok: Tokenizer) -> list[str]:
     return tokens
 
 
+def check_vocabulary(tok: Tokenizer, vocab_size: int | None, where: str | Path, *,
+                     names: tuple[str, str] = ("vocabulary", "config.json")) -> None:
+    """Refuse a tokenizer whose vocabulary is not the size a model's config gives (its embedding rows): the one
+    check of a model directory, a hub download, a converted checkpoint and a predictor (``names``: what the
+    message calls the vocabulary and the config)."""
+    n = tok.get_vocab_size(with_added_tokens=True)
+    if n != vocab_size:
+        raise WellreadError(f"{names[0]} has {n} tokens but {names[1]} says vocab_size {vocab_size}", file=where)
+
+
 def vocab_hash(tok_or_tokens: Tokenizer | list[str]) -> str:
     """A short SHA-256 of the vocabulary, to refuse data and models made with another one."""
     import hashlib

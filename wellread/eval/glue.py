@@ -31,9 +31,9 @@ from wellread.eval.hans import hans_report
 from wellread.eval.metrics import compute_metrics, confusion, per_class
 from wellread.eval.predict import logits_to_predictions, predict_logits
 from wellread.io import atomic_directory, check_output_dir, model_directory, read_json
-from wellread.modeling.models import check_vocabulary, read_config
 from wellread.modeling.models import load_classifier as load_weights_strictly
-from wellread.tokenization import PAD, load_tokenizer
+from wellread.modeling.models import read_config
+from wellread.tokenization import PAD, check_vocabulary, load_tokenizer
 
 SUBMISSION_ZIP = "submission.zip"
 MANIFEST = "predictions.json"  # which model wrote which file, and what was skipped (not in the zip)

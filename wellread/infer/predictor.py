@@ -28,7 +28,7 @@ from tokenizers import Tokenizer
 
 from wellread.errors import WellreadError
 from wellread.io import model_directory, read_json
-from wellread.tokenization import PAD, load_tokenizer
+from wellread.tokenization import PAD, check_vocabulary, load_tokenizer
 
 BACKENDS = ("torch", "onnx", "onnx-int8", "openvino", "auto")
 ONNX_FILES = {"onnx": "model.onnx", "onnx-int8": "model.int8.onnx", "openvino": "model.onnx"}
@@ -152,9 +152,7 @@ class Predictor:
         if self.max_length < 8:
             raise WellreadError("must be at least 8", field="max_length")
         tok = load_tokenizer(self.path)
-        if tok.get_vocab_size(with_added_tokens=True) != self.config.get("vocab_size"):
-            raise WellreadError(f"vocabulary has {tok.get_vocab_size()} tokens but config.json says "
-                                f"{self.config.get('vocab_size')}", file=self.path)
+        check_vocabulary(tok, self.config.get("vocab_size"), self.path)
         # A private copy with truncation on: encode_batch then does all the work in Rust.
         self.tokenizer = Tokenizer.from_str(tok.to_str())
         self.tokenizer.no_padding()

@@ -385,10 +385,7 @@ def convert(source: str | Path, out: str | Path, *, vocab: str | Path | None = N
             raise WellreadError("no vocab.txt beside the checkpoint (pass --vocab)", file=vocab_path)
         tok = tokenization.load_tokenizer(vocab_path)
         conv = read_checkpoint(ckpt)
-    n_vocab = tok.get_vocab_size(with_added_tokens=True)
-    if n_vocab != conv.config.vocab_size:
-        raise WellreadError(f"vocab.txt has {n_vocab} tokens but bert_config.json says vocab_size "
-                            f"{conv.config.vocab_size}", file=vocab_path, field="vocab_size")
+    tokenization.check_vocabulary(tok, conv.config.vocab_size, vocab_path, names=("vocab.txt", "bert_config.json"))
     conv.config.pad_token_id = tok.token_to_id(tokenization.PAD)
     model = build_model(conv)
     out = save_model(model, tok, out, overwrite=overwrite)

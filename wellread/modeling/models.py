@@ -19,7 +19,7 @@ from transformers.utils import logging as hf_logging
 from wellread.errors import WellreadError
 from wellread.io import atomic_directory, check_output_dir, read_json
 from wellread.modeling import zoo
-from wellread.tokenization import PAD, TOKENIZER_FILES, load_tokenizer, write_tokenizer_files
+from wellread.tokenization import PAD, TOKENIZER_FILES, check_vocabulary, load_tokenizer, write_tokenizer_files
 
 MODEL_FILES = ("config.json", "model.safetensors", "generation_config.json")
 # Tensors that are derived, not learned: tied to the word embeddings, or buffers rebuilt at init.
@@ -158,13 +158,6 @@ def load_model(path: str | Path, kind: str = "base", *, config=None, optional: t
     model.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False)
     model.tie_weights()
     return model.eval()
-
-
-def check_vocabulary(tok: Tokenizer, vocab_size: int, where: str | Path) -> None:
-    """Refuse a tokenizer whose vocabulary is not the size of the model's embeddings."""
-    n = tok.get_vocab_size(with_added_tokens=True)
-    if n != vocab_size:
-        raise WellreadError(f"vocabulary has {n} tokens but the model has {vocab_size} embedding rows", file=where)
 
 
 def load_pretrained(path: str | Path, kind: str = "base"):

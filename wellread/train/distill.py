@@ -16,7 +16,6 @@ transfer example has one (``alpha``); for regression (STS-B) the squared error t
 from __future__ import annotations
 
 import dataclasses
-import gzip
 import hashlib
 import json
 import sys
@@ -38,7 +37,7 @@ from wellread.data.tasks import TaskSpec, get_task
 from wellread.errors import WellreadError
 from wellread.eval.predict import predict_logits
 from wellread.hub import cache_dir, resolve_model, sha256_file
-from wellread.io import atomic_write_bytes, atomic_write_json, model_directory
+from wellread.io import atomic_write_bytes, atomic_write_json, model_directory, open_text
 from wellread.modeling.dropout import fast_cpu_dropout
 from wellread.modeling.models import load_classifier, read_config, save_model
 from wellread.tokenization import PAD, UNK, load_tokenizer
@@ -127,10 +126,6 @@ class TransferSet:
         return h.hexdigest()
 
 
-def _open_text(path: Path):
-    return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8")
-
-
 def read_transfer_file(path: Path, pairs: bool, fields: tuple[str, str | None] | None = None,
                        counts: dict[str, int] | None = None) -> Iterator[tuple[str, str | None]]:
     """(text_a, text_b) from a transfer file, streamed; a malformed line is one error naming file, line and field.
@@ -147,7 +142,7 @@ def read_transfer_file(path: Path, pairs: bool, fields: tuple[str, str | None] |
     name = path.name[:-3] if path.name.endswith(".gz") else path.name
     is_json = name.endswith(".jsonl") or name.endswith(".json")
     try:
-        with _open_text(path) as f:
+        with open_text(path) as f:  # strict UTF-8: a bad byte names its line
             for lineno, line in enumerate(f, 1):
                 counts["read"] += 1
                 line = line.rstrip("\n").rstrip("\r")
@@ -261,7 +256,7 @@ def build_transfer(cfg: DistillConfig, spec: TaskSpec) -> TransferSet:
     return TransferSet(texts_a, texts_b, np.asarray(gold, dtype=dtype), sources, files)
 
 
-def check_vocabulary(tok: Tokenizer, feats: Features, who: str, texts: Sequence[str]) -> float:
+def check_unk_rate(tok: Tokenizer, feats: Features, who: str, texts: Sequence[str]) -> float:
     """Refuse a vocabulary that maps more than MAX_UNK_RATE of the text's tokens to [UNK]."""
     unk = tok.token_to_id(UNK)
     specials = {tok.token_to_id(t) for t in ("[CLS]", "[SEP]", "[PAD]")} - {None}
@@ -393,7 +388,7 @@ def label_transfer(teacher_path: str | Path, spec: TaskSpec, transfer: TransferS
 
 def _encode_checked(tok: Tokenizer, transfer: TransferSet, max_length: int, who: str) -> Features:
     feats = cached_encode(tok, transfer.texts_a, transfer.texts_b, max_length, f"transfer-{who}")
-    check_vocabulary(tok, feats, who, transfer.texts_a)
+    check_unk_rate(tok, feats, who, transfer.texts_a)
     return feats
 
 

@@ -30,8 +30,8 @@ from wellread.eval.metrics import compute_metrics
 from wellread.eval.predict import logits_to_predictions, predict_logits
 from wellread.modeling import zoo
 from wellread.modeling.dropout import fast_cpu_dropout
-from wellread.modeling.models import check_vocabulary, load_model, read_config, read_weights, save_model
-from wellread.tokenization import PAD, STANDARD_VOCAB, load_tokenizer
+from wellread.modeling.models import load_model, read_config, read_weights, save_model
+from wellread.tokenization import PAD, STANDARD_VOCAB, check_vocabulary, load_tokenizer
 from wellread.train.loop import NOT_RESULT_SETTINGS, TrainConfig, inference_bf16
 from wellread.train.qa import finetune_qa
 from wellread.train.run import Prepared, epoch_summary, run, timing

@@ -39,8 +39,8 @@ from wellread.experiments.cpu_aids import CpuAids, Scaffold, start_random_model,
 from wellread.modeling import zoo
 from wellread.modeling.dropout import fast_cpu_dropout
 from wellread.modeling.heads import SparsePretrainer
-from wellread.modeling.models import check_vocabulary, init_model, load_model, save_model
-from wellread.tokenization import MASK, STANDARD_VOCAB, load_tokenizer, vocab_hash
+from wellread.modeling.models import init_model, load_model, save_model
+from wellread.tokenization import MASK, STANDARD_VOCAB, check_vocabulary, load_tokenizer, vocab_hash
 from wellread.train.loop import NOT_RESULT_SETTINGS, TrainConfig, config_fingerprint
 from wellread.train.run import Prepared, run
 

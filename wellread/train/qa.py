@@ -27,8 +27,8 @@ from wellread.eval.squad import squad_scores
 from wellread.infer.qa import predict_spans, write_predictions
 from wellread.modeling import zoo
 from wellread.modeling.dropout import fast_cpu_dropout
-from wellread.modeling.models import check_vocabulary, load_model, read_config, read_weights, save_model
-from wellread.tokenization import PAD, STANDARD_VOCAB, load_tokenizer
+from wellread.modeling.models import load_model, read_config, read_weights, save_model
+from wellread.tokenization import PAD, STANDARD_VOCAB, check_vocabulary, load_tokenizer
 from wellread.train.loop import inference_bf16
 from wellread.train.run import Prepared, epoch_summary, run, timing
 

@@ -32,7 +32,7 @@ from wellread.data import squad
 from wellread.errors import WellreadError
 from wellread.hub import cache_dir, sha256_file
 from wellread.infer.qa import load_qa_model, predict_spans, write_predictions
-from wellread.io import atomic_write_bytes, model_directory
+from wellread.io import atomic_write_bytes, model_directory, open_text
 from wellread.modeling.dropout import fast_cpu_dropout
 from wellread.modeling.models import save_model
 from wellread.tokenization import PAD, load_tokenizer, vocab_hash
@@ -48,7 +48,7 @@ def read_qa_transfer(path: Path) -> list[squad.QAExample]:
     if not path.is_file():
         raise WellreadError("no such transfer file", file=path)
     out = []
-    with open(path, encoding="utf-8") as f:
+    with open_text(path) as f:  # .jsonl or .jsonl.gz, strict UTF-8 (a bad byte names its line)
         for n, line in enumerate(f, 1):
             if not line.strip():
                 continue
