@@ -339,7 +339,7 @@ def test_predict_refuses_an_unknown_backend_and_a_model_without_a_classifier(sma
     src.write_text("hello\n")
     assert cli.main(["predict", "--model", str(small_model_dir), "--input", str(src), "--output",
                      str(tmp_path / "o.jsonl"), "--backend", "tensorrt"]) == 1
-    assert "backend: unknown backend" in capsys.readouterr().err
+    assert "--backend: should be 'torch', 'onnx'" in capsys.readouterr().err
     assert cli.main(["predict", "--model", str(small_model_dir), "--input", str(src), "--output",
                      str(tmp_path / "o.jsonl")]) == 1
     assert "not a fine-tuned classifier" in capsys.readouterr().err
