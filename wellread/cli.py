@@ -369,7 +369,6 @@ class PredictGlueConfig:
     overwrite: bool = field(False, help="replace an output directory that holds other files")
 
 
-
 @command("predict-glue", PredictGlueConfig, "write GLUE leaderboard files (index, prediction) and a zip of them")
 def _predict_glue(cfg: PredictGlueConfig) -> None:
     from wellread.eval import glue
@@ -432,7 +431,6 @@ class PredictConfig:
     quiet: bool = field(False, help="no progress bar")
 
 
-
 @command("predict", PredictConfig, "predict labels and probabilities (or scores) for a file of sentences or pairs")
 def _predict(cfg: PredictConfig) -> None:
     from wellread.infer.loading import open_predictor
@@ -464,7 +462,6 @@ class ExportConfig:
     opset: int = field(17, help="the ONNX opset")
     max_length: int = same(Inputs, "max_length", help="the input length the check truncates to")
     overwrite: bool = field(False, help="replace an existing output directory")
-
 
 
 @command("export", ExportConfig, "export a fine-tuned model to ONNX (and int8), checked against PyTorch")
@@ -501,7 +498,6 @@ class ServeConfig:
     threads: int | None = same(PredictConfig, "threads")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = field("info", help="uvicorn's log level")
     access_log: bool = field(False, help="log every request")
-
 
 
 @command("serve", ServeConfig, "serve predictions over HTTP (JSON; micro-batching; /predict, /health, /info)")
@@ -636,4 +632,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-

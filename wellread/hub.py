@@ -33,6 +33,9 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
+from tqdm import tqdm
+
+from wellread import tokenization
 from wellread.errors import WellreadError
 from wellread.io import atomic_directory, atomic_write_json
 from wellread.modeling import zoo
@@ -150,8 +153,6 @@ def _open(url: str, start: int, timeout: float):
 
 
 def _fetch(url: str, dest: Path, *, timeout: float, retries: int, progress: bool) -> None:
-    from tqdm import tqdm
-
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     total: int | None = None
@@ -332,7 +333,6 @@ def fetch_hub(hub_id: str, *, cache: str | Path | None = None, offline: bool | N
               timeout: float = 30.0) -> Path:
     """A hub model (config.json, model.safetensors or pytorch_model.bin, vocab.txt) assembled into
     ``hub/<owner--name>`` in the HF layout with safetensors weights, checked by a strict load."""
-    from wellread import tokenization
     from wellread.modeling.models import load_model
 
     if not re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", hub_id) or ".." in hub_id:

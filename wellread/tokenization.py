@@ -8,6 +8,7 @@ mapped to [UNK]. Tests check it against transformers' pure-Python ``BertTokenize
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -125,8 +126,6 @@ def check_vocabulary(tok: Tokenizer, vocab_size: int | None, where: str | Path, 
 
 def vocab_hash(tok_or_tokens: Tokenizer | list[str]) -> str:
     """A short SHA-256 of the vocabulary, to refuse data and models made with another one."""
-    import hashlib
-
     tokens = vocab_list(tok_or_tokens) if isinstance(tok_or_tokens, Tokenizer) else tok_or_tokens
     return hashlib.sha256("\n".join(tokens).encode("utf-8")).hexdigest()[:16]
 

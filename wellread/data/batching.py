@@ -9,18 +9,22 @@ order is a function of (seed, epoch) only, so a resumed run sees the same batche
 from __future__ import annotations
 
 import hashlib
+import io
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from tokenizers import Tokenizer
 
 from wellread.config import configclass, field
 from wellread.hub import cache_dir
 from wellread.io import atomic_write_bytes
 from wellread.tokenization import vocab_hash
+
+if TYPE_CHECKING:
+    import torch
 
 
 @configclass
@@ -46,8 +50,6 @@ class Features:
         return np.diff(self.offsets)
 
     def save(self, path: Path) -> None:
-        import io
-
         buf = io.BytesIO()
         np.savez(buf, ids=self.ids, type_ids=self.type_ids, offsets=self.offsets)
         atomic_write_bytes(path, buf.getvalue())
@@ -122,6 +124,8 @@ def bucketed_batches(lengths: np.ndarray, batch_size: int, seed: int, epoch: int
 
 def collate(feats: Features, index: np.ndarray, pad_id: int = 0) -> dict[str, torch.Tensor]:
     """Pad the chosen examples to the longest of them (dynamic padding)."""
+    import torch  # here: the commands that only read settings (Inputs) start without PyTorch
+
     lengths = feats.lengths[index]
     width = int(lengths.max())
     n = len(index)

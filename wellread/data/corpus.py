@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 from tokenizers import Tokenizer
+from tqdm.auto import tqdm
 
 from wellread.data.shards import FORMAT, Manifest
 from wellread.data.text import (
@@ -337,12 +338,9 @@ def _pool(workers: int, tok: Tokenizer) -> Iterator[Any]:
 
 @contextlib.contextmanager
 def _progress(total: int, show: bool) -> Iterator[Any]:
-    from tqdm.auto import tqdm
-
     bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc="corpus", disable=not show,
                file=sys.stderr, dynamic_ncols=True)
     try:
         yield bar
     finally:
         bar.close()
-

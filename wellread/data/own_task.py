@@ -52,6 +52,7 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError
 
+from wellread import hub
 from wellread.data.arrow_files import record_batches
 from wellread.data.task_spec import Example, Layout, SplitData, TaskSpec
 from wellread.errors import WellreadError
@@ -371,8 +372,6 @@ def hub_split_files(hub_id: str, config: str, split: str) -> Path:
     files go through ``hub.download`` (resumable, SHA-256 recorded), so a second run, or one offline
     (``WELLREAD_OFFLINE=1``), reads the cache.
     """
-    from wellread import hub
-
     folder = hub.cache_dir() / "datasets" / hub_id.replace("/", "--") / config / split
     listing = hub.download(hub.hub_api_url(f"datasets/{hub_id}/parquet/{config}/{split}"), folder / "files.json",
                            progress=False)

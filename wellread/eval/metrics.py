@@ -17,6 +17,7 @@ neither of which matches.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -191,8 +192,6 @@ def glue_score(per_task: Mapping[str, Mapping[str, float] | float]) -> float:
     or as a row of ``PAPER_GLUE_TEST``. Names are matched loosely ("SST-2", "MNLI-mm", "dev_matched");
     other keys (AX, "score") are ignored. The result is on the inputs' scale.
     """
-    import re
-
     cols: dict[str, Mapping[str, float]] = {}
     for key, value in per_task.items():
         norm = re.sub(r"[^a-z0-9]", "", key.lower())

@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from wellread.errors import WellreadError
+from wellread.io import read_json
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
 _PUNCT = frozenset(string.punctuation)
@@ -135,8 +136,6 @@ def squad_scores(gold: Mapping[str, list[str]], preds: Mapping[str, str], *, v2:
 
 def read_predictions(path: str | Path, *, what: str = "predictions") -> dict:
     """A JSON object id -> answer text (or id -> number for null odds), as the official scripts read."""
-    from wellread.io import read_json
-
     data = read_json(path)
     if not isinstance(data, dict):
         raise WellreadError(f"{what} must be a JSON object mapping question id -> "
@@ -169,4 +168,3 @@ def score_file(task: str, data_dir: str | Path, predictions: str | Path, *, null
         raise WellreadError("null odds apply to squad_v2 only", field="null_odds")
     r = squad_scores(sf.gold(), preds, v2=task == "squad_v2", na_probs=odds)
     return {"task": task, "file": str(sf.path), "predictions": str(predictions), **r}
-

@@ -22,6 +22,7 @@ probability is an error, and nothing is written.
 
 from __future__ import annotations
 
+import logging
 import shutil
 import sys
 import warnings
@@ -162,8 +163,6 @@ def _export_graph(model, example: dict[str, np.ndarray], file: Path, opset: int)
 
 
 def _quantize(src: Path, dst: Path) -> None:
-    import logging
-
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     # quantize_dynamic logs a generic "consider pre-processing" warning on the root logger. For this

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
+from wellread import env
 from wellread.errors import WellreadError
 from wellread.io import model_directory, read_json
 from wellread.tokenization import PAD, check_vocabulary, load_tokenizer
@@ -35,12 +36,8 @@ ONNX_FILES = {"onnx": "model.onnx", "onnx-int8": "model.int8.onnx", "openvino": 
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 
 
-
-
 def check_backend(backend: str) -> str:
     """The backend to run: ``auto`` resolved for this CPU; an unknown or uninstalled one refused in one line."""
-    from wellread import env
-
     if backend not in BACKENDS:
         raise WellreadError(f"unknown backend {backend!r} (choose {', '.join(BACKENDS)})", field="backend")
     if backend == "auto":
@@ -228,8 +225,6 @@ class Predictor:
         import io
 
         import openvino as ov
-
-        from wellread import env
 
         file, model = self._onnx_model(onnx_model)
         core = ov.Core()

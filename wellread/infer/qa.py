@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import sys
+import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +22,11 @@ import torch
 from wellread.data import squad
 from wellread.data.batching import collate, eval_batches
 from wellread.errors import WellreadError
-from wellread.io import model_directory, read_json
+from wellread.eval.squad import format_scores, score_file, squad_scores
+from wellread.infer.onnx import EXPORT_FILES, FP32_TOLERANCE, INT8_OPS, finish_files
+from wellread.infer.predictor import INPUT_NAMES, ONNX_FILES, default_threads, ort_session
+from wellread.infer.stream import atomic_output, read_records
+from wellread.io import atomic_directory, atomic_write_json, check_output_dir, model_directory, read_json
 from wellread.tokenization import PAD, load_tokenizer
 
 QA_ARCHITECTURE = "BertForQuestionAnswering"
@@ -144,8 +150,6 @@ def load_qa_model(path: Path):
 
 
 def _onnx_session(path: Path, backend: str, threads: int | None):
-    from wellread.infer.predictor import ONNX_FILES, default_threads, ort_session
-
     name = ONNX_FILES[backend]
     if not (path / name).is_file():
         raise WellreadError(f"no {name} here; run `wellread export --model MODEL --out DIR"
@@ -163,8 +167,6 @@ def _onnx_session(path: Path, backend: str, threads: int | None):
 def write_predictions(file: Path, preds: squad.Predictions, *, v2: bool) -> None:
     """``file`` (predictions.json: id -> text, what the official scripts read), and beside it
     nbest_predictions.json and, for v2.0, null_odds.json (the official script's --na-prob-file)."""
-    from wellread.io import atomic_write_json
-
     file.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(file, preds.text)
     atomic_write_json(file.parent / "nbest_predictions.json", preds.nbest)
@@ -180,8 +182,6 @@ def evaluate_qa_model(model: str | Path, task: str, data_dir: str | Path, *, spl
     fine-tuning run whose directory ``model`` is (read from its results.json). With ``predictions_out``,
     writes predictions.json there (nbest_predictions.json and null_odds.json beside it).
     """
-    from wellread.eval.squad import squad_scores
-
     predictor = QAPredictor(model, backend=backend)
     sf = squad.read_squad(squad.squad_path(task, data_dir), task)
     examples = sf.examples
@@ -231,10 +231,6 @@ def predict_qa_file(predictor: QAPredictor, input: str | Path, output: str | Pat
     ``question`` and ``context`` fields (or --text-a / --text-b). ``output``: .jsonl records
     ({id, answer, score, start, end}), or .json: {id: answer}, the official predictions file.
     """
-    import time
-
-    from wellread.infer.stream import atomic_output, read_records
-
     t0 = time.perf_counter()
     input, output = str(input), str(output)
     rows: list[tuple[object, dict]] = []
@@ -293,11 +289,6 @@ def export_qa_onnx(model_dir: str | Path, out: str | Path, *, int8: bool = False
     whose per-window start/end probabilities differ by more than 1e-4 is an error and nothing is
     written; ``label_agreement`` is the share of questions given the same answer text.
     """
-    import warnings
-
-    from wellread.infer.onnx import EXPORT_FILES, FP32_TOLERANCE, INT8_OPS, finish_files
-    from wellread.infer.predictor import INPUT_NAMES
-    from wellread.io import atomic_directory, atomic_write_json, check_output_dir
     path = model_directory(model_dir)
     out = check_output_dir(out, overwrite=overwrite, allowed=EXPORT_FILES)
     reference = QAPredictor(path)
@@ -364,9 +355,6 @@ def _window_prob_diff(qf: squad.QAFeatures, a: np.ndarray, b: np.ndarray) -> flo
 
 def evaluate_command(cfg) -> None:
     """``wellread evaluate --task squad|squad_v2``: score --predictions, or a model's predictions."""
-    from wellread.eval.squad import format_scores, score_file
-    from wellread.io import atomic_write_json
-
     if cfg.model is None:
         r = score_file(cfg.task, cfg.data_dir, cfg.predictions, null_odds=cfg.null_odds)
     else:

@@ -30,6 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from wellread import __version__
 from wellread.infer.stream import item_texts
 
 log = logging.getLogger("wellread.serve")
@@ -205,8 +206,6 @@ def create_app(predictor, limits: Limits = Limits()):
     from starlette.exceptions import HTTPException
     from starlette.responses import JSONResponse
     from starlette.routing import Route
-
-    from wellread import __version__
 
     batcher = MicroBatcher(predictor, limits.max_batch, limits.max_wait_ms / 1000)
 

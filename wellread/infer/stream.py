@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from wellread.data.own_task import load_task_file
+from wellread.data.task_files import read_split
 from wellread.errors import WellreadError
 from wellread.io import atomic_open, open_text
 
@@ -187,9 +189,6 @@ def _jsonl(f: IO[str], path: str, text_a: str | None, text_b: str | None) -> Ite
 
 def task_records(path: str, split: str) -> Iterator[Record]:
     """The inputs of one split of a task file (``tickets.yaml``), read and checked as training reads them."""
-    from wellread.data.own_task import load_task_file
-    from wellread.data.task_files import read_split
-
     for e in read_split(load_task_file(path), None, split).examples:
         yield Record(e.meta["line"], e.text_a, e.text_b, e.meta["line"])
 

@@ -412,7 +412,6 @@ def check_model(model_dir: str | Path, text: str = CHECK_TEXT, pair: str | None 
     embeddings and after each layer. Non-finite values are an error (a broken conversion)."""
     import torch
 
-
     model = load_model(model_dir, "base")
     tok = tokenization.load_tokenizer(model_dir)
     enc = tok.encode(text, pair)

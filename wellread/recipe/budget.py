@@ -26,6 +26,9 @@ import math
 import time
 from pathlib import Path
 
+import numpy as np
+import torch
+
 from wellread.data.batching import Features, bucketed_batches, collate, encode_pairs
 from wellread.data.task_files import read_split
 from wellread.data.tasks import get_task
@@ -301,9 +304,6 @@ def _describe(work: Work, plan: Plan, start: dict[str, int], spent_s: float) -> 
 # --- calibration: this machine's rates, measured in a few seconds ----------------------------------
 
 def _train_rate(model, spec, feats, targets, pad_id: int, seconds: float) -> float:
-    import numpy as np
-    import torch
-
 
     obj = ClassificationObjective(model, spec, LabelledSet("train", feats, targets, []), [], seed=0, pad_id=pad_id)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-6)
@@ -339,9 +339,6 @@ def calibrate(student: str, teacher: Path | None, tasks: list[str], data_dir: Pa
               seconds: float = 1.0, sample: int = 512) -> Rates:
     """Measure this machine's rates (one thread) on samples of each task's training set: a random
     student of the recipe's size, and the teacher when there is one. A few seconds per task."""
-    import numpy as np
-    import torch
-
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

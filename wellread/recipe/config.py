@@ -173,5 +173,4 @@ def config_yaml(cfg: RecipeConfig | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-
 __all__ = ["RecipeConfig", "config_yaml", "default_data_root", "sibling_data_dir", "ARMS", "SECTIONS"]

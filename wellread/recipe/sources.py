@@ -7,6 +7,8 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
+
 from wellread import hub
 from wellread.data.task_files import split_files
 from wellread.data.tasks import get_task
@@ -105,8 +107,6 @@ def text_bytes(files: list[Path]) -> int:
 def sample_glue(src: Path, out: Path, sizes: dict[str, int], *, seed: int = 0) -> Path:
     """A GLUE root with a seeded sample of ``sizes[task]`` training rows per task (row order kept)
     and the dev splits whole; TSV folders and hub parquet copies alike."""
-    import numpy as np
-
     for task, k in sizes.items():
         spec = get_task(task)
         files = split_files(spec, src)

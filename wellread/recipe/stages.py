@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from pathlib import Path
+
+import torch
 
 from wellread import tokenization
 from wellread.config import to_dict
@@ -237,8 +240,6 @@ class Recipe:
         models = evaluation_targets(self.out, self.runs)
 
         def run() -> dict:
-            import torch
-
 
             torch.set_num_threads(self.cfg.threads or os.cpu_count() or 1)  # a one-worker grid leaves it at 1
             rows = []
@@ -318,8 +319,6 @@ class Recipe:
 
 def prune_distill(out: Path, results: dict) -> None:
     """Keep the best cells' models (PD alone, and PD + fine-tune); drop the other models and checkpoints."""
-    import shutil
-
     keep = {Path(t["best"]["run"]) / sub for arm, g in distill_grids(out, results)
             for t in g["tasks"].values() if t["best"] is not None
             for sub in (["model"] if arm == "pd" else ["finetune/model"])}

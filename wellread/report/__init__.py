@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 import re
 import shutil
@@ -18,9 +19,11 @@ import statistics
 import subprocess
 import time
 from collections import defaultdict
+from importlib.metadata import version as v
 from pathlib import Path
 
 import wellread
+from wellread import env
 from wellread.data.tasks import get_task
 from wellread.eval.metrics import OLM_GLUE_DEV, PAPER_GLUE_TEST, task_score
 from wellread.io import atomic_write_text
@@ -315,12 +318,8 @@ def timings_section(col: Collection) -> str:
 
 
 def environment_section() -> str:
-    import os
-
     def version(mod: str) -> str:
         try:
-            from importlib.metadata import version as v
-
             return v(mod)
         except Exception:
             return "not installed"
@@ -334,8 +333,6 @@ def environment_section() -> str:
         except (OSError, subprocess.SubprocessError):
             pass
     import torch
-
-    from wellread import env
 
     lines = ["## Environment", "", f"- written {time.strftime('%Y-%m-%d %H:%M %Z')} by wellread {wellread.__version__} "
              f"(commit {commit})",

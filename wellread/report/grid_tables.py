@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
 from wellread.data.tasks import get_task
 from wellread.eval.metrics import PAPER_GLUE_TEST, best_glue_columns
 from wellread.io import atomic_write_text
@@ -120,7 +122,6 @@ def heatmaps(results: dict, out: Path) -> list[Path]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
     written = []
     for task, t in results["tasks"].items():

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 from wellread.report.plots import save_png
 
 
@@ -19,8 +21,6 @@ def _pyplot():
 
 def confusion_png(matrix: Sequence[Sequence[int]], labels: Sequence[str], path: Path, title: str) -> Path:
     """Rows: the true label; columns: the prediction; each cell its count, shaded by the row's share."""
-    import numpy as np
-
     plt = _pyplot()
     cm = np.asarray(matrix, dtype=np.float64)
     share = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
@@ -45,8 +45,6 @@ def confusion_png(matrix: Sequence[Sequence[int]], labels: Sequence[str], path: 
 
 def errors_png(predictions: Sequence[float], references: Sequence[float], path: Path, title: str) -> Path:
     """Predicted against true scores (the diagonal is perfect) and the distribution of the errors."""
-    import numpy as np
-
     plt = _pyplot()
     p, r = np.asarray(predictions, dtype=float), np.asarray(references, dtype=float)
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 4))

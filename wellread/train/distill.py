@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import sys
 import time
@@ -27,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from tokenizers import Tokenizer
+from tqdm import tqdm
 
 from wellread.config import carry, configclass, field, group, same, to_dict
 from wellread.data.batching import Features, Inputs, cached_encode
@@ -52,6 +54,7 @@ from wellread.train.finetune import (
     load_labelled,
 )
 from wellread.train.loop import NOT_RESULT_SETTINGS, TrainConfig, inference_bf16
+from wellread.train.qa_distill import distill_qa  # the QA modules load only for a QA task
 from wellread.train.run import Prepared, distillation_run, epoch_summary, remove_temporaries, timing
 
 SHARD_SIZE = 4096  # transfer examples per cached logits shard
@@ -353,7 +356,6 @@ def label_transfer(teacher_path: str | Path, spec: TaskSpec, transfer: TransferS
     shards: list[np.ndarray] = []
     computed = reused = 0
     t0 = time.perf_counter()
-    from tqdm import tqdm
 
     with tqdm(total=n, desc="teacher labels", unit="ex", disable=quiet, file=sys.stderr) as bar:
         for s in range(n_shards):
@@ -372,7 +374,6 @@ def label_transfer(teacher_path: str | Path, spec: TaskSpec, transfer: TransferS
                     model, tok = load_classifier(path), load_tokenizer(path)
                     feats = _encode_checked(tok, transfer, max_length, "teacher")
                 arr = _predict_range(model, feats, lo, hi, tok.token_to_id(PAD), bf16)
-                import io
 
                 buf = io.BytesIO()
                 np.save(buf, arr)
@@ -498,8 +499,6 @@ def distill(cfg: DistillConfig) -> dict:
     Stage 2 (distillation) is a run of its own whose results are ``distill.json``; stage 3 a fine-tuning
     run in ``RUN/finetune``; ``results.json`` is written when both are done."""
     if is_qa_task(cfg.task):
-        from wellread.train.qa_distill import distill_qa  # the QA modules load only for a QA task
-
         return distill_qa(cfg, run_settings(cfg))
     spec = get_task(cfg.task)
     if spec.evaluate_with is not None:

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from tokenizers import Tokenizer
+from transformers import BertForSequenceClassification
 
 from wellread import hub
 from wellread.config import carry, configclass, field, group, same, to_dict
@@ -231,8 +232,6 @@ def build_tokenizer(model: str, init: RandomInit) -> Tokenizer:
 def build_model(cfg: FinetuneConfig, spec: TaskSpec):
     """(model, tokenizer, description of the source) for a fine-tuning run."""
     if cfg.init.random_init:
-        from transformers import BertForSequenceClassification
-
         mini = zoo.get(cfg.model)
         tok = load_tokenizer(cfg.init.vocab or STANDARD_VOCAB)
         config = mini.bert_config(vocab_size=tok.get_vocab_size(), pad_token_id=tok.token_to_id(PAD))

@@ -20,14 +20,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import multiprocessing as mp
 import os
 import shutil
 import sys
 import time
 import traceback
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Literal
+
+import torch
+from tqdm import tqdm
 
 from wellread.config import carry, configclass, field, group, same, to_dict
 from wellread.data.batching import Inputs
@@ -41,6 +46,8 @@ from wellread.train import distill, finetune
 from wellread.train.distill import DistillConfig, PDSettings, prepare_labels
 from wellread.train.finetune import FinetuneConfig, RandomInit, build_tokenizer, load_labelled
 from wellread.train.loop import TrainConfig
+from wellread.train.qa import qa_data
+from wellread.train.qa_distill import prepare_qa_labels
 from wellread.train.run import remove_temporaries
 
 PAPER_BATCH_SIZES = (8, 16, 32, 64, 128)
@@ -197,8 +204,6 @@ def run_cell(cfg_dict: dict, cell: tuple[str, int, float]) -> dict:
         stdout, stderr = sys.stdout, sys.stderr
         sys.stdout = sys.stderr = log
         try:
-            import torch
-
             torch.set_num_threads(cfg.threads)
             module = _run_module(cfg)
             (module.distill if cfg.objective == "distill" else module.finetune)(finetune_config(cfg, c))
@@ -231,8 +236,6 @@ def _run_local(cfg: GridConfig, todo: Sequence[Cell], workers: int) -> Iterator[
         for c in todo:
             yield run_cell(args, (c.task, c.batch_size, c.lr))
         return
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor, as_completed
 
     with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
         futures = [pool.submit(run_cell, args, (c.task, c.batch_size, c.lr)) for c in todo]
@@ -328,7 +331,6 @@ def _prepare(cfg: GridConfig) -> dict:
     labelling = {}
     for task in cfg.task_list:
         if is_qa_task(task):  # read and check the SQuAD file once (the windows are cheap to remake per cell)
-            from wellread.train.qa import qa_data
 
             qa_data(finetune_config(cfg, Cell(task, cfg.grid.batch_sizes[0], cfg.grid.learning_rates[0])), task, quiet=cfg.quiet)
         else:
@@ -336,8 +338,6 @@ def _prepare(cfg: GridConfig) -> dict:
             for split in ("train", *spec.dev_splits):
                 load_labelled(spec, cfg.data_dir, split, tok, cfg.inputs.max_length)
         if cfg.objective == "distill" and is_qa_task(task):
-            from wellread.train.qa_distill import prepare_qa_labels
-
             c = finetune_config(cfg, Cell(task, cfg.grid.batch_sizes[0], cfg.grid.learning_rates[0]))
             c.quiet = cfg.quiet
             labelling[task] = prepare_qa_labels(c)
@@ -370,8 +370,6 @@ def run_grid(cfg: GridConfig) -> dict:
     t0 = time.perf_counter()
     failures = []
     if todo:
-        from tqdm import tqdm
-
         runner = _run_ray if cfg.ray else _run_local
         with tqdm(total=len(todo), desc="grid cells", unit="cell", disable=cfg.quiet, file=sys.stderr) as bar:
             for rec in runner(cfg, todo, workers):

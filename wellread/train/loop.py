@@ -24,6 +24,7 @@ import itertools
 import json
 import math
 import os
+import re
 import sys
 import time
 from collections.abc import Iterator
@@ -31,6 +32,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from tqdm.auto import tqdm
 
 from wellread import env
 from wellread.config import configclass, field
@@ -47,7 +51,6 @@ def parse_duration(text: str | float | int | None) -> float | None:
         return None
     if isinstance(text, (int, float)):
         return float(text)
-    import re
 
     s = text.strip().lower()
     if re.fullmatch(r"\d+(\.\d+)?", s):
@@ -144,7 +147,6 @@ def setup_distributed() -> Dist:
     cuda = torch.cuda.is_available()
     if world == 1:
         return Dist(device=torch.device("cuda" if cuda else "cpu"))
-    import torch.distributed as dist
 
     rank = int(os.environ["RANK"])
     local = int(os.environ.get("LOCAL_RANK", rank))
@@ -159,7 +161,6 @@ def setup_distributed() -> Dist:
 def _all_reduce(values: list[float], d: Dist) -> list[float]:
     if d.world == 1:
         return values
-    import torch.distributed as dist
 
     t = torch.tensor(values, dtype=torch.float64, device=d.device if d.device.type == "cuda" else "cpu")
     dist.all_reduce(t)
@@ -208,6 +209,7 @@ def lr_factor(progress: float, warmup: float) -> float:
 
 # Settings that change how a run is carried out, never what it computes.
 NOT_RESULT_SETTINGS = ("quiet", "threads", "checkpoint_every", "checkpoint_minutes", "log_every")
+
 
 def _plain(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=str))
@@ -403,8 +405,6 @@ class _Loop:
         self.model = objective.model.to(d.device)
         self.ddp_model: torch.nn.Module = self.model
         if d.world > 1:
-            from torch.nn.parallel import DistributedDataParallel
-
             self.ddp_model = DistributedDataParallel(self.model, device_ids=[d.device.index] if d.device.type == "cuda"
                                                      else None)
         self.optimizer = configure_optimizer(self.model, cfg, d.device)
@@ -457,8 +457,6 @@ class _Loop:
             print(f"resuming from step {self.state.step} (epoch {self.state.epoch})", file=sys.stderr)
 
     def run(self) -> TrainResult:
-        from tqdm.auto import tqdm
-
         cfg, state = self.cfg, self.state
         self.bar = tqdm(total=self.total_steps, initial=state.step, disable=cfg.quiet or not self.d.main, unit="step",
                         dynamic_ncols=True, file=sys.stderr, desc="train")
@@ -621,8 +619,6 @@ class _Loop:
         self.last_checkpoint = self.state.elapsed
         rngs = [_rng_state()]
         if self.d.world > 1:
-            import torch.distributed as dist
-
             gathered: list[Any] = [None] * self.d.world
             dist.all_gather_object(gathered, rngs[0])
             rngs = gathered

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from transformers import BertForQuestionAnswering
 
 from wellread import hub
 from wellread.data import squad
@@ -58,8 +59,6 @@ def qa_from_pretrained(path: Path, task: str, *, seed: int, dropout: float | Non
 
 def build_qa_model(cfg, task: str):
     """(model, tokenizer, source) for ``cfg`` (a FinetuneConfig): a random miniature or a model directory."""
-    from transformers import BertForQuestionAnswering
-
     if cfg.init.random_init:
         mini = zoo.get(cfg.model)
         tok = load_tokenizer(cfg.init.vocab or STANDARD_VOCAB)

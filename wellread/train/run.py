@@ -25,6 +25,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch.distributed as dist
+
 from wellread.config import dump_yaml
 from wellread.errors import WellreadError
 from wellread.io import atomic_write_json, atomic_write_text, read_json, read_json_or_none
@@ -146,8 +148,6 @@ def run(cfg: Any, settings: dict, prepare: Callable[[], Prepared], *, own: froze
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "config.yaml", dump_yaml(cfg))
     if d.world > 1:
-        import torch.distributed as dist
-
         dist.barrier()  # no process may read a checkpoint that --overwrite is about to remove
     t0 = time.perf_counter()
     with prepared.during():
@@ -202,4 +202,3 @@ def timing(result: TrainResult, wall: float, batch_size: int) -> dict:
     s = result.state
     return {"steps": s.step, "stopped_by": result.stopped_by, "train_seconds": s.elapsed, "wall_seconds": wall,
             "train_examples_per_s": s.step * batch_size / max(s.elapsed, 1e-9)}
-
