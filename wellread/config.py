@@ -353,12 +353,6 @@ def _is_positional(cls: type, name: str) -> bool:
     return any(f.name == name and f.metadata.get("positional") for f in dataclasses.fields(cls))
 
 
-def is_setting_of_same(cls: type, name: str) -> tuple[type, str] | None:
-    """(owner, name) when setting ``name`` of ``cls`` is declared by ``same``, else None."""
-    return next((f.metadata["same_as"] for f in dataclasses.fields(cls) if f.name == name and "same_as" in f.metadata),
-                None)
-
-
 def to_dict(cfg: Any) -> dict:
     """A YAML-safe dict of a config (paths as strings)."""
     out = {}

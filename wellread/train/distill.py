@@ -83,8 +83,8 @@ class DistillConfig(TrainConfig):
                      "squad or squad_v2 (the teacher's start/end logits per window); or a task file (tickets.yaml: "
                      "your own data, see docs/own-task.md)")
     data_dir: Path | None = same(FinetuneConfig, "data_dir")
-    out: Path = same(TrainConfig, "out", help="the run directory (model/, results.json, metrics.jsonl; finetune/ "
-                                              "with --then-finetune)")
+    out: Path = same(FinetuneConfig, "out", help="the run directory (model/, results.json, metrics.jsonl; "
+                                                 "finetune/ with --then-finetune)")
     pd: PDSettings = group(PDSettings, help="the transfer set and the loss")
     transfer_from_task: bool = field(True, help="add the task's training inputs (labels kept only for --alpha)")
     then_finetune: bool = field(False, help="stage 3: fine-tune the distilled student on the labelled data")

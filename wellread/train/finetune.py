@@ -57,6 +57,7 @@ class FinetuneConfig(TrainConfig):
                            "see docs/own-task.md)")
     data_dir: Path | None = field(None, help="the GLUE root (holding <TASK>/ folders), a task folder, or a HF datasets "
                                              "copy (not needed for a task file)")
+    out: Path = field(help="the run directory (model/, results.json, metrics.jsonl, checkpoint)")
     epochs: float | None = same(TrainConfig, "epochs", 4.0, help="passes over the training data (the paper: 4)")
     inputs: Inputs = group(Inputs, help="how inputs are cut (--max-length)")
     init: RandomInit = group(RandomInit, help="a random start (--random-init, --vocab)")

@@ -11,9 +11,10 @@ A cell's score is its dev metric after the last epoch, as the paper (and Google'
 evaluates: the task's GLUE metric, two-metric tasks averaged (MRPC F1/acc, STS-B Pearson/Spearman),
 MNLI the mean of matched and mismatched. The best cell per task is the one with the highest score.
 
-Outputs: ``GRID/results.json`` (every cell), ``GRID/best.json`` (task → best model, readable by
-``wellread predict-glue``), ``GRID/table.md`` (the paper's GLUE table layout plus a batch × rate
-table per task) and ``GRID/heatmap-<task>.png``.
+Outputs: ``GRID/results.json`` (every cell) and ``GRID/best.json`` (task → best model, readable by
+``wellread predict-glue``); the ``grid`` command and the recipe then draw ``GRID/table.md`` (the paper's
+GLUE table layout plus a batch × rate table per task) and ``GRID/heatmap-<task>.png`` from the results
+(``wellread.report.grid_tables``).
 """
 
 from __future__ import annotations

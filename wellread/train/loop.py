@@ -63,10 +63,9 @@ def parse_duration(text: str | float | int | None) -> float | None:
 
 @configclass
 class TrainConfig:
-    """What every training command shares: the run directory, the optimizer, the schedule and the run's
-    bookkeeping. Defaults are the paper's fine-tuning settings."""
+    """What every training command shares: the optimizer, the schedule and the run's bookkeeping (a command's
+    config adds ``out``, its run directory). Defaults are the paper's fine-tuning settings."""
 
-    out: Path = field(help="the run directory (model/, results.json, metrics.jsonl, checkpoint)")
     overwrite: bool = field(False, help="start over in an existing run directory")
     lr: float = field(1e-4, gt=0, help="peak learning rate (AdamW)")
     batch_size: int = field(32, ge=1, help="examples per optimizer step, over all processes and accumulation steps")

@@ -58,6 +58,7 @@ class PretrainConfig(TrainConfig):
     model: str = field(help="one of the 24 miniatures (tiny, mini, small, medium, base or L-<n>_H-<n>) to start "
                             "from random weights, or a model directory to continue from")
     data: Path = field(help="the shard directory made by `wellread corpus`")
+    out: Path = field(help="the run directory (model/, results.json, metrics.jsonl, checkpoint, curves.png)")
     vocab: Path | None = field(None, help="vocabulary for a random start (default: the standard uncased BERT vocab); "
                                           "must be the one the shards were made with")
     objective: Objective = field("mlm+nsp", help="mlm, or mlm+nsp (masked LM plus next-sentence prediction, as BERT)")
