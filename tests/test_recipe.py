@@ -290,3 +290,15 @@ def test_a_training_sample_keeps_the_header_the_dev_set_and_the_seed(tmp_path):
     assert (a / "SST-2" / "train.tsv").read_text() == (b / "SST-2" / "train.tsv").read_text()
     assert (a / "SST-2" / "dev.tsv").read_text() == (src / "SST-2" / "dev.tsv").read_text()
     assert (a / "CoLA" / "train.tsv").read_text() == (src / "CoLA" / "train.tsv").read_text()  # no header, all rows
+
+
+def test_the_report_names_no_path_of_this_machine(toy_recipe):
+    """The report travels: files are named relative to the recipe directory or by the data source's name,
+    never by this machine's absolute paths (the temporary folder, site-packages, the home directory)."""
+    root, out, _ = toy_recipe
+    for f in ("report.md", "report.html", "report.json"):
+        text = (out / "report" / f).read_text(encoding="utf-8")
+        for absolute in (str(root), "site-packages", str(REPO)):
+            assert absolute not in text, (f, absolute)
+    md = (out / "report" / "report.md").read_text(encoding="utf-8")
+    assert "Recipe `out/`" in md and "teacher` in" not in md
