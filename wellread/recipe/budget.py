@@ -136,8 +136,24 @@ class Plan:
         return cls(**d)
 
 
+THREAD_SPEEDUP = 1.6  # a training or prediction run on 2 threads against 1 (Tiny and MiniLM-L6, this machine)
+
+
+def threads_per_job(jobs: int, workers: int) -> int:
+    """CPU threads for each of ``jobs`` side-by-side runs on ``workers`` cores (fewer jobs: more threads each)."""
+    return max(1, workers // max(1, min(jobs, workers)))
+
+
+def speedup(threads: int) -> float:
+    """How much faster one run is on ``threads`` threads than on one (THREAD_SPEEDUP per doubling)."""
+    return THREAD_SPEEDUP ** math.log2(max(1, threads))
+
+
 def makespan(durations: list[float], workers: int) -> float:
-    """Wall time of independent jobs on ``workers`` processes, longest first to the least loaded."""
+    """Wall time of independent jobs on ``workers`` processes, longest first to the least loaded; with fewer
+    jobs than workers each job gets the spare threads (``threads_per_job``)."""
+    if durations and len(durations) < workers:
+        durations = [d / speedup(threads_per_job(len(durations), workers)) for d in durations]
     loads = [0.0] * max(1, workers)
     for d in sorted(durations, reverse=True):
         i = loads.index(min(loads))
@@ -175,13 +191,14 @@ def estimate(work: Work, plan: Plan, rates: Rates) -> dict[str, float]:
             jobs = [student_run(t, n[t]) for t in work.tasks for _ in range(plan.cells)]
             est[f"grid-{arm}"] = work.students * work.seeds * (makespan(jobs, work.workers) + grid_overhead)
     if distils:  # the teacher labels each task's transfer set once (cached); then the cells, side by side
-        labels = sum(n[t] * (1 + work.augment) / rates.get("teacher_infer", t) for t in work.tasks)
+        labels = sum(n[t] * (1 + work.augment) / rates.get("teacher_infer", t) for t in work.tasks) \
+            / speedup(work.workers)  # in the grid's own process, on every thread
         jobs = [student_run(t, n[t] * (1 + work.augment)) + (student_run(t, n[t]) if "pd+ft" in work.arms else 0.0)
                 for t in work.tasks for _ in range(plan.cells)]
         est["distill"] = labels + work.students * work.seeds * (makespan(jobs, work.workers) + grid_overhead)
     runs = len(work.tasks) * work.students * work.seeds * len(work.arms) + len(work.tasks)
     est["evaluate"] = runs * 2.0 + sum(dev("student_infer", t, work.students * work.seeds * len(work.arms))
-                                       + dev("teacher_infer", t, 1) for t in work.tasks)
+                                       + dev("teacher_infer", t, 1) for t in work.tasks) / speedup(work.workers)
     est["report"] = 5.0
     return est
 
@@ -300,10 +317,9 @@ def _describe(work: Work, plan: Plan, start: dict[str, int], spent_s: float) -> 
 
 # --- calibration: this machine's rates, measured in a few seconds ----------------------------------
 
-def _train_rate(model, spec, feats, targets, pad_id: int, seconds: float) -> float:
+def _train_rate(model, spec, feats, targets, pad_id: int, seconds: float, bf16: bool = False) -> float:
     import numpy as np
     import torch
-
 
     obj = ClassificationObjective(model, spec, LabelledSet("train", feats, targets, []), [], seed=0, pad_id=pad_id)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-6)
@@ -313,7 +329,8 @@ def _train_rate(model, spec, feats, targets, pad_id: int, seconds: float) -> flo
         batch = collate(feats, index, pad_id)
         batch["labels"] = torch.from_numpy(np.asarray(targets)[index])
         t0 = time.perf_counter()
-        loss, _ = obj.loss(model, batch, obj.counts(batch))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):  # as the training runs will
+            loss, _ = obj.loss(model, batch, obj.counts(batch))
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -336,12 +353,16 @@ def _infer_rate(model, feats, pad_id: int) -> float:
 
 
 def calibrate(student: str, teacher: Path | None, tasks: list[str], data_dir: Path, *, vocab: Path | None = None,
-              seconds: float = 1.0, sample: int = 512) -> Rates:
+              seconds: float = 1.0, sample: int = 512, bf16: bool | None = None) -> Rates:
     """Measure this machine's rates (one thread) on samples of each task's training set: a random
-    student of the recipe's size, and the teacher when there is one. A few seconds per task."""
+    student of the recipe's size, and the teacher when there is one. A few seconds per task. Training is
+    timed in the precision the runs will train in (bf16 autocast where native, unless ``bf16`` says)."""
     import numpy as np
     import torch
 
+    from wellread.train.loop import use_bf16
+
+    train_bf16 = use_bf16(bf16, torch.device("cpu"))
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -365,11 +386,12 @@ def calibrate(student: str, teacher: Path | None, tasks: list[str], data_dir: Pa
                     model = classifier_from_pretrained(path, spec, seed=0, new_head=True)
                 feats = encode_pairs(tok, [e.text_a for e in ex], [e.text_b for e in ex], 128)
                 pad = tok.token_to_id(PAD)
-                getattr(rates, f"{kind}_train")[task] = _train_rate(model, spec, feats, targets, pad, seconds)
+                getattr(rates, f"{kind}_train")[task] = _train_rate(model, spec, feats, targets, pad, seconds, train_bf16)
                 getattr(rates, f"{kind}_infer")[task] = _infer_rate(model, feats, pad)
     finally:
         torch.set_num_threads(threads)
     return rates
 
 
-__all__ = ["Work", "Plan", "Rates", "plan_budget", "estimate", "calibrate", "makespan", "TABLE_RATES"]
+__all__ = ["Work", "Plan", "Rates", "plan_budget", "estimate", "calibrate", "makespan", "speedup", "threads_per_job",
+           "TABLE_RATES"]

@@ -16,7 +16,7 @@ from wellread.eval.glue import evaluate_model
 from wellread.eval.metrics import cell_score
 from wellread.io import atomic_write_json, atomic_write_text
 from wellread.recipe import budget as B
-from wellread.recipe.config import ARMS, RecipeConfig, config_yaml
+from wellread.recipe.config import ARMS, RecipeConfig, config_yaml, short_plan_choices
 from wellread.recipe.runner import StageRunner, log
 from wellread.recipe.sources import Sources, find_sources, sample_glue, text_bytes
 from wellread.report import write_report
@@ -154,7 +154,7 @@ class Recipe:
                             max_seq_length=c.pretrain_max_seq_length, eval_every=c.pretrain_eval_every, seed=0,
                             max_steps=c.pretrain_steps if per_student is None else None,
                             time_budget=None if per_student is None else f"{per_student:.0f}s",
-                            threads=c.threads, bf16=c.bf16, quiet=c.quiet)
+                            aids=c.aids, threads=c.threads, bf16=c.bf16, quiet=c.quiet)
 
         def run() -> dict:
             r = pretrain(pc)
@@ -190,8 +190,8 @@ class Recipe:
         out = self.out / "teacher"
         gc = GridConfig(model=str(src.teacher), tasks=",".join(c.tasks), data_dir=glue, out=out,
                         batch_sizes=str(c.teacher_batch_size), learning_rates=f"{c.teacher_lr:g}",
-                        epochs=plan.teacher_epochs, inputs=c.inputs, seed=0, workers=self.workers, threads=1,
-                        keep_models="best", quiet=True)
+                        epochs=plan.teacher_epochs, inputs=c.inputs, seed=0, workers=self.workers,
+                        threads=B.threads_per_job(len(c.tasks), self.workers), keep_models="best", quiet=True)
         self.grid_stage("teacher", gc, after=["data", "data-teacher"], estimate_s=plan.estimate_s.get("teacher"))
         self.runs.append({"kind": "grid", "arm": "teacher", "path": out.name})
         best = json.loads((out / "best.json").read_text(encoding="utf-8"))
@@ -206,7 +206,9 @@ class Recipe:
                         batch_sizes=",".join(map(str, plan.batch_sizes)),
                         learning_rates=",".join(f"{lr:g}" for lr in plan.learning_rates), epochs=plan.epochs,
                         inputs=c.inputs, random_init=arm == "random", vocab=vocab if arm == "random" else None,
-                        seed=seed, workers=self.workers, threads=1, keep_models="best", quiet=True)
+                        seed=seed, workers=self.workers,
+                        threads=B.threads_per_job(len(c.tasks) * plan.cells, self.workers), keep_models="best",
+                        quiet=True)
         self.grid_stage(name, gc, after=after,
                         estimate_s=plan.estimate_s.get(f"grid-{arm}", 0) / (len(c.seeds) * len(c.students)))
         self.runs.append({"kind": "grid", "arm": arm, "student": student, "seed": seed, "path": name})
@@ -220,7 +222,8 @@ class Recipe:
         gc = GridConfig(model=str(model), tasks=",".join(c.tasks), data_dir=glue, out=out,
                         batch_sizes=",".join(map(str, plan.batch_sizes)),
                         learning_rates=",".join(f"{lr:g}" for lr in plan.learning_rates), epochs=plan.epochs,
-                        inputs=c.inputs, seed=seed, workers=self.workers, threads=1, keep_models="all",
+                        inputs=c.inputs, seed=seed, workers=self.workers,
+                        threads=B.threads_per_job(len(c.tasks) * plan.cells, self.workers), keep_models="all",
                         objective="distill", teacher=",".join(f"{t}={p}" for t, p in teachers.items()),
                         transfer=list(c.transfer), augment=c.augment, temperature=c.temperature, alpha=c.alpha,
                         then_finetune="pd+ft" in self.arms, quiet=True)
@@ -295,6 +298,7 @@ class Recipe:
                     all_stages.append(f"distill-{s}-s{seed}")
         self.evaluate(src.glue, all_stages + (["teacher"] if c.distils else []))
         manifest = {"config": to_dict(c), "plan": plan.to_dict(), "runs": self.runs,
+                    "short_plan": short_plan_choices(to_dict(c)),
                     "sources": {"glue": str(src.glue), "text": [str(p) for p in src.text],
                                 "teacher": None if src.teacher is None else str(src.teacher),
                                 "teacher_name": c.teacher, "published": {k: str(v) for k, v in src.published.items()}},

@@ -293,6 +293,10 @@ def recipe_header(rec: dict) -> str:
                     if plan.get("teacher_examples", {}).get(t, n) < n else "")
                  for t, n in plan["train_examples"].items()), ""]
     lines += ["### What the time budget cut", ""]
+    short = rec.get("short_plan") or []
+    if short:
+        lines += ["The short plan (for a budget of minutes; `--no-short-plan` runs the paper's settings instead) "
+                  "chose:", ""] + [f"- {x}" for x in short] + ["", "Then the budget cut:", ""]
     if budget:
         lines += [f"- {x}" for x in plan.get("cuts", [])] or ["- nothing: everything fits"]
     else:
