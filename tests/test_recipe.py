@@ -302,3 +302,40 @@ def test_the_report_names_no_path_of_this_machine(toy_recipe):
             assert absolute not in text, (f, absolute)
     md = (out / "report" / "report.md").read_text(encoding="utf-8")
     assert "Recipe `out/`" in md and "teacher` in" not in md
+
+
+# --- the short plan (a budget of minutes) ------------------------------------------------------------
+
+def test_a_budget_of_minutes_runs_the_short_plan_and_an_hour_the_papers():
+    from wellread.config import to_dict
+    from wellread.recipe.config import short_plan_choices
+
+    short, paper = RecipeConfig(time_budget="10m"), RecipeConfig(time_budget="60m")
+    assert short.short_plan and not paper.short_plan and not RecipeConfig(time_budget="off").short_plan
+    assert short.tasks == ["stsb"] and paper.tasks == ["stsb", "sst2"]
+    assert (short.aids.copy_pairs, short.aids.attention_scaffold, short.augment, short.core_lr) == (0.5, 1.0, 2, 3e-4)
+    assert (paper.aids.copy_pairs, paper.aids.attention_scaffold, paper.augment, paper.core_lr) == (0.0, 0.0, 0, 1e-4)
+    choices = short_plan_choices(to_dict(short))
+    assert choices[0].startswith("tasks: ['stsb', 'sst2'] → ['stsb'] (STS-B alone")
+    assert any(c.startswith("copy pairs: 0.0 → 0.5 (") for c in choices) and short_plan_choices(to_dict(paper)) == []
+    # a setting given that differs from the paper's default is kept; --no-short-plan keeps them all
+    mine = RecipeConfig(time_budget="10m", tasks="sst2", core_lr=5e-5)
+    assert mine.tasks == ["sst2"] and mine.core_lr == 5e-5 and mine.augment == 2
+    off = RecipeConfig(time_budget="10m", short_plan=False)
+    assert off.tasks == ["stsb", "sst2"] and off.aids.copy_pairs == 0.0
+
+
+def test_the_report_says_what_the_short_plan_chose(toy_recipe):
+    from wellread.report import recipe_header
+
+    _, out, _ = toy_recipe
+    rec = json.loads((out / "recipe.json").read_text()) | {"root": str(out), "stages": {}}
+    assert "short plan" not in recipe_header(rec)
+    text = recipe_header(rec | {"short_plan": ["tasks: ['stsb', 'sst2'] → ['stsb'] (why)"]})
+    assert "The short plan" in text and "- tasks: ['stsb', 'sst2'] → ['stsb'] (why)" in text
+
+
+def test_fewer_jobs_than_workers_take_the_spare_threads():
+    assert B.threads_per_job(1, 2) == 2 and B.threads_per_job(2, 2) == 1 and B.threads_per_job(8, 2) == 1
+    assert B.makespan([10.0], 2) == pytest.approx(10.0 / B.THREAD_SPEEDUP)
+    assert B.makespan([10.0, 10.0], 2) == 10.0 and B.makespan([10.0], 1) == 10.0
