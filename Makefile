@@ -5,6 +5,8 @@ BIN    := $(VENV)/bin
 DATA   ?= $(or $(WELLREAD_DATA),../shared/data)
 RUN    ?= runs/recipe
 BUDGET ?= 10m
+# when make began: `make run`'s time budget counts the install too
+START  := $(shell date +%s)
 
 .PHONY: install run test lint clean
 
@@ -26,10 +28,10 @@ install: $(VENV)/.installed
 # it again skips every finished stage; `make run BUDGET=60m` is the hour-long run.
 run: install
 	@if test -d $(DATA)/glue -a -d $(DATA)/text; then \
-		$(BIN)/wellread recipe --data $(DATA) --time-budget $(BUDGET) --out $(RUN); \
+		$(BIN)/wellread recipe --data $(DATA) --time-budget $(BUDGET) --started-at $(START) --out $(RUN); \
 	elif $(BIN)/python -c "from wellread.recipe.online import hub_reachable as r; raise SystemExit(not r())"; then \
 		echo "make run: no glue/ and text/ under $(DATA): GLUE and the published students come from the hub (--source hub)"; \
-		$(BIN)/wellread recipe --source hub --time-budget $(BUDGET) --out $(RUN); \
+		$(BIN)/wellread recipe --source hub --time-budget $(BUDGET) --started-at $(START) --out $(RUN); \
 	else \
 		echo "make run: no glue/ and text/ under $(DATA), and no network to fetch them from the hub; set WELLREAD_DATA=DIR (holding glue/<Task>/ and text/*.gz), or run where huggingface.co answers"; exit 1; \
 	fi

@@ -70,6 +70,9 @@ class RecipeConfig:
     time_budget: str | None = field("60m", help="wall time of the whole recipe, e.g. 20m or 1h30m: grid, epochs and "
                                                 "training sets are cut to fit, and the cuts are reported (off: run "
                                                 "the settings as given)")
+    started_at: float | None = field(None, help="count the time budget from this moment (seconds since the epoch): "
+                                                "`make run` passes when it began, so installing counts against the "
+                                                "budget")
     calibrate: bool = field(True, help="measure this machine's speed on each task for a few seconds before planning "
                                        "(else the rates in wellread/recipe/budget.py)")
     workers: int | None = field(None, help="processes side by side, one thread each: grid cells, per-task teacher "

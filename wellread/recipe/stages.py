@@ -75,7 +75,8 @@ class Recipe:
     def make_plan(self, src: Sources, sizes: dict, spent_s: float) -> B.Plan:
         """The budget's plan; the one in OUT/plan.json when the settings and data are the same."""
         c = self.cfg
-        key = config_fingerprint({"config": to_dict(c) | {"out": None, "quiet": None, "print_config": None},
+        key = config_fingerprint({"config": to_dict(c) | {"out": None, "quiet": None, "print_config": None,
+                                                          "started_at": None},
                            "sizes": sizes, "glue": str(src.glue), "text": [str(p) for p in src.text],
                            "teacher": str(src.teacher), "workers": self.workers})
         try:
@@ -86,6 +87,10 @@ class Recipe:
             pass
         budget = c.budget_s
         rates = B.Rates.table()
+        before_s = max(0.0, time.time() - c.started_at - spent_s) if c.started_at and budget is not None else 0.0
+        if before_s:
+            log(f"{before_s:.0f} s passed before the recipe began (installing): counted against the budget")
+            spent_s += before_s
         if budget is not None and c.calibrate:
             t0 = time.perf_counter()
             log("measuring this machine's speed on each task (seconds; --no-calibrate uses a table)")
@@ -95,6 +100,8 @@ class Recipe:
             log(f"measured in {time.perf_counter() - t0:.0f} s; planning the {(budget - spent_s) / 60:.1f} min left")
         plan = B.plan_budget(self.work(src, sizes), budget, rates, pretrain_share=c.pretrain_share,
                              pretrain_steps=c.pretrain_steps, spent_s=spent_s)
+        if before_s:
+            plan.notes.append(f"of which {before_s:.0f} s passed before the recipe began (`make run` installing)")
         atomic_write_json(self.out / PLAN, {"key": key, "plan": plan.to_dict()})
         return plan
 

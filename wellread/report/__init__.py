@@ -316,16 +316,21 @@ def timings_section(col: Collection) -> str:
     lines = ["## Timings", ""]
     for rec in col.recipes:
         stages = sorted(rec.get("stages", {}).values(), key=lambda s: s.get("started", 0))
-        lines += ["| stage | planned | took | status | attempts |", "|---|---|---|---|---|"]
+        lines += ["| stage | planned | took | took / planned | status | attempts |", "|---|---|---|---|---|---|"]
+        planned_total = 0.0
         for s in stages:
             if s.get("name") == "report":
                 continue
-            lines.append(f"| {s.get('name')} | {_duration(s.get('estimate_s'))} | {_duration(s.get('seconds'))} | "
+            est, took = s.get("estimate_s"), s.get("seconds")
+            ratio = f"{took / est:.2f}" if est and took is not None and s.get("attempts", 1) == 1 else "–"
+            planned_total += est or 0.0
+            lines.append(f"| {s.get('name')} | {_duration(est)} | {_duration(took)} | {ratio} | "
                          f"{s.get('status')} | {s.get('attempts', 1)} |")
         total = sum(s.get("seconds", 0.0) for s in stages if s.get("name") != "report")
         budget = rec["plan"].get("budget_s")
-        lines += ["", f"Stages together: {_duration(total)}" + (f" of a {_duration(budget)} budget." if budget else "."),
-                  ""]
+        lines += ["", f"Stages together: {_duration(total)}" + (f" of a {_duration(budget)} budget" if budget else "")
+                  + (f"; planned {_duration(planned_total)} ({total / planned_total:.2f} of it)." if planned_total
+                     else "."), ""]
     lines += ["| run | kind | training time | throughput |", "|---|---|---|---|"]
     for r in col.runs:
         res = r.results
