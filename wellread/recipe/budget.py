@@ -73,6 +73,12 @@ class Rates:
     teacher_train: dict[str, float]
     teacher_infer: dict[str, float]
     source: str = "table"  # "table", or "calibrated" (measured by ``calibrate``)
+    # how much faster a run is on all of this machine's threads than on one, per model ("student", "teacher")
+    speedup: dict[str, float] = dataclasses.field(default_factory=dict)
+
+    def all_threads(self, kind: str, workers: int) -> float:
+        """The speed-up of a ``kind`` run on ``workers`` threads (measured, else THREAD_SPEEDUP per doubling)."""
+        return self.speedup.get(kind) or speedup(workers)
 
     @classmethod
     def table(cls) -> Rates:
@@ -149,11 +155,14 @@ def speedup(threads: int) -> float:
     return THREAD_SPEEDUP ** math.log2(max(1, threads))
 
 
-def makespan(durations: list[float], workers: int) -> float:
+def makespan(durations: list[float], workers: int, all_threads: float | None = None) -> float:
     """Wall time of independent jobs on ``workers`` processes, longest first to the least loaded; with fewer
-    jobs than workers each job gets the spare threads (``threads_per_job``)."""
+    jobs than workers each job gets the spare threads (``threads_per_job``; a single job is ``all_threads``
+    times faster when that was measured)."""
     if durations and len(durations) < workers:
-        durations = [d / speedup(threads_per_job(len(durations), workers)) for d in durations]
+        threads = threads_per_job(len(durations), workers)
+        gain = all_threads if all_threads and threads >= workers else speedup(threads)
+        durations = [d / gain for d in durations]
     loads = [0.0] * max(1, workers)
     for d in sorted(durations, reverse=True):
         i = loads.index(min(loads))
@@ -180,7 +189,8 @@ def estimate(work: Work, plan: Plan, rates: Rates) -> dict[str, float]:
     if distils:  # a one-cell grid: the tasks side by side
         est["teacher"] = makespan([plan.teacher_epochs * plan.teacher_examples[t] / rates.get("teacher_train", t)
                                    + dev("teacher_infer", t, math.ceil(plan.teacher_epochs)) + 3 * RUN_OVERHEAD_S
-                                   for t in work.tasks], work.workers) + grid_overhead
+                                   for t in work.tasks], work.workers, rates.all_threads("teacher", work.workers)) \
+            + grid_overhead
 
     def student_run(task: str, examples: int) -> float:
         return plan.epochs * examples / rates.get("student_train", task) + dev("student_infer", task, evals) \
@@ -189,16 +199,19 @@ def estimate(work: Work, plan: Plan, rates: Rates) -> dict[str, float]:
     for arm in ("random", "pretrained", "published"):
         if arm in work.arms:
             jobs = [student_run(t, n[t]) for t in work.tasks for _ in range(plan.cells)]
-            est[f"grid-{arm}"] = work.students * work.seeds * (makespan(jobs, work.workers) + grid_overhead)
+            est[f"grid-{arm}"] = work.students * work.seeds * (
+                makespan(jobs, work.workers, rates.all_threads("student", work.workers)) + grid_overhead)
     if distils:  # the teacher labels each task's transfer set once (cached); then the cells, side by side
         labels = sum(n[t] * (1 + work.augment) / rates.get("teacher_infer", t) for t in work.tasks) \
-            / speedup(work.workers)  # in the grid's own process, on every thread
+            / rates.all_threads("teacher", work.workers)  # in the grid's own process, on every thread
         jobs = [student_run(t, n[t] * (1 + work.augment)) + (student_run(t, n[t]) if "pd+ft" in work.arms else 0.0)
                 for t in work.tasks for _ in range(plan.cells)]
-        est["distill"] = labels + work.students * work.seeds * (makespan(jobs, work.workers) + grid_overhead)
+        est["distill"] = labels + work.students * work.seeds * (
+            makespan(jobs, work.workers, rates.all_threads("student", work.workers)) + grid_overhead)
     runs = len(work.tasks) * work.students * work.seeds * len(work.arms) + len(work.tasks)
     est["evaluate"] = runs * 2.0 + sum(dev("student_infer", t, work.students * work.seeds * len(work.arms))
-                                       + dev("teacher_infer", t, 1) for t in work.tasks) / speedup(work.workers)
+                                       + dev("teacher_infer", t, 1) for t in work.tasks) \
+        / rates.all_threads("student", work.workers)
     est["report"] = 5.0
     return est
 
@@ -387,6 +400,11 @@ def calibrate(student: str, teacher: Path | None, tasks: list[str], data_dir: Pa
                 feats = encode_pairs(tok, [e.text_a for e in ex], [e.text_b for e in ex], 128)
                 pad = tok.token_to_id(PAD)
                 getattr(rates, f"{kind}_train")[task] = _train_rate(model, spec, feats, targets, pad, seconds, train_bf16)
+                if kind not in rates.speedup and threads > 1:  # the same on every thread, for runs given them
+                    torch.set_num_threads(threads)
+                    rates.speedup[kind] = max(1.0, _train_rate(model, spec, feats, targets, pad, seconds, train_bf16)
+                                              / getattr(rates, f"{kind}_train")[task])
+                    torch.set_num_threads(1)
                 getattr(rates, f"{kind}_infer")[task] = _infer_rate(model, feats, pad)
     finally:
         torch.set_num_threads(threads)
