@@ -339,3 +339,28 @@ def test_fewer_jobs_than_workers_take_the_spare_threads():
     assert B.threads_per_job(1, 2) == 2 and B.threads_per_job(2, 2) == 1 and B.threads_per_job(8, 2) == 1
     assert B.makespan([10.0], 2) == pytest.approx(10.0 / B.THREAD_SPEEDUP)
     assert B.makespan([10.0, 10.0], 2) == 10.0 and B.makespan([10.0], 1) == 10.0
+
+
+def test_time_before_the_recipe_began_counts_against_the_budget(tmp_path):
+    """`make run` passes --started-at (when make began): the install's minutes come off the budget, are said,
+    and a re-run with a later start keeps the plan."""
+    import time
+
+    from wellread.recipe.sources import Sources
+    from wellread.recipe.stages import Recipe
+
+    (tmp_path / "prose.txt").write_text("a paragraph of prose\n" * 1000)
+    src = Sources(glue=tmp_path, text=[tmp_path / "prose.txt"], teacher=None, published={})
+    sizes = {"stsb": (5_749, 1_500)}
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    now = RecipeConfig(out=tmp_path / "a", time_budget="20m", calibrate=False, workers=2)
+    late = RecipeConfig(out=tmp_path / "b", time_budget="20m", calibrate=False, workers=2, started_at=time.time() - 120)
+    p_now, p_late = Recipe(now).make_plan(src, sizes, 0.0), Recipe(late).make_plan(src, sizes, 0.0)
+    assert p_late.spent_s == pytest.approx(120, abs=5) and p_now.spent_s == 0.0
+    assert p_late.cells < p_now.cells  # less time left: a smaller grid
+    for p in (p_now, p_late):
+        assert sum(p.estimate_s.values()) + p.spent_s == pytest.approx(1200, rel=0.02)
+    assert any(n.startswith("of which 12") and "before the recipe began" in n for n in p_late.notes), p_late.notes
+    rerun = RecipeConfig(out=tmp_path / "b", time_budget="20m", calibrate=False, workers=2, started_at=time.time())
+    assert Recipe(rerun).make_plan(src, sizes, 0.0) == p_late  # the same settings: the saved plan
