@@ -5,6 +5,9 @@ BIN    := $(VENV)/bin
 DATA   ?= $(or $(WELLREAD_DATA),../shared/data)
 RUN    ?= runs/recipe
 BUDGET ?= 10m
+SEED   ?= 0
+# when make began: `make run`'s time budget counts the install too
+START  := $(shell date +%s)
 
 .PHONY: install run test lint clean
 
@@ -22,14 +25,16 @@ install: $(VENV)/.installed
 # pre-training of Tiny, the all-MiniLM-L6-v2 teacher fine-tuned, Pre-trained Distillation, the grid,
 # evaluation and a report (RUN/report/report.md, .html), planned to fit BUDGET. On real data under DATA
 # (glue/ and text/) it runs offline; without them, where the Hugging Face hub answers, it takes GLUE and
-# the published students from there (`--source hub`); otherwise it says in one line what to do. Running
+# the published students from there (`--source hub`); otherwise it says in one line what to do. A budget
+# under 45 minutes runs the short plan (STS-B, copy-pair pre-training; the report says each choice and why);
+# SEED=1 runs the recipe's second seed. Running
 # it again skips every finished stage; `make run BUDGET=60m` is the hour-long run.
 run: install
 	@if test -d $(DATA)/glue -a -d $(DATA)/text; then \
-		$(BIN)/wellread recipe --data $(DATA) --time-budget $(BUDGET) --out $(RUN); \
+		$(BIN)/wellread recipe --data $(DATA) --time-budget $(BUDGET) --seeds $(SEED) --started-at $(START) --out $(RUN); \
 	elif $(BIN)/python -c "from wellread.recipe.online import hub_reachable as r; raise SystemExit(not r())"; then \
 		echo "make run: no glue/ and text/ under $(DATA): GLUE and the published students come from the hub (--source hub)"; \
-		$(BIN)/wellread recipe --source hub --time-budget $(BUDGET) --out $(RUN); \
+		$(BIN)/wellread recipe --source hub --time-budget $(BUDGET) --seeds $(SEED) --started-at $(START) --out $(RUN); \
 	else \
 		echo "make run: no glue/ and text/ under $(DATA), and no network to fetch them from the hub; set WELLREAD_DATA=DIR (holding glue/<Task>/ and text/*.gz), or run where huggingface.co answers"; exit 1; \
 	fi

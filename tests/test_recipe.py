@@ -290,3 +290,77 @@ def test_a_training_sample_keeps_the_header_the_dev_set_and_the_seed(tmp_path):
     assert (a / "SST-2" / "train.tsv").read_text() == (b / "SST-2" / "train.tsv").read_text()
     assert (a / "SST-2" / "dev.tsv").read_text() == (src / "SST-2" / "dev.tsv").read_text()
     assert (a / "CoLA" / "train.tsv").read_text() == (src / "CoLA" / "train.tsv").read_text()  # no header, all rows
+
+
+def test_the_report_names_no_path_of_this_machine(toy_recipe):
+    """The report travels: files are named relative to the recipe directory or by the data source's name,
+    never by this machine's absolute paths (the temporary folder, site-packages, the home directory)."""
+    root, out, _ = toy_recipe
+    for f in ("report.md", "report.html", "report.json"):
+        text = (out / "report" / f).read_text(encoding="utf-8")
+        for absolute in (str(root), "site-packages", str(REPO)):
+            assert absolute not in text, (f, absolute)
+    md = (out / "report" / "report.md").read_text(encoding="utf-8")
+    assert "Recipe `out/`" in md and "teacher` in" not in md
+
+
+# --- the short plan (a budget of minutes) ------------------------------------------------------------
+
+def test_a_budget_of_minutes_runs_the_short_plan_and_an_hour_the_papers():
+    from wellread.config import to_dict
+    from wellread.recipe.config import short_plan_choices
+
+    short, paper = RecipeConfig(time_budget="10m"), RecipeConfig(time_budget="60m")
+    assert short.short_plan and not paper.short_plan and not RecipeConfig(time_budget="off").short_plan
+    assert short.tasks == ["stsb"] and paper.tasks == ["stsb", "sst2"]
+    assert (short.aids.copy_pairs, short.aids.attention_scaffold, short.pd.augment, short.core_lr) == (0.5, 1.0, 2, 3e-4)
+    assert (paper.aids.copy_pairs, paper.aids.attention_scaffold, paper.pd.augment, paper.core_lr) == (0.0, 0.0, 0, 1e-4)
+    choices = short_plan_choices(to_dict(short))
+    assert choices[0].startswith("tasks: ['stsb', 'sst2'] → ['stsb'] (STS-B alone")
+    assert any(c.startswith("copy pairs: 0.0 → 0.5 (") for c in choices) and short_plan_choices(to_dict(paper)) == []
+    # a setting given that differs from the paper's default is kept; --no-short-plan keeps them all
+    mine = RecipeConfig(time_budget="10m", tasks="sst2", core_lr=5e-5)
+    assert mine.tasks == ["sst2"] and mine.core_lr == 5e-5 and mine.pd.augment == 2
+    off = RecipeConfig(time_budget="10m", short_plan=False)
+    assert off.tasks == ["stsb", "sst2"] and off.aids.copy_pairs == 0.0
+
+
+def test_the_report_says_what_the_short_plan_chose(toy_recipe):
+    from wellread.report import recipe_header
+
+    _, out, _ = toy_recipe
+    rec = json.loads((out / "recipe.json").read_text()) | {"root": str(out), "stages": {}}
+    assert "short plan" not in recipe_header(rec)
+    text = recipe_header(rec | {"short_plan": ["tasks: ['stsb', 'sst2'] → ['stsb'] (why)"]})
+    assert "The short plan" in text and "- tasks: ['stsb', 'sst2'] → ['stsb'] (why)" in text
+
+
+def test_fewer_jobs_than_workers_take_the_spare_threads():
+    assert B.threads_per_job(1, 2) == 2 and B.threads_per_job(2, 2) == 1 and B.threads_per_job(8, 2) == 1
+    assert B.makespan([10.0], 2) == pytest.approx(10.0 / B.THREAD_SPEEDUP)
+    assert B.makespan([10.0, 10.0], 2) == 10.0 and B.makespan([10.0], 1) == 10.0
+
+
+def test_time_before_the_recipe_began_counts_against_the_budget(tmp_path):
+    """`make run` passes --started-at (when make began): the install's minutes come off the budget, are said,
+    and a re-run with a later start keeps the plan."""
+    import time
+
+    from wellread.recipe.sources import Sources
+    from wellread.recipe.stages import Recipe
+
+    (tmp_path / "prose.txt").write_text("a paragraph of prose\n" * 1000)
+    src = Sources(glue=tmp_path, text=[tmp_path / "prose.txt"], teacher=None, published={})
+    sizes = {"stsb": (5_749, 1_500)}
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    now = RecipeConfig(out=tmp_path / "a", time_budget="20m", calibrate=False, workers=2)
+    late = RecipeConfig(out=tmp_path / "b", time_budget="20m", calibrate=False, workers=2, started_at=time.time() - 120)
+    p_now, p_late = Recipe(now).make_plan(src, sizes, 0.0), Recipe(late).make_plan(src, sizes, 0.0)
+    assert p_late.spent_s == pytest.approx(120, abs=5) and p_now.spent_s == 0.0
+    assert p_late.cells < p_now.cells  # less time left: a smaller grid
+    for p in (p_now, p_late):
+        assert sum(p.estimate_s.values()) + p.spent_s == pytest.approx(1200, rel=0.02)
+    assert any(n.startswith("of which 12") and "before the recipe began" in n for n in p_late.notes), p_late.notes
+    rerun = RecipeConfig(out=tmp_path / "b", time_budget="20m", calibrate=False, workers=2, started_at=time.time())
+    assert Recipe(rerun).make_plan(src, sizes, 0.0) == p_late  # the same settings: the saved plan

@@ -43,6 +43,7 @@ from wellread.train.finetune import (
     classifier_from_pretrained,
     label_targets,
 )
+from wellread.train.loop import use_bf16
 
 # This project's machine (AMD EPYC, 2 cores, torch 2.13.0+cpu), one thread per process as the recipe's
 # workers run, examples per second at max length 128, batch 32 ("infer": no-grad prediction, as dev
@@ -76,6 +77,12 @@ class Rates:
     teacher_train: dict[str, float]
     teacher_infer: dict[str, float]
     source: str = "table"  # "table", or "calibrated" (measured by ``calibrate``)
+    # how much faster a run is on all of this machine's threads than on one, per model ("student", "teacher")
+    speedup: dict[str, float] = dataclasses.field(default_factory=dict)
+
+    def all_threads(self, kind: str, workers: int) -> float:
+        """The speed-up of a ``kind`` run on ``workers`` threads (measured, else THREAD_SPEEDUP per doubling)."""
+        return self.speedup.get(kind) or speedup(workers)
 
     @classmethod
     def table(cls) -> Rates:
@@ -139,8 +146,27 @@ class Plan:
         return cls(**d)
 
 
-def makespan(durations: list[float], workers: int) -> float:
-    """Wall time of independent jobs on ``workers`` processes, longest first to the least loaded."""
+THREAD_SPEEDUP = 1.6  # a training or prediction run on 2 threads against 1 (Tiny and MiniLM-L6, this machine)
+
+
+def threads_per_job(jobs: int, workers: int) -> int:
+    """CPU threads for each of ``jobs`` side-by-side runs on ``workers`` cores (fewer jobs: more threads each)."""
+    return max(1, workers // max(1, min(jobs, workers)))
+
+
+def speedup(threads: int) -> float:
+    """How much faster one run is on ``threads`` threads than on one (THREAD_SPEEDUP per doubling)."""
+    return THREAD_SPEEDUP ** math.log2(max(1, threads))
+
+
+def makespan(durations: list[float], workers: int, all_threads: float | None = None) -> float:
+    """Wall time of independent jobs on ``workers`` processes, longest first to the least loaded; with fewer
+    jobs than workers each job gets the spare threads (``threads_per_job``; a single job is ``all_threads``
+    times faster when that was measured)."""
+    if durations and len(durations) < workers:
+        threads = threads_per_job(len(durations), workers)
+        gain = all_threads if all_threads and threads >= workers else speedup(threads)
+        durations = [d / gain for d in durations]
     loads = [0.0] * max(1, workers)
     for d in sorted(durations, reverse=True):
         i = loads.index(min(loads))
@@ -167,7 +193,8 @@ def estimate(work: Work, plan: Plan, rates: Rates) -> dict[str, float]:
     if distils:  # a one-cell grid: the tasks side by side
         est["teacher"] = makespan([plan.teacher_epochs * plan.teacher_examples[t] / rates.get("teacher_train", t)
                                    + dev("teacher_infer", t, math.ceil(plan.teacher_epochs)) + 3 * RUN_OVERHEAD_S
-                                   for t in work.tasks], work.workers) + grid_overhead
+                                   for t in work.tasks], work.workers, rates.all_threads("teacher", work.workers)) \
+            + grid_overhead
 
     def student_run(task: str, examples: int) -> float:
         return plan.epochs * examples / rates.get("student_train", task) + dev("student_infer", task, evals) \
@@ -176,15 +203,19 @@ def estimate(work: Work, plan: Plan, rates: Rates) -> dict[str, float]:
     for arm in ("random", "pretrained", "published"):
         if arm in work.arms:
             jobs = [student_run(t, n[t]) for t in work.tasks for _ in range(plan.cells)]
-            est[f"grid-{arm}"] = work.students * work.seeds * (makespan(jobs, work.workers) + grid_overhead)
+            est[f"grid-{arm}"] = work.students * work.seeds * (
+                makespan(jobs, work.workers, rates.all_threads("student", work.workers)) + grid_overhead)
     if distils:  # the teacher labels each task's transfer set once (cached); then the cells, side by side
-        labels = sum(n[t] * (1 + work.augment) / rates.get("teacher_infer", t) for t in work.tasks)
+        labels = sum(n[t] * (1 + work.augment) / rates.get("teacher_infer", t) for t in work.tasks) \
+            / rates.all_threads("teacher", work.workers)  # in the grid's own process, on every thread
         jobs = [student_run(t, n[t] * (1 + work.augment)) + (student_run(t, n[t]) if "pd+ft" in work.arms else 0.0)
                 for t in work.tasks for _ in range(plan.cells)]
-        est["distill"] = labels + work.students * work.seeds * (makespan(jobs, work.workers) + grid_overhead)
+        est["distill"] = labels + work.students * work.seeds * (
+            makespan(jobs, work.workers, rates.all_threads("student", work.workers)) + grid_overhead)
     runs = len(work.tasks) * work.students * work.seeds * len(work.arms) + len(work.tasks)
     est["evaluate"] = runs * 2.0 + sum(dev("student_infer", t, work.students * work.seeds * len(work.arms))
-                                       + dev("teacher_infer", t, 1) for t in work.tasks)
+                                       + dev("teacher_infer", t, 1) for t in work.tasks) \
+        / rates.all_threads("student", work.workers)
     est["report"] = 5.0
     return est
 
@@ -303,7 +334,7 @@ def _describe(work: Work, plan: Plan, start: dict[str, int], spent_s: float) -> 
 
 # --- calibration: this machine's rates, measured in a few seconds ----------------------------------
 
-def _train_rate(model, spec, feats, targets, pad_id: int, seconds: float) -> float:
+def _train_rate(model, spec, feats, targets, pad_id: int, seconds: float, bf16: bool = False) -> float:
 
     obj = ClassificationObjective(model, spec, LabelledSet("train", feats, targets, []), [], seed=0, pad_id=pad_id)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-6)
@@ -313,7 +344,8 @@ def _train_rate(model, spec, feats, targets, pad_id: int, seconds: float) -> flo
         batch = collate(feats, index, pad_id)
         batch["labels"] = torch.from_numpy(np.asarray(targets)[index])
         t0 = time.perf_counter()
-        loss, _ = obj.loss(model, batch, obj.counts(batch))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):  # as the training runs will
+            loss, _ = obj.loss(model, batch, obj.counts(batch))
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -336,9 +368,11 @@ def _infer_rate(model, feats, pad_id: int) -> float:
 
 
 def calibrate(student: str, teacher: Path | None, tasks: list[str], data_dir: Path, *, vocab: Path | None = None,
-              seconds: float = 1.0, sample: int = 512) -> Rates:
+              seconds: float = 1.0, sample: int = 512, bf16: bool | None = None) -> Rates:
     """Measure this machine's rates (one thread) on samples of each task's training set: a random
-    student of the recipe's size, and the teacher when there is one. A few seconds per task."""
+    student of the recipe's size, and the teacher when there is one. A few seconds per task. Training is
+    timed in the precision the runs will train in (bf16 autocast where native, unless ``bf16`` says)."""
+    train_bf16 = use_bf16(bf16, torch.device("cpu"))
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -362,11 +396,17 @@ def calibrate(student: str, teacher: Path | None, tasks: list[str], data_dir: Pa
                     model = classifier_from_pretrained(path, spec, seed=0, new_head=True)
                 feats = encode_pairs(tok, [e.text_a for e in ex], [e.text_b for e in ex], 128)
                 pad = tok.token_to_id(PAD)
-                getattr(rates, f"{kind}_train")[task] = _train_rate(model, spec, feats, targets, pad, seconds)
+                getattr(rates, f"{kind}_train")[task] = _train_rate(model, spec, feats, targets, pad, seconds, train_bf16)
+                if kind not in rates.speedup and threads > 1:  # the same on every thread, for runs given them
+                    torch.set_num_threads(threads)
+                    rates.speedup[kind] = max(1.0, _train_rate(model, spec, feats, targets, pad, seconds, train_bf16)
+                                              / getattr(rates, f"{kind}_train")[task])
+                    torch.set_num_threads(1)
                 getattr(rates, f"{kind}_infer")[task] = _infer_rate(model, feats, pad)
     finally:
         torch.set_num_threads(threads)
     return rates
 
 
-__all__ = ["Work", "Plan", "Rates", "plan_budget", "estimate", "calibrate", "makespan", "TABLE_RATES"]
+__all__ = ["Work", "Plan", "Rates", "plan_budget", "estimate", "calibrate", "makespan", "speedup", "threads_per_job",
+           "TABLE_RATES"]

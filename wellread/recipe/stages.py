@@ -19,7 +19,7 @@ from wellread.eval.glue import evaluate_model
 from wellread.eval.metrics import cell_score
 from wellread.io import atomic_write_json, atomic_write_text
 from wellread.recipe import budget as B
-from wellread.recipe.config import ARMS, RecipeConfig, config_yaml
+from wellread.recipe.config import ARMS, RecipeConfig, config_yaml, short_plan_choices
 from wellread.recipe.runner import StageRunner, log
 from wellread.recipe.sources import Sources, find_sources, sample_glue, text_bytes
 from wellread.report import write_report
@@ -85,7 +85,8 @@ class Recipe:
     def make_plan(self, src: Sources, sizes: dict, spent_s: float) -> B.Plan:
         """The budget's plan; the one in OUT/plan.json when the settings and data are the same."""
         c = self.cfg
-        key = config_fingerprint({"config": to_dict(c) | {"out": None, "quiet": None, "print_config": None},
+        key = config_fingerprint({"config": to_dict(c) | {"out": None, "quiet": None, "print_config": None,
+                                                          "started_at": None},
                            "sizes": sizes, "glue": str(src.glue), "text": [str(p) for p in src.text],
                            "teacher": str(src.teacher), "workers": self.workers})
         try:
@@ -96,6 +97,10 @@ class Recipe:
             pass
         budget = c.budget_s
         rates = B.Rates.table()
+        before_s = max(0.0, time.time() - c.started_at - spent_s) if c.started_at and budget is not None else 0.0
+        if before_s:
+            log(f"{before_s:.0f} s passed before the recipe began (installing): counted against the budget")
+            spent_s += before_s
         if budget is not None and c.calibrate:
             t0 = time.perf_counter()
             log("measuring this machine's speed on each task (seconds; --no-calibrate uses a table)")
@@ -105,6 +110,8 @@ class Recipe:
             log(f"measured in {time.perf_counter() - t0:.0f} s; planning the {(budget - spent_s) / 60:.1f} min left")
         plan = B.plan_budget(self.work(src, sizes), budget, rates, pretrain_share=c.pretrain_share,
                              pretrain_steps=c.pretrain_steps, spent_s=spent_s)
+        if before_s:
+            plan.notes.append(f"of which {before_s:.0f} s passed before the recipe began (`make run` installing)")
         atomic_write_json(self.out / PLAN, {"key": key, "plan": plan.to_dict()})
         return plan
 
@@ -164,7 +171,7 @@ class Recipe:
                             model=student, data=corpus, out=out, vocab=vocab, seed=0,
                             max_steps=c.pretrain_steps if per_student is None else None,
                             time_budget=None if per_student is None else f"{per_student:.0f}s",
-                            threads=c.threads, bf16=c.bf16, quiet=c.quiet)
+                            aids=c.aids, threads=c.threads, bf16=c.bf16, quiet=c.quiet)
 
         def run() -> dict:
             r = pretrain(pc)
@@ -202,7 +209,8 @@ class Recipe:
         gc = GridConfig(model=str(src.teacher), tasks=c.tasks, data_dir=glue, out=out,
                         grid=GridSpace(batch_sizes=[c.teacher_batch_size], learning_rates=[c.teacher_lr],
                                        epochs=plan.teacher_epochs),
-                        inputs=c.inputs, seed=0, workers=self.workers, threads=1, keep_models="best", quiet=True)
+                        inputs=c.inputs, seed=0, workers=self.workers,
+                        threads=B.threads_per_job(len(c.tasks), self.workers), keep_models="best", quiet=True)
         self.grid_stage("teacher", gc, after=["data", "data-teacher"], estimate_s=plan.estimate_s.get("teacher"))
         self.runs.append({"kind": "grid", "arm": "teacher", "path": out.name})
         best = json.loads((out / "best.json").read_text(encoding="utf-8"))
@@ -215,7 +223,9 @@ class Recipe:
         name = f"grid-{arm}-{student}-s{seed}"
         gc = GridConfig(model=str(model), tasks=c.tasks, data_dir=glue, out=self.out / name, grid=planned_grid(plan),
                         inputs=c.inputs, init=RandomInit(random_init=True, vocab=vocab) if arm == "random" else RandomInit(),
-                        seed=seed, workers=self.workers, threads=1, keep_models="best", quiet=True)
+                        seed=seed, workers=self.workers,
+                        threads=B.threads_per_job(len(c.tasks) * plan.cells, self.workers), keep_models="best",
+                        quiet=True)
         self.grid_stage(name, gc, after=after,
                         estimate_s=plan.estimate_s.get(f"grid-{arm}", 0) / (len(c.seeds) * len(c.students)))
         self.runs.append({"kind": "grid", "arm": arm, "student": student, "seed": seed, "path": name})
@@ -227,7 +237,8 @@ class Recipe:
         name = f"distill-{student}-s{seed}"
         out = self.out / name
         gc = GridConfig(model=str(model), tasks=c.tasks, data_dir=glue, out=out, grid=planned_grid(plan), inputs=c.inputs,
-                        seed=seed, workers=self.workers, threads=1, keep_models="all", objective="distill",
+                        seed=seed, workers=self.workers, keep_models="all", objective="distill",
+                        threads=B.threads_per_job(len(c.tasks) * plan.cells, self.workers),
                         teacher=[f"{t}={p}" for t, p in teachers.items()], pd=c.pd,
                         then_finetune="pd+ft" in self.arms, quiet=True)
         self.grid_stage(name, gc, after=after, after_run=lambda r: prune_distill(out, r),
@@ -299,6 +310,7 @@ class Recipe:
                     all_stages.append(f"distill-{s}-s{seed}")
         self.evaluate(src.glue, all_stages + (["teacher"] if c.distils else []))
         manifest = {"config": to_dict(c), "plan": plan.to_dict(), "runs": self.runs,
+                    "short_plan": short_plan_choices(to_dict(c)),
                     "sources": {"glue": str(src.glue), "text": [str(p) for p in src.text],
                                 "teacher": None if src.teacher is None else str(src.teacher),
                                 "teacher_name": c.teacher, "published": {k: str(v) for k, v in src.published.items()}},

@@ -236,27 +236,50 @@ def grids_section(col: Collection, out: Path, figures: list[Path]) -> str:
 
 # --- the recipe: plan, cuts, timings -------------------------------------------------------------------------
 
+def shown_source(path: str | None, root: str) -> str:
+    """Where an input came from, in words that hold on any machine: a path inside the recipe directory
+    relative to it, an installed package or the download cache by name, any other folder by its last two
+    parts (never this machine's absolute path)."""
+    if not path:
+        return "none"
+    p, r = Path(path), Path(root)
+    if p == r or r in p.parents:
+        return f"`{p.relative_to(r)}` in the recipe directory"
+    parts = p.parts
+    if "site-packages" in parts:
+        return f"the installed package `{parts[parts.index('site-packages') + 1]}`"
+    if "wellread" in parts and any(x in (".cache", "cache") for x in parts):
+        return f"the download cache (`{p.name}`)"
+    return f"`{Path(*parts[-2:]) if len(parts) > 1 else p.name}`"
+
+
+def teacher_name(rec: dict) -> str:
+    """The teacher as the user named it; a directory by its last part."""
+    name = str(rec.get("sources", {}).get("teacher_name") or rec["config"]["teacher"])
+    return name if name.startswith("hub:") or os.sep not in name else Path(name).name
+
+
 def recipe_header(rec: dict) -> str:
     c, plan = rec["config"], rec["plan"]
     src = rec.get("sources", {})
     stages = rec.get("stages", {})
     total = sum(s.get("seconds", 0.0) for n, s in stages.items() if s.get("status") == "finished" and n != "report")
     budget = plan.get("budget_s")
-    lines = [f"Recipe `{rec['root']}` (settings: `recipe.yaml`): students {', '.join(c['students'])}; teacher "
-             f"{src.get('teacher_name', c['teacher'])}; tasks {', '.join(c['tasks'])}; seeds "
+    lines = [f"Recipe `{Path(rec['root']).name}/` (settings: `recipe.yaml`): students {', '.join(c['students'])}; teacher "
+             f"{teacher_name(rec)}; tasks {', '.join(c['tasks'])}; seeds "
              f"{', '.join(map(str, c['seeds']))}. "
              + (f"Time budget {_duration(budget)}; the stages took {_duration(total)}"
                 + (f", after {plan['spent_s']:.0f} s finding the data and measuring the machine." if plan.get("spent_s")
                    else ".") if budget else
                 f"No time budget; the stages took {_duration(total)}."), "",
              "### What ran", "",
-             f"- data: GLUE from `{src.get('glue')}`; pre-training text: "
+             f"- data: GLUE from {shown_source(src.get('glue'), rec['root'])}; pre-training text: "
              + (", ".join(f"`{Path(p).name}`" for p in src.get("text", [])) or "none"),
              f"- vocabulary: {c['vocab']}" + (f" ({c['vocab_size']:,} tokens)" if c["vocab"] == "train" else ""),
              f"- pre-training: {c['pretrain_objective']}, {c['pretrain_masking']} masking, batch "
              f"{c['pretrain_batch_size']}, lr {c['pretrain_lr']:g}, "
              + (f"{plan['pretrain_s'] / 60:.1f} min" if plan.get("pretrain_s") else f"{c['pretrain_steps']:,} steps"),
-             f"- teacher: {src.get('teacher_name', c['teacher'])} (`{src.get('teacher')}`), fine-tuned "
+             f"- teacher: {teacher_name(rec)} ({shown_source(src.get('teacher'), rec['root'])}), fine-tuned "
              f"{plan['teacher_epochs']:g} epoch(s) at lr {c['teacher_lr']:g}, batch {c['teacher_batch_size']}",
              f"- distillation: transfer set = each task's training inputs (+{c['augment']} derived per example"
              + (f", + {len(c['transfer'])} text file(s)" if c.get("transfer") else "")
@@ -272,6 +295,10 @@ def recipe_header(rec: dict) -> str:
                     if plan.get("teacher_examples", {}).get(t, n) < n else "")
                  for t, n in plan["train_examples"].items()), ""]
     lines += ["### What the time budget cut", ""]
+    short = rec.get("short_plan") or []
+    if short:
+        lines += ["The short plan (for a budget of minutes; `--no-short-plan` runs the paper's settings instead) "
+                  "chose:", ""] + [f"- {x}" for x in short] + ["", "Then the budget cut:", ""]
     if budget:
         lines += [f"- {x}" for x in plan.get("cuts", [])] or ["- nothing: everything fits"]
     else:
@@ -291,16 +318,21 @@ def timings_section(col: Collection) -> str:
     lines = ["## Timings", ""]
     for rec in col.recipes:
         stages = sorted(rec.get("stages", {}).values(), key=lambda s: s.get("started", 0))
-        lines += ["| stage | planned | took | status | attempts |", "|---|---|---|---|---|"]
+        lines += ["| stage | planned | took | took / planned | status | attempts |", "|---|---|---|---|---|---|"]
+        planned_total = 0.0
         for s in stages:
             if s.get("name") == "report":
                 continue
-            lines.append(f"| {s.get('name')} | {_duration(s.get('estimate_s'))} | {_duration(s.get('seconds'))} | "
+            est, took = s.get("estimate_s"), s.get("seconds")
+            ratio = f"{took / est:.2f}" if est and took is not None and s.get("attempts", 1) == 1 else "–"
+            planned_total += est or 0.0
+            lines.append(f"| {s.get('name')} | {_duration(est)} | {_duration(took)} | {ratio} | "
                          f"{s.get('status')} | {s.get('attempts', 1)} |")
         total = sum(s.get("seconds", 0.0) for s in stages if s.get("name") != "report")
         budget = rec["plan"].get("budget_s")
-        lines += ["", f"Stages together: {_duration(total)}" + (f" of a {_duration(budget)} budget." if budget else "."),
-                  ""]
+        lines += ["", f"Stages together: {_duration(total)}" + (f" of a {_duration(budget)} budget" if budget else "")
+                  + (f"; planned {_duration(planned_total)} ({total / planned_total:.2f} of it)." if planned_total
+                     else "."), ""]
     lines += ["| run | kind | training time | throughput |", "|---|---|---|---|"]
     for r in col.runs:
         res = r.results
