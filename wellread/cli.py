@@ -573,20 +573,27 @@ def _distill(cfg) -> None:
 # --- wellread recipe / report --------------------------------------------------------------------
 
 def _recipe_config():
-    from wellread.recipe.config import RecipeConfig
+    from wellread.recipe.own_task import TaskRecipeConfig  # RecipeConfig plus --task and its settings
 
-    return RecipeConfig
+    return TaskRecipeConfig
 
 
 @command("recipe", _recipe_config, "the paper's recipe end to end: corpus, vocab, pre-training, teacher, "
-                                   "distillation, the grid, evaluation, a report; --time-budget 20m")
+                                   "distillation, the grid, evaluation, a report; --time-budget 20m; "
+                                   "--task tickets.yaml for your own task")
 def _recipe(cfg) -> None:
     from wellread.recipe.config import config_yaml
-    from wellread.recipe.stages import format_summary, run_recipe
 
     if cfg.print_config:
         print(config_yaml(cfg), end="")
         return
+    if cfg.task is not None:
+        from wellread.recipe.own_task import format_task_summary, run_task_recipe
+
+        print(format_task_summary(run_task_recipe(cfg)))
+        return
+    from wellread.recipe.stages import format_summary, run_recipe
+
     print(format_summary(run_recipe(cfg)))
 
 
