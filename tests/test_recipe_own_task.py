@@ -80,6 +80,24 @@ def recipe(inputs):
     return inputs, inputs / "out", stdout, stderr
 
 
+def broken_int8(root):
+    """``backend_predictions`` with a broken int8 model: each int8 prediction is the class after the true one."""
+    from wellread.infer import gate as G
+
+    real = G.backend_predictions
+    gold = {}
+    for line in (root / "dev.csv").read_text().splitlines()[1:]:
+        text, label = line.rsplit(",", 1)
+        gold[text.strip('"')] = label
+
+    def predictions(model_dir, backend, texts_a, texts_b, **kw):
+        if backend != "onnx-int8":
+            return real(model_dir, backend, texts_a, texts_b, **kw)
+        return [LABELS[(LABELS.index(gold[a]) + 1) % 3] for a in texts_a]
+
+    return predictions
+
+
 def _files(root) -> dict[str, int]:
     return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
 
@@ -143,22 +161,12 @@ def test_a_second_run_skips_every_stage_and_touches_nothing(recipe):
 def test_the_int8_gate_refuses_an_int8_model_that_loses_points(recipe, monkeypatch):
     """An int8 model whose every prediction is wrong (the next class of the true one) loses every point of
     its fp32 self: the gate refuses it, and the recipe serves the fp32 ONNX model instead."""
-    from wellread.recipe import own_task
+    from wellread.infer import gate as G
 
     root, out, _, _ = recipe
-    real = own_task.backend_predictions
-    gold = {}
-    for line in (root / "dev.csv").read_text().splitlines()[1:]:
-        text, label = line.rsplit(",", 1)
-        gold[text.strip('"')] = label
-
-    def broken(model_dir, backend, texts_a, texts_b, **kw):
-        if backend != "onnx-int8":
-            return real(model_dir, backend, texts_a, texts_b, **kw)
-        return [LABELS[(LABELS.index(gold[a]) + 1) % 3] for a in texts_a]
-
-    monkeypatch.setattr(own_task, "backend_predictions", broken)
-    gate = own_task.int8_gate(out / "serve", str(root / "tickets.yaml"), 1.0, threads=1)
+    broken = broken_int8(root)
+    monkeypatch.setattr(G, "backend_predictions", broken)
+    gate = G.int8_gate(out / "serve", str(root / "tickets.yaml"), 1.0, threads=1)
     assert gate["int8"] == 0.0 and gate["drop_points"] == pytest.approx(100 * gate["fp32"]) and not gate["passed"]
     # the recipe: a cheaper one (one arm, no teacher), its export refused in one line
     out2 = root / "out-gate"
@@ -247,3 +255,22 @@ def test_bad_input_is_one_line_and_writes_nothing(inputs, tmp_path, case, messag
     rc, stdout, err = run_cli(args)
     assert rc == 1 and err.count("\n") == 1 and message in err, err
     assert "Traceback" not in err and not (tmp_path / "out").exists() and stdout == ""
+
+
+def test_export_with_a_task_gates_the_int8_model_and_writes_nothing_when_refused(recipe, monkeypatch, tmp_path):
+    from wellread.infer import gate as G
+
+    root, out, _, _ = recipe
+    model = out / json.loads((out / "serve" / "export.json").read_text())["recipe"]["model"]
+    args = ["export", "--model", str(model), "--int8", "--task", str(root / "tickets.yaml"), "--out"]
+    rc, stdout, err = run_cli(args + [str(tmp_path / "ok")])
+    assert rc == 0, err
+    record = json.loads((tmp_path / "ok" / "export.json").read_text())
+    assert record["int8_gate"]["passed"] and record["int8_gate"]["n"] == 30 and "int8 gate on dev" in stdout
+    monkeypatch.setattr(G, "backend_predictions", broken_int8(root))
+    rc, stdout, err = run_cli(args + [str(tmp_path / "refused")])
+    assert rc == 1 and err.count("\n") == 1 and "int8 export refused: dev score 0.00" in err, err
+    assert "nothing written" in err and not (tmp_path / "refused").exists()
+    rc, _, err = run_cli(["export", "--model", str(model), "--task", str(root / "tickets.yaml"), "--out",
+                          str(tmp_path / "no-int8")])
+    assert rc == 1 and "add --int8" in err and not (tmp_path / "no-int8").exists()

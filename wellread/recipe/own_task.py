@@ -33,6 +33,7 @@ from pathlib import Path
 
 from wellread.config import field, to_dict
 from wellread.errors import WellreadError
+from wellread.infer.gate import int8_gate, refusal
 from wellread.recipe.config import RecipeConfig, _as_list
 from wellread.recipe.runner import log
 from wellread.recipe.stages import Recipe
@@ -189,38 +190,7 @@ def sample_task(spec, out: Path, k: int, *, seed: int = 0) -> Path:
     return out / "task.yaml"
 
 
-# --- the int8 gate, the speed measurements -------------------------------------------------------------
-
-def backend_predictions(model_dir: Path, backend: str, texts_a: list[str], texts_b: list, *, threads: int | None,
-                        max_length: int, is_regression: bool) -> list:
-    from wellread.infer.predictor import Predictor
-
-    p = Predictor(model_dir, backend=backend, max_length=max_length, threads=threads)
-    return [r["score"] if is_regression else r["label"] for r in p.predict(texts_a, texts_b)]
-
-
-def int8_gate(export_dir: Path, task: str, max_drop: float, *, split: str = "dev", threads: int | None = None,
-              max_length: int = 128) -> dict:
-    """Score ``export_dir``'s int8 model and its fp32 self (model.onnx) on ``split``: passed when int8 loses
-    at most ``max_drop`` points (x100 of the task's score)."""
-    from wellread.data.task_files import read_split
-    from wellread.data.tasks import get_task
-    from wellread.eval.metrics import compute_metrics, task_score
-
-    spec = get_task(task)
-    ex = read_split(spec, None, split).examples
-    a, b, refs = [e.text_a for e in ex], [e.text_b for e in ex], [e.label for e in ex]
-    scores, metrics = {}, {}
-    for backend in ("onnx", "onnx-int8"):
-        preds = backend_predictions(export_dir, backend, a, b, threads=threads, max_length=max_length,
-                                    is_regression=spec.is_regression)
-        metrics[backend] = compute_metrics(spec, preds, refs)
-        scores[backend] = task_score(spec, metrics[backend])
-    drop = 100 * (scores["onnx"] - scores["onnx-int8"])
-    return {"split": split, "n": len(ex), "fp32": scores["onnx"], "int8": scores["onnx-int8"],
-            "fp32_metrics": metrics["onnx"], "int8_metrics": metrics["onnx-int8"], "drop_points": drop,
-            "max_drop_points": max_drop, "passed": drop <= max_drop}
-
+# --- sizes and speeds -------------------------------------------------------------
 
 def model_size(path: Path, files: tuple[str, ...] = ("model.safetensors", "pytorch_model.bin")) -> dict:
     """Parameters (from the safetensors header) and bytes on disk of a model's weights file."""
@@ -410,9 +380,7 @@ class TaskRecipe(Recipe):
                              max_length=c.inputs.max_length)
             if not gate["passed"]:
                 (out / "model.int8.onnx").unlink()
-                log(f"int8 export refused: dev score {100 * gate['int8']:.2f} against {100 * gate['fp32']:.2f} for "
-                    f"its fp32 self, {gate['drop_points']:.2f} points lost > --int8-max-drop "
-                    f"{c.int8_max_drop:g}; {out} serves the fp32 ONNX model")
+                log(f"{refusal(gate)}; {out} serves the fp32 ONNX model")
             backend = "onnx-int8" if gate["passed"] else "onnx"
             record["int8_gate"] = gate
             record["files"] = {f.name: f.stat().st_size for f in sorted(out.iterdir()) if f.name != "export.json"}
