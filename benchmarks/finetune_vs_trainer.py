@@ -6,6 +6,10 @@ dynamic padding (DataCollatorWithPadding), fused AdamW, linear schedule with 10%
 evaluation during training. Prints training examples/s of each, the ratio, and both dev scores.
 
     python benchmarks/finetune_vs_trainer.py --task sst2 --train-rows 8000 --epochs 1
+    python benchmarks/finetune_vs_trainer.py --task examples/tasks/emotion.yaml --epochs 1 --threads 1
+
+A task file (docs/own-task.md) works as --task: --train-rows then takes a seeded, stratified sample of its
+training set (``wellread.recipe.own_task.sample_task``), the dev set whole.
 """
 
 from __future__ import annotations
@@ -30,6 +34,12 @@ DATA = Path(os.environ.get("WELLREAD_DATA", Path(__file__).resolve().parents[2] 
 
 def subset(task: str, rows: int | None, root: Path) -> Path:
     spec = get_task(task)
+    if spec.source is not None and hasattr(spec.source, "spec_file"):  # a task file: its own paths
+        if rows is None:
+            return None
+        from wellread.recipe.own_task import sample_task
+
+        return sample_task(spec, root, rows)
     src = DATA / "glue" / spec.folder
     (root / spec.folder).mkdir(parents=True)
     for split in ("train", "dev"):
@@ -90,18 +100,25 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--seed", type=int, default=0, help="seed of both runs (head init, data order, dropout)")
     ap.add_argument("--model", help="start both from this model directory (default: a random Tiny)")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads of both (default: torch's)")
+    ap.add_argument("--out", type=Path, default=None, help="also write the result JSON here")
     ap.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
                     help="bf16 autocast for both (default: wellread's default here, bf16 where native)")
     a = ap.parse_args()
     from wellread import env
 
+    if a.threads:
+        torch.set_num_threads(a.threads)
     print(env.describe(), flush=True)
     a.bf16 = env.resolve_bf16(a.bf16, "cpu")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         data = subset(a.task, a.train_rows, tmp / "glue")
+        task = a.task
+        if data is not None and data.suffix == ".yaml":  # a sample of a task file: itself a task file
+            task, data = str(data), None
         os.environ["WELLREAD_CACHE"] = str(tmp / "cache")  # no feature cache from an earlier run
-        common = dict(task=a.task, data_dir=data, batch_size=a.batch_size, lr=a.lr, epochs=a.epochs, seed=a.seed, quiet=True,
+        common = dict(task=task, data_dir=data, batch_size=a.batch_size, lr=a.lr, epochs=a.epochs, seed=a.seed, quiet=True,
                       bf16=a.bf16)
         if a.model:  # a pre-trained model directory: both start from its encoder
             init = Path(a.model)
@@ -115,16 +132,21 @@ def main() -> None:
         t0 = time.perf_counter()
         ours = finetune(FinetuneConfig(model=str(init), out=tmp / "ours", **common))
         ours_wall = time.perf_counter() - t0
-        hf = run_trainer(init, data, a.task, a.batch_size, a.lr, a.epochs, tmp / "hf", a.seed, a.bf16)
+        t0 = time.perf_counter()
+        hf = run_trainer(init, data, task, a.batch_size, a.lr, a.epochs, tmp / "hf", a.seed, a.bf16)
     result = {
         "task": a.task, "seed": a.seed, "model": a.model or "random tiny", "train_rows": ours["train_examples"], "epochs": a.epochs, "batch_size": a.batch_size,
         "wellread_examples_per_s": ours["train_examples_per_s"], "wellread_wall_s": ours_wall, "wellread_dev": ours["dev"],
         "trainer_examples_per_s": hf["examples_per_s"], "trainer_dev": hf["dev"],
+        "trainer_wall_s": time.perf_counter() - t0,
         "ratio": ours["train_examples_per_s"] / hf["examples_per_s"],
         "torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(),
         "bf16": a.bf16, "env": env.report(),
     }
     print(json.dumps(result, indent=2))
+    if a.out:
+        a.out.parent.mkdir(parents=True, exist_ok=True)
+        a.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -462,6 +462,16 @@ class ExportConfig:
     opset: int = field(17, help="the ONNX opset")
     max_length: int = same(Inputs, "max_length", help="the input length the check truncates to")
     overwrite: bool = field(False, help="replace an existing output directory")
+    task: str | None = field(None, help="with --int8: the accuracy gate: score the int8 model and its fp32 self on "
+                                        "this task's dev split (a task file, or a GLUE name with --data-dir) and "
+                                        "write nothing if int8 loses more than --int8-max-drop points")
+    data_dir: Path | None = field(None, help="with --task NAME: the GLUE root")
+    int8_max_drop: float = field(1.0, ge=0, help="with --task: the most points (x100 of the task's score) int8 may "
+                                                 "lose against fp32")
+
+    def __post_init__(self) -> None:
+        if self.task is not None and not self.int8:
+            raise WellreadError("the accuracy gate checks the int8 model: add --int8", field="task")
 
 
 @command("export", ExportConfig, "export a fine-tuned model to ONNX (and int8), checked against PyTorch")
@@ -474,11 +484,28 @@ def _export(cfg: ExportConfig) -> None:
         print(f"exported {r['model']} (question answering, opset {r['opset']}) -> {cfg.out}; checked against PyTorch:")
         print(describe_check(r))
         return
+    gate = None
+    if cfg.task is not None:
+        from wellread.data.tasks import get_task
+        from wellread.infer.gate import int8_gate, refusal
+
+        get_task(cfg.task)  # a bad task file: one line before anything is exported
+
+        def gate(tmp: Path) -> dict:
+            g = int8_gate(tmp, cfg.task, cfg.int8_max_drop, max_length=cfg.max_length, data_dir=cfg.data_dir)
+            if not g["passed"]:
+                raise WellreadError(f"{refusal(g)}; nothing written (export without --task for the fp32 model)",
+                                    file=cfg.out)
+            return g
     r = export_onnx(cfg.model, cfg.out, int8=cfg.int8, opset=cfg.opset, max_length=cfg.max_length,
-                    overwrite=cfg.overwrite)
+                    overwrite=cfg.overwrite, gate=gate)
     print(f"exported {r['model']} ({r['exporter']}, opset {r['opset']}, {r['graph']}) -> {cfg.out}; "
           "checked against PyTorch:")
     print(describe_check(r))
+    if "int8_gate" in r:
+        g = r["int8_gate"]
+        print(f"  int8 gate on {g['split']} ({g['n']:,} examples): int8 {100 * g['int8']:.2f}, fp32 "
+              f"{100 * g['fp32']:.2f} ({g['drop_points']:+.2f} points lost; at most {g['max_drop_points']:g}): passed")
 
 
 @configclass
@@ -548,20 +575,27 @@ def _distill(cfg) -> None:
 # --- wellread recipe / report --------------------------------------------------------------------
 
 def _recipe_config():
-    from wellread.recipe.config import RecipeConfig
+    from wellread.recipe.own_task import TaskRecipeConfig  # RecipeConfig plus --task and its settings
 
-    return RecipeConfig
+    return TaskRecipeConfig
 
 
 @command("recipe", _recipe_config, "the paper's recipe end to end: corpus, vocab, pre-training, teacher, "
-                                   "distillation, the grid, evaluation, a report; --time-budget 20m")
+                                   "distillation, the grid, evaluation, a report; --time-budget 20m; "
+                                   "--task tickets.yaml for your own task")
 def _recipe(cfg) -> None:
     from wellread.recipe.config import config_yaml
-    from wellread.recipe.stages import format_summary, run_recipe
 
     if cfg.print_config:
         print(config_yaml(cfg), end="")
         return
+    if cfg.task is not None:
+        from wellread.recipe.own_task import format_task_summary, run_task_recipe
+
+        print(format_task_summary(run_task_recipe(cfg)))
+        return
+    from wellread.recipe.stages import format_summary, run_recipe
+
     print(format_summary(run_recipe(cfg)))
 
 

@@ -26,6 +26,7 @@ import logging
 import shutil
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -208,10 +209,13 @@ def check_inputs() -> tuple[list[str], list[str | None]]:
 
 
 def export_onnx(model_dir: str | Path, out: str | Path, *, int8: bool = False, opset: int = OPSET,
-                max_length: int = 128, overwrite: bool = False, quiet: bool = False) -> dict:
+                max_length: int = 128, overwrite: bool = False, quiet: bool = False,
+                gate: Callable[[Path], dict] | None = None) -> dict:
     """Write ``out/`` (model.onnx, [model.int8.onnx], config.json, tokenizer files, export.json).
 
     Returns export.json's content. The directory appears complete, with a passed check, or not at all.
+    ``gate``: called on the finished files (a directory the Predictor loads) before they are kept; it
+    returns a record for export.json (``int8_gate``) or raises to keep nothing (``wellread.infer.gate``).
     """
     import onnx
     import onnxruntime
@@ -236,6 +240,7 @@ def export_onnx(model_dir: str | Path, out: str | Path, *, int8: bool = False, o
         if diff > FP32_TOLERANCE or fp32.get("label_agreement", 1.0) < 1.0:
             raise WellreadError(f"the ONNX export disagrees with PyTorch (max difference {diff:.2e} > "
                                 f"{FP32_TOLERANCE:g}); nothing written", file=out)
+        gated = gate(tmp) if gate is not None else None
         files = {f.name: f.stat().st_size for f in sorted(tmp.iterdir())}
         record = {
             "model": str(path), "labels": None if reference.labels is None else list(reference.labels),
@@ -244,6 +249,7 @@ def export_onnx(model_dir: str | Path, out: str | Path, *, int8: bool = False, o
             "int8": {"method": "onnxruntime.quantization.quantize_dynamic", "weight_type": "QInt8",
                      "op_types_to_quantize": INT8_OPS} if int8 else None,
             "check": {"reference": "PyTorch (the same weights)", "max_length": reference.max_length, **checks},
+            **({"int8_gate": gated} if gated is not None else {}),
             "files": files,
             "versions": {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
                          "transformers": transformers.__version__},
