@@ -20,6 +20,7 @@ the null score (the smallest [CLS] start+end over the windows): the question is 
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 from pathlib import Path
 
@@ -47,8 +48,13 @@ class QASettings:
     train_articles: int | None = field(None, help="QA without the official train file: train on the first N "
                                                   "articles of the dev file, evaluate on the rest (a split by "
                                                   "article; default: 80%% of the articles)")
+    source: str = field("local", help="QA: local (--data-dir) or hub: the official train and dev files from the "
+                                      "Hugging Face hub (rajpurkar/squad, rajpurkar/squad_v2), downloaded once "
+                                      "into wellread's cache")
 
     def __post_init__(self) -> None:
+        if self.source not in ("local", "hub"):
+            raise WellreadError(f"must be local or hub, not {self.source!r}", field="source")
         if not 16 <= self.max_seq_length <= 512:
             raise WellreadError("must be between 16 and 512", field="max_seq_length")
         if not 1 <= self.doc_stride <= self.max_seq_length:
@@ -191,6 +197,71 @@ def read_squad(path: str | Path, task: str, *, quiet: bool = False) -> SquadFile
         print(f"{path}: {len(mismatched)} answer(s) whose text is not the context at answer_start (first: id {qid}, "
               f"{text!r} at {start}); kept for scoring, skipped in training", file=sys.stderr)
     return SquadFile(path, "2.0" if v2_fields else "1.1", titles, examples, mismatched)
+
+
+# --- the official files from the Hugging Face hub -------------------------------------------------------
+
+# task -> (hub data set, config): the hub's copies of the official SQuAD files, as parquet (one row per question)
+HUB_DATASETS = {"squad": ("rajpurkar/squad", "plain_text"), "squad_v2": ("rajpurkar/squad_v2", "squad_v2")}
+
+
+def squad_json_from_rows(rows: list[dict], *, v2: bool, where: Path) -> dict:
+    """The official JSON layout from the hub's rows (id, title, context, question, answers{text,
+    answer_start}): articles by title and paragraphs by context, both in order of first appearance (the
+    hub's rows keep the official files' order), ``is_impossible`` for v2.0 (a question without answers)."""
+    articles: dict[str, dict] = {}
+    paragraphs: dict[tuple[str, str], dict] = {}
+    for n, row in enumerate(rows):
+        missing = [k for k in ("id", "title", "context", "question", "answers") if k not in row]
+        if missing:
+            raise WellreadError(f"not the hub's SQuAD layout: row {n} has no {missing[0]!r} column", file=where)
+        answers = row["answers"] or {}
+        texts, starts = list(answers.get("text") or []), list(answers.get("answer_start") or [])
+        if len(texts) != len(starts):
+            raise WellreadError(f"row {n} ({row['id']}): {len(texts)} answer texts but {len(starts)} answer_start",
+                                file=where)
+        article = articles.setdefault(row["title"], {"title": row["title"], "paragraphs": []})
+        key = (row["title"], row["context"])
+        if key not in paragraphs:
+            paragraphs[key] = {"context": row["context"], "qas": []}
+            article["paragraphs"].append(paragraphs[key])
+        qa = {"id": row["id"], "question": row["question"],
+              "answers": [{"text": t, "answer_start": int(a)} for t, a in zip(texts, starts)]}
+        if v2:
+            qa["is_impossible"] = not texts
+        paragraphs[key]["qas"].append(qa)
+    return {"version": "v2.0" if v2 else "1.1", "data": list(articles.values())}
+
+
+def fetch_squad(task: str, *, quiet: bool = False) -> Path:
+    """The official training and dev files of ``task`` from the Hugging Face hub (``rajpurkar/squad``,
+    ``rajpurkar/squad_v2``), through wellread's downloader and cache (resumable, SHA-256 recorded;
+    ``WELLREAD_OFFLINE=1`` reads the cache), written once in the official JSON layout under their
+    official names (train-v1.1.json, dev-v1.1.json, ...). Returns the folder: a ``--data-dir``."""
+    from wellread.data.arrow_files import record_batches
+    from wellread.data.own_task import hub_split_files
+    from wellread.io import atomic_write_text
+
+    if task not in QA_TASKS:
+        raise WellreadError(f"unknown QA task {task!r} (squad, squad_v2)", field="task")
+    hub_id, config = HUB_DATASETS[task]
+    out = None
+    for name, split in ((TRAIN_FILES[task], "train"), (DEV_FILES[task], "validation")):
+        folder = hub_split_files(hub_id, config, split)
+        out = folder.parent
+        dest = out / name
+        if dest.is_file():
+            continue
+        rows: list[dict] = []
+        for part in sorted(folder.glob("*.parquet")):
+            for cols, _ in record_batches(part):
+                rows.extend(dict(zip(cols, values)) for values in zip(*cols.values()))
+        data = squad_json_from_rows(rows, v2=task == "squad_v2", where=folder)
+        atomic_write_text(dest, json.dumps(data, ensure_ascii=False))
+        if not quiet:
+            print(f"{hub_id} {split}: {len(rows):,} questions -> {dest}", file=sys.stderr)
+    assert out is not None
+    return out
 
 
 def split_by_article(n_articles: int, train_articles: int) -> tuple[range, range]:
