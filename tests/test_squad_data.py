@@ -145,6 +145,70 @@ def test_v2_unanswerable_windows_point_at_cls_and_oracle_logits_predict_null(tok
     assert all(x["text"] == "" for e in examples if e.is_impossible for x in preds.nbest[e.id][:1])
 
 
+def _write_predictions_loop(examples, qf, start_logits, end_logits, *, v2, n_best_size=20, max_answer_length=30,
+                            null_threshold=0.0):
+    """Google's write_predictions as plain loops (window by window, pair by pair): the reference that
+    the vectorised ``squad.postprocess`` must reproduce exactly."""
+    text, nbest, odds = {}, {}, {}
+    for q, ex in enumerate(examples):
+        cands, null = [], float("inf")
+        for f in np.flatnonzero(qf.example == q):
+            a, b = qf.feats.offsets[f], qf.feats.offsets[f + 1]
+            sl, el = start_logits[a:b], end_logits[a:b]
+            null = min(null, float(sl[0] + el[0]))
+            for i in sorted(range(b - a), key=lambda t: -sl[t])[:n_best_size]:  # sorted(): stable
+                for j in sorted(range(b - a), key=lambda t: -el[t])[:n_best_size]:
+                    if (qf.char_start[a + i] < 0 or qf.char_start[a + j] < 0 or j < i or j - i + 1 > max_answer_length
+                            or not qf.max_context[a + i]):
+                        continue
+                    cands.append((float(sl[i] + el[j]), float(sl[i]), float(el[j]), int(qf.char_start[a + i]),
+                                  int(qf.char_end[a + j])))
+        cands.sort(key=lambda c: -c[0])
+        entries, seen = [], set()
+        for score, s_l, e_l, c0, c1 in cands:
+            if ex.context[c0:c1] not in seen and len(entries) < n_best_size:
+                seen.add(ex.context[c0:c1])
+                entries.append({"text": ex.context[c0:c1], "score": score, "start_logit": s_l, "end_logit": e_l,
+                                "start": c0, "end": c1})
+        best = entries[0] if entries else None
+        if v2:
+            entries = sorted(entries + [{"text": "", "score": null, "start_logit": None, "end_logit": None,
+                                         "start": -1, "end": -1}], key=lambda x: -x["score"])
+        entries = entries or [{"text": "", "score": 0.0, "start_logit": 0.0, "end_logit": 0.0, "start": -1, "end": -1}]
+        scores = np.asarray([x["score"] for x in entries])
+        probs = np.exp(scores - scores.max()) / np.exp(scores - scores.max()).sum()
+        for x, p in zip(entries, probs):
+            x["probability"] = float(p)
+        nbest[ex.id] = entries
+        diff = null - best["score"] if best else float("inf")
+        if v2:
+            odds[ex.id] = diff if diff != float("inf") else 1e9
+        text[ex.id] = "" if best is None or (v2 and diff > null_threshold) else best["text"]
+    return text, nbest, odds
+
+
+@needs_squad
+@pytest.mark.parametrize("task", ["squad", "squad_v2"])
+def test_postprocess_is_googles_loop_exactly_with_ties_and_short_windows(tok, task):
+    """The vectorised post-processing gives what the plain loop gives: the same texts, n-best lists
+    (order, scores, probabilities, offsets) and null odds, on random logits, on rounded logits (many
+    ties: the order among equal scores must be Google's), and with windows (all of them, here) shorter than n_best_size."""
+    examples = squad.read_squad(DEV1 if task == "squad" else DEV2, task).examples[:120]
+    rng = np.random.default_rng(7)
+    for windows, n_best in (({}, 7), ({"max_seq_length": 40, "doc_stride": 8, "max_query_length": 16}, 50)):
+        qf = squad.preprocess(tok, examples, **windows)
+        for rounded in (False, True):
+            s = rng.standard_normal(len(qf.feats.ids)).astype(np.float32)
+            e = rng.standard_normal(len(qf.feats.ids)).astype(np.float32)
+            if rounded:
+                s, e = np.round(s), np.round(e)
+            got = squad.postprocess(examples, qf, s, e, v2=task == "squad_v2", n_best_size=n_best,
+                                    max_answer_length=5, null_threshold=0.5)
+            want = _write_predictions_loop(examples, qf, s, e, v2=task == "squad_v2", n_best_size=n_best,
+                                           max_answer_length=5, null_threshold=0.5)
+            assert (got.text, got.nbest, got.null_odds) == want
+
+
 def test_a_long_context_is_windowed_never_truncated(tok):
     filler = " ".join(f"word{i}" for i in range(900))
     context = f"{filler} The treasure is buried under the old oak tree."

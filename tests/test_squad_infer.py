@@ -12,9 +12,10 @@ import pytest
 from tests.conftest import REPO, data_path, needs_squad
 from tests.test_infer import _http, _post, start_serve
 from tests.test_squad_finetune import _slice
-from wellread.data.squad import QASettings
+from wellread import env
+from wellread.data.squad import QASettings, read_squad
 from wellread.errors import WellreadError
-from wellread.infer.qa import QAPredictor
+from wellread.infer.qa import QAPredictor, export_qa_onnx
 from wellread.train.finetune import FinetuneConfig, finetune
 
 CONTEXT = "Super Bowl 50 was played in 2016. The Denver Broncos defeated the Carolina Panthers 24-10."
@@ -70,12 +71,37 @@ def test_export_int8_is_checked_and_answers_like_pytorch(qa_run, tmp_path):
     p = _wellread("export", "--model", str(run), "--out", str(tmp_path / "exp"), "--int8")
     assert p.returncode == 0, p.stderr
     record = json.loads((tmp_path / "exp" / "export.json").read_text())
+    assert record["graph"] == "layers written out (additive attention mask)"
     assert record["check"]["onnx"]["max_abs_diff_probability"] < 1e-4
     assert record["check"]["onnx"]["label_agreement"] == 1.0 and "onnx-int8" in record["check"]
+    # int8 weights with one scale per output column (one per matrix cost the MiniLM teacher 2.9 F1)
+    import onnx
+
+    graph = onnx.load(str(tmp_path / "exp" / "model.int8.onnx")).graph
+    scales = [list(i.dims) for i in graph.initializer if i.name.endswith("_scale")]
+    assert record["int8"]["per_channel"] and scales and all(len(d) == 1 and d[0] > 1 for d in scales)
     torch_answers = QAPredictor(run).answer([("Who won?", CONTEXT)])
     onnx_answers = QAPredictor(tmp_path / "exp", backend="onnx").answer([("Who won?", CONTEXT)])
     assert onnx_answers[0]["answer"] == torch_answers[0]["answer"]
     assert onnx_answers[0]["score"] == pytest.approx(torch_answers[0]["score"], abs=1e-4)
+
+
+@needs_squad
+@pytest.mark.skipif(not env.have("openvino"), reason="openvino is not installed")
+def test_openvino_backend_answers_like_pytorch_and_is_checked_at_export(qa_run, tmp_path):
+    run, data = qa_run
+    export_qa_onnx(run, tmp_path / "exp", int8=True)  # auto may pick onnx-int8 (a CPU without AMX)
+    check = json.loads((tmp_path / "exp" / "export.json").read_text())["check"]["openvino"]
+    assert check["precision"] == ("bf16" if env.cpu().native_bf16 else "fp32") and check["windows"] > check["n"]
+    examples = read_squad(data, "squad").examples
+    ours = QAPredictor(tmp_path / "exp", backend="openvino")
+    want = QAPredictor(run).predictions(examples)
+    got = ours.predictions(examples)
+    same = [got.text[k] == want.text[k] for k in want.text]
+    assert sum(same) >= 0.9 * len(same), f"{sum(same)} of {len(same)} answers as PyTorch's"
+    first = examples[0]
+    assert got.nbest[first.id][0]["score"] == pytest.approx(want.nbest[first.id][0]["score"], abs=0.05)
+    assert QAPredictor(tmp_path / "exp", backend="auto").backend == env.auto_backend()
 
 
 @needs_squad

@@ -20,8 +20,10 @@ the null score (the smallest [CLS] start+end over the windows): the question is 
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from tokenizers import Tokenizer
@@ -47,6 +49,9 @@ class QASettings:
     train_articles: int | None = field(None, help="QA without the official train file: train on the first N "
                                                   "articles of the dev file, evaluate on the rest (a split by "
                                                   "article; default: 80%% of the articles)")
+    source: Literal["local", "hub"] = field("local", help="QA: local (--data-dir) or hub: the official train and dev files from the "
+                                      "Hugging Face hub (rajpurkar/squad, rajpurkar/squad_v2), downloaded once "
+                                      "into wellread's cache")
 
     def __post_init__(self) -> None:
         if self.doc_stride > self.max_seq_length:
@@ -191,6 +196,71 @@ def read_squad(path: str | Path, task: str, *, quiet: bool = False) -> SquadFile
     return SquadFile(path, "2.0" if v2_fields else "1.1", titles, examples, mismatched)
 
 
+# --- the official files from the Hugging Face hub -------------------------------------------------------
+
+# task -> (hub data set, config): the hub's copies of the official SQuAD files, as parquet (one row per question)
+HUB_DATASETS = {"squad": ("rajpurkar/squad", "plain_text"), "squad_v2": ("rajpurkar/squad_v2", "squad_v2")}
+
+
+def squad_json_from_rows(rows: list[dict], *, v2: bool, where: Path) -> dict:
+    """The official JSON layout from the hub's rows (id, title, context, question, answers{text,
+    answer_start}): articles by title and paragraphs by context, both in order of first appearance (the
+    hub's rows keep the official files' order), ``is_impossible`` for v2.0 (a question without answers)."""
+    articles: dict[str, dict] = {}
+    paragraphs: dict[tuple[str, str], dict] = {}
+    for n, row in enumerate(rows):
+        missing = [k for k in ("id", "title", "context", "question", "answers") if k not in row]
+        if missing:
+            raise WellreadError(f"not the hub's SQuAD layout: row {n} has no {missing[0]!r} column", file=where)
+        answers = row["answers"] or {}
+        texts, starts = list(answers.get("text") or []), list(answers.get("answer_start") or [])
+        if len(texts) != len(starts):
+            raise WellreadError(f"row {n} ({row['id']}): {len(texts)} answer texts but {len(starts)} answer_start",
+                                file=where)
+        article = articles.setdefault(row["title"], {"title": row["title"], "paragraphs": []})
+        key = (row["title"], row["context"])
+        if key not in paragraphs:
+            paragraphs[key] = {"context": row["context"], "qas": []}
+            article["paragraphs"].append(paragraphs[key])
+        qa = {"id": row["id"], "question": row["question"],
+              "answers": [{"text": t, "answer_start": int(a)} for t, a in zip(texts, starts)]}
+        if v2:
+            qa["is_impossible"] = not texts
+        paragraphs[key]["qas"].append(qa)
+    return {"version": "v2.0" if v2 else "1.1", "data": list(articles.values())}
+
+
+def fetch_squad(task: str, *, quiet: bool = False) -> Path:
+    """The official training and dev files of ``task`` from the Hugging Face hub (``rajpurkar/squad``,
+    ``rajpurkar/squad_v2``), through wellread's downloader and cache (resumable, SHA-256 recorded;
+    ``WELLREAD_OFFLINE=1`` reads the cache), written once in the official JSON layout under their
+    official names (train-v1.1.json, dev-v1.1.json, ...). Returns the folder: a ``--data-dir``."""
+    from wellread.data.arrow_files import record_batches
+    from wellread.data.own_task import hub_split_files
+    from wellread.io import atomic_write_text
+
+    if task not in QA_TASKS:
+        raise WellreadError(f"unknown QA task {task!r} (squad, squad_v2)", field="task")
+    hub_id, config = HUB_DATASETS[task]
+    out = None
+    for name, split in ((TRAIN_FILES[task], "train"), (DEV_FILES[task], "validation")):
+        folder = hub_split_files(hub_id, config, split)
+        out = folder.parent
+        dest = out / name
+        if dest.is_file():
+            continue
+        rows: list[dict] = []
+        for part in sorted(folder.glob("*.parquet")):
+            for cols, _ in record_batches(part):
+                rows.extend(dict(zip(cols, values)) for values in zip(*cols.values()))
+        data = squad_json_from_rows(rows, v2=task == "squad_v2", where=folder)
+        atomic_write_text(dest, json.dumps(data, ensure_ascii=False))
+        if not quiet:
+            print(f"{hub_id} {split}: {len(rows):,} questions -> {dest}", file=sys.stderr)
+    assert out is not None
+    return out
+
+
 def split_by_article(n_articles: int, train_articles: int) -> tuple[range, range]:
     """(train, test) article indices: the first ``train_articles`` in file order, and the rest.
 
@@ -255,6 +325,8 @@ def answer_token_span(char_starts: np.ndarray, char_ends: np.ndarray, start: int
 
 
 def _plain_tokenizer(tok: Tokenizer) -> Tokenizer:
+    if tok.truncation is None and tok.padding is None:
+        return tok
     tok = Tokenizer.from_str(tok.to_str())  # a private copy: no truncation or padding
     tok.no_truncation()
     tok.no_padding()
@@ -277,7 +349,9 @@ def preprocess(tok: Tokenizer, examples: list[QAExample], *, max_seq_length: int
     for enc in ctx_enc:
         off = np.asarray(enc.offsets, dtype=np.int32).reshape(-1, 2)
         ctx_tok.append((np.asarray(enc.ids, dtype=np.int32), off[:, 0].copy(), off[:, 1].copy()))
-    q_enc = tok.encode_batch([e.question for e in examples], add_special_tokens=False)
+    # the questions' offsets are never used: encode_batch_fast (tokenizers >= 0.20) skips them
+    encode_fast = getattr(tok, "encode_batch_fast", tok.encode_batch)
+    q_enc = encode_fast([e.question for e in examples], add_special_tokens=False)
     ids, types, cs, ce, mc = [], [], [], [], []
     example_of, starts, ends, lengths, unmapped = [], [], [], [], []
     for ei, (ex, qe) in enumerate(zip(examples, q_enc)):
@@ -337,34 +411,67 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum()
 
 
+def _best_spans(qf: QAFeatures, start_logits: np.ndarray, end_logits: np.ndarray, n_best_size: int,
+                max_answer_length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The valid (start, end) token pairs among each window's ``n_best_size`` best starts × best ends,
+    for all windows at once: flat token indices (start, end), their window, and their score
+    start_logit + end_logit (float32). Pairs come in Google's order: window by window, then by the
+    rank of the start, then by the rank of the end (ranks by a stable sort, so ties keep token order).
+    """
+    offsets = qf.feats.offsets
+    lengths = np.diff(offsets)
+    n_windows, width = len(lengths), int(lengths.max())
+    k = min(n_best_size, width)
+    col = np.arange(width)
+    inside = col[None, :] < lengths[:, None]
+    flat = np.minimum(offsets[:-1, None] + col[None, :], len(start_logits) - 1)  # in range; masked below
+    neg_inf = np.float32(-np.inf)
+    s_rank = np.argsort(np.where(inside, -start_logits[flat], -neg_inf), axis=1, kind="stable")[:, :k]
+    e_rank = np.argsort(np.where(inside, -end_logits[flat], -neg_inf), axis=1, kind="stable")[:, :k]
+    s_tok = np.broadcast_to(s_rank[:, :, None], (n_windows, k, k))
+    e_tok = np.broadcast_to(e_rank[:, None, :], (n_windows, k, k))
+    s_flat = offsets[:-1, None, None] + s_tok
+    e_flat = offsets[:-1, None, None] + e_tok
+    n = lengths[:, None, None]
+    ok = (s_tok < n) & (e_tok < n)  # a window shorter than n_best_size has fewer candidates
+    s_flat, e_flat = np.where(ok, s_flat, 0), np.where(ok, e_flat, 0)
+    ok &= ((qf.char_start[s_flat] >= 0) & (qf.char_start[e_flat] >= 0) & (e_tok >= s_tok)
+           & (e_tok - s_tok + 1 <= max_answer_length) & qf.max_context[s_flat])
+    window = np.broadcast_to(np.arange(n_windows)[:, None, None], ok.shape)[ok]
+    s_flat, e_flat = s_flat[ok], e_flat[ok]
+    return s_flat, e_flat, window, start_logits[s_flat] + end_logits[e_flat]
+
+
 def postprocess(examples: list[QAExample], qf: QAFeatures, start_logits: np.ndarray, end_logits: np.ndarray, *,
                 v2: bool, n_best_size: int = 20, max_answer_length: int = 30,
                 null_threshold: float = 0.0) -> Predictions:
-    """Answers from per-token logits (flat, aligned with ``qf.feats.ids``), as Google's write_predictions."""
-    by_example: list[list[int]] = [[] for _ in examples]
-    for f, e in enumerate(qf.example):
-        by_example[e].append(f)
+    """Answers from per-token logits (flat, aligned with ``qf.feats.ids``), as Google's write_predictions.
+
+    The candidate spans of every window are found and scored in numpy at once (``_best_spans``); per
+    question only its best candidates are turned into text, until ``n_best_size`` distinct answers.
+    """
     text: dict[str, str] = {}
     nbest: dict[str, list[dict]] = {}
     odds: dict[str, float] = {}
-    for ex, feats in zip(examples, by_example):
-        cands: list[tuple[float, float, float, int, int]] = []
-        null = float("inf")
-        for f in feats:
-            a, b = qf.feats.offsets[f], qf.feats.offsets[f + 1]
-            sl, el = start_logits[a:b], end_logits[a:b]
-            cs, ce, mc = qf.char_start[a:b], qf.char_end[a:b], qf.max_context[a:b]
-            null = min(null, float(sl[0] + el[0]))
-            k = min(n_best_size, len(sl))
-            si = np.argsort(-sl, kind="stable")[:k]
-            ei = np.argsort(-el, kind="stable")[:k]
-            s, e = np.meshgrid(si, ei, indexing="ij")
-            ok = (cs[s] >= 0) & (cs[e] >= 0) & (e >= s) & (e - s + 1 <= max_answer_length) & mc[s]
-            for i, j in zip(s[ok], e[ok]):
-                cands.append((float(sl[i] + el[j]), float(sl[i]), float(el[j]), int(cs[i]), int(ce[j])))
-        cands.sort(key=lambda c: -c[0])
+    start_logits = np.asarray(start_logits, dtype=np.float32)
+    end_logits = np.asarray(end_logits, dtype=np.float32)
+    null_of = np.full(len(examples), np.inf)  # v2.0's null score: the smallest [CLS] start + end over the windows
+    bounds, cand = [0] * (len(examples) + 1), []
+    if len(qf):
+        s_flat, e_flat, window, scores = _best_spans(qf, start_logits, end_logits, n_best_size, max_answer_length)
+        example_of = qf.example[window]
+        order = np.lexsort((-scores, example_of))  # by question, then best score first (stable: Google's order)
+        bounds = np.searchsorted(example_of[order], np.arange(len(examples) + 1)).tolist()
+        s_flat, e_flat = s_flat[order], e_flat[order]
+        # Python numbers for the loop below (float32 values, as float() of each would give)
+        cand = list(zip(qf.char_start[s_flat].tolist(), qf.char_end[e_flat].tolist(), scores[order].tolist(),
+                        start_logits[s_flat].tolist(), end_logits[e_flat].tolist()))
+        cls = qf.feats.offsets[:-1]
+        np.minimum.at(null_of, qf.example, (start_logits[cls] + end_logits[cls]).astype(np.float64))
+    for q, ex in enumerate(examples):
         entries, seen = [], set()
-        for score, s_l, e_l, c0, c1 in cands:
+        for c in range(bounds[q], bounds[q + 1]):
+            c0, c1, score, s_l, e_l = cand[c]
             answer = ex.context[c0:c1]
             if answer in seen:
                 continue
@@ -372,6 +479,7 @@ def postprocess(examples: list[QAExample], qf: QAFeatures, start_logits: np.ndar
             entries.append({"text": answer, "score": score, "start_logit": s_l, "end_logit": e_l, "start": c0, "end": c1})
             if len(entries) >= n_best_size:
                 break
+        null = float(null_of[q])
         best_span = entries[0] if entries else None
         if v2 and null != float("inf"):
             entries.append({"text": "", "score": null, "start_logit": None, "end_logit": None, "start": -1, "end": -1})

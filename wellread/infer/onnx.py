@@ -163,7 +163,7 @@ def _export_graph(model, example: dict[str, np.ndarray], file: Path, opset: int)
     return graph
 
 
-def _quantize(src: Path, dst: Path) -> None:
+def _quantize(src: Path, dst: Path, *, per_channel: bool = False) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     # quantize_dynamic logs a generic "consider pre-processing" warning on the root logger. For this
@@ -171,13 +171,15 @@ def _quantize(src: Path, dst: Path) -> None:
     # shape inference fails here and has to be skipped), so it is not done.
     logging.disable(logging.WARNING)
     try:
-        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=INT8_OPS)
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=INT8_OPS,
+                         per_channel=per_channel)
     finally:
         logging.disable(logging.NOTSET)
 
 
-def finish_files(tmp: Path, model_dir: Path, out: Path, *, int8: bool) -> None:
-    """Check ``tmp/model.onnx``, quantise it to model.int8.onnx when asked, copy config and tokenizer beside it."""
+def finish_files(tmp: Path, model_dir: Path, out: Path, *, int8: bool, per_channel: bool = False) -> None:
+    """Check ``tmp/model.onnx``, quantise it to model.int8.onnx when asked (``per_channel``: one weight scale
+    per output column, else one per matrix), copy config and tokenizer beside it."""
     import onnx
 
     try:
@@ -185,7 +187,7 @@ def finish_files(tmp: Path, model_dir: Path, out: Path, *, int8: bool) -> None:
     except onnx.checker.ValidationError as e:
         raise WellreadError(f"the exported graph is not valid ONNX: {e}", file=out / "model.onnx") from None
     if int8:
-        _quantize(tmp / "model.onnx", tmp / "model.int8.onnx")
+        _quantize(tmp / "model.onnx", tmp / "model.int8.onnx", per_channel=per_channel)
     shutil.copy2(model_dir / "config.json", tmp / "config.json")
     for name in TOKENIZER_FILES:
         if (model_dir / name).is_file():

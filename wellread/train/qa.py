@@ -24,6 +24,7 @@ from transformers import BertForQuestionAnswering
 from wellread import hub
 from wellread.data import squad
 from wellread.data.batching import bucketed_batches, collate
+from wellread.errors import WellreadError
 from wellread.eval.squad import squad_scores
 from wellread.infer.qa import predict_spans, write_predictions
 from wellread.modeling import zoo
@@ -147,7 +148,13 @@ class QAObjective:
 def qa_data(cfg, task: str, *, quiet: bool = False):
     """(train examples, test examples, file, description of the split) for a QA run."""
     train_file = None
-    data_dir = Path(cfg.data_dir)
+    if cfg.qa.source == "hub":
+        data_dir = squad.fetch_squad(task, quiet=quiet)
+    elif cfg.data_dir is None:
+        raise WellreadError(f"{task} needs --data-dir (the folder of the SQuAD files, or one JSON file) or "
+                            "--source hub", field="data_dir")
+    else:
+        data_dir = Path(cfg.data_dir)
     if data_dir.is_dir() and (data_dir / squad.TRAIN_FILES[task]).is_file() and cfg.qa.train_articles is None:
         train_file = squad.read_squad(data_dir / squad.TRAIN_FILES[task], task, quiet=quiet)
     dev = squad.read_squad(squad.squad_path(task, data_dir), task, quiet=quiet)
