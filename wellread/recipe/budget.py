@@ -59,6 +59,7 @@ TABLE_RATES = {
 CORPUS_BYTES_PER_S = 1.6e6  # one `wellread corpus` worker, uncompressed text (KJV, 4.1 MB: 2.5 s)
 VOCAB_BYTES_PER_S = 4.0e6  # `wellread vocab train`
 PRETRAIN_TOKENS_PER_S = 9800.0  # Tiny, fp32, 2 threads (docs/pretraining.md); for the forecast only
+PRETRAIN_OVERHEAD_S = 40.0  # a time-budgeted pre-training run beyond its budget: start, evaluations, save, curves
 RUN_OVERHEAD_S = 2.0  # a training run's fixed cost: build the model, read the data, save (measured: 1-2 s)
 GRID_OVERHEAD_S = 2.0  # a grid's fixed cost: tables, heatmaps
 SPAWN_S = 4.0  # starting worker processes (each imports torch)
@@ -182,7 +183,7 @@ def estimate(work: Work, plan: Plan, rates: Rates) -> dict[str, float]:
         if work.train_vocab:
             est["vocab"] = work.text_bytes / VOCAB_BYTES_PER_S
         est["corpus"] = work.text_bytes / (CORPUS_BYTES_PER_S * max(1, work.workers)) + 2.0
-        est["pretrain"] = (plan.pretrain_s or 0.0) + 15.0 * work.students  # evaluations, save, curves
+        est["pretrain"] = (plan.pretrain_s or 0.0) + PRETRAIN_OVERHEAD_S * work.students
     evals = math.ceil(plan.epochs)
     grid_overhead = GRID_OVERHEAD_S + (SPAWN_S if work.workers > 1 else 0.0)
 
@@ -255,7 +256,7 @@ def plan_budget(work: Work, budget_s: float | None, rates: Rates, *, pretrain_sh
     plan.spent_s = spent_s
     if work.pretrain:
         plan.pretrain_s = pretrain_share * left
-    available = left - (plan.pretrain_s or 0.0)
+    available = left - (plan.pretrain_s + PRETRAIN_OVERHEAD_S * work.students if work.pretrain else 0.0)
     core_bs, core_lr = work.core_cell
 
     def rest() -> float:
@@ -295,7 +296,7 @@ def plan_budget(work: Work, budget_s: float | None, rates: Rates, *, pretrain_sh
             plan.over_budget = True
             break
     if work.pretrain:  # what the other stages leave goes to pre-training
-        plan.pretrain_s = max(plan.pretrain_s or 0.0, left - rest())
+        plan.pretrain_s = max(plan.pretrain_s or 0.0, left - rest() - PRETRAIN_OVERHEAD_S * work.students)
     plan.estimate_s = estimate(work, plan, rates)
     _describe(work, plan, start, spent_s)
     return plan
@@ -335,33 +336,40 @@ def _describe(work: Work, plan: Plan, start: dict[str, int], spent_s: float) -> 
 # --- calibration: this machine's rates, measured in a few seconds ----------------------------------
 
 def _train_rate(model, spec, feats, targets, pad_id: int, seconds: float, bf16: bool = False) -> float:
-
+    """Training examples/s over a few batches, timed on a second pass: the first pass over the same batches
+    pays for what a real run pays once per input shape (allocations; oneDNN's kernels for each padded
+    length under bf16), which timing the first pass counted against every step (rates 2x too low)."""
     obj = ClassificationObjective(model, spec, LabelledSet("train", feats, targets, []), [], seed=0, pad_id=pad_id)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-6)
     model.train()
-    done, spent = 0, 0.0
-    for i, index in enumerate(bucketed_batches(feats.lengths, 32, 0, 0)):
+    batches = []
+    for index in bucketed_batches(feats.lengths, 32, 0, 0):
         batch = collate(feats, index, pad_id)
         batch["labels"] = torch.from_numpy(np.asarray(targets)[index])
-        t0 = time.perf_counter()
+        batches.append(batch)
+
+    def step(batch) -> None:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):  # as the training runs will
             loss, _ = obj.loss(model, batch, obj.counts(batch))
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-        if i > 1:  # the first steps pay for allocations
-            spent += time.perf_counter() - t0
-            done += len(index)
-        if spent >= seconds and i >= 4:
+
+    t0, used = time.perf_counter(), 0
+    for batch in batches:  # the warm-up pass, also choosing how many batches fit in ``seconds``
+        step(batch)
+        used += 1
+        if time.perf_counter() - t0 >= seconds and used >= 4:
             break
-    return done / max(spent, 1e-9)
+    t0 = time.perf_counter()
+    for batch in batches[:used]:
+        step(batch)
+    return sum(len(b["labels"]) for b in batches[:used]) / max(time.perf_counter() - t0, 1e-9)
 
 
 def _infer_rate(model, feats, pad_id: int) -> float:
-
-    k = min(16, len(feats))  # a first call pays for allocations
-    predict_logits(model, Features(feats.ids[:feats.offsets[k]], feats.type_ids[:feats.offsets[k]],
-                                   feats.offsets[:k + 1]), pad_id=pad_id)
+    """Prediction examples/s, timed on a second pass over the same inputs (see ``_train_rate``)."""
+    predict_logits(model, feats, pad_id=pad_id)
     t0 = time.perf_counter()
     predict_logits(model, feats, pad_id=pad_id)
     return len(feats) / max(time.perf_counter() - t0, 1e-9)
