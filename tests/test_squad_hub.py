@@ -104,5 +104,5 @@ def test_hub_rows_not_in_the_squad_layout_are_refused_in_one_line(hub_server, tm
     monkeypatch.setenv("WELLREAD_OFFLINE", "1")
     with pytest.raises(WellreadError, match="offline mode is on"):  # nothing in the cache yet
         squad.fetch_squad("squad", quiet=True)
-    with pytest.raises(WellreadError, match="must be local or hub"):
+    with pytest.raises(WellreadError, match="source: should be 'local' or 'hub', got 'web'"):
         QASettings(source="web")
