@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from wellread.data.batching import Features, bucketed_batches, collate, encode_pairs
+from wellread.data.batching import bucketed_batches, collate, encode_pairs
 from wellread.data.task_files import read_split
 from wellread.data.tasks import get_task
 from wellread.errors import WellreadError

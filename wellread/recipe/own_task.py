@@ -276,18 +276,11 @@ class TaskRecipe(Recipe):
     def make_task_plan(self, src, sizes: dict, spent_s: float, reserve_s: float):
         from wellread.io import atomic_write_json
         from wellread.recipe.stages import PLAN
-        from wellread.train.loop import config_fingerprint
 
         c = self.cfg
-        key = config_fingerprint({"config": to_dict(c) | {"out": None, "quiet": None, "print_config": None},
-                                  "sizes": sizes, "text": [str(p) for p in src.text], "teacher": str(src.teacher),
-                                  "workers": self.workers})
-        try:
-            saved = json.loads((self.out / PLAN).read_text(encoding="utf-8"))
-            if saved.get("key") == key:
-                return B.Plan.from_dict(saved["plan"])
-        except (OSError, ValueError, TypeError):
-            pass
+        key, saved = self.saved_plan(sizes=sizes, text=[str(p) for p in src.text], teacher=str(src.teacher))
+        if saved is not None:
+            return saved
         budget = c.budget_s
         rates = B.Rates.table()
         if budget is not None and c.calibrate:

@@ -82,19 +82,26 @@ class Recipe:
                       pretrain=c.pretrains and bool(src.text), workers=self.workers,
                       max_train_examples=c.max_train_examples)
 
-    def make_plan(self, src: Sources, sizes: dict, spent_s: float) -> B.Plan:
-        """The budget's plan; the one in OUT/plan.json when the settings and data are the same."""
-        c = self.cfg
-        key = config_fingerprint({"config": to_dict(c) | {"out": None, "quiet": None, "print_config": None,
-                                                          "started_at": None},
-                           "sizes": sizes, "glue": str(src.glue), "text": [str(p) for p in src.text],
-                           "teacher": str(src.teacher), "workers": self.workers})
+    def saved_plan(self, **inputs) -> tuple[str, B.Plan | None]:
+        """The plan's key (the settings, ``inputs`` and the workers) and the plan OUT/plan.json holds under it."""
+        key = config_fingerprint({"config": to_dict(self.cfg) | {"out": None, "quiet": None, "print_config": None,
+                                                                 "started_at": None},
+                                  **inputs, "workers": self.workers})
         try:
             saved = json.loads((self.out / PLAN).read_text(encoding="utf-8"))
             if saved.get("key") == key:
-                return B.Plan.from_dict(saved["plan"])
+                return key, B.Plan.from_dict(saved["plan"])
         except (OSError, ValueError, TypeError):
             pass
+        return key, None
+
+    def make_plan(self, src: Sources, sizes: dict, spent_s: float) -> B.Plan:
+        """The budget's plan; the one in OUT/plan.json when the settings and data are the same."""
+        c = self.cfg
+        key, saved = self.saved_plan(sizes=sizes, glue=str(src.glue), text=[str(p) for p in src.text],
+                                     teacher=str(src.teacher))
+        if saved is not None:
+            return saved
         budget = c.budget_s
         rates = B.Rates.table()
         before_s = max(0.0, time.time() - c.started_at - spent_s) if c.started_at and budget is not None else 0.0
