@@ -88,6 +88,12 @@ def _attention(sa, query: torch.Tensor, x: torch.Tensor, mask: torch.Tensor) -> 
     return ctx.reshape(ctx.shape[0], ctx.shape[1], heads * size)
 
 
+def embed_and_mask(bert, input_ids, attention_mask, token_type_ids):
+    """BERT's embeddings and the additive attention mask (0 where attended, the dtype's minimum elsewhere)."""
+    h = bert.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
+    return h, (1.0 - attention_mask[:, None, None, :].to(h.dtype)) * torch.finfo(h.dtype).min
+
+
 def _layer(layer, x: torch.Tensor, mask: torch.Tensor, query: torch.Tensor | None = None) -> torch.Tensor:
     """One BertLayer (post-norm: attention, add & norm, feed-forward, add & norm), for ``query``'s positions."""
     q = x if query is None else query
@@ -112,8 +118,7 @@ class ClsLogits(torch.nn.Module):
 
     def forward(self, input_ids, attention_mask, token_type_ids):
         bert = self.model.bert
-        h = bert.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
-        mask = (1.0 - attention_mask[:, None, None, :].to(h.dtype)) * torch.finfo(h.dtype).min
+        h, mask = embed_and_mask(bert, input_ids, attention_mask, token_type_ids)
         layers = bert.encoder.layer
         for layer in layers[:-1]:
             h = _layer(layer, h, mask)

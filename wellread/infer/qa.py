@@ -392,11 +392,10 @@ class SpanLogits(torch.nn.Module):
         self.model = model
 
     def forward(self, input_ids, attention_mask, token_type_ids):
-        from wellread.infer.onnx import _layer
+        from wellread.infer.onnx import _layer, embed_and_mask
 
         bert = self.model.bert
-        h = bert.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
-        mask = (1.0 - attention_mask[:, None, None, :].to(h.dtype)) * torch.finfo(h.dtype).min
+        h, mask = embed_and_mask(bert, input_ids, attention_mask, token_type_ids)
         for layer in bert.encoder.layer:
             h = _layer(layer, h, mask)
         logits = self.model.qa_outputs(h)
