@@ -186,7 +186,8 @@ class Recipe:
             return {"steps": r["steps"], "tokens": r["tokens"], "eval": r["eval"], "train_seconds": r["train_seconds"]}
 
         settings = to_dict(pc) | {"quiet": None, "threads": None, "out": None}
-        self.stage(f"pretrain-{student}", settings, run, dirs=[out], after=["corpus"], estimate_s=per_student)
+        self.stage(f"pretrain-{student}", settings, run, dirs=[out], after=["corpus"],
+                   estimate_s=None if per_student is None else per_student + B.PRETRAIN_OVERHEAD_S)
         self.runs.append({"kind": "pretrain", "student": student, "path": out.name})
         return out / "model"
 

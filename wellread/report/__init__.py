@@ -306,7 +306,7 @@ def recipe_header(rec: dict) -> str:
     lines += [f"- {x}" for x in plan.get("notes", [])]
     if budget:
         measured = plan.get("rates", {}).get("source") == "calibrated"
-        origin = "measured on this machine before planning" if measured else "the table in wellread/recipe/budget.py"
+        origin = "measured on this machine before planning (times RUN_GAIN, wellread/recipe/budget.py)" if measured else "the table in wellread/recipe/budget.py"
         lines += ["", f"Rates ({origin}; examples/s, one thread): " + "; ".join(
                       f"{kind.replace('_', ' ')} " + ", ".join(f"{t} {v:,.0f}" for t, v in plan["rates"][kind].items()
                                                              if t in c["tasks"])
