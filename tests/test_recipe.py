@@ -4,11 +4,13 @@ re-run skips everything; an interrupted stage resumes), the budget's plan, the c
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -194,6 +196,39 @@ def test_calibration_measures_this_machines_rates(small_model_dir, tmp_path):
     for kind in ("student_train", "student_infer", "teacher_train", "teacher_infer"):
         assert 0 < rates.get(kind, "sst2") != B.TABLE_RATES[kind]["sst2"]
     assert rates.get("student_infer", "sst2") > rates.get("student_train", "sst2")
+    assert rates.corpus_bytes == B.CORPUS_BYTES_PER_S  # no pre-training text: the table's
+
+
+def test_calibration_times_the_corpus_builder_on_the_pretraining_text(tmp_path, monkeypatch):
+    import gzip
+
+    from wellread.tokenization import load_tokenizer
+
+    prose = tmp_path / "prose.txt.gz"
+    with gzip.open(prose, "wt", encoding="utf-8") as f:
+        f.write("The quick brown fox jumps over the lazy dog. It ran far away.\n" * 5000)
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "true")
+    tok = load_tokenizer(Path(B.__file__).parents[1] / "resources" / "bert-base-uncased-vocab.txt")
+    rate = B.corpus_rate([prose], tok, sample_bytes=64 * 1024)
+    assert rate != B.CORPUS_BYTES_PER_S and 1e4 < rate < 1e9  # bytes/s of one worker, measured
+    assert os.environ["TOKENIZERS_PARALLELISM"] == "true"  # the process' own setting is given back
+    work = B.Work(tasks={"sst2": (1000, 100)}, batch_sizes=[32], learning_rates=[1e-4], core_cell=(32, 1e-4),
+                  epochs=1, teacher_epochs=1, text_bytes=10_000_000, workers=2)
+    plan = B.plan_budget(work, None, B.Rates.table())
+    fast = B.Rates.table()
+    fast.corpus_bytes = 2 * B.CORPUS_BYTES_PER_S
+    assert B.estimate(work, plan, fast)["corpus"] - 2 == pytest.approx((plan.estimate_s["corpus"] - 2) / 2)
+
+
+def test_a_grid_of_one_job_is_not_charged_for_starting_workers():
+    work = B.Work(tasks={"sst2": (1000, 100)}, batch_sizes=[32, 64], learning_rates=[1e-4], core_cell=(32, 1e-4),
+                  epochs=1, teacher_epochs=1, workers=2, arms=("random",), pretrain=False)
+    rates = B.Rates.table()
+    two = B.plan_budget(work, None, rates)
+    one = B.plan_budget(dataclasses.replace(work, batch_sizes=[32]), None, rates)
+    run = 1000 / rates.get("student_train", "sst2") + 100 / rates.get("student_infer", "sst2") + B.RUN_OVERHEAD_S
+    assert one.estimate_s["grid-random"] == pytest.approx(run / rates.all_threads("student", 2) + B.GRID_OVERHEAD_S)
+    assert two.estimate_s["grid-random"] == pytest.approx(B.makespan([run, run], 2) + B.GRID_OVERHEAD_S + B.SPAWN_S)
 
 
 def test_the_plan_is_kept_while_the_settings_and_the_data_stay(tmp_path):

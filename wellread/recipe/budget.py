@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import time
 from pathlib import Path
 
@@ -58,7 +59,7 @@ TABLE_RATES = {
     "teacher_train": {"sst2": 120.0, "stsb": 65.0, "cola": 120.0, "rte": 15.0, "default": 50.0},
     "teacher_infer": {"sst2": 250.0, "stsb": 200.0, "cola": 250.0, "rte": 50.0, "default": 150.0},
 }
-CORPUS_BYTES_PER_S = 1.6e6  # one `wellread corpus` worker, uncompressed text (KJV, 4.1 MB: 2.5 s)
+CORPUS_BYTES_PER_S = 1.6e6  # one `wellread corpus` worker, uncompressed text (KJV, 4.1 MB: 2.5 s); calibrated when measured
 VOCAB_BYTES_PER_S = 4.0e6  # `wellread vocab train`
 PRETRAIN_TOKENS_PER_S = 9800.0  # Tiny, fp32, 2 threads (docs/pretraining.md); for the forecast only
 # What a stage's run achieves over what the calibration's few seconds measure, per rate: the runs are faster
@@ -69,8 +70,9 @@ PRETRAIN_TOKENS_PER_S = 9800.0  # Tiny, fp32, 2 threads (docs/pretraining.md); f
 RUN_GAIN = {"student_train": 1.5, "student_infer": 2.0, "teacher_train": 1.2, "teacher_infer": 2.0}
 PRETRAIN_OVERHEAD_S = 40.0  # a time-budgeted pre-training run beyond its budget: start, evaluations, save, curves
 RUN_OVERHEAD_S = 2.0  # a training run's fixed cost: build the model, read the data, save (measured: 1-2 s)
-GRID_OVERHEAD_S = 2.0  # a grid's fixed cost: tables, heatmaps
-SPAWN_S = 4.0  # starting worker processes (each imports torch)
+GRID_OVERHEAD_S = 1.0  # a grid's fixed cost: tables, heatmaps (measured on the Intel Xeon: 1 s)
+SPAWN_S = 4.0  # starting worker processes (each imports torch); a grid of one job runs in its own process
+EVAL_OVERHEAD_S = 0.5  # `evaluate` per model: load it and its tokenizer (measured: 0.2 s a Tiny, 2 s the teacher)
 FIXED_S = 10.0  # reading the data, sampling it
 
 GRID_SHAPES = ((2, 2), (1, 2), (1, 1))  # the grid's cuts: (batch sizes, learning rates) kept
@@ -86,6 +88,7 @@ class Rates:
     teacher_train: dict[str, float]
     teacher_infer: dict[str, float]
     source: str = "table"  # "table", or "calibrated" (measured by ``calibrate``)
+    corpus_bytes: float = CORPUS_BYTES_PER_S  # `wellread corpus`: text bytes/s of one worker
     # how much faster a run is on all of this machine's threads than on one, per model ("student", "teacher")
     speedup: dict[str, float] = dataclasses.field(default_factory=dict)
 
@@ -190,10 +193,12 @@ def estimate(work: Work, plan: Plan, rates: Rates) -> dict[str, float]:
     if work.pretrain:
         if work.train_vocab:
             est["vocab"] = work.text_bytes / VOCAB_BYTES_PER_S
-        est["corpus"] = work.text_bytes / (CORPUS_BYTES_PER_S * max(1, work.workers)) + 2.0
+        est["corpus"] = work.text_bytes / (rates.corpus_bytes * max(1, work.workers)) + 2.0
         est["pretrain"] = (plan.pretrain_s or 0.0) + PRETRAIN_OVERHEAD_S * work.students
     evals = math.ceil(plan.epochs)
-    grid_overhead = GRID_OVERHEAD_S + (SPAWN_S if work.workers > 1 else 0.0)
+
+    def grid_overhead(jobs: int) -> float:
+        return GRID_OVERHEAD_S + (SPAWN_S if min(jobs, work.workers) > 1 else 0.0)
 
     def dev(kind: str, task: str, times: int) -> float:
         return times * work.tasks[task][1] / rates.get(kind, task)
@@ -203,7 +208,7 @@ def estimate(work: Work, plan: Plan, rates: Rates) -> dict[str, float]:
         est["teacher"] = makespan([plan.teacher_epochs * plan.teacher_examples[t] / rates.get("teacher_train", t)
                                    + dev("teacher_infer", t, math.ceil(plan.teacher_epochs)) + 3 * RUN_OVERHEAD_S
                                    for t in work.tasks], work.workers, rates.all_threads("teacher", work.workers)) \
-            + grid_overhead
+            + grid_overhead(len(work.tasks))
 
     def student_run(task: str, examples: int) -> float:
         return plan.epochs * examples / rates.get("student_train", task) + dev("student_infer", task, evals) \
@@ -213,16 +218,16 @@ def estimate(work: Work, plan: Plan, rates: Rates) -> dict[str, float]:
         if arm in work.arms:
             jobs = [student_run(t, n[t]) for t in work.tasks for _ in range(plan.cells)]
             est[f"grid-{arm}"] = work.students * work.seeds * (
-                makespan(jobs, work.workers, rates.all_threads("student", work.workers)) + grid_overhead)
+                makespan(jobs, work.workers, rates.all_threads("student", work.workers)) + grid_overhead(len(jobs)))
     if distils:  # the teacher labels each task's transfer set once (cached); then the cells, side by side
         labels = sum(n[t] * (1 + work.augment) / rates.get("teacher_infer", t) for t in work.tasks) \
             / rates.all_threads("teacher", work.workers)  # in the grid's own process, on every thread
         jobs = [student_run(t, n[t] * (1 + work.augment)) + (student_run(t, n[t]) if "pd+ft" in work.arms else 0.0)
                 for t in work.tasks for _ in range(plan.cells)]
         est["distill"] = labels + work.students * work.seeds * (
-            makespan(jobs, work.workers, rates.all_threads("student", work.workers)) + grid_overhead)
+            makespan(jobs, work.workers, rates.all_threads("student", work.workers)) + grid_overhead(len(jobs)))
     runs = len(work.tasks) * work.students * work.seeds * len(work.arms) + len(work.tasks)
-    est["evaluate"] = runs * 2.0 + sum(dev("student_infer", t, work.students * work.seeds * len(work.arms))
+    est["evaluate"] = runs * EVAL_OVERHEAD_S + sum(dev("student_infer", t, work.students * work.seeds * len(work.arms))
                                        + dev("teacher_infer", t, 1) for t in work.tasks) \
         / rates.all_threads("student", work.workers)
     est["report"] = 5.0
@@ -383,11 +388,49 @@ def _infer_rate(model, feats, pad_id: int) -> float:
     return len(feats) / max(time.perf_counter() - t0, 1e-9)
 
 
-def calibrate(student: str, teacher: Path | None, tasks: list[str], data_dir: Path, *, vocab: Path | None = None,
-              seconds: float = 1.0, sample: int = 512, bf16: bool | None = None) -> Rates:
+def corpus_rate(files: list[Path], tok, sample_bytes: int = 256 * 1024) -> float:
+    """Text bytes/s of one `wellread corpus` worker (one tokenizer thread), timed on the first
+    ``sample_bytes`` of each pre-training file and weighted by the files' sizes (a dictionary's short
+    definitions encode slower than prose)."""
+    from wellread.data.corpus import _encode_docs, corpus_tokenizer
+    from wellread.io import open_text
+
+    plain = corpus_tokenizer(tok)
+    before = os.environ.get("TOKENIZERS_PARALLELISM")
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # as the workers encode (read on each call)
+    seconds_per_byte, weights = 0.0, 0.0
+    try:
+        for path in files:
+            lines, n = [], 0
+            with open_text(path, errors="replace") as fh:
+                for line in fh:
+                    lines.append(line)
+                    n += len(line.encode())
+                    if n >= sample_bytes:
+                        break
+            if not n:
+                continue
+            docs = [lines[i:i + 16] for i in range(0, len(lines), 16)]
+            t0 = time.perf_counter()
+            _encode_docs(docs, "uint32", plain)
+            weight = Path(path).stat().st_size
+            seconds_per_byte += weight * (time.perf_counter() - t0) / n
+            weights += weight
+    finally:
+        if before is None:
+            os.environ.pop("TOKENIZERS_PARALLELISM", None)
+        else:
+            os.environ["TOKENIZERS_PARALLELISM"] = before
+    return weights / seconds_per_byte if seconds_per_byte else CORPUS_BYTES_PER_S
+
+
+def calibrate(student: str, teacher: Path | None, tasks: list[str], data_dir: Path | None, *,
+              vocab: Path | None = None, text: list[Path] = (), seconds: float = 1.0, sample: int = 512,
+              bf16: bool | None = None) -> Rates:
     """Measure this machine's rates (one thread) on samples of each task's training set: a random
     student of the recipe's size, and the teacher when there is one. A few seconds per task. Training is
-    timed in the precision the runs will train in (bf16 autocast where native, unless ``bf16`` says)."""
+    timed in the precision the runs will train in (bf16 autocast where native, unless ``bf16`` says).
+    With pre-training ``text``, the corpus builder's speed too (a fraction of a second)."""
     train_bf16 = use_bf16(bf16, torch.device("cpu"))
 
     threads = torch.get_num_threads()
@@ -419,6 +462,8 @@ def calibrate(student: str, teacher: Path | None, tasks: list[str], data_dir: Pa
                                               / getattr(rates, f"{kind}_train")[task])
                     torch.set_num_threads(1)
                 getattr(rates, f"{kind}_infer")[task] = _infer_rate(model, feats, pad)
+                if kind == "student" and text and task == tasks[0]:
+                    rates.corpus_bytes = corpus_rate(text, tok)
     finally:
         torch.set_num_threads(threads)
     for kind, gain in RUN_GAIN.items():
@@ -428,5 +473,5 @@ def calibrate(student: str, teacher: Path | None, tasks: list[str], data_dir: Pa
     return rates
 
 
-__all__ = ["Work", "Plan", "Rates", "plan_budget", "estimate", "calibrate", "makespan", "speedup", "threads_per_job",
+__all__ = ["Work", "Plan", "Rates", "plan_budget", "estimate", "calibrate", "corpus_rate", "makespan", "speedup", "threads_per_job",
            "TABLE_RATES"]

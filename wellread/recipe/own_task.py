@@ -287,7 +287,8 @@ class TaskRecipe(Recipe):
             t0 = time.perf_counter()
             log("measuring this machine's speed on the task (seconds; --no-calibrate uses a table)")
             rates = B.calibrate(c.students[0], src.teacher if c.distils and c.teacher_epochs else None,
-                                [self.task_file], None, vocab=self.vocab_for_calibration())
+                                [self.task_file], None, vocab=self.vocab_for_calibration(),
+                                text=src.text)
             spent_s += time.perf_counter() - t0
         plan = B.plan_budget(self.work(src, sizes), None if budget is None else budget - reserve_s, rates,
                              pretrain_share=c.pretrain_share, pretrain_steps=c.pretrain_steps, spent_s=spent_s)

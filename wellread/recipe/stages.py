@@ -112,7 +112,8 @@ class Recipe:
             t0 = time.perf_counter()
             log("measuring this machine's speed on each task (seconds; --no-calibrate uses a table)")
             rates = B.calibrate(c.students[0], src.teacher if c.distils and c.teacher_epochs else None, c.tasks,
-                                src.glue, vocab=self.vocab_for_calibration())
+                                src.glue, vocab=self.vocab_for_calibration(),
+                                text=src.text if c.pretrains else [])
             spent_s += time.perf_counter() - t0
             log(f"measured in {time.perf_counter() - t0:.0f} s; planning the {(budget - spent_s) / 60:.1f} min left")
         plan = B.plan_budget(self.work(src, sizes), budget, rates, pretrain_share=c.pretrain_share,
