@@ -177,6 +177,20 @@ def test_a_large_budget_cuts_nothing_and_gives_pre_training_the_rest():
     assert "took 30 s of the budget" in plan.notes[-1]
 
 
+def test_without_pre_training_the_cuts_grow_back_into_the_slack():
+    rates = B.Rates.table()
+    for minutes in (10, 20, 30, 45):
+        plan = B.plan_budget(_work(pretrain=False, text_bytes=0), minutes * 60, rates)
+        assert not plan.over_budget and plan.pretrain_s is None and "grown back" in plan.notes[0]
+        assert _rest(plan) <= minutes * 60  # still inside the budget
+        if any(n < plan.full_examples[t] for t, n in plan.teacher_examples.items()):
+            assert _rest(plan) >= 0.99 * minutes * 60  # a set left cut: grown to the budget's edge
+    ten = B.plan_budget(_work(pretrain=False, text_bytes=0), 600, rates)
+    assert ten.train_examples["stsb"] == 5_749  # the small set whole again, the large one grown part of the way
+    assert 4_000 < ten.teacher_examples["sst2"] < ten.train_examples["sst2"] < 67_349  # (tasks' teachers side by side)
+    assert not any("grown back" in n for n in B.plan_budget(_work(), 600, rates).notes)  # pre-training's slack
+
+
 def test_a_budget_too_small_for_the_smallest_recipe_says_so():
     plan = B.plan_budget(_work(), 60, B.Rates.table())
     assert plan.over_budget and "too small" in plan.cuts[-1]

@@ -17,7 +17,9 @@ estimate of those stages exceeds what is left, it cuts, in this order:
 4. the training sets: the slowest task's halved (a seeded sample; dev sets stay whole), down to 4,000;
 5. the students' epochs 2 → 1; then the training sets down to 1,000 examples.
 
-Time left over (a large budget) goes to pre-training. ``Plan.cuts`` says, in words, what was cut;
+Time left over (a large budget) goes to pre-training; without pre-training (a task recipe from a
+pre-trained ``--student-init``), the cuts grow back into it, last first: the training sets to the largest
+size that fits, then the epochs and the grid while they fit. ``Plan.cuts`` says, in words, what was cut;
 the recipe prints it and the report shows it.
 """
 
@@ -308,11 +310,57 @@ def plan_budget(work: Work, budget_s: float | None, rates: Rates, *, pretrain_sh
         if not any(move() for move in moves):
             plan.over_budget = True
             break
+    if not work.pretrain and not plan.over_budget:  # nothing takes the slack: grow the last cuts back into it
+        cut = (dict(plan.train_examples), dict(plan.teacher_examples), plan.epochs, plan.teacher_epochs, plan.cells)
+        _regrow(work, plan, start, lambda: rest() <= available)
+        if cut != (plan.train_examples, plan.teacher_examples, plan.epochs, plan.teacher_epochs, plan.cells):
+            plan.notes.append("no pre-training to take the time the cuts left over: they were grown back as far as "
+                              "the budget allows")
     if work.pretrain:  # what the other stages leave goes to pre-training
         plan.pretrain_s = max(plan.pretrain_s or 0.0, left - rest() - PRETRAIN_OVERHEAD_S * work.students)
     plan.estimate_s = estimate(work, plan, rates)
     _describe(work, plan, start, spent_s)
     return plan
+
+
+def _regrow(work: Work, plan: Plan, start: dict[str, int], fits) -> None:
+    """Undo the cuts, last first, as far as the budget still ``fits``: the cuts come in coarse steps
+    (a halved set, an epoch count halved), so without pre-training to take what is left over, up to half
+    the budget would go unused. The training sets grow back to the largest size that fits (bisected),
+    then the epochs (the students' first, then the teacher's) and the grid double back while they fit."""
+    def grow_sets() -> None:
+        for which in ("train_examples", "teacher_examples"):
+            sizes = getattr(plan, which)
+            for t in sorted(sizes, key=lambda t: start[t]):  # the small sets first: whole again for little
+                cap = start[t] if which == "train_examples" else plan.train_examples[t]
+                low, high = sizes[t], cap
+                while low < high:  # the largest size in [low, high] that fits; the estimate grows with it
+                    mid = (low + high + 1) // 2
+                    sizes[t] = mid
+                    low, high = (mid, high) if fits() else (low, mid - 1)
+                sizes[t] = low
+
+    def try_set(which: str, value) -> bool:
+        old = getattr(plan, which)
+        setattr(plan, which, value)
+        if fits():
+            return True
+        setattr(plan, which, old)
+        return False
+
+    grow_sets()
+    for which, full in (("epochs", work.epochs), ("teacher_epochs", work.teacher_epochs)):
+        while getattr(plan, which) < full and try_set(which, min(full, getattr(plan, which) * 2)):
+            pass
+    for nb, nl in reversed(((len(work.batch_sizes), len(work.learning_rates)),) + GRID_SHAPES):
+        if nb * nl > plan.cells:
+            bss, lrs = list(plan.batch_sizes), list(plan.learning_rates)
+            plan.batch_sizes = _nearest(work.batch_sizes, work.core_cell[0], nb)
+            plan.learning_rates = _nearest(work.learning_rates, work.core_cell[1], nl, log=True)
+            if not fits():
+                plan.batch_sizes, plan.learning_rates = bss, lrs
+                break
+    grow_sets()  # what the epochs and the grid left
 
 
 def _describe(work: Work, plan: Plan, start: dict[str, int], spent_s: float) -> None:
