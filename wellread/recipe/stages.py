@@ -188,7 +188,7 @@ class Recipe:
 
         settings = to_dict(pc) | {"quiet": None, "threads": None, "out": None}
         self.stage(f"pretrain-{student}", settings, run, dirs=[out], after=["corpus"],
-                   estimate_s=None if per_student is None else per_student + B.PRETRAIN_OVERHEAD_S)
+                   estimate_s=None if per_student is None else B.pretrain_wall_s(per_student))
         self.runs.append({"kind": "pretrain", "student": student, "path": out.name})
         return out / "model"
 
