@@ -145,6 +145,9 @@ def test_the_recipe_on_a_task_file_runs_every_arm_and_leaves_a_serve_ready_stude
                  "int8 gate on dev", "sentences/s", "wellread serve --model"):
         assert text in report, text
     assert (out / "report" / "student-test.png").is_file() and (out / "report" / "teacher-test.png").is_file()
+    for absolute in (str(root), str(out.parent), "site-packages"):  # files named on any machine's terms
+        assert absolute not in report, absolute
+    assert f"`wellread serve --model {out.name}/serve" in report
     lines = stdout.splitlines()
     assert lines[0].split()[-2:] == ["dev", "test"] and len(lines) == 1 + len(ARMS) + 2
     assert lines[-1] == f"report: {out / 'report' / 'report.md'}"

@@ -548,8 +548,10 @@ def _per_class_md(pc: dict) -> list[str]:
 
 def write_task_report(out: Path, spec, manifest: dict, rows: list[dict], export: dict, speed: list[dict]) -> list[Path]:
     """OUT/report/report.md and report.json: the arms side by side, per-class metrics, confusion matrices
-    (and their PNGs), sizes and speeds, the int8 gate."""
+    (and their PNGs), sizes and speeds, the int8 gate. Files are named relative to OUT or by their last
+    parts, never by this machine's absolute paths."""
     from wellread import env
+    from wellread.report import shown_source, teacher_name
     from wellread.io import atomic_write_json, atomic_write_text
 
     rep = out / "report"
@@ -563,16 +565,16 @@ def write_task_report(out: Path, spec, manifest: dict, rows: list[dict], export:
     cpu = env.cpu()
     budget = "none" if plan["budget_s"] is None else f"{plan['budget_s'] / 60:.0f} min"
     lines = [f"# wellread recipe on {spec.name}", "",
-             f"Task file `{manifest['task']}`; {cpu.model}, {cpu.cores} cores usable; "
+             f"Task file {shown_source(manifest['task'], str(out))}; {cpu.model}, {cpu.cores} cores usable; "
              f"budget {budget}; "
              f"students {', '.join(manifest['config']['students'])}; seeds "
-             f"{', '.join(map(str, manifest['config']['seeds']))}; teacher {manifest['sources']['teacher_name']}.", ""]
+             f"{', '.join(map(str, manifest['config']['seeds']))}; teacher {teacher_name(manifest)}.", ""]
     if manifest["sources"]["student_init"]:
-        lines.append("Students' pre-trained start: " + ", ".join(f"{k} = `{v}`" for k, v in
+        lines.append("Students' pre-trained start: " + ", ".join(f"{k} = {shown_source(v, str(out))}" for k, v in
                                                                  manifest["sources"]["student_init"].items()) + ".")
     if manifest["sources"]["unlabelled"]:
         lines.append("Unlabelled text in the transfer set: " + "; ".join(
-            f"`{k}` ({v['inputs']:,} inputs, {v['skipped']:,} blank lines skipped)"
+            f"{shown_source(k, str(out))} ({v['inputs']:,} inputs, {v['skipped']:,} blank lines skipped)"
             for k, v in manifest["sources"]["unlabelled"].items()) + ".")
     for note in plan["notes"]:
         lines.append(f"- {note}")
@@ -611,7 +613,8 @@ def write_task_report(out: Path, spec, manifest: dict, rows: list[dict], export:
               f"at most {gate['max_drop_points']:g} allowed): "
               + ("**passed**, model.int8.onnx kept." if gate["passed"] else "**refused**, model.int8.onnx removed; "
                  "the fp32 ONNX model is served."), "",
-              f"`wellread serve --model {out / SERVE} --backend {export['backend']}`", "",
+              f"`wellread serve --model {out.name}/{SERVE} --backend {export['backend']}` (from the recipe "
+              "directory's parent)", "",
               "## Size and speed on this machine", "",
               f"Sentences/s: {speed[0]['sentences'] if speed else 0:,} dev inputs, one thread, batches of "
               f"{SPEED_BATCH} (sorted by length), after one warm-up batch; {cpu.model}. The machine may be shared: "
