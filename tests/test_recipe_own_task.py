@@ -213,7 +213,9 @@ def test_a_time_budget_plans_the_task_and_cuts_the_grid(inputs, tmp_path):
     src, inits = r.sources(None)
     r.out.mkdir(parents=True)
     key = r.task_file
-    plan = r.make_task_plan(src, {key: (90, 30)}, 0.0, 20.0)
+    seen = []
+    plan = r.make_task_plan(src, {key: (90, 30)}, 0.0, lambda rates: seen.append(rates) or 20.0)
+    assert seen and seen[0].source == "table"  # the reserve is reckoned at the rates the plan uses
     from wellread.train.grid import PAPER_BATCH_SIZES, PAPER_LEARNING_RATES
 
     assert plan.cells < len(PAPER_BATCH_SIZES) * len(PAPER_LEARNING_RATES) and plan.budget_s == 120

@@ -262,18 +262,18 @@ class TaskRecipe(Recipe):
 
     # --- planning --------------------------------------------------------------------------------------
 
-    def reserve_s(self, spec, n_dev: int, n_test: int) -> float:
-        """What the budget keeps for scoring the test split, the export and its gate, and the speed runs."""
-
+    def reserve_s(self, spec, n_dev: int, n_test: int, rates: B.Rates) -> float:
+        """What the budget keeps for scoring the test split, the export and its gate, the speed runs and
+        (a regression task) the report's error plots, at this machine's measured ``rates``."""
         c = self.cfg
         models = len(c.seeds) * len(c.students) * len(self.arms) + 1
-        rates = B.Rates.table()
-        student, teacher = rates.get("student_infer", "default"), rates.get("teacher_infer", "default")
+        student, teacher = rates.get("student_infer", self.task_file), rates.get("teacher_infer", self.task_file)
         speed = min(c.speed_sentences, n_dev)
+        plots = (n_test or n_dev) * (1 / student + 1 / teacher) if spec.labels is None else 0.0
         return (models * n_test / student + n_test / teacher + 2 * n_dev / student + 30.0
-                + (len(self.arms) + 2) * speed / student + speed / teacher)
+                + (len(self.arms) + 2) * speed / student + speed / teacher + plots)
 
-    def make_task_plan(self, src, sizes: dict, spent_s: float, reserve_s: float):
+    def make_task_plan(self, src, sizes: dict, spent_s: float, reserve):
         from wellread.io import atomic_write_json
         from wellread.recipe.stages import PLAN
 
@@ -290,6 +290,7 @@ class TaskRecipe(Recipe):
                                 [self.task_file], None, vocab=self.vocab_for_calibration(),
                                 text=src.text)
             spent_s += time.perf_counter() - t0
+        reserve_s = reserve(rates)
         plan = B.plan_budget(self.work(src, sizes), None if budget is None else budget - reserve_s, rates,
                              pretrain_share=c.pretrain_share, pretrain_steps=c.pretrain_steps, spent_s=spent_s)
         if budget is not None:
@@ -443,7 +444,7 @@ class TaskRecipe(Recipe):
         self.cfg.tasks = [self.task_file]  # what the recipe's planner and stages read
         self.out.mkdir(parents=True, exist_ok=True)
         plan = self.plan = self.make_task_plan(src, {self.task_file: (n_train, n_dev)}, time.perf_counter() - t0,
-                                               self.reserve_s(spec, n_dev, n_test))
+                                               lambda rates: self.reserve_s(spec, n_dev, n_test, rates))
         write_if_changed(self.out / "recipe.yaml", config_yaml(c) + f"task: {self.task_file}\n")
         for line in plan.notes:
             log(line)
@@ -602,7 +603,13 @@ def write_task_report(out: Path, spec, manifest: dict, rows: list[dict], export:
             lines += _per_class_md(m["per_class"]) + [""]
             lines += ["Confusion matrix (rows true, columns predicted):", ""] + _confusion_md(m["confusion"]) + [""]
         name = f"{'student' if who == 'best student' else 'teacher'}-{split}"
-        png = _plot_model(out / r["model"], manifest["task"], split, rep, name)
+        if "confusion" in m:  # drawn from the scores' own matrix, not by predicting the split again
+            from wellread.report.task_plots import confusion_png
+
+            png = confusion_png(m["confusion"]["matrix"], m["confusion"]["labels"], rep / f"{name}.png",
+                                f"{spec.name} {split}")
+        else:
+            png = _plot_model(out / r["model"], manifest["task"], split, rep, name)
         figures.append(png)
         lines += [f"![{name}]({png.name})", ""]
     gate = export["gate"]
