@@ -175,6 +175,11 @@ def test_a_large_budget_cuts_nothing_and_gives_pre_training_the_rest():
     assert plan.cuts == [] and plan.cells == 20
     assert B.pretrain_wall_s(plan.pretrain_s) == pytest.approx(100 * 3600 - 30 - _rest(plan))  # rates: 30 s
     assert B.pretrain_wall_s(plan.pretrain_s) > 1.1 * plan.pretrain_s  # evaluations and checkpoints on top
+    # the held-out evaluations come every N steps: a larger batch spends less of its time on them
+    small, large = B.pretrain_overhead_share(32, 250), B.pretrain_overhead_share(128, 250)
+    assert 0.15 < small < 0.25 and 0.04 < large < 0.08 and B.pretrain_overhead_share(32, 0) < 0.02
+    lean = B.plan_budget(_work(pretrain_overhead=large), 100 * 3600, B.Rates.table(), spent_s=30)
+    assert lean.pretrain_s > plan.pretrain_s
     assert "took 30 s of the budget" in plan.notes[-1]
 
 

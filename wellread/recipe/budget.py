@@ -69,22 +69,30 @@ VOCAB_BYTES_PER_S = 4.0e6  # `wellread vocab train`
 # the teacher's labelling and dev evaluations) against its own calibration: students 1.4-1.6x, the teacher's
 # training 1.1-1.5x, its labelling 2.4x, dev evaluation 2.5x.
 RUN_GAIN = {"student_train": 1.5, "student_infer": 2.0, "teacher_train": 1.2, "teacher_infer": 2.0}
-# A time-budgeted pre-training run counts its steps' time only: its wall time is that budget plus a share of it
-# (the held-out evaluations every 250 steps, the checkpoints every 2 minutes) plus a fixed part (start, save,
-# curves). Measured on the Intel Xeon, 2026-12-06: 204 s of budget took 240 s, 963 s took 1,149 s (before the
-# held-out batches were cached: 0.20 and -4 s).
-PRETRAIN_OVERHEAD_SHARE = 0.20
+# A time-budgeted pre-training run counts its steps' time only. Its wall time adds the held-out evaluations
+# (every ``eval_every`` steps, 20 batches of 64 sequences through three forward passes: about 1.15 training
+# sequences' time per held-out sequence), checkpoints (every 2 minutes: ~1.5%) and a fixed part (start, save,
+# curves). Fitted on the Intel Xeon, 2026-12-06: batch 32, 963 s of training took 1,149 s (share 0.19);
+# batch 128, 1,230 s took 1,320 s (0.065).
+HELD_OUT_COST = 1.15 * 20 * 64  # training sequences' time per evaluation (PretrainConfig's eval_batches x eval_batch_size)
+PRETRAIN_CHECKPOINT_SHARE = 0.015
 PRETRAIN_OVERHEAD_S = 10.0
 
 
-def pretrain_wall_s(budget_s: float, runs: int = 1) -> float:
+def pretrain_overhead_share(batch_size: int, eval_every: int) -> float:
+    """Pre-training's wall time beyond its training time, as a share of that training time."""
+    evals = HELD_OUT_COST / (eval_every * batch_size) if eval_every else 0.0
+    return evals + PRETRAIN_CHECKPOINT_SHARE
+
+
+def pretrain_wall_s(budget_s: float, runs: int = 1, share: float = 0.2) -> float:
     """The wall time of ``runs`` pre-training runs sharing ``budget_s`` seconds of training time."""
-    return budget_s * (1 + PRETRAIN_OVERHEAD_SHARE) + PRETRAIN_OVERHEAD_S * runs
+    return budget_s * (1 + share) + PRETRAIN_OVERHEAD_S * runs
 
 
-def pretrain_budget_s(wall_s: float, runs: int = 1) -> float:
+def pretrain_budget_s(wall_s: float, runs: int = 1, share: float = 0.2) -> float:
     """The training time that ``runs`` pre-training runs get from ``wall_s`` seconds (``pretrain_wall_s``'s inverse)."""
-    return (wall_s - PRETRAIN_OVERHEAD_S * runs) / (1 + PRETRAIN_OVERHEAD_SHARE)
+    return (wall_s - PRETRAIN_OVERHEAD_S * runs) / (1 + share)
 RUN_OVERHEAD_S = 2.0  # a training run's fixed cost: build the model, read the data, save (measured: 1-2 s)
 GRID_OVERHEAD_S = 1.0  # a grid's fixed cost: tables, heatmaps (measured on the Intel Xeon: 1 s)
 SPAWN_S = 4.0  # starting worker processes (each imports torch); a grid of one job runs in its own process
@@ -140,6 +148,7 @@ class Work:
     pretrain: bool = True
     workers: int = 2
     max_train_examples: int | None = None
+    pretrain_overhead: float = 0.2  # pre-training's wall time beyond its training time (``pretrain_overhead_share``)
 
 
 @dataclasses.dataclass
@@ -210,7 +219,7 @@ def estimate(work: Work, plan: Plan, rates: Rates) -> dict[str, float]:
         if work.train_vocab:
             est["vocab"] = work.text_bytes / VOCAB_BYTES_PER_S
         est["corpus"] = work.text_bytes / (rates.corpus_bytes * max(1, work.workers)) + 2.0
-        est["pretrain"] = pretrain_wall_s(plan.pretrain_s or 0.0, work.students)
+        est["pretrain"] = pretrain_wall_s(plan.pretrain_s or 0.0, work.students, work.pretrain_overhead)
     evals = math.ceil(plan.epochs)
 
     def grid_overhead(jobs: int) -> float:
@@ -285,7 +294,7 @@ def plan_budget(work: Work, budget_s: float | None, rates: Rates, *, pretrain_sh
     plan.spent_s = spent_s
     if work.pretrain:
         plan.pretrain_s = pretrain_share * left
-    available = left - (pretrain_wall_s(plan.pretrain_s, work.students) if work.pretrain else 0.0)
+    available = left - (pretrain_wall_s(plan.pretrain_s, work.students, work.pretrain_overhead) if work.pretrain else 0.0)
     core_bs, core_lr = work.core_cell
 
     def rest() -> float:
@@ -331,7 +340,8 @@ def plan_budget(work: Work, budget_s: float | None, rates: Rates, *, pretrain_sh
             plan.notes.append("no pre-training to take the time the cuts left over: they were grown back as far as "
                               "the budget allows")
     if work.pretrain:  # what the other stages leave goes to pre-training
-        plan.pretrain_s = max(plan.pretrain_s or 0.0, pretrain_budget_s(left - rest(), work.students))
+        plan.pretrain_s = max(plan.pretrain_s or 0.0, pretrain_budget_s(left - rest(), work.students,
+                                                                        work.pretrain_overhead))
     plan.estimate_s = estimate(work, plan, rates)
     _describe(work, plan, start, spent_s)
     return plan
@@ -535,5 +545,5 @@ def calibrate(student: str, teacher: Path | None, tasks: list[str], data_dir: Pa
     return rates
 
 
-__all__ = ["Work", "Plan", "Rates", "plan_budget", "estimate", "calibrate", "corpus_rate", "makespan", "pretrain_wall_s", "speedup", "threads_per_job",
+__all__ = ["Work", "Plan", "Rates", "plan_budget", "estimate", "calibrate", "corpus_rate", "makespan", "pretrain_overhead_share", "pretrain_wall_s", "speedup", "threads_per_job",
            "TABLE_RATES"]

@@ -80,7 +80,8 @@ class Recipe:
                       seeds=len(c.seeds), students=len(c.students), arms=tuple(self.arms), augment=c.pd.augment,
                       text_bytes=text_bytes(src.text), train_vocab=c.vocab == "train",
                       pretrain=c.pretrains and bool(src.text), workers=self.workers,
-                      max_train_examples=c.max_train_examples)
+                      max_train_examples=c.max_train_examples,
+                      pretrain_overhead=B.pretrain_overhead_share(c.pretrain_batch_size, c.pretrain_eval_every))
 
     def saved_plan(self, **inputs) -> tuple[str, B.Plan | None]:
         """The plan's key (the settings, ``inputs`` and the workers) and the plan OUT/plan.json holds under it."""
@@ -188,7 +189,8 @@ class Recipe:
 
         settings = to_dict(pc) | {"quiet": None, "threads": None, "out": None}
         self.stage(f"pretrain-{student}", settings, run, dirs=[out], after=["corpus"],
-                   estimate_s=None if per_student is None else B.pretrain_wall_s(per_student))
+                   estimate_s=None if per_student is None else B.pretrain_wall_s(
+                       per_student, 1, B.pretrain_overhead_share(c.pretrain_batch_size, c.pretrain_eval_every)))
         self.runs.append({"kind": "pretrain", "student": student, "path": out.name})
         return out / "model"
 
