@@ -140,11 +140,13 @@ def test_a_h128_student_distils_from_the_h384_minilm_teacher_and_loads_in_transf
     out = tmp_path / "pd"
     args = ["distill", "--teacher", str(minilm_sst2_teacher), "--student", "tiny", "--random-init", "--task", "sst2",
             "--data-dir", str(glue_slice), "--out", str(out), "--max-steps", "6", "--batch-size", "16",
-            "--then-finetune", "--finetune-epochs", "1", "--threads", "1", "--quiet",
+            "--then-finetune", "--finetune-epochs", "1", "--finetune-lr", "3e-5", "--threads", "1", "--quiet",
             "--cache", str(tmp_path / "cache")]
     assert cli.main(args) == 0
     r = json.loads((out / "results.json").read_text())
     assert r["finished"] and r["transfer_examples"] == 160 and r["steps"] == 6
+    stage3 = json.loads((out / "finetune" / "results.json").read_text())["settings"]
+    assert (stage3["lr"], stage3["epochs"], r["settings"]["lr"]) == (3e-5, 1.0, 1e-4)  # stage 3's own rate
     assert set(r["distill_dev"]) >= {"dev/accuracy"} and set(r["dev"]) >= {"dev/accuracy"}
     assert r["finetune"]["steps"] == 6  # stage 3: 160 labelled examples at batch 16, 1 epoch, capped by --max-steps
     from transformers import AutoModelForSequenceClassification
@@ -301,3 +303,13 @@ def test_derived_inputs_do_not_depend_on_the_run_seed(glue_slice, small_stsb_tea
     originals = [t for t in a.texts_a[:160] if len(t.split()) >= 4]
     assert all(any(s in o for o in originals) for s in spans[:50])
 
+
+def test_stage3_takes_its_own_learning_rate_only_with_then_finetune(tmp_path):
+    from wellread.errors import WellreadError
+    from wellread.train.finetune import after_distillation
+
+    base = dict(teacher=str(tmp_path), student="tiny", random_init=True, task="stsb", out=tmp_path / "r", lr=3e-4)
+    assert after_distillation(D.DistillConfig(**base, then_finetune=True)).lr == 3e-4  # the default: --lr
+    assert after_distillation(D.DistillConfig(**base, then_finetune=True, finetune_lr=3e-5)).lr == 3e-5
+    with pytest.raises(WellreadError, match="needs --then-finetune"):
+        D.DistillConfig(**base, finetune_lr=3e-5)

@@ -119,7 +119,8 @@ def test_a_killed_grid_resumes_without_redoing_finished_cells(small_model_dir, g
 
 def test_bad_settings_are_one_line_errors(small_model_dir, glue_slice, tmp_path, capsys):
     for bad, says in ((["--tasks", "rte,nope"], "nope"), (["--tasks", "hans"], "evaluation-only"),
-                      (["--batch-sizes", "8,x"], "comma-separated"), (["--keep-models", "some"], "'best', 'all' or 'none'")):
+                      (["--batch-sizes", "8,x"], "comma-separated"), (["--keep-models", "some"], "'best', 'all' or 'none'"),
+                      (["--finetune-lr", "3e-5"], "needs --then-finetune")):
         args = grid_args(small_model_dir, glue_slice, tmp_path / "o")
         if bad[0] in args:
             args[args.index(bad[0]) + 1] = bad[1]

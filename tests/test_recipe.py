@@ -370,6 +370,7 @@ def test_a_budget_of_minutes_runs_the_short_plan_and_an_hour_the_papers():
     assert short.tasks == ["stsb"] and paper.tasks == ["stsb", "sst2"]
     assert (short.aids.copy_pairs, short.aids.attention_scaffold, short.pd.augment, short.core_lr) == (0.5, 1.0, 2, 3e-4)
     assert (paper.aids.copy_pairs, paper.aids.attention_scaffold, paper.pd.augment, paper.core_lr) == (0.0, 0.0, 0, 1e-4)
+    assert (short.finetune_lr, paper.finetune_lr) == (3e-5, None)  # PD + fine-tune: a gentler stage 3
     choices = short_plan_choices(to_dict(short))
     assert choices[0].startswith("tasks: ['stsb', 'sst2'] → ['stsb'] (STS-B alone")
     assert any(c.startswith("copy pairs: 0.0 → 0.5 (") for c in choices) and short_plan_choices(to_dict(paper)) == []

@@ -20,7 +20,7 @@ from wellread.errors import WellreadError
 from wellread.experiments.cpu_aids import CpuAids
 from wellread.modeling import zoo
 from wellread.report.collect import ARMS
-from wellread.train.distill import PDSettings
+from wellread.train.distill import DistillConfig, PDSettings
 from wellread.train.grid import GridConfig, GridSpace
 from wellread.train.loop import TrainConfig, parse_duration
 from wellread.train.pretrain import Masking, Objective, PretrainConfig
@@ -113,6 +113,8 @@ class RecipeConfig:
                                  "fine-tune), pd (distil into the pre-trained student), pd+ft (PD, then fine-tune), "
                                  "published (Google's weights, fine-tuned)")
     pd: PDSettings = group(PDSettings, help="distillation: the transfer set and the loss")
+    finetune_lr: float | None = same(DistillConfig, "finetune_lr", help="PD + fine-tune: the learning rate of the "
+                                     "fine-tuning after distillation (default: the grid cell's)")
     # fine-tuning
     grid: GridSpace = group(GridSpace, help="fine-tuning and distillation: the paper's grid and its epochs")
     core_batch_size: int = same(TrainConfig, "batch_size", 32, help="the batch size the budget keeps when it shrinks "
@@ -186,6 +188,11 @@ SHORT_PLAN: tuple[tuple[str, object, str], ...] = (
                          "(5e-5 on 4,000 pairs: 62.8)"),
     ("core_lr", 3e-4, "the grid's core cell at lr 3e-4, the paper grid's largest: a Tiny student learns most from "
                       "it in few epochs"),
+    ("finetune_lr", 3e-5,
+     "PD + fine-tune fine-tunes the distilled student at 3e-5, the paper grid's smallest rate: at the cell's 3e-4 "
+     "it undid part of the distillation (docs/runs/post-pd-finetune: the two 30-minute runs' PD students fine-tuned "
+     "at 3e-4 ended 0.5 and 0.1 below PD alone, at 3e-5 0.2 and 0.4 above; the 10-minute ones 1.5 and 1.3 above "
+     "at 3e-5, 3.3 and 1.9 at 3e-4)"),
 )
 
 
@@ -228,7 +235,8 @@ def short_plan_choices(cfg: dict) -> list[str]:
     for path, value, why in SHORT_PLAN:
         key = path.split(".")[-1]
         if cfg.get(key) == value and _paper_default(path) != value:
-            out.append(f"{key.replace('_', ' ')}: {_paper_default(path)} → {value}" + (f" ({why})" if why else ""))
+            was = _paper_default(path)
+            out.append(f"{key.replace('_', ' ')}: {'unset' if was is None else was} → {value}" + (f" ({why})" if why else ""))
     return out
 
 

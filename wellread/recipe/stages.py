@@ -251,7 +251,8 @@ class Recipe:
                         seed=seed, workers=self.workers, keep_models="all", objective="distill",
                         threads=B.threads_per_job(len(c.tasks) * plan.cells, self.workers),
                         teacher=[f"{t}={p}" for t, p in teachers.items()], pd=c.pd,
-                        then_finetune="pd+ft" in self.arms, quiet=True)
+                        then_finetune="pd+ft" in self.arms,
+                        finetune_lr=c.finetune_lr if "pd+ft" in self.arms else None, quiet=True)
         self.grid_stage(name, gc, after=after, after_run=lambda r: prune_distill(out, r),
                         estimate_s=plan.estimate_s.get("distill", 0) / (len(c.seeds) * len(c.students)))
         self.runs.append({"kind": "grid", "arm": "pd", "student": student, "seed": seed, "path": name})

@@ -283,7 +283,9 @@ def recipe_header(rec: dict) -> str:
              f"{plan['teacher_epochs']:g} epoch(s) at lr {c['teacher_lr']:g}, batch {c['teacher_batch_size']}",
              f"- distillation: transfer set = each task's training inputs (+{c['augment']} derived per example"
              + (f", + {len(c['transfer'])} text file(s)" if c.get("transfer") else "")
-             + f"), temperature {c['temperature']:g}, α {c['alpha']:g}",
+             + f"), temperature {c['temperature']:g}, α {c['alpha']:g}"
+             + (f"; PD + fine-tune fine-tunes at lr {c['finetune_lr']:g}"
+                if c.get("finetune_lr") and "pd+ft" in c.get("arms", ()) else ""),
              f"- fine-tuning grid: batch {', '.join(map(str, plan['batch_sizes']))} × lr "
              f"{', '.join(f'{x:g}' for x in plan['learning_rates'])}, {plan['epochs']:g} epoch(s), max length "
              f"{c['max_length']}",

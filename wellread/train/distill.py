@@ -89,6 +89,8 @@ class DistillConfig(TrainConfig):
     transfer_from_task: bool = field(True, help="add the task's training inputs (labels kept only for --alpha)")
     then_finetune: bool = field(False, help="stage 3: fine-tune the distilled student on the labelled data")
     finetune_epochs: float | None = same(TrainConfig, "epochs", help="epochs of stage 3 (default: --epochs)")
+    finetune_lr: float | None = field(None, gt=0, help="stage 3's peak learning rate (default: --lr); a distilled "
+                                                       "student is near a good solution, and a gentler rate keeps it")
     cache: Path | None = field(None, help="the teacher-logits cache directory (default: a hashed folder in the "
                                           "wellread cache, shared by every run with the same teacher and transfer set)")
     teacher_max_length: int | None = same(Inputs, "max_length", None, help="the teacher's max length (default: "
@@ -104,6 +106,8 @@ class DistillConfig(TrainConfig):
         super().__post_init__()
         if not self.pd.transfer and not self.transfer_from_task:
             raise WellreadError("no transfer data: give --transfer FILES or keep --transfer-from-task", field="transfer")
+        if self.finetune_lr is not None and not self.then_finetune:
+            raise WellreadError("--finetune-lr is stage 3's learning rate: it needs --then-finetune", field="finetune_lr")
 
 
 # --- the transfer set ----------------------------------------------------------------------------
@@ -476,7 +480,7 @@ def run_settings(cfg: DistillConfig) -> dict:
 
 def stage2_settings(cfg: DistillConfig) -> dict:
     """The settings of the distillation stage alone (stage 3's do not change it)."""
-    return run_settings(cfg) | {"then_finetune": None, "finetune_epochs": None}
+    return run_settings(cfg) | {"then_finetune": None, "finetune_epochs": None, "finetune_lr": None}
 
 
 def student_config(cfg: DistillConfig) -> FinetuneConfig:

@@ -69,9 +69,11 @@ class FinetuneConfig(TrainConfig):
 
 def after_distillation(cfg) -> FinetuneConfig:
     """Distillation's stage 3 (``cfg`` a ``DistillConfig`` with --then-finetune): fine-tune the distilled student
-    (RUN/model) in RUN/finetune, with every setting distillation shares with fine-tuning and --finetune-epochs."""
+    (RUN/model) in RUN/finetune, with every setting distillation shares with fine-tuning, --finetune-epochs and
+    --finetune-lr."""
     return carry(FinetuneConfig, cfg, model=str(Path(cfg.out) / "model"), out=Path(cfg.out) / "finetune",
                  epochs=cfg.finetune_epochs if cfg.finetune_epochs is not None else cfg.epochs,
+                 lr=cfg.finetune_lr if cfg.finetune_lr is not None else cfg.lr,
                  random_init=False, vocab=None, overwrite=False)
 
 

@@ -96,6 +96,8 @@ class GridConfig:
     pd: PDSettings = group(PDSettings, help="with --objective distill: the transfer set and the loss")
     then_finetune: bool = same(DistillConfig, "then_finetune", help="with --objective distill: fine-tune each "
                                "distilled cell on the labels too (the cell's score is then the fine-tuned one)")
+    finetune_lr: float | None = same(DistillConfig, "finetune_lr", help="with --then-finetune: stage 3's peak "
+                                     "learning rate in every cell (default: the cell's)")
     distill_epochs: float | None = same(TrainConfig, "epochs", help="with --objective distill: passes over the "
                                         "transfer set (default: --epochs; stage 3 always takes --epochs)")
     quiet: bool = same(TrainConfig, "quiet")
@@ -112,6 +114,9 @@ class GridConfig:
         elif self.teacher or self.pd.transfer or self.pd.augment or self.then_finetune:
             raise WellreadError("--teacher, --transfer, --augment and --then-finetune need --objective distill",
                                 field="objective")
+        if self.finetune_lr is not None and not self.then_finetune:
+            raise WellreadError("--finetune-lr is stage 3's learning rate: it needs --then-finetune",
+                                field="finetune_lr")
 
     def teacher_for(self, task: str) -> str:
         """The teacher of ``task``: the one --teacher, or its entry in TASK=DIR,..."""

@@ -231,6 +231,6 @@ def distill_qa(cfg, settings: dict) -> dict:
         config = after_distillation(cfg)
         return finetune_qa(config, run_settings(config))
 
-    stage2_settings = settings | {"then_finetune": None, "finetune_epochs": None}  # stage 3's do not change it
+    stage2_settings = settings | {"then_finetune": None, "finetune_epochs": None, "finetune_lr": None}  # stage 3's do not change it
     return distillation_run(cfg, settings, stage2_settings, prepare, own=frozenset(PREDICTION_FILES),
                             stage3=stage3 if cfg.then_finetune else None)
