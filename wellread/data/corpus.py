@@ -71,8 +71,8 @@ def _init_worker(tokenizer_json: str) -> None:
     _WORKER_TOKENIZER = Tokenizer.from_str(tokenizer_json)
 
 
-def _encode_docs(docs: list[list[str]], dtype: str,
-                 tok: Tokenizer | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+def encode_documents(docs: list[list[str]], dtype: str,
+                     tok: Tokenizer | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Encode documents; returns (ids, sentence lengths, sentences per document, empty documents).
 
     Sentences without a single token are dropped, and documents left without sentences too.
@@ -264,9 +264,9 @@ def build_corpus(
                 if unit is None:
                     exhausted = True
                 elif pool is None:
-                    pending.append((unit, _encode_docs(unit.docs, dtype, plain)))
+                    pending.append((unit, encode_documents(unit.docs, dtype, plain)))
                 else:
-                    pending.append((unit, pool.apply_async(_encode_docs, (unit.docs, dtype))))
+                    pending.append((unit, pool.apply_async(encode_documents, (unit.docs, dtype))))
                 if unit is not None:
                     unit.docs = []  # the worker has its own copy
             if not pending:

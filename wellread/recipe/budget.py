@@ -464,7 +464,7 @@ def corpus_rate(files: list[Path], tok, sample_bytes: int = 256 * 1024) -> float
     """Text bytes/s of one `wellread corpus` worker (one tokenizer thread), timed on the first
     ``sample_bytes`` of each pre-training file and weighted by the files' sizes (a dictionary's short
     definitions encode slower than prose)."""
-    from wellread.data.corpus import _encode_docs, corpus_tokenizer
+    from wellread.data.corpus import corpus_tokenizer, encode_documents
     from wellread.io import open_text
 
     plain = corpus_tokenizer(tok)
@@ -484,7 +484,7 @@ def corpus_rate(files: list[Path], tok, sample_bytes: int = 256 * 1024) -> float
                 continue
             docs = [lines[i:i + 16] for i in range(0, len(lines), 16)]
             t0 = time.perf_counter()
-            _encode_docs(docs, "uint32", plain)
+            encode_documents(docs, "uint32", plain)
             weight = Path(path).stat().st_size
             seconds_per_byte += weight * (time.perf_counter() - t0) / n
             weights += weight

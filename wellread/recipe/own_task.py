@@ -552,8 +552,8 @@ def write_task_report(out: Path, spec, manifest: dict, rows: list[dict], export:
     (and their PNGs), sizes and speeds, the int8 gate. Files are named relative to OUT or by their last
     parts, never by this machine's absolute paths."""
     from wellread import env
-    from wellread.report import shown_source, teacher_name
     from wellread.io import atomic_write_json, atomic_write_text
+    from wellread.report import shown_source, teacher_name
 
     rep = out / "report"
     rep.mkdir(parents=True, exist_ok=True)

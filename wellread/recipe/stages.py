@@ -81,7 +81,12 @@ class Recipe:
                       text_bytes=text_bytes(src.text), train_vocab=c.vocab == "train",
                       pretrain=c.pretrains and bool(src.text), workers=self.workers,
                       max_train_examples=c.max_train_examples,
-                      pretrain_overhead=B.pretrain_overhead_share(c.pretrain_batch_size, c.pretrain_eval_every))
+                      pretrain_overhead=self.pretrain_overhead)
+
+    @property
+    def pretrain_overhead(self) -> float:
+        """Pre-training's wall time beyond its training time, as a share (its held-out evaluations, checkpoints)."""
+        return B.pretrain_overhead_share(self.cfg.pretrain_batch_size, self.cfg.pretrain_eval_every)
 
     def saved_plan(self, **inputs) -> tuple[str, B.Plan | None]:
         """The plan's key (the settings, ``inputs`` and the workers) and the plan OUT/plan.json holds under it."""
@@ -190,7 +195,7 @@ class Recipe:
         settings = to_dict(pc) | {"quiet": None, "threads": None, "out": None}
         self.stage(f"pretrain-{student}", settings, run, dirs=[out], after=["corpus"],
                    estimate_s=None if per_student is None else B.pretrain_wall_s(
-                       per_student, 1, B.pretrain_overhead_share(c.pretrain_batch_size, c.pretrain_eval_every)))
+                       per_student, 1, self.pretrain_overhead))
         self.runs.append({"kind": "pretrain", "student": student, "path": out.name})
         return out / "model"
 
