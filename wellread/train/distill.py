@@ -106,8 +106,13 @@ class DistillConfig(TrainConfig):
         super().__post_init__()
         if not self.pd.transfer and not self.transfer_from_task:
             raise WellreadError("no transfer data: give --transfer FILES or keep --transfer-from-task", field="transfer")
-        if self.finetune_lr is not None and not self.then_finetune:
-            raise WellreadError("--finetune-lr is stage 3's learning rate: it needs --then-finetune", field="finetune_lr")
+        check_stage3(self)
+
+
+def check_stage3(cfg) -> None:
+    """Refuse stage 3's own settings without stage 3 (a distill run, or a grid handing them to its cells)."""
+    if cfg.finetune_lr is not None and not cfg.then_finetune:
+        raise WellreadError("--finetune-lr is stage 3's learning rate: it needs --then-finetune", field="finetune_lr")
 
 
 # --- the transfer set ----------------------------------------------------------------------------

@@ -44,7 +44,7 @@ from wellread.errors import WellreadError
 from wellread.eval.metrics import best_glue_columns, cell_score, glue_score
 from wellread.io import atomic_write_json
 from wellread.train import distill, finetune
-from wellread.train.distill import DistillConfig, PDSettings, prepare_labels
+from wellread.train.distill import DistillConfig, PDSettings, check_stage3, prepare_labels
 from wellread.train.finetune import FinetuneConfig, RandomInit, build_tokenizer, load_labelled
 from wellread.train.loop import TrainConfig
 from wellread.train.qa import qa_data
@@ -114,9 +114,7 @@ class GridConfig:
         elif self.teacher or self.pd.transfer or self.pd.augment or self.then_finetune:
             raise WellreadError("--teacher, --transfer, --augment and --then-finetune need --objective distill",
                                 field="objective")
-        if self.finetune_lr is not None and not self.then_finetune:
-            raise WellreadError("--finetune-lr is stage 3's learning rate: it needs --then-finetune",
-                                field="finetune_lr")
+        check_stage3(self)
 
     def teacher_for(self, task: str) -> str:
         """The teacher of ``task``: the one --teacher, or its entry in TASK=DIR,..."""
