@@ -30,6 +30,7 @@ from wellread import cli, env
 from wellread.data.batching import Inputs
 from wellread.errors import WellreadError
 from wellread.infer.loading import open_predictor
+from wellread.infer.openvino import can_quantize
 from wellread.infer.predictor import Predictor
 
 # --- real models, trained once per session ---------------------------------------------------------
@@ -205,6 +206,43 @@ def test_openvino_runs_the_onnx_graph_close_to_pytorch_in_input_order(sst2_model
         assert (got.argmax(1) == ref.argmax(1)).mean() >= 0.99
         one = p.probabilities(sentences[:1])  # a lone batch takes the latency path
         assert np.abs(one - got[:1]).max() < 1e-2
+
+
+@pytest.mark.skipif(not can_quantize(), reason="openvino and nncf are not installed")
+def test_openvino_int8_is_a_calibrated_int8_model_checked_at_export_and_close_to_pytorch(sst2_model, sst2_export,
+                                                                                        sst2_dev):
+    import openvino as ov
+
+    out, record = sst2_export
+    assert record["openvino_int8"]["calibration"] == "the built-in check inputs"
+    assert record["openvino_int8"]["calibration_batches"] >= 1 and "nncf.quantize" in record["openvino_int8"]["method"]
+    assert record["check"]["openvino-int8"]["label_agreement"] >= 0.9 and (out / "model.int8.bin").is_file()
+    # the products really are int8: quantise/dequantise nodes around them, weights stored as int8 constants
+    graph = ov.Core().read_model(str(out / "model.int8.xml"))
+    kinds = [op.get_type_name() for op in graph.get_ordered_ops()]
+    int8_weights = [op for op in graph.get_ordered_ops() if op.get_type_name() == "Constant"
+                    and op.get_element_type() == ov.Type.i8]
+    assert kinds.count("FakeQuantize") >= 4 and len(int8_weights) >= 4
+    assert (out / "model.int8.bin").stat().st_size < 0.5 * (out / "model.onnx").stat().st_size
+    sentences, labels = sst2_dev
+    ref = Predictor(sst2_model[0], backend="torch").probabilities(sentences)
+    for threads in (1, 2):
+        p = Predictor(out, backend="openvino-int8", threads=threads, batch_size=16)
+        assert p.precision == "int8+" + ("bf16" if env.cpu().native_bf16 else "fp32")
+        got = p.probabilities(sentences)
+        assert np.abs(got - ref).max() < 0.2 and (got.argmax(1) == ref.argmax(1)).mean() >= 0.95
+        assert abs((got.argmax(1) == labels).mean() - (ref.argmax(1) == labels).mean()) < 0.03
+
+
+@pytest.mark.skipif(not can_quantize(), reason="openvino and nncf are not installed")
+def test_openvino_int8_without_its_file_says_how_to_make_it_or_exports_on_the_fly(sst2_model, sst2_dev, capsys):
+    sentences = sst2_dev[0][:50]
+    with pytest.raises(WellreadError, match=r"no model.int8.xml here: run `wellread export --int8`"):
+        Predictor(sst2_model[0], backend="openvino-int8")
+    got = open_predictor(sst2_model[0], backend="openvino-int8").probabilities(sentences)
+    assert "no model.int8.xml" in capsys.readouterr().err
+    ref = Predictor(sst2_model[0], backend="torch").probabilities(sentences)
+    assert (got.argmax(1) == ref.argmax(1)).mean() >= 0.9
 
 
 def test_an_onnx_backend_exports_on_the_fly_when_the_file_is_missing(sst2_model, sst2_dev, capsys):

@@ -13,7 +13,8 @@ import shutil
 
 import pytest
 
-from wellread import cli
+from wellread import cli, env
+from wellread.infer.openvino import can_quantize
 
 LABELS = ["billing", "bug", "other"]
 WORDS = {"billing": ["invoice", "charged", "refund", "payment", "card", "price"],
@@ -81,7 +82,7 @@ def recipe(inputs):
 
 
 def broken_int8(root):
-    """``backend_predictions`` with a broken int8 model: each int8 prediction is the class after the true one."""
+    """``backend_predictions`` with broken int8 models: each int8 prediction is the class after the true one."""
     from wellread.infer import gate as G
 
     real = G.backend_predictions
@@ -91,7 +92,7 @@ def broken_int8(root):
         gold[text.strip('"')] = label
 
     def predictions(model_dir, backend, texts_a, texts_b, **kw):
-        if backend != "onnx-int8":
+        if not backend.endswith("-int8"):
             return real(model_dir, backend, texts_a, texts_b, **kw)
         return [LABELS[(LABELS.index(gold[a]) + 1) % 3] for a in texts_a]
 
@@ -131,12 +132,16 @@ def test_the_recipe_on_a_task_file_runs_every_arm_and_leaves_a_serve_ready_stude
     export = json.loads((out / "serve" / "export.json").read_text())
     best = max((r for r in rows if r["arm"] != "teacher"), key=lambda r: r["score"])
     assert export["recipe"]["model"] == best["model"] and export["int8_gate"]["passed"] is True
-    assert (out / "serve" / "model.int8.onnx").is_file() and export["recipe"]["backend"] == "onnx-int8"
-    preds = Predictor(out / "serve", backend="onnx-int8", threads=1).predict(["my invoice was charged twice"])
+    # served: the int8 model of the backend `auto` prefers here (OpenVINO's where it picks OpenVINO)
+    int8 = ("openvino-int8" if can_quantize() and env.auto_backend() == "openvino" else "onnx-int8")
+    assert (out / "serve" / "model.int8.onnx").is_file() and export["recipe"]["backend"] == int8
+    assert (out / "serve" / "model.int8.xml").is_file() == can_quantize()
+    preds = Predictor(out / "serve", backend=int8, threads=1).predict(["my invoice was charged twice"])
     assert preds[0]["label"] in LABELS and set(preds[0]["probabilities"]) == set(LABELS)
     # sizes and speeds: every arm's best model, the teacher, the export in both precisions
     speed = json.loads((out / "speed.json").read_text())["rows"]
-    assert {s["what"] for s in speed} >= ARMS and {s["backend"] for s in speed} == {"torch", "onnx", "onnx-int8"}
+    assert {s["what"] for s in speed} >= ARMS and {s["backend"] for s in speed} == {"torch", "onnx", "onnx-int8",
+                                                                          *(["openvino-int8"] * can_quantize())}
     assert all(s["sentences_per_s"] > 0 and s["sentences"] == 30 and s["bytes"] > 0 for s in speed)
     assert next(s for s in speed if s["what"] == "teacher")["parameters"] < \
         next(s for s in speed if s["what"] == "pd")["parameters"]  # the toy teacher is the small one
@@ -183,6 +188,22 @@ def test_the_int8_gate_refuses_an_int8_model_that_loses_points(recipe, monkeypat
     assert "model.int8.onnx" not in export["files"]
     assert {s["backend"] for s in json.loads((out2 / "speed.json").read_text())["rows"]} == {"torch", "onnx"}
     assert "**refused**" in (out2 / "report" / "report.md").read_text() and "int8 refused" in stdout
+
+
+@pytest.mark.skipif(not can_quantize(), reason="openvino and nncf are not installed")
+def test_the_gate_refuses_one_int8_model_and_keeps_the_other(recipe, monkeypatch):
+    from wellread.infer import gate as G
+
+    root, out, _, _ = recipe
+    real, broken = G.backend_predictions, broken_int8(root)
+
+    def predictions(model_dir, backend, *args, **kwargs):  # only the OpenVINO int8 model is broken
+        return (broken if backend == "openvino-int8" else real)(model_dir, backend, *args, **kwargs)
+
+    monkeypatch.setattr(G, "backend_predictions", predictions)
+    gate = G.int8_gate(out / "serve", str(root / "tickets.yaml"), 1.0, threads=1)
+    assert gate["backends"]["onnx-int8"]["passed"] and not gate["backends"]["openvino-int8"]["passed"]
+    assert not gate["passed"] and "openvino-int8 0.00" in G.refusal(gate) and "onnx-int8" not in G.refusal(gate)
 
 
 def test_a_training_sample_keeps_every_class_the_label_order_and_the_dev_set(tmp_path):
@@ -272,9 +293,12 @@ def test_export_with_a_task_gates_the_int8_model_and_writes_nothing_when_refused
     assert rc == 0, err
     record = json.loads((tmp_path / "ok" / "export.json").read_text())
     assert record["int8_gate"]["passed"] and record["int8_gate"]["n"] == 30 and "int8 gate on dev" in stdout
+    if can_quantize():  # the OpenVINO int8 model too, calibrated on the task's training examples
+        assert set(record["int8_gate"]["backends"]) == {"onnx-int8", "openvino-int8"}
+        assert record["openvino_int8"]["calibration"] == "the given inputs"
     monkeypatch.setattr(G, "backend_predictions", broken_int8(root))
     rc, stdout, err = run_cli(args + [str(tmp_path / "refused")])
-    assert rc == 1 and err.count("\n") == 1 and "int8 export refused: dev score 0.00" in err, err
+    assert rc == 1 and err.count("\n") == 1 and "int8 export refused: dev score" in err and "onnx-int8 0.00, " in err, err
     assert "nothing written" in err and not (tmp_path / "refused").exists()
     rc, _, err = run_cli(["export", "--model", str(model), "--task", str(root / "tickets.yaml"), "--out",
                           str(tmp_path / "no-int8")])

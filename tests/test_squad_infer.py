@@ -15,6 +15,7 @@ from tests.test_squad_finetune import _slice
 from wellread import env
 from wellread.data.squad import QASettings, read_squad
 from wellread.errors import WellreadError
+from wellread.infer.openvino import can_quantize
 from wellread.infer.qa import QAPredictor, export_qa_onnx
 from wellread.train.finetune import FinetuneConfig, finetune
 
@@ -102,6 +103,36 @@ def test_openvino_backend_answers_like_pytorch_and_is_checked_at_export(qa_run, 
     first = examples[0]
     assert got.nbest[first.id][0]["score"] == pytest.approx(want.nbest[first.id][0]["score"], abs=0.05)
     assert QAPredictor(tmp_path / "exp", backend="auto").backend == env.auto_backend()
+
+
+@needs_squad
+@pytest.mark.skipif(not can_quantize(), reason="openvino and nncf are not installed")
+def test_export_with_task_squad_calibrates_on_training_questions_and_gates_every_int8_model(qa_run, tmp_path):
+    run, data = qa_run
+    p = _wellread("export", "--model", str(run), "--out", str(tmp_path / "exp"), "--int8", "--task", "squad",
+                  "--data-dir", str(data.parent))
+    assert p.returncode == 0, p.stderr
+    record = json.loads((tmp_path / "exp" / "export.json").read_text())
+    gate = record["int8_gate"]
+    # the fine-tuning run's split by article: 1 training article calibrates, the other is the gate's
+    assert gate["data"] == {"kind": "by_article", "file": str(data), "train_articles": 1, "from": "the fine-tuning run"}
+    examples = read_squad(data, "squad").examples
+    held_out = [e for e in examples if e.article >= 1]
+    assert gate["n"] == len(held_out) and set(gate["backends"]) == {"onnx-int8", "openvino-int8"} and gate["passed"]
+    assert record["openvino_int8"]["calibration"] == f"{len([e for e in examples if e.article < 1])} given questions"
+    ours = QAPredictor(tmp_path / "exp", backend="openvino-int8")
+    assert ours.precision.startswith("int8")
+    gold = {e.id: [a for a, _ in e.answers] for e in held_out}
+    from wellread.eval.squad import squad_scores
+
+    got = squad_scores(gold, ours.predictions(held_out).text, v2=False)
+    assert got["f1"] == pytest.approx(gate["backends"]["openvino-int8"]["int8_metrics"]["f1"], abs=1e-9)
+    assert "int8 gate on" in p.stdout and "openvino-int8" in p.stdout
+    # a classification task is not a QA gate; the SQuAD gate needs the data
+    for extra, message in ((["--task", "sst2"], "its gate is --task squad or squad_v2"),
+                           (["--task", "squad"], "--task squad needs --data-dir")):
+        p = _wellread("export", "--model", str(run), "--out", str(tmp_path / "no"), "--int8", *extra)
+        assert p.returncode == 1 and message in p.stderr and not (tmp_path / "no").exists(), p.stderr
 
 
 @needs_squad

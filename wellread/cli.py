@@ -408,7 +408,7 @@ def _grid(cfg) -> None:
 
 # --- wellread predict / export / serve (infer/) --------------------------------------------------
 
-Backend = Literal["torch", "onnx", "onnx-int8", "openvino", "auto"]  # = infer.predictor.BACKENDS, without importing it
+Backend = Literal["torch", "onnx", "onnx-int8", "openvino", "openvino-int8", "auto"]  # = infer.predictor.BACKENDS, without importing it
 
 
 @configclass
@@ -419,7 +419,8 @@ class PredictConfig:
                             "--split, default test)")
     split: str | None = field(None, help="with a task file as --input: the split to predict (train, dev or test)")
     output: str = field(help="predictions: .jsonl, .tsv, or - for JSON lines on stdout (written atomically)")
-    backend: Backend = field("torch", help="torch, onnx (fp32), onnx-int8, openvino (bf16 where the CPU has it), or auto "
+    backend: Backend = field("torch", help="torch, onnx (fp32), onnx-int8, openvino (bf16 where the CPU has it), "
+                                       "openvino-int8 (static int8, from `wellread export --int8`), or auto "
                                        "(the fastest here, see `wellread env`); an ONNX file missing from --model is "
                                        "exported on the fly")
     batch_size: int = field(64, ge=1, help="inputs per model call (inputs are sorted by length into batches)")
@@ -457,14 +458,18 @@ def _predict(cfg: PredictConfig) -> None:
 class ExportConfig:
     model: Path = field(help="a fine-tuned model directory (or its run directory)")
     format: Literal["onnx"] = field("onnx", help="the export format (onnx)")
-    int8: bool = field(False, help="also write model.int8.onnx (dynamic int8 quantisation, ONNX Runtime)")
+    int8: bool = field(False, help="also write model.int8.onnx (dynamic int8 quantisation, ONNX Runtime) and, where "
+                                   "openvino and nncf are installed, model.int8.xml/.bin (static int8 for OpenVINO, "
+                                   "calibrated on --task's training examples, else on built-in inputs)")
     out: Path = field(help="the directory to write: model.onnx, model.int8.onnx, config.json, tokenizer, export.json")
     opset: int = field(17, help="the ONNX opset")
     max_length: int = same(Inputs, "max_length", help="the input length the check truncates to")
     overwrite: bool = field(False, help="replace an existing output directory")
-    task: str | None = field(None, help="with --int8: the accuracy gate: score the int8 model and its fp32 self on "
-                                        "this task's dev split (a task file, or a GLUE name with --data-dir) and "
-                                        "write nothing if int8 loses more than --int8-max-drop points")
+    task: str | None = field(None, help="with --int8: the accuracy gate: score each int8 model and its fp32 self on "
+                                        "this task's dev split (a task file, or a GLUE name with --data-dir; squad / "
+                                        "squad_v2 for a QA model: the held-out articles) and write nothing if int8 "
+                                        "loses more than --int8-max-drop points; its training split calibrates "
+                                        "the OpenVINO int8 model")
     data_dir: Path | None = field(None, help="with --task NAME: the GLUE root")
     int8_max_drop: float = field(1.0, ge=0, help="with --task: the most points (x100 of the task's score) int8 may "
                                                  "lose against fp32")
@@ -477,19 +482,21 @@ class ExportConfig:
 @command("export", ExportConfig, "export a fine-tuned model to ONNX (and int8), checked against PyTorch")
 def _export(cfg: ExportConfig) -> None:
     from wellread.infer.onnx import describe_check, export_onnx
-    from wellread.infer.qa import export_qa_onnx, is_qa_model
+    from wellread.infer.qa import is_qa_model
 
     if is_qa_model(cfg.model):
-        r = export_qa_onnx(cfg.model, cfg.out, int8=cfg.int8, opset=cfg.opset, overwrite=cfg.overwrite)
-        print(f"exported {r['model']} (question answering, opset {r['opset']}) -> {cfg.out}; checked against PyTorch:")
-        print(describe_check(r))
+        _export_qa(cfg)
         return
-    gate = None
+    gate = calibration = None
     if cfg.task is not None:
+        from wellread.data.task_files import read_split
         from wellread.data.tasks import get_task
         from wellread.infer.gate import int8_gate, refusal
+        from wellread.recipe.own_task import CALIBRATION_EXAMPLES
 
-        get_task(cfg.task)  # a bad task file: one line before anything is exported
+        spec = get_task(cfg.task)  # a bad task file: one line before anything is exported
+        train = read_split(spec, cfg.data_dir, "train").examples[:CALIBRATION_EXAMPLES]
+        calibration = ([e.text_a for e in train], [e.text_b for e in train])
 
         def gate(tmp: Path) -> dict:
             g = int8_gate(tmp, cfg.task, cfg.int8_max_drop, max_length=cfg.max_length, data_dir=cfg.data_dir)
@@ -498,20 +505,65 @@ def _export(cfg: ExportConfig) -> None:
                                     file=cfg.out)
             return g
     r = export_onnx(cfg.model, cfg.out, int8=cfg.int8, opset=cfg.opset, max_length=cfg.max_length,
-                    overwrite=cfg.overwrite, gate=gate)
+                    overwrite=cfg.overwrite, gate=gate, calibration=calibration)
     print(f"exported {r['model']} ({r['exporter']}, opset {r['opset']}, {r['graph']}) -> {cfg.out}; "
           "checked against PyTorch:")
     print(describe_check(r))
     if "int8_gate" in r:
         g = r["int8_gate"]
-        print(f"  int8 gate on {g['split']} ({g['n']:,} examples): int8 {100 * g['int8']:.2f}, fp32 "
-              f"{100 * g['fp32']:.2f} ({g['drop_points']:+.2f} points lost; at most {g['max_drop_points']:g}): passed")
+        print(f"  int8 gate on {g['split']} ({g['n']:,} examples): fp32 {100 * g['fp32']:.2f}; "
+              + "; ".join(f"{b} {100 * x['int8']:.2f} ({x['drop_points']:+.2f} points lost)"
+                          for b, x in g["backends"].items())
+              + f"; at most {g['max_drop_points']:g}: passed")
+
+
+def _export_qa(cfg: ExportConfig) -> None:
+    """``wellread export`` of a QA model; with --task squad|squad_v2 --data-dir D, the int8 models are calibrated
+    on training questions and gated on the held-out ones (the split the fine-tuning run recorded)."""
+    import random
+
+    from wellread.infer.onnx import describe_check
+    from wellread.infer.qa import export_qa_onnx, qa_gate_data, qa_int8_gate
+
+    calibration = gate = None
+    if cfg.task is not None:
+        if cfg.task not in ("squad", "squad_v2"):
+            raise WellreadError(f"{cfg.model} is a question-answering model: its gate is --task squad or squad_v2 "
+                                f"(with --data-dir), not {cfg.task!r}", field="task")
+        if cfg.data_dir is None:
+            raise WellreadError(f"--task {cfg.task} needs --data-dir (the folder of the SQuAD files)", field="data_dir")
+        train, test, where = qa_gate_data(cfg.model, cfg.task, cfg.data_dir)
+        calibration = random.Random(0).sample(train, min(QA_CALIBRATION_QUESTIONS, len(train)))
+
+        def gate(tmp: Path) -> dict:
+            from wellread.infer.gate import refusal
+
+            g = qa_int8_gate(tmp, test, cfg.int8_max_drop, v2=cfg.task == "squad_v2") | {"data": where}
+            if not g["passed"]:
+                raise WellreadError(f"{refusal(g)}; nothing written (export without --task for the fp32 model)",
+                                    file=cfg.out)
+            return g
+    r = export_qa_onnx(cfg.model, cfg.out, int8=cfg.int8, opset=cfg.opset, overwrite=cfg.overwrite,
+                       calibration=calibration, gate=gate)
+    print(f"exported {r['model']} (question answering, opset {r['opset']}) -> {cfg.out}; checked against PyTorch:")
+    print(describe_check(r))
+    if "int8_gate" in r:
+        g = r["int8_gate"]
+        m = g["fp32_metrics"]
+        print(f"  int8 gate on {g['n']:,} held-out questions: fp32 EM/F1 {m['exact_match']:.2f}/{m['f1']:.2f}; "
+              + "; ".join(f"{b} {x['int8_metrics']['exact_match']:.2f}/{x['int8_metrics']['f1']:.2f} "
+                          f"({x['drop_points']:+.2f} points lost)" for b, x in g["backends"].items())
+              + f"; at most {g['max_drop_points']:g}: passed")
+
+
+QA_CALIBRATION_QUESTIONS = 256  # training questions whose windows calibrate the OpenVINO int8 QA model
 
 
 @configclass
 class ServeConfig:
     model: Path = field(help="a fine-tuned model directory (or its run directory), or a `wellread export` directory")
-    backend: Backend = same(PredictConfig, "backend", help="torch, onnx (fp32), onnx-int8, openvino, or auto (the "
+    backend: Backend = same(PredictConfig, "backend", help="torch, onnx (fp32), onnx-int8, openvino, openvino-int8, "
+                                                           "or auto (the "
                                                            "fastest here, see `wellread env`)")
     host: str = field("127.0.0.1", help="the address to listen on")
     port: int = field(8080, ge=0, le=65535, help="the port to listen on")

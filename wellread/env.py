@@ -31,7 +31,7 @@ FEATURES = {
     "amx_bf16": "AMX-BF16",
     "amx_int8": "AMX-INT8",
 }
-PACKAGES = ("torch", "transformers", "tokenizers", "onnxruntime", "openvino")
+PACKAGES = ("torch", "transformers", "tokenizers", "onnxruntime", "openvino", "nncf")
 
 
 @dataclass(frozen=True)
@@ -135,8 +135,9 @@ def have(package: str) -> bool:
 
 
 def inference_backends() -> tuple[str, ...]:
-    """The inference backends that can run here (openvino only where the package is installed)."""
-    return ("torch", "onnx", "onnx-int8") + (("openvino",) if have("openvino") else ())
+    """The inference backends that can run here (openvino and openvino-int8 only where openvino is installed;
+    writing openvino-int8's model also needs nncf, ``wellread.infer.openvino.can_quantize``)."""
+    return ("torch", "onnx", "onnx-int8") + (("openvino", "openvino-int8") if have("openvino") else ())
 
 
 def auto_backend(machine: CPU | None = None, available: tuple[str, ...] | None = None) -> str:

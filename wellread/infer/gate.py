@@ -1,9 +1,12 @@
-"""The int8 accuracy gate: an int8 ONNX model is kept only if it scores within a set number of points of its
-fp32 self on a task's labelled split (``wellread export --int8 --task FILE``, ``wellread recipe --task``)."""
+"""The int8 accuracy gate: an int8 model is kept only if it scores within a set number of points of its fp32
+self on a task's labelled split (``wellread export --int8 --task FILE``, ``wellread recipe --task``). Every int8
+file of the export is gated: model.int8.onnx (ONNX Runtime) and model.int8.xml (OpenVINO), where present."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+INT8_BACKENDS = ("onnx-int8", "openvino-int8")
 
 
 def backend_predictions(model_dir: Path, backend: str, texts_a: list[str], texts_b: list, *, threads: int | None,
@@ -14,10 +17,20 @@ def backend_predictions(model_dir: Path, backend: str, texts_a: list[str], texts
     return [r["score"] if is_regression else r["label"] for r in p.predict(texts_a, texts_b)]
 
 
+def present_int8(export_dir: Path) -> tuple[str, ...]:
+    """The int8 backends whose files ``export_dir`` holds."""
+    from wellread.infer.predictor import ONNX_FILES
+
+    return tuple(b for b in INT8_BACKENDS if (Path(export_dir) / ONNX_FILES[b]).is_file())
+
+
 def int8_gate(export_dir: Path, task: str, max_drop: float, *, split: str = "dev", threads: int | None = None,
               max_length: int = 128, data_dir: str | Path | None = None) -> dict:
-    """Score ``export_dir``'s int8 model and its fp32 self (model.onnx) on ``split``: passed when int8 loses
-    at most ``max_drop`` points (x100 of the task's score)."""
+    """Score each int8 model of ``export_dir`` and its fp32 self (model.onnx) on ``split``.
+
+    ``backends``: per int8 backend, its score, metrics, points lost (x100 of the task's score) and whether it
+    passed (lost at most ``max_drop``); ``passed``: all of them did. The top-level ``int8`` / ``drop_points``
+    are ONNX Runtime's int8 model (the one every export with --int8 has)."""
     from wellread.data.task_files import read_split
     from wellread.data.tasks import get_task
     from wellread.eval.metrics import compute_metrics, task_score
@@ -25,22 +38,32 @@ def int8_gate(export_dir: Path, task: str, max_drop: float, *, split: str = "dev
     spec = get_task(task)
     ex = read_split(spec, data_dir, split).examples
     a, b, refs = [e.text_a for e in ex], [e.text_b for e in ex], [e.label for e in ex]
-    scores, metrics = {}, {}
-    for backend in ("onnx", "onnx-int8"):
+
+    def score(backend: str) -> tuple[float, dict]:
         preds = backend_predictions(export_dir, backend, a, b, threads=threads, max_length=max_length,
                                     is_regression=spec.is_regression)
-        metrics[backend] = compute_metrics(spec, preds, refs)
-        scores[backend] = task_score(spec, metrics[backend])
-    drop = 100 * (scores["onnx"] - scores["onnx-int8"])
-    return {"split": split, "n": len(ex), "fp32": scores["onnx"], "int8": scores["onnx-int8"],
-            "fp32_metrics": metrics["onnx"], "int8_metrics": metrics["onnx-int8"], "drop_points": drop,
-            "max_drop_points": max_drop, "passed": drop <= max_drop}
+        metrics = compute_metrics(spec, preds, refs)
+        return task_score(spec, metrics), metrics
+
+    fp32, fp32_metrics = score("onnx")
+    backends = {}
+    for backend in present_int8(export_dir):
+        s, m = score(backend)
+        drop = 100 * (fp32 - s)
+        backends[backend] = {"int8": s, "int8_metrics": m, "drop_points": drop, "passed": drop <= max_drop}
+    if not backends:
+        raise FileNotFoundError(f"no int8 model in {export_dir}")
+    first = backends.get("onnx-int8") or next(iter(backends.values()))
+    return {"split": split, "n": len(ex), "fp32": fp32, "int8": first["int8"], "fp32_metrics": fp32_metrics,
+            "int8_metrics": first["int8_metrics"], "drop_points": first["drop_points"], "max_drop_points": max_drop,
+            "backends": backends, "passed": all(r["passed"] for r in backends.values())}
 
 
 def refusal(gate: dict) -> str:
-    """One line: why the int8 model was refused."""
-    return (f"int8 export refused: {gate['split']} score {100 * gate['int8']:.2f} against {100 * gate['fp32']:.2f} "
-            f"for its fp32 self, {gate['drop_points']:.2f} points lost > --int8-max-drop {gate['max_drop_points']:g}")
+    """One line: which int8 models were refused, and why."""
+    parts = [f"{b} {100 * r['int8']:.2f}, {r['drop_points']:.2f} points lost > --int8-max-drop {gate['max_drop_points']:g}"
+             for b, r in gate["backends"].items() if not r["passed"]]
+    return f"int8 export refused: {gate['split']} score {100 * gate['fp32']:.2f} for the fp32 model; " + "; ".join(parts)
 
 
-__all__ = ["int8_gate", "backend_predictions", "refusal"]
+__all__ = ["INT8_BACKENDS", "int8_gate", "backend_predictions", "present_int8", "refusal"]

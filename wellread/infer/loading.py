@@ -28,6 +28,9 @@ def open_predictor(model_dir: str | Path, *, backend: str = "torch", quiet: bool
             print(f"no {name} in {path}: exporting it now (run `wellread export` to do it once)", file=sys.stderr)
         with tempfile.TemporaryDirectory(prefix="wellread-onnx-") as tmp:
             out = Path(tmp) / "export"
-            export_onnx(path, out, int8=backend == "onnx-int8", quiet=True)
-            kwargs["onnx_model"] = (out / name).read_bytes()
+            export_onnx(path, out, int8=backend.endswith("-int8"), quiet=True)
+            if backend == "openvino-int8":  # OpenVINO IR: the graph and its weights file
+                kwargs["onnx_model"] = ((out / name).read_bytes(), (out / name).with_suffix(".bin").read_bytes())
+            else:
+                kwargs["onnx_model"] = (out / name).read_bytes()
     return Predictor(path, backend=backend, **kwargs)

@@ -12,7 +12,10 @@ plain transformers forward instead.
 
 ``--int8`` adds model.int8.onnx: ``onnxruntime.quantization.quantize_dynamic`` with int8 weights on
 the MatMul nodes (the encoder's dense layers). The embedding table stays fp32: quantising its Gather
-saves disk but measured slower here (each lookup must be dequantised).
+saves disk but measured slower here (each lookup must be dequantised). Where OpenVINO and NNCF are
+installed it also adds model.int8.xml/.bin, a static int8 model for ``--backend openvino-int8``
+(``wellread.infer.openvino``), its activation ranges calibrated on ``calibration`` inputs (the task's
+training examples with ``wellread export --int8 --task``) or else on the check inputs below.
 
 The check runs PyTorch and each exported file on built-in sentences and sentence pairs (short,
 long, truncated, several padded batches) and records the largest probability difference and the
@@ -40,7 +43,8 @@ from wellread.tokenization import TOKENIZER_FILES
 
 OPSET = 17
 FP32_TOLERANCE = 1e-4
-EXPORT_FILES = {"model.onnx", "model.int8.onnx", "export.json", "config.json", *TOKENIZER_FILES}
+EXPORT_FILES = {"model.onnx", "model.int8.onnx", "model.int8.xml", "model.int8.bin", "export.json", "config.json",
+                *TOKENIZER_FILES}
 INT8_OPS = ["MatMul"]
 
 # Real-looking inputs for the check: reviews, news, questions; one long enough to be truncated.
@@ -215,14 +219,24 @@ def check_inputs() -> tuple[list[str], list[str | None]]:
     return texts_a, texts_b
 
 
+def int8_backends(int8: bool) -> tuple[str, ...]:
+    """The int8 backends an export with ``--int8`` writes files for here."""
+    from wellread.infer.openvino import can_quantize
+
+    return (("onnx-int8",) + (("openvino-int8",) if can_quantize() else ())) if int8 else ()
+
+
 def export_onnx(model_dir: str | Path, out: str | Path, *, int8: bool = False, opset: int = OPSET,
                 max_length: int = 128, overwrite: bool = False, quiet: bool = False,
-                gate: Callable[[Path], dict] | None = None) -> dict:
-    """Write ``out/`` (model.onnx, [model.int8.onnx], config.json, tokenizer files, export.json).
+                gate: Callable[[Path], dict] | None = None,
+                calibration: tuple[list[str], list[str | None]] | None = None) -> dict:
+    """Write ``out/`` (model.onnx, [model.int8.onnx, model.int8.xml/.bin], config.json, tokenizer files, export.json).
 
     Returns export.json's content. The directory appears complete, with a passed check, or not at all.
     ``gate``: called on the finished files (a directory the Predictor loads) before they are kept; it
     returns a record for export.json (``int8_gate``) or raises to keep nothing (``wellread.infer.gate``).
+    ``calibration``: (texts_a, texts_b) whose activations calibrate the OpenVINO int8 model (default: the
+    check inputs).
     """
     import onnx
     import onnxruntime
@@ -237,9 +251,17 @@ def export_onnx(model_dir: str | Path, out: str | Path, *, int8: bool = False, o
     with atomic_directory(out) as tmp:
         graph = _export_graph(model, example, tmp / "model.onnx", opset)
         finish_files(tmp, path, out, int8=int8)
+        ov_int8 = None
+        if "openvino-int8" in int8_backends(int8):
+            from wellread.infer.openvino import quantize
+
+            cal_a, cal_b = calibration or (texts_a, texts_b)
+            cal = Predictor(path, backend="torch", max_length=max_length, batch_size=8)  # tokenizer and batching
+            ov_int8 = quantize(tmp / "model.onnx", tmp, [b for _, b in cal.batches(cal.encode(cal_a, cal_b))])
+            ov_int8["calibration"] = "the given inputs" if calibration else "the built-in check inputs"
         checks = {}
         # OpenVINO runs model.onnx itself (in bf16 where the CPU has it): checked too where it is installed
-        for backend in ("onnx", *(("onnx-int8",) if int8 else ()), *(("openvino",) if env.have("openvino") else ())):
+        for backend in ("onnx", *int8_backends(int8), *(("openvino",) if env.have("openvino") else ())):
             other = Predictor(tmp, backend=backend, max_length=max_length, batch_size=8, threads=reference.threads)
             checks[backend] = compare(reference, other, texts_a, texts_b) | {"precision": other.precision}
         fp32 = checks["onnx"]
@@ -255,6 +277,7 @@ def export_onnx(model_dir: str | Path, out: str | Path, *, int8: bool = False, o
             "inputs": list(INPUT_NAMES), "outputs": ["logits"], "dynamic_axes": ["batch", "sequence"],
             "int8": {"method": "onnxruntime.quantization.quantize_dynamic", "weight_type": "QInt8",
                      "op_types_to_quantize": INT8_OPS} if int8 else None,
+            "openvino_int8": ov_int8,
             "check": {"reference": "PyTorch (the same weights)", "max_length": reference.max_length, **checks},
             **({"int8_gate": gated} if gated is not None else {}),
             "files": files,
@@ -262,7 +285,7 @@ def export_onnx(model_dir: str | Path, out: str | Path, *, int8: bool = False, o
                          "transformers": transformers.__version__},
         }
         atomic_write_json(tmp / "export.json", record)
-    for backend in ("onnx-int8", "openvino"):
+    for backend in ("onnx-int8", "openvino-int8", "openvino"):
         agreement = checks.get(backend, {}).get("label_agreement", 1.0)
         if agreement < 0.95 and not quiet:
             print(f"note: {backend} ({checks[backend]['precision']}) agrees with PyTorch on only {agreement:.0%} of "
@@ -281,6 +304,8 @@ def describe_check(record: dict) -> str:
                     f"{c['label_agreement']:.1%}")
         else:
             what = f"max |score - score_torch| {c['max_abs_diff_score']:.2e}"
-        lines.append(f"  {ONNX_FILES[backend]:16s} {record['files'][ONNX_FILES[backend]] / 1e6:6.1f} MB  "
+        name = ONNX_FILES[backend]
+        size = record["files"][name] + record["files"].get(name.replace(".xml", ".bin"), 0) * name.endswith(".xml")
+        lines.append(f"  {name:16s} {size / 1e6:6.1f} MB  "
                      f"{backend} ({c.get('precision', '?')}): {what} on {c['n']} inputs")
     return "\n".join(lines)

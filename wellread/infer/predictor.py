@@ -5,12 +5,13 @@ at once; inputs are sorted by length and cut into batches padded only to their o
 (dynamic padding), so short sentences do not pay for long ones; PyTorch runs under
 ``inference_mode``; ONNX Runtime runs with every graph optimisation, several batches side by side
 (one per core); OpenVINO runs the same ONNX graph in bf16 on CPUs where bf16 is native (AMX,
-AVX-512-BF16), with one inference stream per core. ``auto`` picks the backend this CPU runs fastest
+AVX-512-BF16), with one inference stream per core, and ``openvino-int8`` the static int8 model that
+``wellread export --int8`` calibrates with NNCF (``wellread.infer.openvino``). ``auto`` picks the backend this CPU runs fastest
 (``wellread.env.auto_backend``). Results always come back in input order.
 
 A model directory is what ``wellread finetune`` writes (HF layout, ``id2label`` in config.json; one
 output with ``problem_type: regression`` is a score), or what ``wellread export`` writes (the same
-config and tokenizer, plus model.onnx / model.int8.onnx). ONNX backends on a directory without the
+config and tokenizer, plus model.onnx / model.int8.onnx / model.int8.xml). ONNX and OpenVINO backends on a directory without the
 .onnx file export it on the fly (checked against PyTorch) and say so on stderr.
 """
 
@@ -31,8 +32,10 @@ from wellread.errors import WellreadError
 from wellread.io import model_directory, read_json
 from wellread.tokenization import PAD, check_vocabulary, load_tokenizer
 
-BACKENDS = ("torch", "onnx", "onnx-int8", "openvino", "auto")
-ONNX_FILES = {"onnx": "model.onnx", "onnx-int8": "model.int8.onnx", "openvino": "model.onnx"}
+BACKENDS = ("torch", "onnx", "onnx-int8", "openvino", "openvino-int8", "auto")
+# the file each exported backend runs (openvino-int8: OpenVINO IR, its weights in model.int8.bin beside it)
+ONNX_FILES = {"onnx": "model.onnx", "onnx-int8": "model.int8.onnx", "openvino": "model.onnx",
+              "openvino-int8": "model.int8.xml"}
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 
 
@@ -43,7 +46,8 @@ def check_backend(backend: str) -> str:
     if backend == "auto":
         return env.auto_backend()
     if backend not in env.inference_backends():
-        raise WellreadError(f"the {backend} backend needs the package {backend}: pip install {backend}",
+        package = backend.removesuffix("-int8")
+        raise WellreadError(f"the {backend} backend needs the package {package}: pip install {package}",
                             field="backend")
     return backend
 
@@ -132,7 +136,8 @@ class Predictor:
     """
 
     def __init__(self, model_dir: str | Path, *, backend: str = "torch", max_length: int = 128,
-                 batch_size: int = 64, threads: int | None = None, onnx_model: bytes | None = None) -> None:
+                 batch_size: int = 64, threads: int | None = None,
+                 onnx_model: bytes | tuple[bytes, bytes] | None = None) -> None:
         backend = check_backend(backend)
         if batch_size < 1:
             raise WellreadError("must be at least 1", field="batch_size")
@@ -157,7 +162,7 @@ class Predictor:
         self.pad_id = tok.token_to_id(PAD)
         if backend == "torch":
             self._run = self._torch_runner()
-        elif backend == "openvino":
+        elif backend.startswith("openvino"):
             self._run = self._openvino_runner(onnx_model)
         else:
             self._run = self._onnx_runner(onnx_model)
@@ -205,36 +210,38 @@ class Predictor:
 
         return run
 
-    def _onnx_model(self, onnx_model: bytes | None) -> tuple[Path, Path | bytes]:
+    def _onnx_model(self, onnx_model: bytes | tuple[bytes, bytes] | None) -> tuple[Path, Path | bytes | tuple]:
         """The backend's ONNX file, or the bytes given for it (an export made on the fly)."""
         file = self.path / ONNX_FILES[self.backend]
         if onnx_model is not None:
             return file, onnx_model
         if file.is_file():
             return file, file
-        raise WellreadError(f"no {file.name} here: run `wellread export` (or open the model with "
+        raise WellreadError(f"no {file.name} here: run `wellread export{' --int8' if 'int8' in self.backend else ''}` "
+                            "(or open the model with "
                             "wellread.infer.loading.open_predictor, which exports it on the fly)", file=self.path)
 
-    def _openvino_runner(self, onnx_model: bytes | None) -> Callable[[list[dict[str, np.ndarray]]], list[np.ndarray]]:
-        """OpenVINO on model.onnx, in bf16 where the CPU has it natively (AMX, AVX-512-BF16), else fp32.
+    def _openvino_runner(self, onnx_model: bytes | tuple[bytes, bytes] | None
+                         ) -> Callable[[list[dict[str, np.ndarray]]], list[np.ndarray]]:
+        """OpenVINO on model.onnx, in bf16 where the CPU has it natively (AMX, AVX-512-BF16), else fp32;
+        ``openvino-int8``: on model.int8.xml, its products in int8 and the rest as above.
 
         As with ONNX Runtime, a lone batch runs on all the threads (latency), several batches run side
         by side on one inference stream per thread (throughput). bf16 moves probabilities by ~1e-3
         (``wellread export`` records how far from PyTorch on its check inputs).
         """
-        import io
-
         import openvino as ov
+
+        from wellread.infer.openvino import precision_hint, read_graph
 
         file, model = self._onnx_model(onnx_model)
         core = ov.Core()
-        graph = core.read_model(io.BytesIO(model) if isinstance(model, bytes) else str(model))
+        graph = read_graph(core, model, file)
         names = {i.get_any_name() for i in graph.inputs}
         if names != set(INPUT_NAMES):
-            raise WellreadError(f"the ONNX model's inputs are {sorted(names)}, expected {list(INPUT_NAMES)}", file=file)
-        self.precision = "bf16" if env.cpu().native_bf16 else "fp32"
-        common = {"INFERENCE_PRECISION_HINT": "bf16" if self.precision == "bf16" else "f32",
-                  "INFERENCE_NUM_THREADS": self.threads}
+            raise WellreadError(f"the model's inputs are {sorted(names)}, expected {list(INPUT_NAMES)}", file=file)
+        self.precision, hint = precision_hint(self.backend)
+        common = {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": self.threads}
         wide = core.compile_model(graph, "CPU", {**common, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1})
         wide_request = wide.create_infer_request()
         narrow = core.compile_model(graph, "CPU", {**common, "PERFORMANCE_HINT": "THROUGHPUT",

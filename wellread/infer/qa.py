@@ -15,6 +15,7 @@ import json
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,7 @@ from wellread.data import squad
 from wellread.data.batching import collate, eval_batches
 from wellread.errors import WellreadError
 from wellread.eval.squad import format_scores, score_file, squad_scores
-from wellread.infer.onnx import EXPORT_FILES, FP32_TOLERANCE, INT8_OPS, finish_files
+from wellread.infer.onnx import EXPORT_FILES, FP32_TOLERANCE, INT8_OPS, finish_files, int8_backends
 from wellread.infer.predictor import INPUT_NAMES, ONNX_FILES, default_threads, ort_session
 from wellread.infer.stream import atomic_output, read_records
 from wellread.io import atomic_directory, atomic_write_json, check_output_dir, model_directory, read_json
@@ -114,7 +115,7 @@ class QAPredictor:
         elif backend in ("onnx", "onnx-int8"):
             self._call = _onnx_session(self.path, backend, threads)
         else:
-            self._call, self.precision = _openvino_call(self.path, threads)
+            self._call, self.precision = _openvino_call(self.path, threads, backend)
 
     def predictions(self, examples: list[squad.QAExample]) -> squad.Predictions:
         """Post-processed answers (text, nbest, null odds) for many questions."""
@@ -170,24 +171,25 @@ def _onnx_session(path: Path, backend: str, threads: int | None):
     return call
 
 
-def _openvino_call(path: Path, threads: int | None):
-    """OpenVINO on model.onnx, in bf16 where the CPU has it natively (AMX, AVX-512-BF16), else fp32; one
-    inference stream on ``threads`` threads. Returns (call, precision)."""
+def _openvino_call(path: Path, threads: int | None, backend: str = "openvino"):
+    """OpenVINO on model.onnx, in bf16 where the CPU has it natively (AMX, AVX-512-BF16), else fp32
+    (``openvino-int8``: model.int8.xml, its products in int8); one inference stream on ``threads`` threads.
+    Returns (call, precision)."""
     import openvino as ov
 
-    from wellread import env
-    from wellread.infer.predictor import INPUT_NAMES, default_threads
+    from wellread.infer.openvino import precision_hint, read_graph
 
-    file = path / "model.onnx"
+    file = path / ONNX_FILES[backend]
     if not file.is_file():
-        raise WellreadError("no model.onnx here; run `wellread export --model MODEL --out DIR` and give DIR", file=path)
+        raise WellreadError(f"no {file.name} here; run `wellread export --model MODEL --out DIR"
+                            f"{' --int8' if 'int8' in backend else ''}` and give DIR", file=path)
     core = ov.Core()
-    graph = core.read_model(str(file))
+    graph = read_graph(core, file, file)
     names = {i.get_any_name() for i in graph.inputs}
     if names != set(INPUT_NAMES):
-        raise WellreadError(f"the ONNX model's inputs are {sorted(names)}, expected {list(INPUT_NAMES)}", file=file)
-    precision = "bf16" if env.cpu().native_bf16 else "fp32"
-    compiled = core.compile_model(graph, "CPU", {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
+        raise WellreadError(f"the model's inputs are {sorted(names)}, expected {list(INPUT_NAMES)}", file=file)
+    precision, hint = precision_hint(backend)
+    compiled = core.compile_model(graph, "CPU", {"INFERENCE_PRECISION_HINT": hint,
                                                  "INFERENCE_NUM_THREADS": threads or default_threads(),
                                                  "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1})
     request = compiled.create_infer_request()
@@ -319,8 +321,11 @@ CHECK_QA = [
 
 
 def export_qa_onnx(model_dir: str | Path, out: str | Path, *, int8: bool = False, opset: int = 17,
-                   overwrite: bool = False) -> dict:
-    """``wellread export`` for a QA model: model.onnx (start_logits, end_logits) and model.int8.onnx.
+                   overwrite: bool = False, calibration: list[squad.QAExample] | None = None,
+                   gate: Callable[[Path], dict] | None = None) -> dict:
+    """``wellread export`` for a QA model: model.onnx (start_logits, end_logits), model.int8.onnx and, where
+    OpenVINO and NNCF are installed, model.int8.xml/.bin (static int8, its activation ranges from the windows
+    of ``calibration`` questions, else of the built-in check questions).
 
     The int8 weights have one scale per output column (``per_channel``): with one scale per matrix the
     fine-tuned all-MiniLM-L6-v2 lost 2.9 F1 on held-out SQuAD questions (30.1 against PyTorch's 33.0),
@@ -328,7 +333,8 @@ def export_qa_onnx(model_dir: str | Path, out: str | Path, *, int8: bool = False
 
     Checked against PyTorch on the built-in (question, context) pairs, all windows: an fp32 export
     whose per-window start/end probabilities differ by more than 1e-4 is an error and nothing is
-    written; ``label_agreement`` is the share of questions given the same answer text.
+    written; ``label_agreement`` is the share of questions given the same answer text. ``gate``: as for
+    classification (``qa_int8_gate``), called on the finished files before they are kept.
     """
     path = model_directory(model_dir)
     out = check_output_dir(out, overwrite=overwrite, allowed=EXPORT_FILES)
@@ -347,11 +353,21 @@ def export_qa_onnx(model_dir: str | Path, out: str | Path, *, int8: bool = False
                               input_names=list(INPUT_NAMES), output_names=list(START_END), dynamic_axes=axes,
                               opset_version=opset, do_constant_folding=True)
         finish_files(tmp, path, out, int8=int8, per_channel=True)
+        ov_int8 = None
+        if "openvino-int8" in int8_backends(int8):
+            from wellread.infer.openvino import quantize
+
+            cal = squad.preprocess(reference.tok, calibration or examples, **reference.windows)
+            batches = [{k: v.numpy().astype(np.int64) for k, v in collate(cal.feats, index, reference.pad_id).items()}
+                       for index in eval_batches(cal.feats.lengths, max_tokens=8 * reference.windows["max_seq_length"])]
+            ov_int8 = quantize(tmp / "model.onnx", tmp, batches)
+            ov_int8["calibration"] = (f"{len(calibration)} given questions" if calibration
+                                      else "the built-in check questions")
         ref_s, ref_e = _spans(reference._call, qf, reference.pad_id, 16384)
         ref_answers = reference.predictions(examples).text
         checks = {}
         # OpenVINO runs model.onnx itself (in bf16 where the CPU has it): checked too where it is installed
-        for backend in ("onnx", *(("onnx-int8",) if int8 else ()), *(("openvino",) if env.have("openvino") else ())):
+        for backend in ("onnx", *int8_backends(int8), *(("openvino",) if env.have("openvino") else ())):
             other = QAPredictor(tmp, backend=backend)
             s, e = _spans(other._call, qf, other.pad_id, 16384)
             diff = max(_window_prob_diff(qf, ref_s, s), _window_prob_diff(qf, ref_e, e))
@@ -363,19 +379,65 @@ def export_qa_onnx(model_dir: str | Path, out: str | Path, *, int8: bool = False
             raise WellreadError(f"the ONNX export disagrees with PyTorch (max difference "
                                 f"{checks['onnx']['max_abs_diff_probability']:.2e} > {FP32_TOLERANCE:g}); nothing "
                                 "written", file=out)
+        gated = gate(tmp) if gate is not None else None
         files = {f.name: f.stat().st_size for f in sorted(tmp.iterdir())}
         record = {"model": str(path), "task": "question-answering", "exporter": "torch.onnx.export (dynamo=False)",
                   "opset": opset, "graph": graph, "inputs": list(INPUT_NAMES),
                   "outputs": list(START_END), "dynamic_axes": ["batch", "sequence"],
                   "int8": {"method": "onnxruntime.quantization.quantize_dynamic", "weight_type": "QInt8",
                            "per_channel": True, "op_types_to_quantize": INT8_OPS} if int8 else None,
-                  "check": {"reference": "PyTorch (the same weights)", **checks}, "files": files}
+                  "openvino_int8": ov_int8, "check": {"reference": "PyTorch (the same weights)", **checks},
+                  **({"int8_gate": gated} if gated is not None else {}), "files": files}
         atomic_write_json(tmp / "export.json", record)
-    for backend in ("onnx-int8", "openvino"):
+    for backend in ("onnx-int8", "openvino-int8", "openvino"):
         if backend in checks and checks[backend]["label_agreement"] < 0.95:
             print(f"note: {backend} ({checks[backend]['precision']}) gives PyTorch's answer on only "
                   f"{checks[backend]['label_agreement']:.0%} of the check questions", file=sys.stderr)
     return record
+
+
+def qa_gate_data(model: str | Path, task: str, data_dir: str | Path) -> tuple[list[squad.QAExample],
+                                                                            list[squad.QAExample], dict]:
+    """(calibration questions, gate questions, what they are) for exporting a QA model: the split its
+    fine-tuning run recorded (results.json in the run directory, or beside its model/), else the one
+    ``wellread finetune`` would make (the official train and dev files; else 80% of the articles by article)."""
+    path = Path(model)
+    run = next((read_json(d / "results.json") for d in (path, path.parent) if (d / "results.json").is_file()), None)
+    split = (run or {}).get("split") or {}
+    data_dir = Path(data_dir)
+    dev = squad.read_squad(squad.squad_path(task, data_dir), task, quiet=True)
+    if split.get("kind") == "by_article" or not (data_dir.is_dir() and (data_dir / squad.TRAIN_FILES[task]).is_file()):
+        n = int(split.get("train_articles") or round(0.8 * len(dev.titles)))
+        train_a, test_a = squad.split_by_article(len(dev.titles), n)
+        where = {"kind": "by_article", "file": str(dev.path), "train_articles": n,
+                 "from": "the fine-tuning run" if split else "the default split (80% of the articles)"}
+        return dev.subset(train_a), dev.subset(test_a), where
+    train = squad.read_squad(data_dir / squad.TRAIN_FILES[task], task, quiet=True)
+    return train.examples, dev.examples, {"kind": "official", "train": str(train.path), "test": str(dev.path)}
+
+
+def qa_int8_gate(export_dir: Path, examples: list[squad.QAExample], max_drop: float, *, v2: bool,
+                 threads: int | None = None) -> dict:
+    """The int8 gate for QA: EM and F1 of each int8 model of ``export_dir`` and of its fp32 self (model.onnx)
+    on ``examples``; an int8 model passes when it loses at most ``max_drop`` points of either."""
+    from wellread.infer.gate import present_int8
+
+    gold = {e.id: [a for a, _ in e.answers] for e in examples}
+
+    def score(backend: str) -> dict:
+        preds = QAPredictor(export_dir, backend=backend, threads=threads).predictions(examples)
+        r = squad_scores(gold, preds.text, v2=v2, na_probs=preds.null_odds if v2 else None)
+        return {"exact_match": r["exact_match"], "f1": r["f1"]}
+
+    fp32 = score("onnx")
+    backends = {}
+    for backend in present_int8(export_dir):
+        r = score(backend)
+        drop = max(fp32["exact_match"] - r["exact_match"], fp32["f1"] - r["f1"])
+        backends[backend] = {"int8": r["f1"] / 100, "int8_metrics": r, "drop_points": drop, "passed": drop <= max_drop}
+    return {"split": "held-out questions", "n": len(examples), "fp32": fp32["f1"] / 100, "fp32_metrics": fp32,
+            "metric": "F1 (a model passes when neither EM nor F1 drops by more)", "max_drop_points": max_drop,
+            "backends": backends, "passed": all(r["passed"] for r in backends.values())}
 
 
 class SpanLogits(torch.nn.Module):

@@ -40,6 +40,7 @@ from wellread.recipe.stages import Recipe
 
 SERVE = "serve"
 SPEED_BATCH = 32
+CALIBRATION_EXAMPLES = 1024  # training examples whose activations calibrate the OpenVINO int8 model
 
 
 @configclass
@@ -369,14 +370,26 @@ class TaskRecipe(Recipe):
         out = self.out / SERVE
 
         def run() -> dict:
+            from wellread import env
+            from wellread.data.task_files import read_split
+            from wellread.infer.predictor import ONNX_FILES
+
+            train = read_split(spec, None, "train").examples[:CALIBRATION_EXAMPLES]  # the OpenVINO int8 ranges
             record = export_onnx(self.out / best["model"], out, int8=True, max_length=c.inputs.max_length,
-                                 overwrite=True, quiet=True)
+                                 overwrite=True, quiet=True,
+                                 calibration=([e.text_a for e in train], [e.text_b for e in train]))
             gate = int8_gate(out, self.task_file, c.int8_max_drop, threads=c.threads,
                              max_length=c.inputs.max_length)
+            kept = [b for b, r in gate["backends"].items() if r["passed"]]
+            for b, r in gate["backends"].items():
+                if not r["passed"]:  # written by this stage a moment ago: removed, the others kept
+                    for name in {ONNX_FILES[b], ONNX_FILES[b].replace(".xml", ".bin")}:
+                        (out / name).unlink(missing_ok=True)
             if not gate["passed"]:
-                (out / "model.int8.onnx").unlink()
-                log(f"{refusal(gate)}; {out} serves the fp32 ONNX model")
-            backend = "onnx-int8" if gate["passed"] else "onnx"
+                log(f"{refusal(gate)}; {out} serves " + (f"{kept[0]}" if kept else "the fp32 ONNX model"))
+            # the int8 model of the backend `auto` prefers here (OpenVINO on AMX), else ONNX Runtime's
+            prefer = "openvino-int8" if env.auto_backend().startswith("openvino") else "onnx-int8"
+            backend = prefer if prefer in kept else (kept[0] if kept else "onnx")
             record["int8_gate"] = gate
             record["files"] = {f.name: f.stat().st_size for f in sorted(out.iterdir()) if f.name != "export.json"}
             record["recipe"] = {"arm": best["arm"], "student": best["student"], "seed": best["seed"],
@@ -405,12 +418,16 @@ class TaskRecipe(Recipe):
         targets.append({"what": f"export of {export['arm']} (ONNX fp32)", "model": SERVE, "backend": "onnx"})
         if (serve / "model.int8.onnx").is_file():
             targets.append({"what": f"export of {export['arm']} (ONNX int8)", "model": SERVE, "backend": "onnx-int8"})
+        if (serve / "model.int8.xml").is_file():
+            targets.append({"what": f"export of {export['arm']} (OpenVINO int8)", "model": SERVE,
+                            "backend": "openvino-int8"})
 
         def run() -> dict:
             out = []
             for t in targets:
                 path = self.out / t["model"]
-                files = {"onnx": ("model.onnx",), "onnx-int8": ("model.int8.onnx",)}.get(t["backend"])
+                files = {"onnx": ("model.onnx",), "onnx-int8": ("model.int8.onnx",),
+                         "openvino-int8": ("model.int8.xml", "model.int8.bin")}.get(t["backend"])
                 size = model_size(path, files) if files else model_size(path)
                 if files and "parameters" not in size:
                     size["parameters"] = model_size(self.out / export["model"]).get("parameters")
@@ -615,11 +632,12 @@ def write_task_report(out: Path, spec, manifest: dict, rows: list[dict], export:
     gate = export["gate"]
     lines += ["## Export and serving", "",
               f"The best student on dev ({ARM_NAMES.get(export['arm'], export['arm'])}, `{export['model']}`) "
-              f"exported to ONNX in `{SERVE}/`. int8 gate on {gate['split']} ({gate['n']:,} examples): fp32 "
-              f"{100 * gate['fp32']:.2f}, int8 {100 * gate['int8']:.2f} ({gate['drop_points']:+.2f} points lost; "
-              f"at most {gate['max_drop_points']:g} allowed): "
-              + ("**passed**, model.int8.onnx kept." if gate["passed"] else "**refused**, model.int8.onnx removed; "
-                 "the fp32 ONNX model is served."), "",
+              f"exported to ONNX in `{SERVE}/`. int8 gate on {gate['split']} ({gate['n']:,} examples), fp32 "
+              f"{100 * gate['fp32']:.2f}, at most {gate['max_drop_points']:g} points lost allowed: "
+              + "; ".join(f"{b} {100 * r['int8']:.2f} ({r['drop_points']:+.2f} points lost) "
+                          + ("**passed**, kept" if r["passed"] else "**refused**, removed")
+                          for b, r in gate.get("backends", {"onnx-int8": gate}).items())
+              + f". Served: {export['backend']}.", "",
               f"`wellread serve --model {out.name}/{SERVE} --backend {export['backend']}` (from the recipe "
               "directory's parent)", "",
               "## Size and speed on this machine", "",
@@ -666,8 +684,10 @@ def format_task_summary(result: dict) -> str:
         lines.append(f"{who:<{width}}  {_mean_sd(t['dev']):>11}  {_mean_sd(t['test']):>11}")
     e = result["export"]
     g = e["gate"]
-    lines.append(f"export: {e['arm']} -> {Path(result['config']['out']) / SERVE} ({e['backend']}; int8 "
-                 f"{'passed' if g['passed'] else 'refused'}: {g['drop_points']:+.2f} points vs fp32)")
+    gates = ", ".join(f"{b} {'passed' if r['passed'] else 'refused'}: {r['drop_points']:+.2f}"
+                      for b, r in g.get("backends", {"int8": g}).items())
+    lines.append(f"export: {e['arm']} -> {Path(result['config']['out']) / SERVE} ({e['backend']}; int8 gate "
+                 f"{gates} points vs fp32)")
     lines.append(f"report: {Path(result['config']['out']) / 'report' / 'report.md'}")
     return "\n".join(lines)
 
