@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import shutil
@@ -97,6 +98,10 @@ def test_wellread_env_reports_the_real_machine():
             assert r["instruction_sets"][label] == (flag in flags), label
     assert r["defaults"]["training_precision"] == ("bf16" if env.cpu().native_bf16 else "fp32")
     assert r["defaults"]["inference_backend"] in r["defaults"]["inference_backends"]
+    # OpenVINO's two backends (bf16 on model.onnx, the static int8 model) are offered exactly where it is installed
+    openvino = {"openvino", "openvino-int8"} & set(r["defaults"]["inference_backends"])
+    assert openvino == ({"openvino", "openvino-int8"} if env.have("openvino") else set())
+    assert r["versions"]["nncf"] == (importlib.metadata.version("nncf") if env.have("nncf") else None)
     text = subprocess.run([sys.executable, "-m", "wellread", "env"], capture_output=True, text=True, cwd=REPO,
                           timeout=120).stdout
     assert r["cpu"] in text and "--backend auto runs" in text
