@@ -152,12 +152,10 @@ def main() -> None:
                            else finetune_sst2(args.work, args.glue, args.train_rows))
     export = args.work / "export"
     # as `wellread export --int8 --task sst2` does: the OpenVINO int8 model calibrated on training sentences
-    from wellread.recipe.own_task import CALIBRATION_EXAMPLES
+    from wellread.infer.gate import calibration_inputs
 
-    calibration = [ln.split("\t")[0] for ln in (args.glue / "SST-2" / "train.tsv").read_text(encoding="utf-8")
-                   .splitlines()[1:1 + CALIBRATION_EXAMPLES]]
     rec = export_onnx(model, export, int8=True, overwrite=True, max_length=args.max_length, quiet=True,
-                      calibration=(calibration, [None] * len(calibration)))
+                      calibration=calibration_inputs("sst2", args.glue))
     print(f"exported -> {export} (check: fp32 max |dp| {rec['check']['onnx']['max_abs_diff_probability']:.1e}, "
           f"int8 max |dp| {rec['check']['onnx-int8']['max_abs_diff_probability']:.1e})")
 

@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import platform
-import random
 import tempfile
 import time
 from pathlib import Path
@@ -35,7 +34,7 @@ import torch
 
 from wellread.data import squad
 from wellread.eval.squad import squad_scores
-from wellread.infer.qa import QAPredictor, export_qa_onnx
+from wellread.infer.qa import QAPredictor, calibration_questions, export_qa_onnx
 
 DATA = Path(os.environ.get("WELLREAD_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
@@ -114,11 +113,8 @@ def main() -> None:
     hf_answers(tok, model, examples[:8])  # warm-up, as each of ours below
     with tempfile.TemporaryDirectory() as tmp:
         # as `wellread export --int8 --task squad` does: OpenVINO's int8 calibrated on 256 training questions
-        from wellread.cli import QA_CALIBRATION_QUESTIONS
-
         train = [e for e in sf.examples if e.article < a.train_articles]
-        export_qa_onnx(a.model, Path(tmp) / "exp", int8=True,
-                       calibration=random.Random(0).sample(train, min(QA_CALIBRATION_QUESTIONS, len(train))))
+        export_qa_onnx(a.model, Path(tmp) / "exp", int8=True, calibration=calibration_questions(train))
         for backend in backends:
             predictor = QAPredictor(a.model if backend == "torch" else Path(tmp) / "exp", backend=backend,
                                     threads=a.threads)

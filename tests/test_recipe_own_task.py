@@ -175,7 +175,8 @@ def test_the_int8_gate_refuses_an_int8_model_that_loses_points(recipe, monkeypat
     broken = broken_int8(root)
     monkeypatch.setattr(G, "backend_predictions", broken)
     gate = G.int8_gate(out / "serve", str(root / "tickets.yaml"), 1.0, threads=1)
-    assert gate["int8"] == 0.0 and gate["drop_points"] == pytest.approx(100 * gate["fp32"]) and not gate["passed"]
+    onnx = gate["backends"]["onnx-int8"]
+    assert onnx["int8"] == 0.0 and onnx["drop_points"] == pytest.approx(100 * gate["fp32"]) and not gate["passed"]
     # the recipe: a cheaper one (one arm, no teacher), its export refused in one line
     out2 = root / "out-gate"
     rc, stdout, err = run_cli(recipe_args(root, out2, "--arms", "pretrained"))

@@ -489,14 +489,13 @@ def _export(cfg: ExportConfig) -> None:
         return
     gate = calibration = None
     if cfg.task is not None:
-        from wellread.data.task_files import read_split
         from wellread.data.tasks import get_task
-        from wellread.infer.gate import int8_gate, refusal
-        from wellread.recipe.own_task import CALIBRATION_EXAMPLES
+        from wellread.infer.gate import calibration_inputs, int8_gate, refusal
+        from wellread.infer.openvino import can_quantize
 
         spec = get_task(cfg.task)  # a bad task file: one line before anything is exported
-        train = read_split(spec, cfg.data_dir, "train").examples[:CALIBRATION_EXAMPLES]
-        calibration = ([e.text_a for e in train], [e.text_b for e in train])
+        if can_quantize():  # read (and checked) before anything is written
+            calibration = calibration_inputs(spec, cfg.data_dir)
 
         def gate(tmp: Path) -> dict:
             g = int8_gate(tmp, cfg.task, cfg.int8_max_drop, max_length=cfg.max_length, data_dir=cfg.data_dir)
@@ -520,10 +519,8 @@ def _export(cfg: ExportConfig) -> None:
 def _export_qa(cfg: ExportConfig) -> None:
     """``wellread export`` of a QA model; with --task squad|squad_v2 --data-dir D, the int8 models are calibrated
     on training questions and gated on the held-out ones (the split the fine-tuning run recorded)."""
-    import random
-
     from wellread.infer.onnx import describe_check
-    from wellread.infer.qa import export_qa_onnx, qa_gate_data, qa_int8_gate
+    from wellread.infer.qa import calibration_questions, export_qa_onnx, qa_gate_data, qa_int8_gate
 
     calibration = gate = None
     if cfg.task is not None:
@@ -533,11 +530,13 @@ def _export_qa(cfg: ExportConfig) -> None:
         if cfg.data_dir is None:
             raise WellreadError(f"--task {cfg.task} needs --data-dir (the folder of the SQuAD files)", field="data_dir")
         train, test, where = qa_gate_data(cfg.model, cfg.task, cfg.data_dir)
-        calibration = random.Random(0).sample(train, min(QA_CALIBRATION_QUESTIONS, len(train)))
+        calibration = calibration_questions(train)
 
         def gate(tmp: Path) -> dict:
             from wellread.infer.gate import refusal
 
+            print(f"int8 gate: {len(test):,} held-out questions, answered by the fp32 model and each int8 model in "
+                  "turn (minutes for a large model)", file=sys.stderr)
             g = qa_int8_gate(tmp, test, cfg.int8_max_drop, v2=cfg.task == "squad_v2") | {"data": where}
             if not g["passed"]:
                 raise WellreadError(f"{refusal(g)}; nothing written (export without --task for the fp32 model)",
@@ -555,8 +554,6 @@ def _export_qa(cfg: ExportConfig) -> None:
                           f"({x['drop_points']:+.2f} points lost)" for b, x in g["backends"].items())
               + f"; at most {g['max_drop_points']:g}: passed")
 
-
-QA_CALIBRATION_QUESTIONS = 256  # training questions whose windows calibrate the OpenVINO int8 QA model
 
 
 @configclass

@@ -10,7 +10,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from wellread.infer.predictor import ONNX_FILES, Predictor, check_backend
+from wellread.infer.predictor import ONNX_FILES, Predictor, backend_files, check_backend
 from wellread.io import model_directory
 
 
@@ -29,8 +29,6 @@ def open_predictor(model_dir: str | Path, *, backend: str = "torch", quiet: bool
         with tempfile.TemporaryDirectory(prefix="wellread-onnx-") as tmp:
             out = Path(tmp) / "export"
             export_onnx(path, out, int8=backend.endswith("-int8"), quiet=True)
-            if backend == "openvino-int8":  # OpenVINO IR: the graph and its weights file
-                kwargs["onnx_model"] = ((out / name).read_bytes(), (out / name).with_suffix(".bin").read_bytes())
-            else:
-                kwargs["onnx_model"] = (out / name).read_bytes()
+            files = [(out / f).read_bytes() for f in backend_files(backend)]  # OpenVINO IR: graph and weights
+            kwargs["onnx_model"] = files[0] if len(files) == 1 else tuple(files)
     return Predictor(path, backend=backend, **kwargs)

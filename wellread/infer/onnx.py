@@ -37,7 +37,15 @@ import torch
 
 from wellread import env
 from wellread.errors import WellreadError
-from wellread.infer.predictor import INPUT_NAMES, ONNX_FILES, Predictor, load_torch_classifier, model_directory, softmax
+from wellread.infer.predictor import (
+    INPUT_NAMES,
+    ONNX_FILES,
+    Predictor,
+    backend_files,
+    load_torch_classifier,
+    model_directory,
+    softmax,
+)
 from wellread.io import atomic_directory, atomic_write_json, check_output_dir
 from wellread.tokenization import TOKENIZER_FILES
 
@@ -256,8 +264,8 @@ def export_onnx(model_dir: str | Path, out: str | Path, *, int8: bool = False, o
             from wellread.infer.openvino import quantize
 
             cal_a, cal_b = calibration or (texts_a, texts_b)
-            cal = Predictor(path, backend="torch", max_length=max_length, batch_size=8)  # tokenizer and batching
-            ov_int8 = quantize(tmp / "model.onnx", tmp, [b for _, b in cal.batches(cal.encode(cal_a, cal_b))])
+            batches = [b for _, b in reference.batches(reference.encode(cal_a, cal_b))]  # padded as predict pads
+            ov_int8 = quantize(tmp / "model.onnx", tmp, batches)
             ov_int8["calibration"] = "the given inputs" if calibration else "the built-in check inputs"
         checks = {}
         # OpenVINO runs model.onnx itself (in bf16 where the CPU has it): checked too where it is installed
@@ -304,8 +312,7 @@ def describe_check(record: dict) -> str:
                     f"{c['label_agreement']:.1%}")
         else:
             what = f"max |score - score_torch| {c['max_abs_diff_score']:.2e}"
-        name = ONNX_FILES[backend]
-        size = record["files"][name] + record["files"].get(name.replace(".xml", ".bin"), 0) * name.endswith(".xml")
-        lines.append(f"  {name:16s} {size / 1e6:6.1f} MB  "
+        size = sum(record["files"].get(name, 0) for name in backend_files(backend))
+        lines.append(f"  {ONNX_FILES[backend]:16s} {size / 1e6:6.1f} MB  "
                      f"{backend} ({c.get('precision', '?')}): {what} on {c['n']} inputs")
     return "\n".join(lines)

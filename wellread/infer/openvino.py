@@ -24,8 +24,7 @@ import numpy as np
 from wellread import env
 from wellread.errors import WellreadError
 
-INT8_XML = "model.int8.xml"
-INT8_BIN = "model.int8.bin"
+INT8_XML = "model.int8.xml"  # its weights: model.int8.bin beside it
 CALIBRATION_MAX = 300  # model calls (batches) NNCF collects activation statistics from
 
 
@@ -34,7 +33,7 @@ def can_quantize() -> bool:
     return env.have("openvino") and env.have("nncf")
 
 
-def read_graph(core, model: Path | bytes | tuple[bytes, bytes], file: Path):
+def read_graph(core, model: Path | bytes | tuple[bytes, bytes]):
     """An ov.Model from a file (ONNX or IR .xml, its .bin beside it), ONNX bytes, or IR (xml, bin) bytes."""
     import openvino as ov
 
@@ -43,8 +42,6 @@ def read_graph(core, model: Path | bytes | tuple[bytes, bytes], file: Path):
         return core.read_model(xml.decode("utf-8"), ov.Tensor(np.frombuffer(weights, dtype=np.uint8).copy()))
     if isinstance(model, bytes):
         return core.read_model(io.BytesIO(model))
-    if not Path(model).is_file():
-        raise WellreadError(f"no {Path(model).name} here", file=file)
     return core.read_model(str(model))
 
 
@@ -77,4 +74,4 @@ def quantize(onnx_file: Path, out_dir: Path, calibration: list[dict[str, np.ndar
             "nncf": nncf.__version__, "openvino": ov.__version__}
 
 
-__all__ = ["INT8_XML", "INT8_BIN", "can_quantize", "read_graph", "precision_hint", "quantize"]
+__all__ = ["INT8_XML", "can_quantize", "read_graph", "precision_hint", "quantize"]

@@ -39,6 +39,12 @@ ONNX_FILES = {"onnx": "model.onnx", "onnx-int8": "model.int8.onnx", "openvino": 
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 
 
+def backend_files(backend: str) -> tuple[str, ...]:
+    """Every file an exported backend reads (the OpenVINO IR is a graph and its weights)."""
+    name = ONNX_FILES[backend]
+    return (name, name.removesuffix(".xml") + ".bin") if name.endswith(".xml") else (name,)
+
+
 def check_backend(backend: str) -> str:
     """The backend to run: ``auto`` resolved for this CPU; an unknown or uninstalled one refused in one line."""
     if backend not in BACKENDS:
@@ -236,7 +242,7 @@ class Predictor:
 
         file, model = self._onnx_model(onnx_model)
         core = ov.Core()
-        graph = read_graph(core, model, file)
+        graph = read_graph(core, model)
         names = {i.get_any_name() for i in graph.inputs}
         if names != set(INPUT_NAMES):
             raise WellreadError(f"the model's inputs are {sorted(names)}, expected {list(INPUT_NAMES)}", file=file)

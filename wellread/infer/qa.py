@@ -12,6 +12,7 @@ the CPU has it natively: AMX, AVX-512-BF16), chosen by ``--backend`` as for clas
 from __future__ import annotations
 
 import json
+import random
 import sys
 import time
 import warnings
@@ -33,6 +34,7 @@ from wellread.io import atomic_directory, atomic_write_json, check_output_dir, m
 from wellread.tokenization import PAD, load_tokenizer
 
 QA_ARCHITECTURE = "BertForQuestionAnswering"
+CALIBRATION_QUESTIONS = 256  # training questions whose windows calibrate the OpenVINO int8 model
 START_END = ("start_logits", "end_logits")
 
 
@@ -184,7 +186,7 @@ def _openvino_call(path: Path, threads: int | None, backend: str = "openvino"):
         raise WellreadError(f"no {file.name} here; run `wellread export --model MODEL --out DIR"
                             f"{' --int8' if 'int8' in backend else ''}` and give DIR", file=path)
     core = ov.Core()
-    graph = read_graph(core, file, file)
+    graph = read_graph(core, file)
     names = {i.get_any_name() for i in graph.inputs}
     if names != set(INPUT_NAMES):
         raise WellreadError(f"the model's inputs are {sorted(names)}, expected {list(INPUT_NAMES)}", file=file)
@@ -414,6 +416,11 @@ def qa_gate_data(model: str | Path, task: str, data_dir: str | Path) -> tuple[li
         return dev.subset(train_a), dev.subset(test_a), where
     train = squad.read_squad(data_dir / squad.TRAIN_FILES[task], task, quiet=True)
     return train.examples, dev.examples, {"kind": "official", "train": str(train.path), "test": str(dev.path)}
+
+
+def calibration_questions(train: list[squad.QAExample]) -> list[squad.QAExample]:
+    """A seeded sample of training questions whose windows calibrate the OpenVINO int8 QA model."""
+    return random.Random(0).sample(train, min(CALIBRATION_QUESTIONS, len(train)))
 
 
 def qa_int8_gate(export_dir: Path, examples: list[squad.QAExample], max_drop: float, *, v2: bool,

@@ -40,7 +40,6 @@ from wellread.recipe.stages import Recipe
 
 SERVE = "serve"
 SPEED_BATCH = 32
-CALIBRATION_EXAMPLES = 1024  # training examples whose activations calibrate the OpenVINO int8 model
 
 
 @configclass
@@ -371,25 +370,23 @@ class TaskRecipe(Recipe):
 
         def run() -> dict:
             from wellread import env
-            from wellread.data.task_files import read_split
-            from wellread.infer.predictor import ONNX_FILES
+            from wellread.infer.gate import calibration_inputs
+            from wellread.infer.predictor import backend_files
 
-            train = read_split(spec, None, "train").examples[:CALIBRATION_EXAMPLES]  # the OpenVINO int8 ranges
             record = export_onnx(self.out / best["model"], out, int8=True, max_length=c.inputs.max_length,
-                                 overwrite=True, quiet=True,
-                                 calibration=([e.text_a for e in train], [e.text_b for e in train]))
+                                 overwrite=True, quiet=True, calibration=calibration_inputs(spec))
             gate = int8_gate(out, self.task_file, c.int8_max_drop, threads=c.threads,
                              max_length=c.inputs.max_length)
             kept = [b for b, r in gate["backends"].items() if r["passed"]]
             for b, r in gate["backends"].items():
                 if not r["passed"]:  # written by this stage a moment ago: removed, the others kept
-                    for name in {ONNX_FILES[b], ONNX_FILES[b].replace(".xml", ".bin")}:
+                    for name in backend_files(b):
                         (out / name).unlink(missing_ok=True)
-            if not gate["passed"]:
-                log(f"{refusal(gate)}; {out} serves " + (f"{kept[0]}" if kept else "the fp32 ONNX model"))
             # the int8 model of the backend `auto` prefers here (OpenVINO on AMX), else ONNX Runtime's
             prefer = "openvino-int8" if env.auto_backend().startswith("openvino") else "onnx-int8"
             backend = prefer if prefer in kept else (kept[0] if kept else "onnx")
+            if not gate["passed"]:
+                log(f"{refusal(gate)}; {out} serves {backend}")
             record["int8_gate"] = gate
             record["files"] = {f.name: f.stat().st_size for f in sorted(out.iterdir()) if f.name != "export.json"}
             record["recipe"] = {"arm": best["arm"], "student": best["student"], "seed": best["seed"],
@@ -423,11 +420,12 @@ class TaskRecipe(Recipe):
                             "backend": "openvino-int8"})
 
         def run() -> dict:
+            from wellread.infer.predictor import backend_files
+
             out = []
             for t in targets:
                 path = self.out / t["model"]
-                files = {"onnx": ("model.onnx",), "onnx-int8": ("model.int8.onnx",),
-                         "openvino-int8": ("model.int8.xml", "model.int8.bin")}.get(t["backend"])
+                files = None if t["backend"] == "torch" else backend_files(t["backend"])
                 size = model_size(path, files) if files else model_size(path)
                 if files and "parameters" not in size:
                     size["parameters"] = model_size(self.out / export["model"]).get("parameters")
