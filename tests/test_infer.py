@@ -234,6 +234,18 @@ def test_openvino_int8_is_a_calibrated_int8_model_checked_at_export_and_close_to
         assert abs((got.argmax(1) == labels).mean() - (ref.argmax(1) == labels).mean()) < 0.03
 
 
+def test_export_never_replaces_a_folder_it_did_not_write_even_with_overwrite(sst2_model, tmp_path, capsys):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    for extra in ([], ["--overwrite"]):
+        rc = cli.main(["export", "--model", str(sst2_model[0]), "--int8", "--out", str(mine), *extra])
+        err = capsys.readouterr().err
+        assert rc == 1 and err.count("\n") == 1 and "holds other content (notes.txt)" in err, err
+        assert [p.name for p in mine.iterdir()] == ["notes.txt"] and (mine / "notes.txt").read_text() == "keep me"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"], "no temporary directory is left behind"
+
+
 @pytest.mark.skipif(not can_quantize(), reason="openvino and nncf are not installed")
 def test_openvino_int8_without_its_file_says_how_to_make_it_or_exports_on_the_fly(sst2_model, sst2_dev, capsys):
     sentences = sst2_dev[0][:50]

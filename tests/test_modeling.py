@@ -116,8 +116,9 @@ def test_a_failed_save_leaves_the_previous_model_untouched(tiny_test_vocab, tmp_
 def test_an_output_directory_with_other_content_is_refused(tiny_test_vocab, tmp_path):
     tok = tokenization.load_tokenizer(tiny_test_vocab)
     (tmp_path / "notes.txt").write_text("mine")
-    with pytest.raises(WellreadError, match="holds other content"):
-        models.save_model(models.init_model("tiny", tok), tok, tmp_path)
-    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+    for overwrite in (False, True):  # --overwrite never replaces what wellread did not write
+        with pytest.raises(WellreadError, match="holds other content"):
+            models.save_model(models.init_model("tiny", tok), tok, tmp_path, overwrite=overwrite)
+        assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
 
 

@@ -105,19 +105,22 @@ def check_output_dir(path: str | Path, *, overwrite: bool = False, allowed: set[
     """Refuse an output directory that exists and holds anything but files we would write.
 
     ``allowed`` names the files a previous run of the same command leaves; a directory holding only
-    those is ours to replace. With ``overwrite`` any existing directory is replaced.
+    those is ours to replace. A directory holding anything else is never replaced, ``overwrite`` or not
+    (wellread never deletes what it did not create; docs/reliability.md). ``overwrite`` is accepted for
+    the commands' common flag; it changes nothing here.
     """
+    del overwrite
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise WellreadError("output path exists and is not a directory", file=path)
-    if path.is_dir() and not overwrite:
+    if path.is_dir():
         present = {p.name for p in path.iterdir()}
         foreign = sorted(present - (allowed or set()))
         if foreign:
             shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
             raise WellreadError(
-                f"output directory exists and holds other content ({shown}); "
-                "choose another --out or pass --overwrite",
+                f"output directory exists and holds other content ({shown}); wellread replaces only a "
+                "directory it wrote: choose another --out",
                 file=path,
             )
     return path
