@@ -276,13 +276,14 @@ def test_corrupt_index_or_truncated_data_never_gives_a_model(tmp_path: Path):
     assert not (tmp_path / "out").exists()
 
 
-def test_existing_output_is_not_overwritten_unless_asked(tmp_path: Path):
+def test_an_output_folder_of_other_files_is_never_replaced(tmp_path: Path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
-    with pytest.raises(WellreadError, match="overwrite"):
-        convert.convert(FIXTURE, out)
-    assert (out / "notes.txt").read_text() == "mine"
+    for overwrite in (False, True):  # wellread never deletes what it did not write, --overwrite or not
+        with pytest.raises(WellreadError, match=r"holds other content \(notes.txt\).*choose another --out"):
+            convert.convert(FIXTURE, out, overwrite=overwrite)
+        assert [p.name for p in out.iterdir()] == ["notes.txt"] and (out / "notes.txt").read_text() == "mine"
 
 
 def test_check_reports_the_source_models_hidden_state_norms(converted):
