@@ -100,7 +100,7 @@ class InitConfig:
                                           "(default: the standard uncased BERT vocabulary, shipped with wellread)")
     out: Path = field(help="the model directory to write (HF layout)")
     seed: int = field(0, ge=0, help="random seed; the same seed gives the same weights bit for bit")
-    overwrite: bool = field(False, help="replace an existing output directory")
+    overwrite: bool = field(False, help="no effect, kept for old scripts: an output directory holding only this command's files is replaced anyway; one holding anything else is never replaced")
 
 
 @command("init", InitConfig, "write a randomly initialised miniature in the Hugging Face layout")
@@ -127,7 +127,7 @@ class VocabTrainConfig:
     size: int = field(30522, help="vocabulary size, special tokens included")
     min_frequency: int = field(2, help="a merge must be seen at least this often")
     limit_alphabet: int = field(1000, help="keep at most this many distinct initial characters")
-    overwrite: bool = field(False, help="replace an existing output directory")
+    overwrite: bool = field(False, help="no effect, kept for old scripts: an output directory holding only this command's files is replaced anyway; one holding anything else is never replaced")
     quiet: bool = field(False, help="no progress bar")
 
 
@@ -239,7 +239,7 @@ class ConvertConfig:
     vocab: Path | None = field(None, help="vocab.txt to use when the checkpoint has none beside it")
     check: bool = field(False, help="run a forward pass and print the hidden-state norm of each layer")
     text: str = field("the quick brown fox jumps over the lazy dog", help="the sentence --check runs")
-    overwrite: bool = field(False, help="replace an existing output directory")
+    overwrite: bool = field(False, help="no effect, kept for old scripts: an output directory holding only this command's files is replaced anyway; one holding anything else is never replaced")
 
 
 @command("convert", ConvertConfig, "convert a Google BERT TensorFlow checkpoint to the HF layout (no TensorFlow)")
@@ -366,7 +366,7 @@ class PredictGlueConfig:
     data_dir: Path = field(help="the GLUE root (holding <Task>/test.tsv ...), or a Hugging Face datasets copy")
     out: Path = field(help="directory to write: the leaderboard .tsv files, submission.zip, predictions.json")
     inputs: Inputs = group(Inputs, help="how inputs are cut (--max-length)")
-    overwrite: bool = field(False, help="replace an output directory that holds other files")
+    overwrite: bool = field(False, help="no effect, kept for old scripts: an output directory holding only this command's files is replaced anyway; one holding anything else is never replaced")
 
 
 @command("predict-glue", PredictGlueConfig, "write GLUE leaderboard files (index, prediction) and a zip of them")
@@ -464,7 +464,7 @@ class ExportConfig:
     out: Path = field(help="the directory to write: model.onnx, model.int8.onnx, config.json, tokenizer, export.json")
     opset: int = field(17, help="the ONNX opset")
     max_length: int = same(Inputs, "max_length", help="the input length the check truncates to")
-    overwrite: bool = field(False, help="replace an existing output directory")
+    overwrite: bool = field(False, help="no effect, kept for old scripts: an output directory holding only this command's files is replaced anyway; one holding anything else is never replaced")
     task: str | None = field(None, help="with --int8: the accuracy gate: score each int8 model and its fp32 self on "
                                         "this task's dev split (a task file, or a GLUE name with --data-dir; squad / "
                                         "squad_v2 for a QA model: the held-out articles) and write nothing if int8 "
