@@ -92,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--augment", type=int, default=None)
     p.add_argument("--pd-epochs", type=float, default=None)
     p.add_argument("--temperature", type=float, default=None)
+    p.add_argument("--transfer", action="append", default=[], type=Path,
+                   help="unlabelled text added to (c)/(d)'s transfer set (repeatable; as `wellread distill --transfer`)")
     p.add_argument("--threads", type=int, default=1, help="torch threads of this process (evaluation)")
     args = p.parse_args(argv)
     import torch
@@ -108,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
         for k in ("batch_sizes", "learning_rates", "augment", "pd_epochs", "temperature"):
             if getattr(args, k) is not None:
                 d[k] = getattr(args, k)
+        if args.transfer:
+            d["transfer"] = [str(t.resolve()) for t in args.transfer]
         name = get_task(task).name
         common = dict(tasks=task, data_dir=Path(args.data_dir), batch_sizes=d["batch_sizes"],
                       learning_rates=d["learning_rates"], workers=args.workers, threads=1, keep_models="best",
@@ -130,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
                 got["b"] = _best(rb, task)
             if "c" in arms or "d" in arms:
                 rd = run_grid(GridConfig(model=args.student, out=base / "cd-pd", seed=seed, objective="distill",
-                                         teacher=teachers[task], augment=d["augment"], then_finetune=True,
+                                         teacher=teachers[task], augment=d["augment"], transfer=args.transfer,
+                                         then_finetune=True,
                                          distill_epochs=d["pd_epochs"], temperature=d["temperature"],
                                          **common | {"keep_models": "all"}))
                 labelling = labelling or rd.get("teacher_labelling", {}).get(task)
