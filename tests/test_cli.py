@@ -103,3 +103,35 @@ def test_init_defaults_to_the_shipped_standard_vocab(std_vocab, tmp_path):
     assert STANDARD_VOCAB.read_bytes() == std_vocab.read_bytes()
     assert cli.main(["init", "mini", "--out", str(tmp_path / "mini")]) == 0
     assert (tmp_path / "mini" / "vocab.txt").read_text().splitlines() == std_vocab.read_text().splitlines()
+
+
+def test_help_and_a_misspelt_model_do_not_import_torch():
+    """`wellread --help` and a refused model name answer without importing torch or transformers (seconds)."""
+    code = ("import sys, contextlib, io\n"
+            "from wellread import cli\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            "    try:\n"
+            "        cli.main(['--help'])\n"
+            "    except SystemExit:\n"
+            "        pass\n"
+            "with contextlib.redirect_stderr(io.StringIO()) as err:\n"
+            "    rc = cli.main(['init', 'tinny', '--out', 'never-written'])\n"
+            "assert rc == 1 and 'did you mean tiny' in err.getvalue(), err.getvalue()\n"
+            "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == "[]"
+    assert not (REPO / "never-written").exists()
+
+
+def test_a_command_line_builds_only_its_own_flags_and_every_command_still_parses():
+    for name in cli.COMMANDS:
+        assert cli._requested([*name.split(), "--x"]) == name
+    assert cli._requested(["--version"]) == "" and cli._requested(["bogus"]) == ""
+    args = ["finetune", "--model", "tiny", "--task", "rte", "--out", "o"]
+    for parser in (cli.build_parser(), cli.build_parser(only="finetune")):
+        ns = parser.parse_args(args)
+        assert ns._command == "finetune" and ns.model == "tiny"
+    with pytest.raises(SystemExit):  # init's flags were not built
+        cli.build_parser(only="finetune").parse_args(["init", "tiny", "--out", "o"])
+    assert cli.build_parser().parse_args(["init", "tiny", "--out", "o"])._command == "init"

@@ -105,11 +105,12 @@ class InitConfig:
 
 @command("init", InitConfig, "write a randomly initialised miniature in the Hugging Face layout")
 def _init(cfg: InitConfig) -> None:
-    from wellread import tokenization
     from wellread.modeling import zoo
+
+    mini = zoo.get(cfg.model)  # a misspelt name is refused before torch is imported
+    from wellread import tokenization
     from wellread.modeling.models import init_model, save_model
 
-    mini = zoo.get(cfg.model)
     tok = tokenization.load_tokenizer(cfg.vocab or tokenization.STANDARD_VOCAB)
     model = init_model(mini, tok, seed=cfg.seed)
     out = save_model(model, tok, cfg.out, overwrite=cfg.overwrite)
@@ -671,7 +672,9 @@ def _report(cfg: ReportConfig) -> None:
 
 # --- the parser ----------------------------------------------------------------------------------
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line; with ``only``, the flags of that one command (others are listed with their help
+    but not built: some configs import torch and transformers, seconds that `--help` or a bad flag need not pay)."""
     parser = argparse.ArgumentParser(prog="wellread", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--version", action="version", version=f"wellread {__version__}")
     top = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -686,13 +689,23 @@ def build_parser() -> argparse.ArgumentParser:
                 groups[key] = gp.add_subparsers(dest=f"sub_{i}", metavar="SUBCOMMAND", required=True)
             sub = groups[key]
         p = sub.add_parser(parts[-1], help=cmd.help, description=cmd.help)
-        add_arguments(p, cmd.config_class)
-        p.set_defaults(_command=name)
+        if only is None or name == only:
+            add_arguments(p, cmd.config_class)
+            p.set_defaults(_command=name)
     return parser
 
 
+def _requested(argv: list[str]) -> str:
+    """The command ``argv`` names ("data stats", "finetune"), or "" when it names none."""
+    for n in (2, 1):
+        if " ".join(argv[:n]) in COMMANDS:
+            return " ".join(argv[:n])
+    return ""
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(only=_requested(argv))
     ns = parser.parse_args(argv)
     if not getattr(ns, "_command", None):
         parser.print_help()
