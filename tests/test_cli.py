@@ -105,8 +105,13 @@ def test_init_defaults_to_the_shipped_standard_vocab(std_vocab, tmp_path):
     assert (tmp_path / "mini" / "vocab.txt").read_text().splitlines() == std_vocab.read_text().splitlines()
 
 
-def test_help_and_a_misspelt_model_do_not_import_torch():
-    """`wellread --help` and a refused model name answer without importing torch or transformers (seconds)."""
+def test_help_a_misspelt_model_and_scoring_squad_predictions_do_not_import_torch(tmp_path):
+    """`wellread --help`, a refused model name and `evaluate --task squad --predictions` answer without importing
+    torch or transformers (seconds each)."""
+    qa = {"id": "q1", "question": "Who won?", "answers": [{"text": "Denver Broncos", "answer_start": 0}]}
+    squad = {"version": "1.1", "data": [{"title": "t", "paragraphs": [{"context": "Denver Broncos won.", "qas": [qa]}]}]}
+    (tmp_path / "dev-v1.1.json").write_text(json.dumps(squad))
+    (tmp_path / "p.json").write_text(json.dumps({"q1": "the Denver Broncos"}))
     code = ("import sys, contextlib, io\n"
             "from wellread import cli\n"
             "with contextlib.redirect_stdout(io.StringIO()):\n"
@@ -115,13 +120,22 @@ def test_help_and_a_misspelt_model_do_not_import_torch():
             "    except SystemExit:\n"
             "        pass\n"
             "with contextlib.redirect_stderr(io.StringIO()) as err:\n"
-            "    rc = cli.main(['init', 'tinny', '--out', 'never-written'])\n"
+            "    rc = cli.main(['init', 'tinny', '--out', sys.argv[1] + '/never-written'])\n"
             "assert rc == 1 and 'did you mean tiny' in err.getvalue(), err.getvalue()\n"
+            "with contextlib.redirect_stdout(io.StringIO()) as out:\n"
+            "    rc = cli.main(['evaluate', '--task', 'squad', '--data-dir', sys.argv[1], '--json',\n"
+            "                   '--predictions', sys.argv[1] + '/p.json'])\n"
+            "assert rc == 0, rc\n"
+            "print(out.getvalue())\n"
             "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))\n")
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
+    p = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, cwd=REPO,
+                       timeout=300)
     assert p.returncode == 0, p.stderr
-    assert p.stdout.strip() == "[]"
-    assert not (REPO / "never-written").exists()
+    *scores, imported = p.stdout.strip().splitlines()
+    assert imported == "[]"
+    r = json.loads("\n".join(scores))
+    assert r["exact_match"] == 100.0 and r["f1"] == 100.0  # "the" is an article: removed before comparing
+    assert not (tmp_path / "never-written").exists()
 
 
 def test_a_command_line_builds_only_its_own_flags_and_every_command_still_parses():

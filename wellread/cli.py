@@ -345,13 +345,23 @@ class EvaluateConfig:
 
 @command("evaluate", EvaluateConfig, "score a fine-tuned model on a task (GLUE metrics; HANS per heuristic)")
 def _evaluate(cfg: EvaluateConfig) -> None:
-    from wellread.eval import glue
     from wellread.io import atomic_write_json
 
-    if cfg.task in ("squad", "squad_v2"):
-        from wellread.infer.qa import evaluate_command
+    if cfg.task in ("squad", "squad_v2"):  # score --predictions (no torch needed), or a model's predictions
+        from wellread.eval.squad import format_scores, score_file
 
-        return evaluate_command(cfg)
+        if cfg.model is None:
+            r = score_file(cfg.task, cfg.data_dir, cfg.predictions, null_odds=cfg.null_odds)
+        else:
+            from wellread.infer.qa import evaluate_qa_model
+
+            r = evaluate_qa_model(cfg.model, cfg.task, cfg.data_dir, split=cfg.split, predictions_out=cfg.predictions)
+        if cfg.out is not None:
+            atomic_write_json(cfg.out, r)
+        print(json.dumps(r, indent=2) if cfg.json else format_scores(r, task=cfg.task))
+        return
+    from wellread.eval import glue
+
     r = glue.evaluate_model(cfg.model, cfg.task, cfg.data_dir, cfg.split, max_length=cfg.inputs.max_length,
                             plots=cfg.plots)
     if cfg.out is not None:

@@ -26,7 +26,7 @@ from wellread import env
 from wellread.data import squad
 from wellread.data.batching import collate, eval_batches
 from wellread.errors import WellreadError
-from wellread.eval.squad import format_scores, score_file, squad_scores
+from wellread.eval.squad import squad_scores
 from wellread.infer.onnx import EXPORT_FILES, FP32_TOLERANCE, INT8_OPS, finish_files, int8_backends
 from wellread.infer.predictor import INPUT_NAMES, ONNX_FILES, default_threads, ort_session
 from wellread.infer.stream import atomic_output, read_records
@@ -509,14 +509,3 @@ def _window_prob_diff(qf: squad.QAFeatures, a: np.ndarray, b: np.ndarray) -> flo
         pa, pb = np.exp(a[lo:hi] - a[lo:hi].max()), np.exp(b[lo:hi] - b[lo:hi].max())
         worst = max(worst, float(np.abs(pa / pa.sum() - pb / pb.sum()).max()))
     return worst
-
-
-def evaluate_command(cfg) -> None:
-    """``wellread evaluate --task squad|squad_v2``: score --predictions, or a model's predictions."""
-    if cfg.model is None:
-        r = score_file(cfg.task, cfg.data_dir, cfg.predictions, null_odds=cfg.null_odds)
-    else:
-        r = evaluate_qa_model(cfg.model, cfg.task, cfg.data_dir, split=cfg.split, predictions_out=cfg.predictions)
-    if cfg.out is not None:
-        atomic_write_json(cfg.out, r)
-    print(json.dumps(r, indent=2) if cfg.json else format_scores(r, task=cfg.task))
