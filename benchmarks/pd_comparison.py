@@ -16,7 +16,8 @@ The teacher labels each task's transfer set once; every cell and seed reads the 
 
 A task file (docs/own-task.md) works as a task: ``--tasks examples/tasks/emotion.yaml --teacher
 examples/tasks/emotion.yaml=DIR``; its grid and distillation settings come from ``--batch-sizes``,
-``--learning-rates``, ``--augment``, ``--pd-epochs``, ``--temperature`` (defaults: TASK_FILE_DEFAULTS).
+``--learning-rates``, ``--augment``, ``--pd-epochs``, ``--temperature`` (defaults: TASK_FILE_DEFAULTS);
+``--transfer FILE`` adds unlabelled text to (c) and (d)'s transfer set (as ``wellread distill --transfer``).
 ``--arms a`` runs only some methods (e.g. (a) before a pre-trained student exists; a later run with
 every arm reuses the finished cells). ``--test`` also scores each method's best model on the task's
 labelled test split (the teacher: ``evaluate-test.json`` beside its model, from ``wellread evaluate
