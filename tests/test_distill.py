@@ -313,3 +313,46 @@ def test_stage3_takes_its_own_learning_rate_only_with_then_finetune(tmp_path):
     assert after_distillation(D.DistillConfig(**base, then_finetune=True, finetune_lr=3e-5)).lr == 3e-5
     with pytest.raises(WellreadError, match="needs --then-finetune"):
         D.DistillConfig(**base, finetune_lr=3e-5)
+
+
+def test_two_labellings_of_one_cache_side_by_side_wait_instead_of_breaking_each_other(small_stsb_teacher,
+                                                                                      glue_slice, tmp_path,
+                                                                                      monkeypatch):
+    """Seeds run side by side label the same transfer set into the same cache. The second used to remove the
+    first's in-flight temporary (as a killed run's) and the first then failed on its rename; now it waits."""
+    import threading
+
+    monkeypatch.setattr(D, "SHARD_SIZE", 48)  # 160 pairs + 160 derived: 7 shards
+    cfg = _cfg(small_stsb_teacher, glue_slice, tmp_path / "run", task="stsb", augment=1)
+    real_predict, real_wait = D._predict_range, D.wait_for_labeller
+    first_busy, second_waits, go_on = threading.Event(), threading.Event(), threading.Event()
+    in_flight = cfg.cache / ".logits-00001.npy.x1y2z3.tmp"  # the first's atomic write of shard 1, under way
+
+    def slow_first(*a, **k):
+        if threading.current_thread().name == "first" and a[2] == 48:  # shard 1 of the first labelling
+            in_flight.write_bytes(b"half a shard")
+            first_busy.set()
+            assert go_on.wait(60)
+            in_flight.unlink()
+        return real_predict(*a, **k)
+
+    def waiting(*a, **k):
+        second_waits.set()
+        real_wait(*a, **k)
+
+    monkeypatch.setattr(D, "_predict_range", slow_first)
+    monkeypatch.setattr(D, "wait_for_labeller", waiting)
+    got = {}
+    first = threading.Thread(target=lambda: got.update(first=D.prepare_labels(cfg)), name="first")
+    second = threading.Thread(target=lambda: got.update(second=D.prepare_labels(cfg)), name="second")
+    first.start()
+    assert first_busy.wait(60)
+    second.start()
+    assert second_waits.wait(60), "the second labelling did not wait for the first"
+    assert in_flight.exists()  # nothing of the first's was removed
+    go_on.set()
+    first.join(120)
+    second.join(120)
+    assert set(got) == {"first", "second"}
+    assert (got["first"].computed_shards, got["second"].computed_shards, got["second"].reused_shards) == (7, 0, 7)
+    np.testing.assert_array_equal(got["first"].logits, got["second"].logits)

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from filelock import FileLock, Timeout
 from tokenizers import Tokenizer
 from tqdm import tqdm
 
@@ -333,14 +334,51 @@ def label_transfer(teacher_path: str | Path, spec: TaskSpec, transfer: TransferS
     The cache directory holds ``manifest.json`` (the teacher's fingerprint, the transfer set's hash,
     the max length) and ``logits-NNNNN.npy`` shards of SHARD_SIZE rows, each written atomically, so a
     killed labelling resumes at the first missing shard. A cache of another teacher or transfer set is
-    refused.
+    refused. One process labels a cache at a time (``cache_lock``): a second waits, then reads the shards.
     """
     path, num_labels = teacher_directory(teacher_path, spec)
-    model = tok = None  # loaded only when a shard is missing
     key = {"teacher": teacher_fingerprint(path), "transfer": transfer.content_hash(), "max_length": max_length,
            "examples": len(transfer), "shard_size": SHARD_SIZE, "num_labels": num_labels}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
     cache = Path(cache) if cache is not None else cache_dir() / "teacher-logits" / digest
+    lock = cache_lock(cache)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        wait_for_labeller(lock, cache, quiet)
+    try:
+        return _label(path, spec, transfer, key, cache, max_length, quiet, bf16)
+    finally:
+        lock.release()
+
+
+def cache_lock(cache: Path) -> FileLock:
+    """The lock one labelling of ``cache`` holds, across processes (in wellread's cache, else beside ``cache``).
+
+    Two runs labelling the same transfer set at once (seeds side by side, grid workers) used to meet in the cache:
+    the second removed the first's in-flight temporaries as a killed run's, and the first failed on its rename.
+    Now the second waits, then reuses the first's shards."""
+    name = hashlib.sha256(str(cache.resolve()).encode()).hexdigest()[:20] + ".lock"
+    for folder in (cache_dir() / "locks", cache.resolve().parent):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            return FileLock(folder / name)
+        except OSError:
+            continue
+    raise WellreadError("no writable place for the teacher-logits cache's lock", file=cache)
+
+
+def wait_for_labeller(lock: FileLock, cache: Path, quiet: bool) -> None:
+    """Wait while another process labels into ``cache``."""
+    if not quiet:
+        print(f"another process is labelling the same transfer set into {cache}; waiting for it", file=sys.stderr)
+    lock.acquire()
+
+
+def _label(path: Path, spec: TaskSpec, transfer: TransferSet, key: dict, cache: Path, max_length: int, quiet: bool,
+           bf16: bool) -> TeacherLabels:
+    """``label_transfer`` with ``cache``'s lock held."""
+    model = tok = None  # loaded only when a shard is missing
     manifest_path = cache / "manifest.json"
     remove_temporaries(cache, lambda name: name == "manifest.json" or name.startswith("logits-"))  # a killed run's
     if manifest_path.is_file():
