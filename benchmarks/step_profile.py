@@ -128,6 +128,11 @@ def ab(a, model, step, batches) -> None:
         name = "wellread" if i % 2 == 0 else "previous"
         if a.ab_of == "bf16":
             PRECISION["bf16"] = name == "wellread"
+        elif a.ab_of == "chunk":
+            from wellread.modeling import heads
+
+            PRECISION["bf16"] = True
+            heads.CHUNK_ROWS = int(a.chunk_rows.split(",")[0 if name == "wellread" else 1])
         elif a.ab_of == "attention":
             attention(fused=name == "wellread")
             dropout.keep_mask = current if name == "wellread" else keep_mask_mt
@@ -165,9 +170,11 @@ def main() -> None:
     ap.add_argument("--ab", type=int, default=0, metavar="BLOCKS",
                     help="alternate BLOCKS blocks of --steps steps between wellread's attention and dropout masks "
                          "and the previous ones (eager attention, masks from torch's random_); print both")
-    ap.add_argument("--ab-of", choices=["attention", "last-layer", "bf16"], default="attention",
+    ap.add_argument("--ab-of", choices=["attention", "last-layer", "bf16", "chunk"], default="attention",
                     help="what --ab compares: the attention and dropout masks, or the last layer on the masked rows "
-                         "only against the whole layer")
+                         "only against the whole layer, bf16 against fp32, or two chunk sizes of the bf16 loss")
+    ap.add_argument("--chunk-rows", default="32,128", metavar="A,B",
+                    help="with --ab-of chunk: the bf16 loss's rows a chunk ('wellread' A, 'previous' B)")
     ap.add_argument("--bf16", action="store_true", help="steps under bf16 autocast (as `--bf16` trains); "
                     "with --ab-of bf16, 'wellread' is bf16 and 'previous' fp32")
     a = ap.parse_args()
