@@ -261,3 +261,57 @@ def test_group_lines_makes_documents_of_n_consecutive_paragraphs_within_a_file(t
         assert corpus.document_ids(d).tolist() == expect
     with pytest.raises(WellreadError, match="at least 1"):
         build_corpus([a], std_vocab, tmp_path / "z", workers=1, group_lines=0, show_progress=False)
+
+
+# --- a task's own text (`wellread corpus --task`) ---------------------------------------------------------
+
+def _corpus_of_task(task: str, out: Path, std_vocab, monkeypatch, tmp_path) -> dict:
+    from wellread import cli
+
+    monkeypatch.setenv("WELLREAD_CACHE", str(tmp_path / "cache"))
+    assert cli.main(["corpus", "--task", task, "--vocab", str(std_vocab), "--out", str(out), "--workers", "1",
+                     "--quiet"]) == 0
+    return json.loads((out / "manifest.json").read_text())
+
+
+def test_corpus_of_a_task_holds_each_training_text_once_and_nothing_of_dev_or_test(std_vocab, tmp_path, monkeypatch):
+    import csv
+
+    sick = data_path("tasks", "sick", "SICK.txt")
+    with sick.open(encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    train = {r[k].strip() for r in rows if r["SemEval_set"] == "TRAIN" for k in ("sentence_A", "sentence_B")}
+    held_out = {r[k].strip() for r in rows if r["SemEval_set"] != "TRAIN" for k in ("sentence_A", "sentence_B")}
+    m = _corpus_of_task(str(REPO / "examples" / "tasks" / "sick-e.yaml"), tmp_path / "sick", std_vocab, monkeypatch,
+                        tmp_path)
+    assert m["totals"]["documents"] == len(train) == 4789  # a line each (line mode), each sentence once
+    text = next((tmp_path / "cache" / "task-texts").glob("sick-e-*.txt")).read_text(encoding="utf-8")
+    lines = text.splitlines()
+    assert set(lines) == train and len(lines) == len(train)
+    assert not (held_out - train) & set(lines)  # no sentence only dev or test has
+    emotion = data_path("tasks", "emotion", "train.txt").read_text(encoding="utf-8").splitlines()
+    m = _corpus_of_task(str(REPO / "examples" / "tasks" / "emotion.yaml"), tmp_path / "emotion", std_vocab,
+                        monkeypatch, tmp_path)
+    assert m["totals"]["documents"] == len({line.rsplit(";", 1)[0] for line in emotion})
+
+
+def test_corpus_of_a_task_file_puts_a_text_with_newlines_on_one_line_and_each_text_once(std_vocab, tmp_path,
+                                                                                         monkeypatch):
+    (tmp_path / "train.csv").write_text('body,label\n"first line\nsecond line",a\nplain text,b\nplain text,a\n'
+                                        'another one,b\n', encoding="utf-8")
+    (tmp_path / "dev.csv").write_text("body,label\nonly in dev,a\n", encoding="utf-8")
+    (tmp_path / "t.yaml").write_text("name: t\nkind: classification\ntext: body\nlabel: label\ntrain: train.csv\n"
+                                     "dev: dev.csv\n")
+    m = _corpus_of_task(str(tmp_path / "t.yaml"), tmp_path / "shards", std_vocab, monkeypatch, tmp_path)
+    text = next((tmp_path / "cache" / "task-texts").glob("t-*.txt")).read_text(encoding="utf-8")
+    assert text.splitlines() == ["first line second line", "plain text", "another one"]
+    assert m["totals"]["documents"] == 3
+
+
+def test_corpus_without_files_or_task_is_one_line_and_writes_nothing(std_vocab, tmp_path, capsys):
+    from wellread import cli
+
+    assert cli.main(["corpus", "--vocab", str(std_vocab), "--out", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--task" in err[0] and "FILES" in err[0]
+    assert not (tmp_path / "o").exists()

@@ -262,8 +262,12 @@ def _convert(cfg: ConvertConfig) -> None:
 
 @configclass
 class CorpusConfig:
-    files: list[Path] = field(help="text files: .txt/.gz (a paragraph a line, or documents split by blank lines) "
-                                   "or .jsonl(.gz)", positional=True)
+    files: list[Path] = field(default_factory=list, help="text files: .txt/.gz (a paragraph a line, or documents "
+                                                         "split by blank lines) or .jsonl(.gz)", positional=True)
+    task: str | None = field(None, help="also the texts of this task's training split (a task file, or a GLUE name "
+                                        "with --data-dir), each once, a line each: pre-train a student on your "
+                                        "task's own text before distilling into it (docs/own-task.md)")
+    data_dir: Path | None = field(None, help="with --task and a GLUE name: the GLUE root")
     vocab: Path = field(help="vocab.txt, tokenizer.json, or a model/vocab directory")
     out: Path = field(help="directory for the shards and manifest.json (a killed run resumes there)")
     workers: int | None = field(None, ge=1, help="encoding processes (default: CPU count, at most 8; 1 = in this process)")
@@ -279,9 +283,12 @@ class CorpusConfig:
 
 @command("corpus", CorpusConfig, "tokenise raw text into token-id shards for pre-training (parallel, resumable)")
 def _corpus(cfg: CorpusConfig) -> None:
-    from wellread.data.corpus import build_corpus
+    from wellread.data.corpus import build_corpus, task_texts
 
-    m = build_corpus(cfg.files, cfg.vocab, cfg.out, workers=cfg.workers, shard_tokens=cfg.shard_tokens,
+    if not cfg.files and not cfg.task:
+        raise WellreadError("no input: give text FILES, or --task to pre-train on a task's own text", field="files")
+    files = [*cfg.files, *([task_texts(cfg.task, cfg.data_dir)] if cfg.task else [])]
+    m = build_corpus(files, cfg.vocab, cfg.out, workers=cfg.workers, shard_tokens=cfg.shard_tokens,
                      doc_mode=cfg.doc_mode, text_field=cfg.text_field, group_lines=cfg.group_lines,
                      overwrite=cfg.overwrite,
                      show_progress=not cfg.quiet)
