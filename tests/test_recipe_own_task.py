@@ -254,6 +254,7 @@ def test_a_time_budget_plans_the_task_and_cuts_the_grid(inputs, tmp_path):
     ("unseen_label", "dev.csv:3 (field category): label 'refund' never occurs in training"),
     ("task_in_tasks", "a task file goes to --task"),
     ("no_start", "no pre-trained start for the students: pass --student-init DIR"),
+    ("adapt_without_init", "adapt_steps: needs --student-init"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(inputs, tmp_path, case, message):
     root = tmp_path / "in"
@@ -279,6 +280,10 @@ def test_bad_input_is_one_line_and_writes_nothing(inputs, tmp_path, case, messag
         i = args.index("--student-init")
         del args[i:i + 2]
         args += ["--data", str(tmp_path / "nothing")]
+    elif case == "adapt_without_init":
+        i = args.index("--student-init")
+        del args[i:i + 2]
+        args += ["--adapt-steps", "5"]
     rc, stdout, err = run_cli(args)
     assert rc == 1 and err.count("\n") == 1 and message in err, err
     assert "Traceback" not in err and not (tmp_path / "out").exists() and stdout == ""
@@ -304,3 +309,32 @@ def test_export_with_a_task_gates_the_int8_model_and_writes_nothing_when_refused
     rc, _, err = run_cli(["export", "--model", str(model), "--task", str(root / "tickets.yaml"), "--out",
                           str(tmp_path / "no-int8")])
     assert rc == 1 and "add --int8" in err and not (tmp_path / "no-int8").exists()
+
+
+def test_adapt_steps_pretrain_the_start_on_the_task_texts_and_every_arm_starts_from_it(inputs, tmp_path):
+    """--adapt-steps: the student's start continues masked-LM training on the task's training texts (stages
+    adapt-corpus-tiny, adapt-tiny), and the arms that start from the pre-trained student start from that model."""
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    out = tmp_path / "out"
+    rc, _, err = run_cli(recipe_args(inputs, out, "--adapt-steps", "4", "--arms", "pretrained,pd"))
+    assert rc == 0, err
+    markers = {p.stem: json.loads(p.read_text()) for p in (out / "stages").glob("*.json")}
+    assert {"adapt-corpus-tiny", "adapt-tiny"} <= set(markers)
+    assert markers["adapt-tiny"]["result"]["steps"] == 4
+    adapted = out / "adapt-tiny" / "model"
+    assert markers["adapt-corpus-tiny"]["result"]["documents"] >= 1
+    text = markers["adapt-corpus-tiny"]["settings"]["text"]
+    train = {line.rsplit(",", 1)[0].strip('"') for line in (inputs / "train.csv").read_text().splitlines()[1:]}
+    assert set(open(text, encoding="utf-8").read().splitlines()) == train  # the training texts, each once
+    assert markers["grid-pretrained-tiny-s0"]["settings"]["model"] == str(adapted)
+    assert markers["distill-tiny-s0"]["settings"]["model"] == str(adapted)
+    assert "adapt-tiny" in markers["distill-tiny-s0"]["settings"]["after"]  # redone when the adaptation changes
+    before, after = load_file(inputs / "tiny" / "model.safetensors"), load_file(adapted / "model.safetensors")
+    changed = [k for k in before if k in after and not np.array_equal(before[k], after[k])]
+    assert changed  # the start did move
+    manifest = json.loads((out / "recipe.json").read_text())
+    assert manifest["sources"]["student_init"] == {"tiny": str(inputs / "tiny")}
+    assert manifest["sources"]["adapted"] == {"tiny": str(adapted)}
+    assert "Adapted to the task first (`--adapt-steps 4`)" in (out / "report" / "report.md").read_text()

@@ -56,6 +56,10 @@ class TaskRecipeConfig(RecipeConfig):
                                                  "this many points (x100) below its fp32 self")
     speed_sentences: int = field(1000, ge=1, help="with --task: dev sentences each model's speed is measured on "
                                                   "(one thread)")
+    adapt_steps: int = field(0, ge=0, help="with --task and --student-init: first continue each student's masked-LM "
+                                           "pre-training this many steps (batch 32, lr 5e-4) on the task's training "
+                                           "texts, labels unread; every arm then starts from it (docs/own-task.md: "
+                                           "1,000 helped emotion, not SICK); counted in --time-budget")
 
     def __post_init__(self) -> None:
         from wellread.data.own_task import is_task_file
@@ -68,10 +72,13 @@ class TaskRecipeConfig(RecipeConfig):
             self.short_plan = False  # the short plan is made for GLUE's STS-B; a user's task keeps the paper's settings
         super().__post_init__()
         if self.task is None:
-            for name in ("unlabelled", "student_init"):
+            for name in ("unlabelled", "student_init", "adapt_steps"):
                 if getattr(self, name):
                     raise WellreadError("needs --task (a task file)", field=name)
             return
+        if self.adapt_steps and not self.student_init:
+            raise WellreadError("needs --student-init (the pre-trained start to adapt to the task's text)",
+                                field="adapt_steps")
         if not is_task_file(self.task):
             raise WellreadError(f"{self.task}: not a task file (expected a .yaml / .yml file; GLUE names go to "
                                 "--tasks)", field="task")
@@ -438,6 +445,41 @@ class TaskRecipe(Recipe):
         return self.stage("speed", {"targets": targets, "sentences": len(a), "max_length": c.inputs.max_length},
                           run, after=["export"])["rows"]
 
+    def adapt(self, student: str, start: Path) -> Path:
+        """``--adapt-steps``: the student's start, its masked-LM pre-training continued on the task's training
+        texts (``wellread corpus --task`` + ``wellread pretrain --model START``), as stages ``adapt-corpus-S`` and
+        ``adapt-S``; returns the adapted model directory."""
+        from wellread.data.corpus import build_corpus, task_texts
+        from wellread.tokenization import load_tokenizer, vocab_hash
+        from wellread.train.pretrain import PretrainConfig, pretrain
+
+        c = self.cfg
+        text = task_texts(self.task_file, None)
+        corpus = self.out / f"adapt-corpus-{student}"
+
+        def run_corpus() -> dict:
+            m = build_corpus([text], start, corpus, workers=self.workers, group_lines=c.group_lines,
+                             show_progress=not c.quiet)
+            return {k: m.totals[k] for k in ("tokens", "sentences", "documents")}
+
+        made = self.stage(f"adapt-corpus-{student}", {"text": str(text), "vocab": vocab_hash(load_tokenizer(start)),
+                                                      "group_lines": c.group_lines}, run_corpus, dirs=[corpus])
+        out = self.out / f"adapt-{student}"
+        pc = PretrainConfig(model=str(start), data=corpus, out=out, objective="mlm", max_steps=c.adapt_steps,
+                            lr=5e-4, batch_size=32, seed=0, threads=c.threads, bf16=c.bf16, quiet=c.quiet,
+                            eval_documents=max(1, min(200, made["documents"] // 10)))  # a tenth held out, ≤ 200
+
+        def run() -> dict:
+            r = pretrain(pc)
+            return {"steps": r["steps"], "tokens": r["tokens"], "eval": r["eval"], "train_seconds": r["train_seconds"]}
+
+        r = self.stage(f"adapt-{student}", to_dict(pc) | {"quiet": None, "threads": None, "out": None}, run,
+                       dirs=[out], after=[f"adapt-corpus-{student}"])
+        log(f"adapt-{student}: {r['steps']:,} steps on the task's training texts, held-out masked-LM accuracy "
+            f"{100 * r['eval'].get('eval/mlm_accuracy', float('nan')):.1f}%")
+        self.runs.append({"kind": "pretrain", "student": student, "path": out.name})
+        return out / "model"
+
     def run(self) -> dict:
         from wellread.data.task_files import read_split
         from wellread.data.tasks import get_task
@@ -452,6 +494,10 @@ class TaskRecipe(Recipe):
             raise WellreadError("recipe --task runs classification and regression tasks", field="task")
         transfer_counts = check_unlabelled(list(c.unlabelled) + list(c.pd.transfer), spec)
         src, inits = self.sources(spec)
+        starts = dict(inits)
+        if c.adapt_steps:  # before the plan, so that the planner counts its time as spent
+            self.out.mkdir(parents=True, exist_ok=True)
+            inits = {s: self.adapt(s, start) for s, start in inits.items()}
         n_train = len(read_split(spec, None, "train").examples)
         n_dev = sum(len(read_split(spec, None, s).examples) for s in spec.dev_splits)
         test_labelled = "test" in spec.splits and spec.splits["test"][1].label is not None
@@ -474,7 +520,7 @@ class TaskRecipe(Recipe):
         self.glue = None
         vocab = self.vocab(src)
         students: dict[str, Path] = dict(inits)
-        pre_after: dict[str, list[str]] = {s: [] for s in c.students}
+        pre_after: dict[str, list[str]] = {s: [f"adapt-{s}"] if c.adapt_steps else [] for s in c.students}
         if c.pretrains and not inits:
             corpus = self.corpus(src, vocab, plan)
             for s in c.students:
@@ -497,7 +543,8 @@ class TaskRecipe(Recipe):
         speed = self.speed(spec, rows, export)
         manifest = {"config": to_dict(c) | {"tasks": [self.task_file]}, "task": self.task_file,
                     "task_name": spec.name, "plan": plan.to_dict(), "runs": self.runs,
-                    "sources": {"text": [str(p) for p in src.text], "student_init": {k: str(v) for k, v in inits.items()},
+                    "sources": {"text": [str(p) for p in src.text], "student_init": {k: str(v) for k, v in starts.items()},
+                                "adapted": {k: str(v) for k, v in inits.items()} if c.adapt_steps else {},
                                 "teacher": None if src.teacher is None else str(src.teacher), "teacher_name": c.teacher,
                                 "unlabelled": transfer_counts},
                     "workers": self.workers}
@@ -588,6 +635,10 @@ def write_task_report(out: Path, spec, manifest: dict, rows: list[dict], export:
     if manifest["sources"]["student_init"]:
         lines.append("Students' pre-trained start: " + ", ".join(f"{k} = {shown_source(v, str(out))}" for k, v in
                                                                  manifest["sources"]["student_init"].items()) + ".")
+    if manifest["sources"].get("adapted"):
+        lines.append(f"Adapted to the task first (`--adapt-steps {manifest['config']['adapt_steps']}`): masked-LM "
+                     "pre-training continued on the task's training texts; every arm starts from " + ", ".join(
+                         f"{k} = {shown_source(v, str(out))}" for k, v in manifest["sources"]["adapted"].items()) + ".")
     if manifest["sources"]["unlabelled"]:
         lines.append("Unlabelled text in the transfer set: " + "; ".join(
             f"{shown_source(k, str(out))} ({v['inputs']:,} inputs, {v['skipped']:,} blank lines skipped)"
