@@ -363,17 +363,16 @@ def _evaluate(cfg: EvaluateConfig) -> None:
             from wellread.infer.qa import evaluate_qa_model
 
             r = evaluate_qa_model(cfg.model, cfg.task, cfg.data_dir, split=cfg.split, predictions_out=cfg.predictions)
-        if cfg.out is not None:
-            atomic_write_json(cfg.out, r)
-        print(json.dumps(r, indent=2) if cfg.json else format_scores(r, task=cfg.task))
-        return
-    from wellread.eval import glue
+        text = format_scores(r, task=cfg.task)
+    else:
+        from wellread.eval import glue
 
-    r = glue.evaluate_model(cfg.model, cfg.task, cfg.data_dir, cfg.split, max_length=cfg.inputs.max_length,
-                            plots=cfg.plots)
+        r = glue.evaluate_model(cfg.model, cfg.task, cfg.data_dir, cfg.split, max_length=cfg.inputs.max_length,
+                                plots=cfg.plots)
+        text = glue.format_evaluation(r)
     if cfg.out is not None:
         atomic_write_json(cfg.out, r)
-    print(json.dumps(r, indent=2) if cfg.json else glue.format_evaluation(r))
+    print(json.dumps(r, indent=2) if cfg.json else text)
 
 
 @configclass
