@@ -6,6 +6,7 @@ with or without the CPU dropout and the row-sparse embedding gradients, to compa
 
     python benchmarks/step_profile.py pretrain --data SHARDS --batch 32 [--bf16] [--profile]
     python benchmarks/step_profile.py pretrain --data SHARDS --ab 6 --ab-of bf16 --steps 30   # bf16 / fp32, interleaved
+    python benchmarks/step_profile.py pretrain --model mini --data SHARDS --batch 128 --ab 3 --ab-of bf16 --steps 5
     python benchmarks/step_profile.py finetune --task sst2 --data-dir ../shared/data/glue --batch 8 --threads 1 \\
         [--plain] [--profile]
 """
@@ -205,6 +206,19 @@ def main() -> None:
             for b in batches[10 + a.steps:]:
                 step(b)
         print(p.key_averages(group_by_input_shape=a.shapes).table(sort_by="self_cpu_time_total", row_limit=25))
+        if a.kind == "pretrain":
+            print(loss_share(p.key_averages(), len(batches) - 10 - a.steps))
+
+
+def loss_share(events, steps: int) -> str:
+    """How much of a profiled pre-training step the vocabulary projection's loss (``MaskedLMLoss``, forward and
+    backward, products included) takes: it is what bf16 speeds up least on a CPU (docs/benchmarks.md)."""
+    total = sum(e.self_cpu_time_total for e in events) / steps / 1e3
+    fwd = sum(e.cpu_time_total for e in events if e.key == "MaskedLMLoss") / steps / 1e3
+    bwd = sum(e.cpu_time_total for e in events
+              if "MaskedLMLossBackward" in e.key and e.key.startswith("autograd::engine")) / steps / 1e3
+    return (f"per profiled step: {total:.0f} ms; the vocabulary loss {fwd:.0f} ms forward + {bwd:.0f} ms backward "
+            f"= {(fwd + bwd) / total:.0%}; everything else {total - fwd - bwd:.0f} ms")
 
 
 if __name__ == "__main__":
