@@ -154,7 +154,7 @@ def main() -> None:
     # as `wellread export --int8 --task sst2` does: the OpenVINO int8 model calibrated on training sentences
     from wellread.infer.gate import calibration_inputs
 
-    rec = export_onnx(model, export, int8=True, overwrite=True, max_length=args.max_length, quiet=True,
+    rec = export_onnx(model, export, int8=True, max_length=args.max_length, quiet=True,
                       calibration=calibration_inputs("sst2", args.glue))
     print(f"exported -> {export} (check: fp32 max |dp| {rec['check']['onnx']['max_abs_diff_probability']:.1e}, "
           f"int8 max |dp| {rec['check']['onnx-int8']['max_abs_diff_probability']:.1e})")

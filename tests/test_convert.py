@@ -276,13 +276,15 @@ def test_corrupt_index_or_truncated_data_never_gives_a_model(tmp_path: Path):
     assert not (tmp_path / "out").exists()
 
 
-def test_an_output_folder_of_other_files_is_never_replaced(tmp_path: Path):
+def test_an_output_folder_of_other_files_is_never_replaced(tmp_path: Path, capsys):
+    from wellread.cli import main
+
     out = tmp_path / "out"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
-    for overwrite in (False, True):  # wellread never deletes what it did not write, --overwrite or not
-        with pytest.raises(WellreadError, match=r"holds other content \(notes.txt\).*choose another --out"):
-            convert.convert(FIXTURE, out, overwrite=overwrite)
+    for extra in ([], ["--overwrite"]):  # wellread never deletes what it did not write, --overwrite or not
+        assert main(["convert", str(FIXTURE), "--out", str(out), *extra]) == 1
+        assert "holds other content (notes.txt)" in capsys.readouterr().err
         assert [p.name for p in out.iterdir()] == ["notes.txt"] and (out / "notes.txt").read_text() == "mine"
 
 

@@ -31,7 +31,7 @@ def _teacher(src, task: str, out, seed: int = 0):
     from wellread.train.finetune import classifier_from_pretrained
 
     model = classifier_from_pretrained(src, get_task(task), seed=seed, new_head=True)
-    save_model(model, load_tokenizer(src), out, overwrite=True)
+    save_model(model, load_tokenizer(src), out)
     return out
 
 

@@ -146,7 +146,7 @@ def make_model(out: Path, task: str, pairs, *, id2label: dict[int, str] | None =
         target_mean, target_std = (2.5, 2.0) if config.num_labels == 1 else (0.0, 1.0)
         model.classifier.weight.mul_((target_std / std)[:, None])
         model.classifier.bias.copy_(target_mean + (model.classifier.bias - mean) * target_std / std)
-    return save_model(model, tok, out, overwrite=True)
+    return save_model(model, tok, out)
 
 
 def split_pairs(path: Path, a: str, b: str | None) -> list[tuple[str, str | None]]:

@@ -108,7 +108,7 @@ def test_a_failed_save_leaves_the_previous_model_untouched(tiny_test_vocab, tmp_
 
     monkeypatch.setattr(models, "write_tokenizer_files", boom)
     with pytest.raises(OSError):
-        models.save_model(models.init_model("tiny", tok, seed=2), tok, out, overwrite=True)
+        models.save_model(models.init_model("tiny", tok, seed=2), tok, out)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert [p.name for p in tmp_path.iterdir()] == ["m"], "no temporary directory is left behind"
 
@@ -116,9 +116,8 @@ def test_a_failed_save_leaves_the_previous_model_untouched(tiny_test_vocab, tmp_
 def test_an_output_directory_with_other_content_is_refused(tiny_test_vocab, tmp_path):
     tok = tokenization.load_tokenizer(tiny_test_vocab)
     (tmp_path / "notes.txt").write_text("mine")
-    for overwrite in (False, True):  # --overwrite never replaces what wellread did not write
-        with pytest.raises(WellreadError, match="holds other content"):
-            models.save_model(models.init_model("tiny", tok), tok, tmp_path, overwrite=overwrite)
-        assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+    with pytest.raises(WellreadError, match="holds other content"):
+        models.save_model(models.init_model("tiny", tok), tok, tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
 
 

@@ -35,6 +35,10 @@ class Command:
 
 
 COMMANDS: dict[str, Command] = {}
+# --overwrite of the commands writing one directory of their own files (init, vocab train, convert, predict-glue,
+# export): such a directory is replaced anyway, one holding anything else never is (wellread.io.check_output_dir)
+OVERWRITE_NO_EFFECT = ("no effect, kept for old scripts: an output directory holding only this command's files is "
+                       "replaced anyway; one holding anything else is never replaced")
 
 
 def command(name: str, config: type, help: str):
@@ -100,7 +104,7 @@ class InitConfig:
                                           "(default: the standard uncased BERT vocabulary, shipped with wellread)")
     out: Path = field(help="the model directory to write (HF layout)")
     seed: int = field(0, ge=0, help="random seed; the same seed gives the same weights bit for bit")
-    overwrite: bool = field(False, help="no effect, kept for old scripts: an output directory holding only this command's files is replaced anyway; one holding anything else is never replaced")
+    overwrite: bool = field(False, help=OVERWRITE_NO_EFFECT)
 
 
 @command("init", InitConfig, "write a randomly initialised miniature in the Hugging Face layout")
@@ -113,7 +117,7 @@ def _init(cfg: InitConfig) -> None:
 
     tok = tokenization.load_tokenizer(cfg.vocab or tokenization.STANDARD_VOCAB)
     model = init_model(mini, tok, seed=cfg.seed)
-    out = save_model(model, tok, cfg.out, overwrite=cfg.overwrite)
+    out = save_model(model, tok, cfg.out)
     n = sum(p.numel() for p in model.bert.parameters())
     print(f"wrote {mini.name}{f' ({mini.alias})' if mini.alias else ''}: {n:,} encoder parameters, "
           f"vocab {tok.get_vocab_size():,} -> {out}")
@@ -128,7 +132,7 @@ class VocabTrainConfig:
     size: int = field(30522, help="vocabulary size, special tokens included")
     min_frequency: int = field(2, help="a merge must be seen at least this often")
     limit_alphabet: int = field(1000, help="keep at most this many distinct initial characters")
-    overwrite: bool = field(False, help="no effect, kept for old scripts: an output directory holding only this command's files is replaced anyway; one holding anything else is never replaced")
+    overwrite: bool = field(False, help=OVERWRITE_NO_EFFECT)
     quiet: bool = field(False, help="no progress bar")
 
 
@@ -138,7 +142,7 @@ def _vocab_train(cfg: VocabTrainConfig) -> None:
 
     tok = tokenization.train_vocab(cfg.files, cfg.size, min_frequency=cfg.min_frequency,
                                    limit_alphabet=cfg.limit_alphabet, show_progress=not cfg.quiet)
-    out = tokenization.save_vocab(tok, cfg.out, overwrite=cfg.overwrite)
+    out = tokenization.save_vocab(tok, cfg.out)
     print(f"wrote a vocabulary of {tok.get_vocab_size():,} tokens (hash {tokenization.vocab_hash(tok)}) -> {out}")
 
 
@@ -240,15 +244,14 @@ class ConvertConfig:
     vocab: Path | None = field(None, help="vocab.txt to use when the checkpoint has none beside it")
     check: bool = field(False, help="run a forward pass and print the hidden-state norm of each layer")
     text: str = field("the quick brown fox jumps over the lazy dog", help="the sentence --check runs")
-    overwrite: bool = field(False, help="no effect, kept for old scripts: an output directory holding only this command's files is replaced anyway; one holding anything else is never replaced")
+    overwrite: bool = field(False, help=OVERWRITE_NO_EFFECT)
 
 
 @command("convert", ConvertConfig, "convert a Google BERT TensorFlow checkpoint to the HF layout (no TensorFlow)")
 def _convert(cfg: ConvertConfig) -> None:
     from wellread.modeling import convert
 
-    r = convert.convert(cfg.checkpoint, cfg.out, vocab=cfg.vocab, overwrite=cfg.overwrite, check=cfg.check,
-                        check_text=cfg.text)
+    r = convert.convert(cfg.checkpoint, cfg.out, vocab=cfg.vocab, check=cfg.check, check_text=cfg.text)
     skipped = ", ".join(f"{n} {k}" for k, n in r.skipped.items()) or "nothing"
     print(f"converted a {r.naming.upper()} checkpoint: {r.tensors} tensors as {r.model_class} "
           f"(kept: encoder{''.join(', ' + h for h in r.heads)}; skipped: {skipped}"
@@ -383,15 +386,14 @@ class PredictGlueConfig:
     data_dir: Path = field(help="the GLUE root (holding <Task>/test.tsv ...), or a Hugging Face datasets copy")
     out: Path = field(help="directory to write: the leaderboard .tsv files, submission.zip, predictions.json")
     inputs: Inputs = group(Inputs, help="how inputs are cut (--max-length)")
-    overwrite: bool = field(False, help="no effect, kept for old scripts: an output directory holding only this command's files is replaced anyway; one holding anything else is never replaced")
+    overwrite: bool = field(False, help=OVERWRITE_NO_EFFECT)
 
 
 @command("predict-glue", PredictGlueConfig, "write GLUE leaderboard files (index, prediction) and a zip of them")
 def _predict_glue(cfg: PredictGlueConfig) -> None:
     from wellread.eval import glue
 
-    r = glue.predict_glue(glue.parse_models(cfg.models), cfg.data_dir, cfg.out, max_length=cfg.inputs.max_length,
-                          overwrite=cfg.overwrite)
+    r = glue.predict_glue(glue.parse_models(cfg.models), cfg.data_dir, cfg.out, max_length=cfg.inputs.max_length)
     print(glue.format_submission(r))
 
 
@@ -481,7 +483,7 @@ class ExportConfig:
     out: Path = field(help="the directory to write: model.onnx, model.int8.onnx, config.json, tokenizer, export.json")
     opset: int = field(17, help="the ONNX opset")
     max_length: int = same(Inputs, "max_length", help="the input length the check truncates to")
-    overwrite: bool = field(False, help="no effect, kept for old scripts: an output directory holding only this command's files is replaced anyway; one holding anything else is never replaced")
+    overwrite: bool = field(False, help=OVERWRITE_NO_EFFECT)
     task: str | None = field(None, help="with --int8: the accuracy gate: score each int8 model and its fp32 self on "
                                         "this task's dev split (a task file, or a GLUE name with --data-dir; squad / "
                                         "squad_v2 for a QA model: the held-out articles) and write nothing if int8 "
@@ -520,8 +522,8 @@ def _export(cfg: ExportConfig) -> None:
                 raise WellreadError(f"{refusal(g)}; nothing written (export without --task for the fp32 model)",
                                     file=cfg.out)
             return g
-    r = export_onnx(cfg.model, cfg.out, int8=cfg.int8, opset=cfg.opset, max_length=cfg.max_length,
-                    overwrite=cfg.overwrite, gate=gate, calibration=calibration)
+    r = export_onnx(cfg.model, cfg.out, int8=cfg.int8, opset=cfg.opset, max_length=cfg.max_length, gate=gate,
+                    calibration=calibration)
     print(f"exported {r['model']} ({r['exporter']}, opset {r['opset']}, {r['graph']}) -> {cfg.out}; "
           "checked against PyTorch:")
     print(describe_check(r))
@@ -559,8 +561,7 @@ def _export_qa(cfg: ExportConfig) -> None:
                 raise WellreadError(f"{refusal(g)}; nothing written (export without --task for the fp32 model)",
                                     file=cfg.out)
             return g
-    r = export_qa_onnx(cfg.model, cfg.out, int8=cfg.int8, opset=cfg.opset, overwrite=cfg.overwrite,
-                       calibration=calibration, gate=gate)
+    r = export_qa_onnx(cfg.model, cfg.out, int8=cfg.int8, opset=cfg.opset, calibration=calibration, gate=gate)
     print(f"exported {r['model']} (question answering, opset {r['opset']}) -> {cfg.out}; checked against PyTorch:")
     print(describe_check(r))
     if "int8_gate" in r:

@@ -266,7 +266,7 @@ def _convert_zip(zip_path: Path, url: str, out: Path, expect: zoo.Miniature | No
     from wellread.modeling import convert
 
     _check_zip(zip_path, url)
-    convert.convert(zip_path, out, overwrite=True)
+    convert.convert(zip_path, out)
     if expect is not None:
         cfg = json.loads((out / "config.json").read_text(encoding="utf-8"))
         if (cfg["num_hidden_layers"], cfg["hidden_size"]) != (expect.layers, expect.hidden):
@@ -320,7 +320,7 @@ def fetch_all_zip(*, cache: str | Path | None = None, offline: bool | None = Non
                 continue
             out = root / "models" / m.google_name
             if not _is_model_dir(out):
-                convert.convert(ckpt, out, overwrite=True)
+                convert.convert(ckpt, out)
             done.append(out)
     if not done:
         raise WellreadError("the archive holds no BERT checkpoint", file=dest)

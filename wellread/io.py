@@ -101,15 +101,14 @@ def read_json(path: str | Path, *, missing: str = "no such file") -> Any:
         raise WellreadError("not UTF-8 text", file=path) from None
 
 
-def check_output_dir(path: str | Path, *, overwrite: bool = False, allowed: set[str] | None = None) -> Path:
+def check_output_dir(path: str | Path, *, allowed: set[str] | None = None) -> Path:
     """Refuse an output directory that exists and holds anything but files we would write.
 
     ``allowed`` names the files a previous run of the same command leaves; a directory holding only
-    those is ours to replace. A directory holding anything else is never replaced, ``overwrite`` or not
-    (wellread never deletes what it did not create; docs/reliability.md). ``overwrite`` is accepted for
-    the commands' common flag; it changes nothing here.
+    those is ours to replace. A directory holding anything else is never replaced (wellread never deletes
+    what it did not create; docs/reliability.md): the ``--overwrite`` of the commands that write such a
+    directory changes nothing.
     """
-    del overwrite
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise WellreadError("output path exists and is not a directory", file=path)

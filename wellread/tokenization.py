@@ -217,9 +217,9 @@ def train_vocab(
     return build_tokenizer(tok.get_vocab(with_added_tokens=True))
 
 
-def save_vocab(tok: Tokenizer, out: str | Path, *, overwrite: bool = False) -> Path:
+def save_vocab(tok: Tokenizer, out: str | Path) -> Path:
     """Write a vocabulary directory atomically (it never exists half-written)."""
-    out = check_output_dir(out, overwrite=overwrite, allowed=set(TOKENIZER_FILES))
+    out = check_output_dir(out, allowed=set(TOKENIZER_FILES))
     with atomic_directory(out) as tmp:
         write_tokenizer_files(tok, tmp)
     return out

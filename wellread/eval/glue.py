@@ -305,8 +305,8 @@ def _zip_bytes(files: Mapping[str, bytes]) -> bytes:
     return buf.getvalue()
 
 
-def predict_glue(models: Mapping[str, str | Path], data_dir: str | Path, out: str | Path, *, max_length: int = 128,
-                 overwrite: bool = False) -> dict:
+def predict_glue(models: Mapping[str, str | Path], data_dir: str | Path, out: str | Path, *,
+                 max_length: int = 128) -> dict:
     """Write GLUE's leaderboard files for the tasks with a model and a test file, and ``submission.zip``.
 
     ``models`` maps a task to a model directory; AX is predicted with MNLI's model unless given its own.
@@ -325,7 +325,7 @@ def predict_glue(models: Mapping[str, str | Path], data_dir: str | Path, out: st
             raise WellreadError(f"{task} has no leaderboard file (evaluate it with `wellread evaluate`)", field="models")
     if "mnli" in plan and "ax" not in plan:
         plan["ax"] = plan["mnli"]
-    out = check_output_dir(out, overwrite=overwrite, allowed={*SUBMISSION_FILES, SUBMISSION_ZIP, MANIFEST})
+    out = check_output_dir(out, allowed={*SUBMISSION_FILES, SUBMISSION_ZIP, MANIFEST})
     # Refuse a wrong model before any prediction is made (config.json only: cheap).
     for task, d in plan.items():
         plan[task] = resolve_model_dir(d)

@@ -235,7 +235,7 @@ def int8_backends(int8: bool) -> tuple[str, ...]:
 
 
 def export_onnx(model_dir: str | Path, out: str | Path, *, int8: bool = False, opset: int = OPSET,
-                max_length: int = 128, overwrite: bool = False, quiet: bool = False,
+                max_length: int = 128, quiet: bool = False,
                 gate: Callable[[Path], dict] | None = None,
                 calibration: tuple[list[str], list[str | None]] | None = None) -> dict:
     """Write ``out/`` (model.onnx, [model.int8.onnx, model.int8.xml/.bin], config.json, tokenizer files, export.json).
@@ -251,7 +251,7 @@ def export_onnx(model_dir: str | Path, out: str | Path, *, int8: bool = False, o
     import transformers
 
     path = model_directory(model_dir)
-    out = check_output_dir(out, overwrite=overwrite, allowed=EXPORT_FILES)
+    out = check_output_dir(out, allowed=EXPORT_FILES)
     reference = Predictor(path, backend="torch", max_length=max_length, batch_size=8)
     model = load_torch_classifier(path)
     texts_a, texts_b = check_inputs()

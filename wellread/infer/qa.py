@@ -323,7 +323,7 @@ CHECK_QA = [
 
 
 def export_qa_onnx(model_dir: str | Path, out: str | Path, *, int8: bool = False, opset: int = 17,
-                   overwrite: bool = False, calibration: list[squad.QAExample] | None = None,
+                   calibration: list[squad.QAExample] | None = None,
                    gate: Callable[[Path], dict] | None = None) -> dict:
     """``wellread export`` for a QA model: model.onnx (start_logits, end_logits), model.int8.onnx and, where
     OpenVINO and NNCF are installed, model.int8.xml/.bin (static int8, its activation ranges from the windows
@@ -339,7 +339,7 @@ def export_qa_onnx(model_dir: str | Path, out: str | Path, *, int8: bool = False
     classification (``qa_int8_gate``), called on the finished files before they are kept.
     """
     path = model_directory(model_dir)
-    out = check_output_dir(out, overwrite=overwrite, allowed=EXPORT_FILES)
+    out = check_output_dir(out, allowed=EXPORT_FILES)
     reference = QAPredictor(path)
     examples = [squad.QAExample(str(i), q, c, (), False, 0) for i, (q, c) in enumerate(CHECK_QA)]
     qf = squad.preprocess(reference.tok, examples, **reference.windows)

@@ -370,7 +370,7 @@ class ConvertResult:
     dropped: list[str] = field(default_factory=list)
 
 
-def convert(source: str | Path, out: str | Path, *, vocab: str | Path | None = None, overwrite: bool = False,
+def convert(source: str | Path, out: str | Path, *, vocab: str | Path | None = None,
             check: bool = False, check_text: str = CHECK_TEXT) -> ConvertResult:
     """Convert a Google BERT TF checkpoint (directory or .zip) into an HF model directory at ``out``.
 
@@ -388,7 +388,7 @@ def convert(source: str | Path, out: str | Path, *, vocab: str | Path | None = N
     tokenization.check_vocabulary(tok, conv.config.vocab_size, vocab_path, names=("vocab.txt", "bert_config.json"))
     conv.config.pad_token_id = tok.token_to_id(tokenization.PAD)
     model = build_model(conv)
-    out = save_model(model, tok, out, overwrite=overwrite)
+    out = save_model(model, tok, out)
     verify_written(out, conv)
     result = ConvertResult(Path(out), conv.naming, type(model).__name__, len(conv.tensors), conv.heads, conv.skipped,
                            dropped=conv.dropped)

@@ -45,7 +45,7 @@ def init_model(name: str | zoo.Miniature, tokenizer: Tokenizer, *, seed: int = 0
     return model
 
 
-def save_model(model, tokenizer: Tokenizer, out: str | Path, *, overwrite: bool = False) -> Path:
+def save_model(model, tokenizer: Tokenizer, out: str | Path) -> Path:
     """Write ``model`` and its tokenizer as one HF-layout directory, atomically.
 
     Files: config.json, model.safetensors, vocab.txt, tokenizer.json, tokenizer_config.json,
@@ -57,7 +57,7 @@ def save_model(model, tokenizer: Tokenizer, out: str | Path, *, overwrite: bool 
             f"model has {model.config.vocab_size} embedding rows but the vocabulary has {vocab_size} tokens",
             field="vocab",
         )
-    out = check_output_dir(out, overwrite=overwrite, allowed=set(MODEL_FILES) | set(TOKENIZER_FILES))
+    out = check_output_dir(out, allowed=set(MODEL_FILES) | set(TOKENIZER_FILES))
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # one small file: transformers' "Writing model shards" bar is noise
     try:

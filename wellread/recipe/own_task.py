@@ -380,8 +380,8 @@ class TaskRecipe(Recipe):
             from wellread.infer.gate import calibration_inputs
             from wellread.infer.predictor import backend_files
 
-            record = export_onnx(self.out / best["model"], out, int8=True, max_length=c.inputs.max_length,
-                                 overwrite=True, quiet=True, calibration=calibration_inputs(spec))
+            record = export_onnx(self.out / best["model"], out, int8=True, max_length=c.inputs.max_length, quiet=True,
+                                 calibration=calibration_inputs(spec))
             gate = int8_gate(out, self.task_file, c.int8_max_drop, threads=c.threads,
                              max_length=c.inputs.max_length)
             kept = [b for b, r in gate["backends"].items() if r["passed"]]

@@ -155,7 +155,7 @@ class Recipe:
 
         def run() -> dict:
             tok = tokenization.train_vocab(src.text, self.cfg.vocab_size, show_progress=not self.cfg.quiet)
-            tokenization.save_vocab(tok, out, overwrite=True)
+            tokenization.save_vocab(tok, out)
             return {"size": tok.get_vocab_size(), "hash": tokenization.vocab_hash(tok)}
 
         self.stage("vocab", {"text": [[str(p), p.stat().st_size] for p in src.text], "size": self.cfg.vocab_size},

@@ -579,7 +579,7 @@ def _prepare_distillation(cfg: DistillConfig, spec: TaskSpec) -> Prepared:
 
     return Prepared(objective, {"settings": stage2_settings(cfg), "transfer_examples": len(transfer),
                                 "teacher_cache": labels.cache.name},
-                    save=lambda path: save_model(objective.model.cpu(), tok, path, overwrite=True),
+                    save=lambda path: save_model(objective.model.cpu(), tok, path),
                     results=results, during=lambda: fast_cpu_dropout(model), eval_each_epoch=True)
 
 

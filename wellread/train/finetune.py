@@ -275,7 +275,7 @@ def finetune(cfg: FinetuneConfig) -> dict:
                     **timing(result, wall, cfg.batch_size)}
 
         return Prepared(objective, {"settings": settings, "train_examples": len(train_set.feats)},
-                        save=lambda path: save_model(objective.model.cpu(), tok, path, overwrite=True),
+                        save=lambda path: save_model(objective.model.cpu(), tok, path),
                         results=results, during=lambda: fast_cpu_dropout(model), eval_each_epoch=True)
 
     settings = run_settings(cfg)

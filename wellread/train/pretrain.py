@@ -333,7 +333,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
             trained = objective.model.net.cpu()
             for p in trained.parameters():
                 p.requires_grad_(True)
-            save_model(trained, tok, path, overwrite=True)
+            save_model(trained, tok, path)
 
         def results(result, wall: float) -> dict:
             s = result.state

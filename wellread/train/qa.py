@@ -202,7 +202,7 @@ def finetune_qa(cfg, settings: dict) -> dict:
             if v2:  # the null threshold chosen on the held-out questions (as the official best_f1_thresh)
                 trained.config.null_score_diff_threshold = float(final.get("test/best_f1_thresh", 0.0))
             trained.config.squad_windows = windows
-            save_model(trained, tok, path, overwrite=True)
+            save_model(trained, tok, path)
             write_predictions(path.parent / "predictions.json", objective.last_predictions, v2=v2)
 
         return Prepared(objective, {"settings": settings, "train_windows": len(train_f)}, save=save,

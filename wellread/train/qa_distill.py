@@ -220,7 +220,7 @@ def distill_qa(cfg, settings: dict) -> dict:
             if v2:
                 trained.config.null_score_diff_threshold = float(final.get("test/best_f1_thresh", 0.0))
             trained.config.squad_windows = d["windows"]
-            save_model(trained, tok, path, overwrite=True)
+            save_model(trained, tok, path)
             write_predictions(path.parent / "predictions.json", objective.last_predictions, v2=v2)
 
         return Prepared(objective, {"settings": settings, "transfer_windows": len(train_f),
